@@ -1,0 +1,23 @@
+// Command-line front end: each file registers its subcommands on the CLI11 app. Commands return a
+// process exit code; results go to stdout (JSON with --json), errors to stderr.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <string>
+
+#include "util/status.h"
+
+namespace mnemo::cli {
+
+// The command selected on the command line; main() runs it after parsing.
+using Command = std::function<int()>;
+
+void RegisterLmCommands(CLI::App& app, Command* selected);
+
+// Prints "mnemo: <status>" to stderr and returns the exit code for it (2 for invalid arguments,
+// 1 otherwise).
+int Fail(const Status& status);
+
+}  // namespace mnemo::cli

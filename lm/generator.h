@@ -1,0 +1,29 @@
+// Generation: autoregressive decoding with a KV cache. When the context window fills up, the cache is
+// rebuilt from the most recent half window (the model never sees positions beyond n_positions).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "lm/gpt.h"
+#include "lm/sampler.h"
+#include "util/status.h"
+
+namespace mnemo {
+
+struct GenerateOptions {
+  int64_t max_tokens = 64;
+  SamplingOptions sampling;
+  uint64_t seed = 0;
+  int32_t stop_token = -1;  // Stop after emitting it (e.g. <|endoftext|>); -1: never.
+};
+
+// Called with each new token and its log-probability; return false to stop early.
+using TokenCallback = std::function<bool(int32_t token, float logprob)>;
+
+// Appends up to max_tokens sampled tokens to `output`. The prompt must be non-empty and fit the context.
+Status Generate(Gpt& net, const std::vector<int32_t>& prompt, const GenerateOptions& options,
+                std::vector<int32_t>* output, const TokenCallback& on_token = nullptr);
+
+}  // namespace mnemo

@@ -1,0 +1,132 @@
+#include "lm/gpt.h"
+
+#include <cmath>
+
+namespace mnemo {
+
+Conv1DImpl::Conv1DImpl(int64_t in, int64_t out) {
+  weight = register_parameter("weight", torch::empty({in, out}));
+  bias = register_parameter("bias", torch::zeros({out}));
+}
+
+torch::Tensor Conv1DImpl::forward(const torch::Tensor& x) {
+  auto shape = x.sizes().vec();
+  shape.back() = weight.size(1);
+  return torch::addmm(bias, x.reshape({-1, x.size(-1)}), weight).view(shape);
+}
+
+CausalSelfAttentionImpl::CausalSelfAttentionImpl(const GptConfig& config)
+    : n_head(config.n_head), n_embd(config.n_embd) {
+  c_attn = register_module("c_attn", Conv1D(n_embd, 3 * n_embd));
+  c_proj = register_module("c_proj", Conv1D(n_embd, n_embd));
+}
+
+torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, torch::Tensor* past_k,
+                                               torch::Tensor* past_v, AttentionTap* tap) {
+  const int64_t B = x.size(0), T = x.size(1), D = n_embd / n_head;
+  auto qkv = c_attn(x).split(n_embd, /*dim=*/2);
+  auto heads = [&](const torch::Tensor& t) { return t.view({B, T, n_head, D}).transpose(1, 2); };
+  torch::Tensor q = heads(qkv[0]), k = heads(qkv[1]), v = heads(qkv[2]);
+  if (tap != nullptr) *tap = {q, k, v};
+  int64_t past = 0;
+  if (past_k != nullptr && past_k->defined()) {
+    past = past_k->size(2);
+    k = torch::cat({*past_k, k}, 2);
+    v = torch::cat({*past_v, v}, 2);
+  }
+  if (past_k != nullptr) *past_k = k, *past_v = v;
+  const int64_t S = past + T;
+  auto att = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(D)));
+  if (T > 1) {
+    // Query i (absolute position past + i) sees keys 0 .. past + i.
+    auto mask = torch::ones({T, S}, torch::TensorOptions().dtype(torch::kBool)).triu(past + 1);
+    att = att.masked_fill(mask, -std::numeric_limits<float>::infinity());
+  }
+  att = torch::softmax(att, -1);
+  auto y = torch::matmul(att, v).transpose(1, 2).reshape({B, T, n_embd});
+  return c_proj(y);
+}
+
+MlpImpl::MlpImpl(const GptConfig& config) : tanh_gelu(config.activation_function != "gelu") {
+  c_fc = register_module("c_fc", Conv1D(config.n_embd, 4 * config.n_embd));
+  c_proj = register_module("c_proj", Conv1D(4 * config.n_embd, config.n_embd));
+}
+
+torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
+  return c_proj(torch::gelu(c_fc(x), tanh_gelu ? "tanh" : "none"));
+}
+
+BlockImpl::BlockImpl(const GptConfig& config) {
+  auto ln = torch::nn::LayerNormOptions({config.n_embd}).eps(config.layer_norm_epsilon);
+  ln_1 = register_module("ln_1", torch::nn::LayerNorm(ln));
+  attn = register_module("attn", CausalSelfAttention(config));
+  ln_2 = register_module("ln_2", torch::nn::LayerNorm(ln));
+  mlp = register_module("mlp", Mlp(config));
+}
+
+torch::Tensor BlockImpl::forward(const torch::Tensor& x, torch::Tensor* past_k, torch::Tensor* past_v,
+                                 AttentionTap* tap, torch::Tensor* ffn_input) {
+  auto h = x + attn(ln_1(x), past_k, past_v, tap);
+  auto normed = ln_2(h);
+  if (ffn_input != nullptr) *ffn_input = normed;
+  return h + mlp(normed);
+}
+
+GptImpl::GptImpl(const GptConfig& config) : config_(config) {
+  wte = register_module("wte", torch::nn::Embedding(config.vocab_size, config.n_embd));
+  wpe = register_module("wpe", torch::nn::Embedding(config.n_positions, config.n_embd));
+  h = register_module("h", torch::nn::ModuleList());
+  for (int64_t i = 0; i < config.n_layer; ++i) {
+    blocks.push_back(Block(config));
+    h->push_back(blocks.back());
+  }
+  ln_f = register_module(
+      "ln_f", torch::nn::LayerNorm(torch::nn::LayerNormOptions({config.n_embd}).eps(config.layer_norm_epsilon)));
+  InitWeights(/*seed=*/0);
+}
+
+void GptImpl::InitWeights(uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  auto gen = at::detail::createCPUGenerator(seed);
+  const double residual_std = 0.02 / std::sqrt(2.0 * config_.n_layer);
+  for (auto& p : named_parameters()) {
+    const std::string& name = p.key();
+    torch::Tensor& t = p.value();
+    if (name.find("ln_") != std::string::npos) {
+      t.fill_(name.size() >= 6 && name.compare(name.size() - 6, 6, "weight") == 0 ? 1.0 : 0.0);
+    } else if (name.size() >= 4 && name.compare(name.size() - 4, 4, "bias") == 0) {
+      t.zero_();
+    } else if (name.find("c_proj.weight") != std::string::npos) {
+      t.normal_(0.0, residual_std, gen);
+    } else {
+      t.normal_(0.0, 0.02, gen);
+    }
+  }
+}
+
+ForwardResult GptImpl::Forward(const torch::Tensor& ids, const ForwardOptions& options) {
+  const int64_t T = ids.size(1);
+  KvCache* cache = options.cache;
+  const int64_t past = cache != nullptr ? cache->length() : 0;
+  TORCH_CHECK(past + T <= config_.n_positions, "sequence of ", past + T, " tokens exceeds n_positions ",
+              config_.n_positions);
+  if (cache != nullptr && cache->keys.empty()) {
+    cache->keys.resize(config_.n_layer);
+    cache->values.resize(config_.n_layer);
+  }
+  auto pos = torch::arange(past, past + T, torch::TensorOptions().dtype(torch::kLong));
+  torch::Tensor x = wte(ids) + wpe(pos);
+  ForwardResult result;
+  if (options.want_attention) result.attention.resize(config_.n_layer);
+  for (int64_t i = 0; i < config_.n_layer; ++i) {
+    const bool last = i + 1 == config_.n_layer;
+    x = blocks[i](x, cache ? &cache->keys[i] : nullptr, cache ? &cache->values[i] : nullptr,
+                  options.want_attention ? &result.attention[i] : nullptr,
+                  last && options.want_knn_key ? &result.knn_key : nullptr);
+  }
+  result.hidden = ln_f(x);
+  if (options.want_logits) result.logits = Logits(result.hidden);
+  return result;
+}
+
+}  // namespace mnemo

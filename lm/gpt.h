@@ -1,0 +1,109 @@
+// Gpt: a GPT-2-architecture decoder in LibTorch, small enough to read in one sitting (after nanoGPT).
+// Learned positions, pre-LN blocks, tanh-GELU, tied input/output embeddings. Parameter names are the
+// Hugging Face GPT-2 names (wte.weight, h.0.attn.c_attn.weight, ...), and linear weights are stored in
+// GPT-2's Conv1D layout [in, out], so checkpoints map one-to-one onto HF safetensors files.
+//
+// Taps for retrieval: the kNN-LM key (the input of the last block's feed-forward network, after its
+// layer norm: Khandelwal et al. 2020, best of their ablation) and per-layer attention q/k/v (for a
+// memory layer).
+//
+// Thread-safety: Forward() is const with respect to the parameters and may run concurrently from many
+// threads under torch::NoGradGuard / InferenceMode; training must be exclusive.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "lm/gpt_config.h"
+
+namespace mnemo {
+
+// Per-layer keys and values of the tokens seen so far, [batch, n_head, length, head_dim] each.
+struct KvCache {
+  std::vector<torch::Tensor> keys;
+  std::vector<torch::Tensor> values;
+  int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
+  void Clear() { keys.clear(), values.clear(); }
+};
+
+// One layer's attention projections for the current tokens, [batch, n_head, T, head_dim] each.
+struct AttentionTap {
+  torch::Tensor q, k, v;
+};
+
+struct ForwardOptions {
+  KvCache* cache = nullptr;       // When set: continue from it, then append the new keys/values.
+  bool want_knn_key = false;      // Fill ForwardResult::knn_key.
+  bool want_attention = false;    // Fill ForwardResult::attention (one tap per layer).
+  bool want_logits = true;        // Training computes its loss from hidden states when false.
+};
+
+struct ForwardResult {
+  torch::Tensor logits;    // [batch, T, vocab_size], float32
+  torch::Tensor hidden;    // [batch, T, n_embd], after ln_f
+  torch::Tensor knn_key;   // [batch, T, n_embd]: last block's ln_2 output
+  std::vector<AttentionTap> attention;
+};
+
+// GPT-2's Conv1D: y = x W + b with W stored [in, out].
+struct Conv1DImpl : torch::nn::Module {
+  Conv1DImpl(int64_t in, int64_t out);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight, bias;
+};
+TORCH_MODULE(Conv1D);
+
+struct CausalSelfAttentionImpl : torch::nn::Module {
+  explicit CausalSelfAttentionImpl(const GptConfig& config);
+  // x: [B, T, C]. `past_k/past_v` (may be undefined) hold earlier positions; the new full keys and
+  // values are written back to them. `tap` (may be null) receives this call's q/k/v.
+  torch::Tensor forward(const torch::Tensor& x, torch::Tensor* past_k, torch::Tensor* past_v,
+                        AttentionTap* tap);
+  int64_t n_head, n_embd;
+  Conv1D c_attn{nullptr}, c_proj{nullptr};
+};
+TORCH_MODULE(CausalSelfAttention);
+
+struct MlpImpl : torch::nn::Module {
+  explicit MlpImpl(const GptConfig& config);
+  torch::Tensor forward(const torch::Tensor& x);
+  bool tanh_gelu;
+  Conv1D c_fc{nullptr}, c_proj{nullptr};
+};
+TORCH_MODULE(Mlp);
+
+struct BlockImpl : torch::nn::Module {
+  explicit BlockImpl(const GptConfig& config);
+  // `ffn_input` (may be null) receives ln_2's output: the kNN-LM key when this is the last block.
+  torch::Tensor forward(const torch::Tensor& x, torch::Tensor* past_k, torch::Tensor* past_v,
+                        AttentionTap* tap, torch::Tensor* ffn_input);
+  torch::nn::LayerNorm ln_1{nullptr}, ln_2{nullptr};
+  CausalSelfAttention attn{nullptr};
+  Mlp mlp{nullptr};
+};
+TORCH_MODULE(Block);
+
+struct GptImpl : torch::nn::Module {
+  explicit GptImpl(const GptConfig& config);
+  // ids: [B, T] int64. Positions continue from options.cache's length. Fails (c10::Error) if the
+  // total length exceeds n_positions; callers check with CheckContext() first.
+  ForwardResult Forward(const torch::Tensor& ids, const ForwardOptions& options = {});
+  // Logits from hidden states (tied output embedding).
+  torch::Tensor Logits(const torch::Tensor& hidden) { return torch::matmul(hidden, wte->weight.t()); }
+  // GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer).
+  void InitWeights(uint64_t seed);
+
+  const GptConfig& config() const { return config_; }
+
+  torch::nn::Embedding wte{nullptr}, wpe{nullptr};
+  torch::nn::ModuleList h;
+  std::vector<Block> blocks;  // Typed view of `h`.
+  torch::nn::LayerNorm ln_f{nullptr};
+
+ private:
+  GptConfig config_;
+};
+TORCH_MODULE(Gpt);
+
+}  // namespace mnemo

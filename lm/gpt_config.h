@@ -1,0 +1,37 @@
+// GptConfig: the hyperparameters of a GPT-2-architecture model, read from and written to a
+// Hugging Face `config.json` (model_type "gpt2"), so checkpoints interoperate with GPT-2 tooling.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "util/status.h"
+
+namespace mnemo {
+
+struct GptConfig {
+  int64_t vocab_size = 50257;  // GPT-2's byte-level BPE vocabulary.
+  int64_t n_positions = 1024;  // Context window (learned position embeddings).
+  int64_t n_embd = 768;
+  int64_t n_layer = 12;
+  int64_t n_head = 12;
+  double layer_norm_epsilon = 1e-5;
+  // HF's name for GPT-2's tanh-approximated GELU; "gelu" (exact erf form) is also accepted.
+  std::string activation_function = "gelu_new";
+  int64_t bos_token_id = 50256;
+  int64_t eos_token_id = 50256;
+
+  int64_t head_dim() const { return n_embd / n_head; }
+  int64_t NumParameters() const;  // Tied embeddings counted once.
+  Status Validate() const;
+
+  // Named presets for models trained with mnemo ("tiny", "small", "default"); see docs/RESULTS.md
+  // for how the default was chosen.
+  static Status Preset(const std::string& name, int64_t vocab_size, GptConfig* out);
+
+  std::string ToJson() const;
+  // `source` names the file in error messages.
+  static Status FromJson(const std::string& json_text, const std::string& source, GptConfig* out);
+};
+
+}  // namespace mnemo

@@ -1,0 +1,82 @@
+#include "lm/scorer.h"
+
+#include <cmath>
+
+namespace mnemo {
+
+Status ScoreIds(Gpt& net, const std::vector<int32_t>& ids, std::vector<float>* logprobs) {
+  const int64_t n = static_cast<int64_t>(ids.size());
+  if (n == 0) return Status::InvalidArgument("nothing to score: the text has no tokens");
+  if (n > net->config().n_positions) {
+    return Status::InvalidArgument("text has " + std::to_string(n) + " tokens, longer than the model's context of " +
+                                   std::to_string(net->config().n_positions) + " (use eval ppl for long texts)");
+  }
+  for (int32_t id : ids) {
+    if (id < 0 || id >= net->config().vocab_size) {
+      return Status::InvalidArgument("token id " + std::to_string(id) + " outside the vocabulary [0, " +
+                                     std::to_string(net->config().vocab_size) + ")");
+    }
+  }
+  return ScoreLongSequence(net, ids, {}, logprobs);
+}
+
+Status PlanWindows(int64_t num_tokens, int64_t n_positions, const WindowOptions& options,
+                   std::vector<Window>* windows) {
+  const int64_t window = options.window > 0 ? options.window : n_positions;
+  const int64_t stride = options.stride > 0 ? options.stride : std::max<int64_t>(1, window / 2);
+  if (window > n_positions) {
+    return Status::InvalidArgument("window " + std::to_string(window) + " exceeds the model's context of " +
+                                   std::to_string(n_positions));
+  }
+  if (stride > window) return Status::InvalidArgument("stride must not exceed the window");
+  windows->clear();
+  int64_t scored_until = 1;  // Token 0 has no context and is never scored.
+  for (int64_t begin = 0; scored_until < num_tokens; begin += stride) {
+    const int64_t end = std::min(begin + window, num_tokens);
+    windows->push_back({begin, end, end - scored_until});
+    scored_until = end;
+  }
+  return Status::OK();
+}
+
+Status ScoreLongSequence(Gpt& net, const std::vector<int32_t>& ids, const WindowOptions& options,
+                         std::vector<float>* logprobs) {
+  std::vector<Window> windows;
+  MNEMO_RETURN_IF_ERROR(PlanWindows(static_cast<int64_t>(ids.size()), net->config().n_positions, options, &windows));
+  torch::InferenceMode inference;
+  logprobs->assign(ids.empty() ? 0 : ids.size() - 1, 0.0f);
+  const int64_t batch = std::max<int64_t>(1, options.batch_size);
+  for (size_t first = 0; first < windows.size();) {
+    // Batch consecutive windows of equal length (all but possibly the last).
+    size_t last = first + 1;
+    const int64_t len = windows[first].end - windows[first].begin;
+    while (last < windows.size() && static_cast<int64_t>(last - first) < batch &&
+           windows[last].end - windows[last].begin == len) {
+      ++last;
+    }
+    const int64_t rows = static_cast<int64_t>(last - first);
+    torch::Tensor input = torch::empty({rows, len}, torch::kLong);
+    auto acc = input.accessor<int64_t, 2>();
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t t = 0; t < len; ++t) acc[r][t] = ids[windows[first + r].begin + t];
+    }
+    torch::Tensor lp = torch::log_softmax(net->Forward(input).logits, -1);
+    for (int64_t r = 0; r < rows; ++r) {
+      const Window& w = windows[first + r];
+      // Row position p predicts token begin + p + 1.
+      const int64_t p0 = len - 1 - w.score_count;
+      torch::Tensor targets = input[r].slice(0, p0 + 1, len).unsqueeze(1);
+      torch::Tensor picked = lp[r].slice(0, p0, len - 1).gather(1, targets).squeeze(1).contiguous();
+      const float* src = picked.data_ptr<float>();
+      std::copy(src, src + w.score_count, logprobs->begin() + (w.end - w.score_count - 1));
+    }
+    first = last;
+  }
+  return Status::OK();
+}
+
+double PerplexityReport::perplexity() const { return tokens > 0 ? std::exp(nll / tokens) : 0.0; }
+
+double PerplexityReport::bits_per_byte() const { return bytes > 0 ? nll / std::log(2.0) / bytes : 0.0; }
+
+}  // namespace mnemo

@@ -1,0 +1,46 @@
+// Scoring: log p(x_i | x_<i) for every token of a text, and strided sliding-window perplexity for
+// texts longer than the context window (the Hugging Face recipe: windows of W tokens advancing by
+// S, each scoring only the tokens not scored before, so every token after the first window sees at
+// least W - S tokens of context).
+//
+// Thread-safety: functions only read the model; callers serialise training against them.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "lm/gpt.h"
+#include "util/status.h"
+
+namespace mnemo {
+
+// Natural-log probabilities of ids[1..n-1] given their prefixes (result has n-1 entries).
+// ids.size() must be in [1, n_positions]; longer input is an InvalidArgument error.
+Status ScoreIds(Gpt& net, const std::vector<int32_t>& ids, std::vector<float>* logprobs);
+
+struct WindowOptions {
+  int64_t window = 0;      // 0: the model's n_positions.
+  int64_t stride = 0;      // 0: window / 2.
+  int64_t batch_size = 8;  // Windows scored together.
+};
+
+// The windows that cover ids[1..n-1]: window [begin, end) scores its last `score_count` tokens.
+struct Window {
+  int64_t begin, end, score_count;
+};
+Status PlanWindows(int64_t num_tokens, int64_t n_positions, const WindowOptions& options,
+                   std::vector<Window>* windows);
+
+// Log-probabilities of ids[1..n-1] for a sequence of any length, via PlanWindows.
+Status ScoreLongSequence(Gpt& net, const std::vector<int32_t>& ids, const WindowOptions& options,
+                         std::vector<float>* logprobs);
+
+struct PerplexityReport {
+  int64_t tokens = 0;  // Scored tokens.
+  int64_t bytes = 0;   // UTF-8 bytes of the text the scored tokens cover.
+  double nll = 0;      // Summed negative log-likelihood, nats.
+  double perplexity() const;
+  double bits_per_byte() const;
+};
+
+}  // namespace mnemo

@@ -1,0 +1,326 @@
+#include "lm/trainer.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "lm/bpe_trainer.h"
+#include "lm/checkpoint.h"
+#include "util/file_util.h"
+#include "util/progress.h"
+
+namespace mnemo {
+namespace {
+
+// Training defaults per preset: enough steps to converge the preset's size within its time budget.
+struct PresetSchedule {
+  const char* name;
+  int64_t steps, batch_size;
+  double learning_rate;
+};
+constexpr PresetSchedule kSchedules[] = {
+    {"tiny", 200, 8, 3e-3},
+    {"small", 2000, 16, 2e-3},
+    {"default", 3000, 16, 1.5e-3},
+};
+
+uint64_t Fnv1a(const void* data, size_t n, uint64_t h = 1469598103934665603ull) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+uint64_t TokenizerHash(const BpeTokenizer& tok) {
+  uint64_t h = Fnv1a("mnemo-bpe", 9);
+  for (int32_t i = 0; i < tok.vocab_size(); ++i) {
+    std::string b = tok.TokenBytes(i);
+    uint32_t len = static_cast<uint32_t>(b.size());
+    h = Fnv1a(&len, sizeof(len), h);
+    h = Fnv1a(b.data(), b.size(), h);
+  }
+  return h;
+}
+
+// Encodes `text` on all cores. Chunks are cut between the two newlines of a paragraph break followed by
+// text ("a\n|\nb"), where GPT-2's pre-tokenizer splits anyway, so the result equals one Encode call.
+std::vector<int32_t> ParallelEncode(const BpeTokenizer& tok, const std::string& text) {
+  const size_t workers = std::max(1u, std::thread::hardware_concurrency());
+  std::vector<size_t> cuts = {0};
+  for (size_t w = 1; w < workers * 8; ++w) {
+    size_t pos = text.find("\n\n", std::max(cuts.back(), text.size() * w / (workers * 8)));
+    while (pos != std::string::npos && pos + 2 < text.size() && std::isspace(static_cast<unsigned char>(text[pos + 2]))) {
+      pos = text.find("\n\n", pos + 1);
+    }
+    if (pos == std::string::npos || pos + 2 >= text.size()) break;
+    cuts.push_back(pos + 1);
+  }
+  cuts.push_back(text.size());
+  std::vector<std::vector<int32_t>> parts(cuts.size() - 1);
+  std::vector<std::thread> threads;
+  std::atomic<size_t> next{0};
+  for (size_t w = 0; w < workers; ++w) {
+    threads.emplace_back([&] {
+      for (size_t i; (i = next++) < parts.size();) {
+        parts[i] = tok.Encode(std::string_view(text).substr(cuts[i], cuts[i + 1] - cuts[i]));
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::vector<int32_t> all;
+  for (auto& p : parts) all.insert(all.end(), p.begin(), p.end());
+  return all;
+}
+
+// Tokenizes `path`, caching the ids in out_dir/tokens-<hash>.bin (hash of text and tokenizer).
+Status LoadTokens(const std::string& path, const BpeTokenizer& tok, const std::string& out_dir, bool quiet,
+                  std::vector<int32_t>* ids) {
+  std::string text;
+  MNEMO_RETURN_IF_ERROR(ReadFileToString(path, &text));
+  if (text.empty()) return Status::InvalidArgument(path + ": file is empty");
+  char name[64];
+  snprintf(name, sizeof(name), "/tokens-%016llx.bin",
+           static_cast<unsigned long long>(Fnv1a(text.data(), text.size(), TokenizerHash(tok))));
+  const std::string cache = out_dir + name;
+  std::string bytes;
+  if (ReadFileToString(cache, &bytes).ok() && bytes.size() % sizeof(int32_t) == 0 && !bytes.empty()) {
+    ids->resize(bytes.size() / sizeof(int32_t));
+    std::memcpy(ids->data(), bytes.data(), bytes.size());
+    return Status::OK();
+  }
+  ProgressBar bar("tokenize " + path, 1, "files", !quiet);
+  *ids = ParallelEncode(tok, text);
+  bar.Update(1, static_cast<int64_t>(text.size()), "bytes", std::to_string(ids->size()) + " tokens");
+  bar.Finish();
+  return WriteFileAtomically(cache, std::string_view(reinterpret_cast<const char*>(ids->data()),
+                                                     ids->size() * sizeof(int32_t)));
+}
+
+// Rows of seq_len + 1 tokens at random offsets; the batch of a step depends only on (seed, step).
+torch::Tensor SampleBatch(const std::vector<int32_t>& ids, int64_t batch, int64_t seq_len, uint64_t seed,
+                          int64_t step) {
+  std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(step));
+  std::uniform_int_distribution<int64_t> offset(0, static_cast<int64_t>(ids.size()) - seq_len - 1);
+  torch::Tensor out = torch::empty({batch, seq_len + 1}, torch::kLong);
+  auto acc = out.accessor<int64_t, 2>();
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t o = offset(rng);
+    for (int64_t t = 0; t <= seq_len; ++t) acc[b][t] = ids[o + t];
+  }
+  return out;
+}
+
+double LearningRate(const TrainOptions& o, int64_t step, int64_t steps, int64_t warmup, double peak) {
+  if (step < warmup) return peak * (step + 1) / warmup;
+  const double progress = static_cast<double>(step - warmup) / std::max<int64_t>(1, steps - warmup);
+  const double min_lr = peak / 10;
+  return min_lr + 0.5 * (peak - min_lr) * (1 + std::cos(M_PI * std::min(1.0, progress)));
+}
+
+struct Validation {
+  torch::Tensor rows;  // [n, seq_len + 1]
+  int64_t bytes = 0;   // Bytes of the predicted tokens.
+};
+
+Validation MakeValidation(const std::vector<int32_t>& ids, const BpeTokenizer& tok, int64_t seq_len,
+                          int64_t max_tokens) {
+  Validation v;
+  const int64_t rows = std::max<int64_t>(
+      1, std::min<int64_t>(max_tokens, static_cast<int64_t>(ids.size()) - 1) / seq_len);
+  v.rows = torch::empty({rows, seq_len + 1}, torch::kLong);
+  auto acc = v.rows.accessor<int64_t, 2>();
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t t = 0; t <= seq_len; ++t) {
+      acc[r][t] = ids[r * seq_len + t];
+      if (t > 0) v.bytes += static_cast<int64_t>(tok.TokenBytes(ids[r * seq_len + t]).size());
+    }
+  }
+  return v;
+}
+
+torch::Tensor LossOn(Gpt& net, const torch::Tensor& rows) {
+  const int64_t len = rows.size(1) - 1;
+  auto logits = net->Forward(rows.slice(1, 0, len)).logits;
+  return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
+                                              rows.slice(1, 1, len + 1).reshape({-1}));
+}
+
+// Mean validation loss in nats per token.
+double Evaluate(Gpt& net, const Validation& v, int64_t batch) {
+  torch::NoGradGuard no_grad;
+  net->eval();
+  double total = 0;
+  const int64_t n = v.rows.size(0);
+  for (int64_t i = 0; i < n; i += batch) {
+    auto rows = v.rows.slice(0, i, std::min(n, i + batch));
+    total += LossOn(net, rows).item<double>() * rows.size(0);
+  }
+  net->train();
+  return total / n;
+}
+
+Status SaveOptimizer(const std::string& path, torch::optim::AdamW& optimizer) {
+  std::ostringstream out;
+  torch::save(optimizer, out);
+  return WriteFileAtomically(path, out.str());
+}
+
+}  // namespace
+
+std::string TrainReport::ToJson() const {
+  nlohmann::ordered_json j;
+  j["steps"] = steps;
+  j["tokens_seen"] = tokens_seen;
+  j["seconds"] = seconds;
+  j["tokens_per_second"] = tokens_per_second;
+  j["final_train_loss"] = final_train_loss;
+  j["final_valid_loss"] = final_valid_loss;
+  j["final_valid_bits_per_byte"] = final_valid_bits_per_byte;
+  j["parameters"] = parameters;
+  j["resumed"] = resumed;
+  return j.dump();
+}
+
+Status Train(const TrainOptions& o, TrainReport* report) {
+  if (o.train_path.empty() || o.valid_path.empty() || o.out_dir.empty()) {
+    return Status::InvalidArgument("train needs --corpus, --valid and --out");
+  }
+  const PresetSchedule* schedule = nullptr;
+  for (const auto& s : kSchedules) {
+    if (o.config == s.name) schedule = &s;
+  }
+  if (schedule == nullptr) {
+    return Status::InvalidArgument("unknown model config \"" + o.config + "\" (expected tiny, small or default)");
+  }
+  MNEMO_RETURN_IF_ERROR(EnsureDirectory(o.out_dir));
+  const std::string state_path = o.out_dir + "/train_state.json";
+  const std::string optimizer_path = o.out_dir + "/optimizer.pt";
+  const bool resume = FileExists(state_path) && FileExists(optimizer_path);
+
+  // Tokenizer: the run's own when resuming, else the given one, else a new BPE vocabulary.
+  std::unique_ptr<BpeTokenizer> tok;
+  if (resume) {
+    MNEMO_RETURN_IF_ERROR(BpeTokenizer::Load(o.out_dir, &tok));
+  } else if (!o.tokenizer_dir.empty()) {
+    MNEMO_RETURN_IF_ERROR(BpeTokenizer::Load(o.tokenizer_dir, &tok));
+  } else {
+    std::string text;
+    MNEMO_RETURN_IF_ERROR(ReadFileToString(o.train_path, &text));
+    ProgressBar bar("train BPE vocabulary", 1, "vocabularies", !o.quiet);
+    MNEMO_RETURN_IF_ERROR(TrainBpe(text, static_cast<int>(o.vocab_size), &tok));
+    bar.Update(1, static_cast<int64_t>(text.size()), "bytes");
+  }
+  MNEMO_RETURN_IF_ERROR(tok->Save(o.out_dir));
+
+  GptConfig config;
+  if (resume) {
+    std::string text;
+    MNEMO_RETURN_IF_ERROR(ReadFileToString(o.out_dir + "/config.json", &text));
+    MNEMO_RETURN_IF_ERROR(GptConfig::FromJson(text, o.out_dir + "/config.json", &config));
+  } else {
+    MNEMO_RETURN_IF_ERROR(GptConfig::Preset(o.config, tok->vocab_size(), &config));
+    if (tok->eot_id() >= 0) config.bos_token_id = config.eos_token_id = tok->eot_id();
+  }
+  const int64_t steps = o.steps > 0 ? o.steps : schedule->steps;
+  const int64_t batch = o.batch_size > 0 ? o.batch_size : schedule->batch_size;
+  const int64_t seq_len = o.seq_len > 0 ? std::min(o.seq_len, config.n_positions) : config.n_positions;
+  const double peak_lr = o.learning_rate > 0 ? o.learning_rate : schedule->learning_rate;
+  const int64_t warmup = o.warmup_steps >= 0 ? o.warmup_steps : std::max<int64_t>(1, steps / 20);
+  const int64_t eval_interval = o.eval_interval > 0 ? o.eval_interval : std::max<int64_t>(1, steps / 10);
+
+  std::vector<int32_t> train_ids, valid_ids;
+  MNEMO_RETURN_IF_ERROR(LoadTokens(o.train_path, *tok, o.out_dir, o.quiet, &train_ids));
+  MNEMO_RETURN_IF_ERROR(LoadTokens(o.valid_path, *tok, o.out_dir, o.quiet, &valid_ids));
+  if (static_cast<int64_t>(train_ids.size()) <= seq_len + 1 || static_cast<int64_t>(valid_ids.size()) <= seq_len) {
+    return Status::InvalidArgument("corpus too small: need more than " + std::to_string(seq_len + 1) +
+                                   " tokens in both the training and validation text");
+  }
+  const Validation validation = MakeValidation(valid_ids, *tok, seq_len, o.eval_tokens);
+
+  Gpt net(config);
+  net->InitWeights(o.seed);
+  net->train();
+  std::vector<torch::Tensor> decay, no_decay;
+  for (auto& p : net->named_parameters()) {
+    (p.value().dim() >= 2 && p.key() != "wpe.weight" ? decay : no_decay).push_back(p.value());
+  }
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
+                                 torch::optim::AdamWOptions(peak_lr).betas({0.9, 0.95}).weight_decay(o.weight_decay)));
+  groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(
+                                    torch::optim::AdamWOptions(peak_lr).betas({0.9, 0.95}).weight_decay(0.0)));
+  torch::optim::AdamW optimizer(groups);
+
+  int64_t start = 0;
+  if (resume) {
+    std::string text;
+    MNEMO_RETURN_IF_ERROR(ReadFileToString(state_path, &text));
+    auto state = nlohmann::json::parse(text, nullptr, false);
+    if (state.is_discarded() || !state.contains("step") || !state["step"].is_number_integer()) {
+      return Status::Corruption(state_path + ": not a valid training state");
+    }
+    start = state["step"].get<int64_t>();
+    MNEMO_RETURN_IF_ERROR(LoadWeights(o.out_dir + "/model.safetensors", net));
+    try {
+      torch::load(optimizer, optimizer_path);
+    } catch (const c10::Error& e) {
+      return Status::Corruption(optimizer_path + ": cannot load optimizer state");
+    }
+    report->resumed = true;
+  }
+
+  report->parameters = config.NumParameters();
+  ProgressBar bar("train", steps, "steps", !o.quiet);
+  bar.Update(start, 0, "tok");
+  double last_loss = 0, valid_loss = 0;
+  const int64_t end = o.stop_after > 0 ? std::min(steps, start + o.stop_after) : steps;
+  for (int64_t step = start; step < end; ++step) {
+    const double lr = LearningRate(o, step, steps, warmup, peak_lr);
+    for (auto& g : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+    torch::Tensor rows = SampleBatch(train_ids, batch, seq_len, o.seed, step);
+    optimizer.zero_grad();
+    torch::Tensor loss = LossOn(net, rows);
+    loss.backward();
+    torch::nn::utils::clip_grad_norm_(net->parameters(), o.grad_clip);
+    optimizer.step();
+    last_loss = loss.item<double>();
+    report->tokens_seen += batch * seq_len;
+
+    const bool last = step + 1 == end;
+    if ((step + 1) % eval_interval == 0 || last) {
+      valid_loss = Evaluate(net, validation, batch);
+      MNEMO_RETURN_IF_ERROR(SaveCheckpoint(o.out_dir, net, nullptr));
+      MNEMO_RETURN_IF_ERROR(SaveOptimizer(optimizer_path, optimizer));
+      nlohmann::ordered_json state;
+      state["step"] = step + 1;
+      state["train_loss"] = last_loss;
+      state["valid_loss"] = valid_loss;
+      state["seed"] = o.seed;
+      MNEMO_RETURN_IF_ERROR(WriteFileAtomically(state_path, state.dump(2) + "\n"));
+      if (!o.quiet && !last) {
+        fprintf(stderr, "step %ld: train loss %.4f, valid loss %.4f (%.4f bits/byte)\n", static_cast<long>(step + 1),
+                last_loss, valid_loss,
+                valid_loss * validation.rows.size(0) * seq_len / std::log(2.0) / validation.bytes);
+      }
+    }
+    char extra[96];
+    snprintf(extra, sizeof(extra), "loss %.4f | lr %.2e", last_loss, lr);
+    bar.Update(step + 1, report->tokens_seen, "tok", extra);
+  }
+  bar.Finish();
+  report->steps = end;
+  report->seconds = bar.Elapsed();
+  report->tokens_per_second = report->seconds > 0 ? report->tokens_seen / report->seconds : 0;
+  report->final_train_loss = last_loss;
+  report->final_valid_loss = start < end ? valid_loss : Evaluate(net, validation, batch);
+  report->final_valid_bits_per_byte =
+      report->final_valid_loss * validation.rows.size(0) * seq_len / std::log(2.0) / validation.bytes;
+  return Status::OK();
+}
+
+}  // namespace mnemo

@@ -1,0 +1,124 @@
+// The transformer: causality, KV-cache decoding, taps, and the GPT-2 parameter layout.
+#include "lm/gpt.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/lm_fixture.h"
+
+namespace mnemo {
+namespace {
+
+using testing::TinyGpt;
+
+torch::Tensor Ids(std::vector<int64_t> v) { return torch::tensor(v, torch::kLong).unsqueeze(0); }
+
+TEST(GptTest, ParameterNamesAreHuggingFaceGpt2Names) {
+  Gpt net = TinyGpt(100);
+  auto params = net->named_parameters();
+  for (const char* name : {"wte.weight", "wpe.weight", "h.0.ln_1.weight", "h.0.ln_1.bias", "h.0.attn.c_attn.weight",
+                           "h.0.attn.c_attn.bias", "h.0.attn.c_proj.weight", "h.0.ln_2.weight", "h.0.mlp.c_fc.weight",
+                           "h.1.mlp.c_proj.bias", "ln_f.weight", "ln_f.bias"}) {
+    EXPECT_NE(params.find(name), nullptr) << name;
+  }
+  // Conv1D layout: [in, out].
+  EXPECT_EQ(params["h.0.attn.c_attn.weight"].sizes().vec(), (std::vector<int64_t>{32, 96}));
+  EXPECT_EQ(params["h.0.mlp.c_proj.weight"].sizes().vec(), (std::vector<int64_t>{128, 32}));
+  int64_t count = 0;
+  for (auto& p : params) count += p.value().numel();
+  EXPECT_EQ(count, net->config().NumParameters());
+}
+
+TEST(GptTest, LaterTokensNeverChangeEarlierLogits) {
+  torch::NoGradGuard no_grad;
+  Gpt net = TinyGpt(100);
+  auto a = net->Forward(Ids({5, 17, 42, 8, 99, 3})).logits;
+  auto b = net->Forward(Ids({5, 17, 42, 61, 0, 77})).logits;
+  EXPECT_TRUE(torch::allclose(a.slice(1, 0, 3), b.slice(1, 0, 3), 0, 0)) << "prefix logits changed";
+  EXPECT_FALSE(torch::allclose(a.slice(1, 3, 6), b.slice(1, 3, 6)));
+}
+
+TEST(GptTest, KvCacheDecodingEqualsFullForward) {
+  torch::NoGradGuard no_grad;
+  Gpt net = TinyGpt(100);
+  std::vector<int64_t> seq = {1, 2, 3, 50, 60, 70, 80, 90, 11, 12};
+  auto full = net->Forward(Ids(seq)).logits[0];
+  KvCache cache;
+  ForwardOptions opts;
+  opts.cache = &cache;
+  // A 4-token prefill, then one token at a time.
+  auto prefill = net->Forward(Ids({seq.begin(), seq.begin() + 4}), opts).logits[0];
+  EXPECT_TRUE(torch::allclose(prefill, full.slice(0, 0, 4), 1e-5, 1e-5));
+  for (size_t t = 4; t < seq.size(); ++t) {
+    auto step = net->Forward(Ids({seq[t]}), opts).logits[0][0];
+    EXPECT_TRUE(torch::allclose(step, full[t], 1e-5, 1e-5)) << "position " << t;
+  }
+  EXPECT_EQ(cache.length(), static_cast<int64_t>(seq.size()));
+}
+
+TEST(GptTest, KnnKeyIsLastBlockFeedForwardInputAfterLayerNorm) {
+  torch::NoGradGuard no_grad;
+  Gpt net = TinyGpt(100);
+  ForwardOptions opts;
+  opts.want_knn_key = true;
+  opts.want_attention = true;
+  auto ids = Ids({4, 8, 15, 16, 23, 42});
+  ForwardResult r = net->Forward(ids, opts);
+  // Recompute by hand: embeddings, block 0, then block 1's attention residual and ln_2.
+  auto x = net->wte(ids) + net->wpe(torch::arange(6));
+  x = net->blocks[0](x, nullptr, nullptr, nullptr, nullptr);
+  auto& last = net->blocks[1];
+  auto h = x + last->attn(last->ln_1(x), nullptr, nullptr, nullptr);
+  EXPECT_TRUE(torch::allclose(r.knn_key, last->ln_2(h), 1e-6, 1e-6));
+  ASSERT_EQ(r.attention.size(), 2u);
+  EXPECT_EQ(r.attention[1].q.sizes().vec(), (std::vector<int64_t>{1, 2, 6, 16}));
+  EXPECT_EQ(r.knn_key.sizes().vec(), (std::vector<int64_t>{1, 6, 32}));
+}
+
+TEST(GptTest, RejectsSequenceLongerThanContext) {
+  torch::NoGradGuard no_grad;
+  Gpt net = TinyGpt(100);
+  auto ids = torch::zeros({1, net->config().n_positions + 1}, torch::kLong);
+  EXPECT_THROW(net->Forward(ids), c10::Error);
+}
+
+TEST(GptTest, ExactGeluOptionChangesActivation) {
+  GptConfig c = testing::TinyConfig(100);
+  c.activation_function = "gelu";
+  Gpt exact(c);
+  exact->InitWeights(7);
+  Gpt tanh = TinyGpt(100);
+  torch::NoGradGuard no_grad;
+  auto a = exact->Forward(Ids({1, 2, 3})).logits, b = tanh->Forward(Ids({1, 2, 3})).logits;
+  EXPECT_TRUE(torch::allclose(a, b, 1e-2, 1e-2));
+  EXPECT_FALSE(torch::equal(a, b));
+}
+
+TEST(GptConfigTest, JsonRoundTripAndValidation) {
+  GptConfig c = testing::TinyConfig(123);
+  GptConfig back;
+  ASSERT_TRUE(GptConfig::FromJson(c.ToJson(), "config.json", &back).ok());
+  EXPECT_EQ(back.vocab_size, 123);
+  EXPECT_EQ(back.n_embd, 32);
+  EXPECT_EQ(back.n_positions, 64);
+  EXPECT_EQ(back.activation_function, "gelu_new");
+
+  Status s = GptConfig::FromJson("{\"model_type\": \"gpt2\", \"n_embd\": 30, \"n_head\": 4, \"n_layer\": 1, "
+                                 "\"vocab_size\": 10, \"n_positions\": 8}",
+                                 "x/config.json", &back);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("x/config.json"), std::string::npos) << s.ToString();
+  EXPECT_NE(s.message().find("divisible"), std::string::npos) << s.ToString();
+  EXPECT_FALSE(GptConfig::FromJson("{\"model_type\": \"llama\"}", "c", &back).ok());
+  EXPECT_FALSE(GptConfig::FromJson("not json", "c", &back).ok());
+  s = GptConfig::FromJson("{\"model_type\": \"gpt2\", \"n_embd\": \"big\"}", "c", &back);
+  EXPECT_TRUE(s.IsCorruption()) << s.ToString();
+  // n_ctx stands in for n_positions in older configs.
+  ASSERT_TRUE(GptConfig::FromJson("{\"model_type\": \"gpt2\", \"n_embd\": 8, \"n_head\": 2, \"n_layer\": 1, "
+                                  "\"vocab_size\": 10, \"n_ctx\": 16}",
+                                  "c", &back)
+                  .ok());
+  EXPECT_EQ(back.n_positions, 16);
+}
+
+}  // namespace
+}  // namespace mnemo

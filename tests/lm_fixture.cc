@@ -1,0 +1,52 @@
+#include "tests/lm_fixture.h"
+
+#include <gtest/gtest.h>
+
+#include <mutex>
+
+#include "lm/bpe_trainer.h"
+
+namespace mnemo::testing {
+
+std::string ToyCorpus() {
+  static const char* kSubjects[] = {"The cat", "A dog", "The old sailor", "My neighbour", "The river"};
+  static const char* kVerbs[] = {"sees", "follows", "remembers", "finds", "crosses"};
+  static const char* kObjects[] = {"the bridge.", "a red ball.", "the quiet harbour.", "an open door.",
+                                   "the long road."};
+  std::string text;
+  for (int i = 0; i < 400; ++i) {
+    text += kSubjects[i % 5];
+    text += ' ';
+    text += kVerbs[(i / 5) % 5];
+    text += ' ';
+    text += kObjects[(i * 7) % 5];
+    text += (i % 9 == 8) ? "\n\n" : " ";
+  }
+  return text;
+}
+
+const BpeTokenizer& ToyTokenizer() {
+  static std::unique_ptr<BpeTokenizer> tok;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    Status s = TrainBpe(ToyCorpus(), 300, &tok);
+    if (!s.ok()) ADD_FAILURE() << s.ToString();
+  });
+  return *tok;
+}
+
+GptConfig TinyConfig(int64_t vocab_size) {
+  GptConfig c;
+  Status s = GptConfig::Preset("tiny", vocab_size, &c);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  return c;
+}
+
+Gpt TinyGpt(int64_t vocab_size, uint64_t seed) {
+  Gpt net(TinyConfig(vocab_size));
+  net->InitWeights(seed);
+  net->eval();
+  return net;
+}
+
+}  // namespace mnemo::testing

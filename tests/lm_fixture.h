@@ -1,0 +1,22 @@
+// Tiny language models for tests: a BPE vocabulary trained on a toy corpus and a d=32 GPT.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "lm/bpe_tokenizer.h"
+#include "lm/gpt.h"
+
+namespace mnemo::testing {
+
+// A few hundred repetitive English sentences (deterministic).
+std::string ToyCorpus();
+
+// A ~300-token BPE vocabulary trained on ToyCorpus() (cached per process).
+const BpeTokenizer& ToyTokenizer();
+
+// The "tiny" preset (d=32, 2 layers, 2 heads, 64 positions) with `vocab_size` tokens, seeded init.
+GptConfig TinyConfig(int64_t vocab_size);
+Gpt TinyGpt(int64_t vocab_size, uint64_t seed = 7);
+
+}  // namespace mnemo::testing

@@ -1,0 +1,20 @@
+// Small file-system helpers shared by every layer: whole-file reads and crash-safe writes.
+//
+// WriteFileAtomically writes to "<path>.tmp.<pid>", fsyncs it, renames it over `path` and fsyncs the
+// directory, so after a crash a reader sees either the old file or the complete new one.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "util/status.h"
+
+namespace mnemo {
+
+Status ReadFileToString(const std::string& path, std::string* out);
+Status WriteFileAtomically(const std::string& path, std::string_view data);
+// Creates `dir` and its parents if missing.
+Status EnsureDirectory(const std::string& dir);
+bool FileExists(const std::string& path);
+
+}  // namespace mnemo

@@ -1,0 +1,51 @@
+// Status: the outcome of an operation that can fail for reasons outside the program's control
+// (I/O, corrupt files, user input). Modelled on LevelDB's Status: expected failures are values,
+// exceptions are reserved for programming errors.
+//
+// Thread-safety: a Status is an immutable value; copies may be used from any thread.
+#pragma once
+
+#include <string>
+#include <utility>
+
+namespace mnemo {
+
+class Status {
+ public:
+  enum class Code { kOk = 0, kNotFound, kCorruption, kInvalidArgument, kIOError, kFailedPrecondition };
+
+  Status() = default;
+  static Status OK() { return Status(); }
+  static Status NotFound(std::string msg) { return Status(Code::kNotFound, std::move(msg)); }
+  static Status Corruption(std::string msg) { return Status(Code::kCorruption, std::move(msg)); }
+  static Status InvalidArgument(std::string msg) { return Status(Code::kInvalidArgument, std::move(msg)); }
+  static Status IOError(std::string msg) { return Status(Code::kIOError, std::move(msg)); }
+  static Status FailedPrecondition(std::string msg) {
+    return Status(Code::kFailedPrecondition, std::move(msg));
+  }
+
+  bool ok() const { return code_ == Code::kOk; }
+  Code code() const { return code_; }
+  const std::string& message() const { return message_; }
+  bool IsNotFound() const { return code_ == Code::kNotFound; }
+  bool IsCorruption() const { return code_ == Code::kCorruption; }
+  bool IsInvalidArgument() const { return code_ == Code::kInvalidArgument; }
+  bool IsIOError() const { return code_ == Code::kIOError; }
+
+  // "Corruption: model.safetensors: header length 9999 exceeds file size 120".
+  std::string ToString() const;
+
+ private:
+  Status(Code code, std::string msg) : code_(code), message_(std::move(msg)) {}
+  Code code_ = Code::kOk;
+  std::string message_;
+};
+
+// Returns early from the enclosing function when `expr` yields a non-OK Status.
+#define MNEMO_RETURN_IF_ERROR(expr)          \
+  do {                                       \
+    ::mnemo::Status _mnemo_status = (expr);  \
+    if (!_mnemo_status.ok()) return _mnemo_status; \
+  } while (0)
+
+}  // namespace mnemo
