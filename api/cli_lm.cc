@@ -165,6 +165,8 @@ void AddTrainCommand(CLI::App& app, Command* selected) {
   train->add_option("--lr", o->learning_rate, "Peak learning rate (default: the preset's)")->check(CLI::PositiveNumber);
   train->add_option("--eval-interval", o->eval_interval, "Validate and checkpoint every N steps")
       ->check(CLI::PositiveNumber);
+  train->add_option("--eval-tokens", o->eval_tokens, "Validation tokens per evaluation")->capture_default_str()
+      ->check(CLI::PositiveNumber);
   train->add_option("--seed", o->seed, "Random seed (initialisation and batch order)")->capture_default_str();
   train->add_option("--stop-after", o->stop_after, "Checkpoint and exit after N steps; rerun to resume")
       ->check(CLI::PositiveNumber);
@@ -276,7 +278,9 @@ void AddEvalCommands(CLI::App& app, Command* selected) {
       std::vector<int32_t> ids = model->tokenizer->Encode(text);
       if (ids.size() < 2) return Fail(Status::InvalidArgument(a->text_file + ": needs at least two tokens"));
       std::vector<float> logprobs;
+      auto start = std::chrono::steady_clock::now();
       s = ScoreLongSequence(model->net, ids, a->window, &logprobs);
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       if (!s.ok()) return Fail(s);
       PerplexityReport r;
       r.tokens = static_cast<int64_t>(logprobs.size());
@@ -285,11 +289,13 @@ void AddEvalCommands(CLI::App& app, Command* selected) {
       r.bytes = static_cast<int64_t>(text.size() - model->tokenizer->TokenBytes(ids[0]).size());
       if (a->json) {
         std::cout << DumpJson({{"tokens", r.tokens}, {"bytes", r.bytes}, {"nll", r.nll},
-                               {"perplexity", r.perplexity()}, {"bits_per_byte", r.bits_per_byte()}})
+                               {"perplexity", r.perplexity()}, {"bits_per_byte", r.bits_per_byte()},
+                               {"seconds", seconds}, {"tokens_per_second", r.tokens / seconds}})
                   << "\n";
       } else {
-        printf("tokens %ld  bytes %ld  perplexity %.4f  bits/byte %.4f\n", static_cast<long>(r.tokens),
-               static_cast<long>(r.bytes), r.perplexity(), r.bits_per_byte());
+        printf("tokens %ld  bytes %ld  perplexity %.4f  bits/byte %.4f  (%.0f tokens/s)\n",
+               static_cast<long>(r.tokens), static_cast<long>(r.bytes), r.perplexity(), r.bits_per_byte(),
+               r.tokens / seconds);
       }
       return 0;
     };

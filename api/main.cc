@@ -17,17 +17,22 @@ int Fail(const Status& status) {
 
 int main(int argc, char** argv) {
   CLI::App app{"mnemo: a language model with explicit, editable memory (kNN-LM, facts, leakage audits)"};
-  app.require_subcommand(1);
+  app.require_subcommand(0, 1);  // Unknown words then fail as "not expected", not as "subcommand required".
   app.set_version_flag("--version", "mnemo 0.1.0");
   mnemo::cli::Command selected;
   mnemo::cli::RegisterLmCommands(app, &selected);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // CLI11 prints the message; usage errors all exit 2 (as Fail() does for invalid arguments).
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (!selected) {
+    fprintf(stderr, "%s\nmnemo: a command is required\n", app.help().c_str());
+    return 2;
   }
   try {
-    return selected ? selected() : 0;
+    return selected();
   } catch (const c10::Error& e) {
     fprintf(stderr, "mnemo: internal error in LibTorch: %s\n", e.what_without_backtrace());
   } catch (const std::exception& e) {

@@ -27,7 +27,8 @@ struct PresetSchedule {
 constexpr PresetSchedule kSchedules[] = {
     {"tiny", 200, 8, 3e-3},
     {"small", 2000, 16, 2e-3},
-    {"default", 3000, 16, 1.5e-3},
+    {"default", 3000, 16, 2e-3},
+    {"medium", 3000, 16, 1.5e-3},
 };
 
 uint64_t Fnv1a(const void* data, size_t n, uint64_t h = 1469598103934665603ull) {
@@ -195,7 +196,7 @@ Status Train(const TrainOptions& o, TrainReport* report) {
     if (o.config == s.name) schedule = &s;
   }
   if (schedule == nullptr) {
-    return Status::InvalidArgument("unknown model config \"" + o.config + "\" (expected tiny, small or default)");
+    return Status::InvalidArgument("unknown model config \"" + o.config + "\" (expected tiny, small, default or medium)");
   }
   MNEMO_RETURN_IF_ERROR(EnsureDirectory(o.out_dir));
   const std::string state_path = o.out_dir + "/train_state.json";

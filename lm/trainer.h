@@ -29,7 +29,7 @@ struct TrainOptions {
   double grad_clip = 1.0;
   int64_t warmup_steps = -1;          // -1: 5% of steps.
   int64_t eval_interval = 0;          // 0: steps / 10.
-  int64_t eval_tokens = 65536;        // Validation tokens per evaluation.
+  int64_t eval_tokens = 32768;        // Validation tokens per evaluation.
   uint64_t seed = 1234;
   int64_t stop_after = 0;             // >0: checkpoint and return after this many steps (resume later).
   bool quiet = false;                 // No progress bar.

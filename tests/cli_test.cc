@@ -1,0 +1,163 @@
+// The mnemo binary end to end: every language-model command on a tiny model, and its error paths
+// (message on stderr, non-zero exit, nothing on stdout).
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/lm_fixture.h"
+#include "tests/test_util.h"
+
+namespace mnemo {
+namespace {
+
+using nlohmann::json;
+using testing::RunCommand;
+using testing::ScratchDir;
+
+std::string Mnemo() { return MNEMO_BINARY; }
+
+class CliTest : public ::testing::Test {
+ protected:
+  // One tiny model trained through the CLI, shared by the tests of this suite.
+  static void SetUpTestSuite() {
+    dir_ = new ScratchDir();
+    testing::WriteFileOrDie(dir_->File("train.txt"), testing::ToyCorpus());
+    testing::WriteFileOrDie(dir_->File("valid.txt"), testing::ToyCorpus().substr(0, 4000));
+    std::string out;
+    int rc = RunCommand(Mnemo() + " train --corpus " + dir_->File("train.txt") + " --valid " +
+                            dir_->File("valid.txt") + " --out " + dir_->File("model") +
+                            " --config tiny --vocab-size 300 --steps 40 --batch-size 4 --seq-len 32 --quiet --json",
+                        &out);
+    ASSERT_EQ(rc, 0) << out;
+    train_report_ = new json(json::parse(out));
+  }
+  static void TearDownTestSuite() {
+    delete dir_;
+    delete train_report_;
+  }
+  static std::string Model() { return dir_->File("model"); }
+  static ScratchDir* dir_;
+  static json* train_report_;
+};
+ScratchDir* CliTest::dir_ = nullptr;
+json* CliTest::train_report_ = nullptr;
+
+TEST_F(CliTest, TrainReportsProgressInJson) {
+  EXPECT_EQ((*train_report_)["steps"], 40);
+  EXPECT_GT((*train_report_)["tokens_per_second"].get<double>(), 0);
+  EXPECT_LT((*train_report_)["final_valid_loss"].get<double>(), std::log(300.0));
+}
+
+TEST_F(CliTest, TokenizeDetokenizeRoundTrip) {
+  ScratchDir d;
+  testing::WriteFileOrDie(d.File("in.jsonl"), "{\"text\": \"The cat sees the bridge. Ünïcödé ✓\"}\n{\"text\": \"\"}\n");
+  std::string ids_out, text_out;
+  ASSERT_EQ(RunCommand(Mnemo() + " tokenize --tokenizer " + Model() + " < " + d.File("in.jsonl"), &ids_out), 0);
+  testing::WriteFileOrDie(d.File("ids.jsonl"), ids_out);
+  ASSERT_EQ(RunCommand(Mnemo() + " detokenize --tokenizer " + Model() + " < " + d.File("ids.jsonl"), &text_out), 0);
+  EXPECT_EQ(text_out, "{\"text\":\"The cat sees the bridge. Ünïcödé ✓\"}\n{\"text\":\"\"}\n");
+}
+
+TEST_F(CliTest, TokenizeRejectsBadLines) {
+  ScratchDir d;
+  testing::WriteFileOrDie(d.File("bad.jsonl"), "{\"text\": \"ok\"}\n{\"text\": 5}\n");
+  std::string out;
+  EXPECT_EQ(RunCommand(Mnemo() + " tokenize --tokenizer " + Model() + " < " + d.File("bad.jsonl") + " 2>" +
+                           d.File("err"), &out), 2);
+  std::string err;
+  RunCommand("cat " + d.File("err"), &err);
+  EXPECT_NE(err.find("line 2"), std::string::npos) << err;
+  testing::WriteFileOrDie(d.File("bad_ids.jsonl"), "{\"ids\": [1, 99999]}\n");
+  EXPECT_EQ(RunCommand(Mnemo() + " detokenize --tokenizer " + Model() + " < " + d.File("bad_ids.jsonl"), &out), 2);
+}
+
+TEST_F(CliTest, ScoreJsonHasLogProbsPerPosition) {
+  std::string out;
+  ASSERT_EQ(RunCommand(Mnemo() + " score --model " + Model() + " --text 'The cat sees the bridge.' --json", &out), 0)
+      << out;
+  json j = json::parse(out);
+  const size_t n = j["ids"].size();
+  ASSERT_GE(n, 2u);
+  ASSERT_EQ(j["logprobs"].size(), n);
+  EXPECT_TRUE(j["logprobs"][0].is_null());
+  double nll = 0;
+  for (size_t i = 1; i < n; ++i) nll -= j["logprobs"][i].get<double>();
+  EXPECT_NEAR(j["perplexity"].get<double>(), std::exp(nll / (n - 1)), 1e-3);
+
+  // --ids gives the same numbers as the text it encodes.
+  std::string ids;
+  for (size_t i = 0; i < n; ++i) ids += (i ? "," : "") + std::to_string(j["ids"][i].get<int>());
+  std::string out2;
+  ASSERT_EQ(RunCommand(Mnemo() + " score --model " + Model() + " --ids " + ids + " --json", &out2), 0);
+  EXPECT_NEAR(json::parse(out2)["perplexity"].get<double>(), j["perplexity"].get<double>(), 1e-6);
+}
+
+TEST_F(CliTest, EvalPplReportsBitsPerByte) {
+  std::string out;
+  ASSERT_EQ(RunCommand(Mnemo() + " eval ppl --model " + Model() + " --text-file " + dir_->File("valid.txt") +
+                           " --window 64 --stride 32 --json", &out), 0) << out;
+  json j = json::parse(out);
+  EXPECT_GT(j["tokens"].get<int64_t>(), 500);
+  EXPECT_GT(j["bytes"].get<int64_t>(), j["tokens"].get<int64_t>());
+  const double bpb = j["nll"].get<double>() / std::log(2.0) / j["bytes"].get<double>();
+  EXPECT_NEAR(j["bits_per_byte"].get<double>(), bpb, 1e-9);
+  // A trained model predicts its own training text far better than chance (perplexity 300).
+  EXPECT_LT(j["perplexity"].get<double>(), 100.0);
+}
+
+TEST_F(CliTest, GenerateIsDeterministicForASeed) {
+  std::string a, b, c;
+  const std::string cmd = Mnemo() + " generate --model " + Model() + " --prompt 'The old sailor' --max-tokens 12 --json";
+  ASSERT_EQ(RunCommand(cmd + " --seed 5", &a), 0) << a;
+  ASSERT_EQ(RunCommand(cmd + " --seed 5", &b), 0);
+  ASSERT_EQ(RunCommand(cmd + " --temperature 0", &c), 0);
+  json ja = json::parse(a), jb = json::parse(b);
+  EXPECT_EQ(ja["ids"], jb["ids"]);
+  EXPECT_LE(ja["completion_tokens"].get<int>(), 12);
+  EXPECT_EQ(ja["prompt"], "The old sailor");
+}
+
+TEST_F(CliTest, ErrorsGoToStderrWithNonZeroExit) {
+  ScratchDir d;
+  struct Case {
+    std::string args;
+    int code;
+    std::string needle;
+  };
+  const std::vector<Case> cases = {
+      {"score --model " + d.File("nope") + " --text hi", 1, "config.json"},
+      {"score --model " + Model(), 2, "--text"},
+      {"score --model " + Model() + " --ids 1,x", 2, "not a token id"},
+      {"score --model " + Model() + " --text '" + std::string(400, 'a') + " " + std::string(400, 'b') + "'", 2,
+       "context"},
+      {"generate --model " + Model() + " --prompt hi --temperature -1", 2, "temperature"},
+      {"train --corpus /nonexistent --valid /nonexistent --out " + d.File("m"), 2, "corpus"},
+      {"tokenizer train --corpus " + dir_->File("train.txt") + " --vocab-size 100 --out " + d.File("t"), 2,
+       "vocab-size"},
+      {"frobnicate", 2, "frobnicate"},
+      {"", 2, "command is required"},
+  };
+  for (const Case& c : cases) {
+    std::string out;
+    int rc = RunCommand(Mnemo() + " " + c.args + " 2>" + d.File("err"), &out);
+    std::string err;
+    RunCommand("cat " + d.File("err"), &err);
+    EXPECT_EQ(rc, c.code) << c.args << "\nstderr: " << err;
+    EXPECT_TRUE(out.empty()) << c.args << "\nstdout: " << out;
+    EXPECT_NE(err.find(c.needle), std::string::npos) << c.args << "\nstderr: " << err;
+  }
+}
+
+TEST_F(CliTest, TokenizerTrainWritesHuggingFaceFiles) {
+  ScratchDir d;
+  std::string out;
+  ASSERT_EQ(RunCommand(Mnemo() + " tokenizer train --corpus " + dir_->File("train.txt") + " --vocab-size 280 --out " +
+                           d.File("tok") + " --json", &out), 0) << out;
+  EXPECT_EQ(json::parse(out)["vocab_size"], 280);
+  std::string vocab;
+  ASSERT_EQ(RunCommand("cat " + d.File("tok/vocab.json") + " " + d.File("tok/merges.txt") + " | wc -c", &vocab), 0);
+  EXPECT_GT(std::stoi(vocab), 1000);
+}
+
+}  // namespace
+}  // namespace mnemo
