@@ -3,6 +3,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <functional>
 #include <string>
@@ -14,7 +15,14 @@ namespace mnemo::cli {
 // The command selected on the command line; main() runs it after parsing.
 using Command = std::function<int()>;
 
-void RegisterLmCommands(CLI::App& app, Command* selected);
+using Json = nlohmann::ordered_json;
+
+void RegisterLmCommands(CLI::App& app, Command* selected);         // cli_lm.cc
+void RegisterInferenceCommands(CLI::App& app, Command* selected);  // cli_inference.cc
+void RegisterDatastoreCommands(CLI::App& app, Command* selected);  // cli_datastore.cc
+
+// One line of JSON. Text from the model may end inside a UTF-8 sequence: such bytes become U+FFFD.
+std::string DumpJson(const Json& j);
 
 // Prints "mnemo: <status>" to stderr and returns the exit code for it (2 for invalid arguments,
 // 1 otherwise).

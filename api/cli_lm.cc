@@ -1,43 +1,17 @@
-// Language-model commands: tokenizer train, tokenize, detokenize, corpus prepare, train, score,
-// eval ppl, generate.
-#include <cmath>
+// Language-model commands: tokenizer train, tokenize, detokenize, corpus prepare, train.
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "api/cli.h"
 #include "lm/bpe_trainer.h"
 #include "lm/checkpoint.h"
 #include "lm/corpus.h"
-#include "lm/generator.h"
-#include "lm/scorer.h"
 #include "lm/trainer.h"
 #include "util/file_util.h"
 
 namespace mnemo::cli {
 namespace {
 
-using Json = nlohmann::ordered_json;
-
-// Text from the model may end inside a UTF-8 sequence; JSON output replaces such bytes with U+FFFD.
-std::string DumpJson(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
-
-Status ParseIdList(const std::string& text, std::vector<int32_t>* ids) {
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    try {
-      size_t used = 0;
-      long v = std::stol(item, &used);
-      if (used != item.size() || v < 0 || v > INT32_MAX) throw std::invalid_argument(item);
-      ids->push_back(static_cast<int32_t>(v));
-    } catch (const std::exception&) {
-      return Status::InvalidArgument("--ids: \"" + item + "\" is not a token id");
-    }
-  }
-  if (ids->empty()) return Status::InvalidArgument("--ids: no token ids given");
-  return Status::OK();
-}
 
 void AddTokenizerCommands(CLI::App& app, Command* selected) {
   auto* tok = app.add_subcommand("tokenizer", "Tokenizer tools");
@@ -189,179 +163,12 @@ void AddTrainCommand(CLI::App& app, Command* selected) {
   });
 }
 
-void AddScoreCommand(CLI::App& app, Command* selected) {
-  auto* score = app.add_subcommand("score", "Per-token log-probabilities and perplexity of a text");
-  struct Args {
-    std::string model, text, text_file, ids;
-    bool json = false;
-  };
-  auto a = std::make_shared<Args>();
-  score->add_option("--model", a->model, "Model directory")->required();
-  auto* t = score->add_option("--text", a->text, "Text to score");
-  auto* f = score->add_option("--text-file", a->text_file, "File whose text to score")->check(CLI::ExistingFile);
-  auto* i = score->add_option("--ids", a->ids, "Comma-separated token ids to score");
-  t->excludes(f)->excludes(i);
-  f->excludes(i);
-  score->add_flag("--json", a->json, "Machine-readable output");
-  score->callback([a, t, f, i, selected] {
-    *selected = [a, t, f, i] {
-      if (t->count() + f->count() + i->count() != 1) {
-        return Fail(Status::InvalidArgument("score needs one of --text, --text-file or --ids"));
-      }
-      std::unique_ptr<LanguageModel> model;
-      Status s = LoadLanguageModel(a->model, &model);
-      if (!s.ok()) return Fail(s);
-      std::vector<int32_t> ids;
-      if (i->count()) {
-        s = ParseIdList(a->ids, &ids);
-      } else {
-        std::string text = a->text;
-        if (f->count()) s = ReadFileToString(a->text_file, &text);
-        if (s.ok()) ids = model->tokenizer->Encode(text);
-      }
-      std::vector<float> logprobs;
-      if (s.ok()) s = ScoreIds(model->net, ids, &logprobs);
-      if (!s.ok()) return Fail(s);
-      double nll = 0;
-      for (float lp : logprobs) nll -= lp;
-      const double ppl = logprobs.empty() ? 1.0 : std::exp(nll / logprobs.size());
-      if (a->json) {
-        Json tokens = Json::array();
-        for (int32_t id : ids) tokens.push_back(model->tokenizer->TokenBytes(id));
-        Json lp = Json::array();
-        lp.push_back(nullptr);  // Position 0 has no context.
-        for (float v : logprobs) lp.push_back(v);
-        std::cout << DumpJson({{"ids", ids}, {"tokens", tokens}, {"logprobs", lp},
-                               {"scored_tokens", logprobs.size()}, {"nll", nll}, {"perplexity", ppl}})
-                  << "\n";
-      } else {
-        for (size_t k = 0; k < ids.size(); ++k) {
-          std::string piece = model->tokenizer->TokenBytes(ids[k]);
-          if (k == 0) {
-            printf("%6d  %10s  %s\n", ids[k], "-", piece.c_str());
-          } else {
-            printf("%6d  %10.4f  %s\n", ids[k], logprobs[k - 1], piece.c_str());
-          }
-        }
-        printf("tokens %zu, scored %zu, perplexity %.4f\n", ids.size(), logprobs.size(), ppl);
-      }
-      return 0;
-    };
-  });
-}
-
-void AddEvalCommands(CLI::App& app, Command* selected) {
-  auto* eval = app.add_subcommand("eval", "Evaluation");
-  eval->require_subcommand(1);
-  auto* ppl = eval->add_subcommand("ppl", "Strided sliding-window perplexity and bits per byte of a text file");
-  struct Args {
-    std::string model, text_file;
-    WindowOptions window;
-    bool json = false;
-  };
-  auto a = std::make_shared<Args>();
-  ppl->add_option("--model", a->model, "Model directory")->required();
-  ppl->add_option("--text-file", a->text_file, "Text to evaluate")->required()->check(CLI::ExistingFile);
-  ppl->add_option("--window", a->window.window, "Window length in tokens (default: n_positions)")
-      ->check(CLI::PositiveNumber);
-  ppl->add_option("--stride", a->window.stride, "Stride in tokens (default: window / 2)")->check(CLI::PositiveNumber);
-  ppl->add_option("--batch-size", a->window.batch_size, "Windows per forward pass")->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  ppl->add_flag("--json", a->json, "Machine-readable output");
-  ppl->callback([a, selected] {
-    *selected = [a] {
-      std::unique_ptr<LanguageModel> model;
-      Status s = LoadLanguageModel(a->model, &model);
-      std::string text;
-      if (s.ok()) s = ReadFileToString(a->text_file, &text);
-      if (!s.ok()) return Fail(s);
-      std::vector<int32_t> ids = model->tokenizer->Encode(text);
-      if (ids.size() < 2) return Fail(Status::InvalidArgument(a->text_file + ": needs at least two tokens"));
-      std::vector<float> logprobs;
-      auto start = std::chrono::steady_clock::now();
-      s = ScoreLongSequence(model->net, ids, a->window, &logprobs);
-      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      if (!s.ok()) return Fail(s);
-      PerplexityReport r;
-      r.tokens = static_cast<int64_t>(logprobs.size());
-      for (float lp : logprobs) r.nll -= lp;
-      // The first token is context only: its bytes are not predicted.
-      r.bytes = static_cast<int64_t>(text.size() - model->tokenizer->TokenBytes(ids[0]).size());
-      if (a->json) {
-        std::cout << DumpJson({{"tokens", r.tokens}, {"bytes", r.bytes}, {"nll", r.nll},
-                               {"perplexity", r.perplexity()}, {"bits_per_byte", r.bits_per_byte()},
-                               {"seconds", seconds}, {"tokens_per_second", r.tokens / seconds}})
-                  << "\n";
-      } else {
-        printf("tokens %ld  bytes %ld  perplexity %.4f  bits/byte %.4f  (%.0f tokens/s)\n",
-               static_cast<long>(r.tokens), static_cast<long>(r.bytes), r.perplexity(), r.bits_per_byte(),
-               r.tokens / seconds);
-      }
-      return 0;
-    };
-  });
-}
-
-void AddGenerateCommand(CLI::App& app, Command* selected) {
-  auto* gen = app.add_subcommand("generate", "Continue a prompt");
-  struct Args {
-    std::string model, prompt;
-    GenerateOptions options;
-    bool json = false;
-  };
-  auto a = std::make_shared<Args>();
-  gen->add_option("--model", a->model, "Model directory")->required();
-  gen->add_option("--prompt", a->prompt, "Text to continue")->required();
-  gen->add_option("--max-tokens", a->options.max_tokens, "Tokens to generate")->capture_default_str()
-      ->check(CLI::Range(1, 100000));
-  gen->add_option("--temperature", a->options.sampling.temperature, "Sampling temperature (0: greedy)")
-      ->capture_default_str()->check(CLI::Range(0.0, 100.0));
-  gen->add_option("--top-k", a->options.sampling.top_k, "Keep the K most likely tokens (0: all)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
-  gen->add_option("--top-p", a->options.sampling.top_p, "Nucleus sampling mass")->capture_default_str()
-      ->check(CLI::Range(0.0, 1.0));
-  gen->add_option("--seed", a->options.seed, "Random seed")->capture_default_str();
-  gen->add_flag("--json", a->json, "Machine-readable output");
-  gen->callback([a, selected] {
-    *selected = [a] {
-      std::unique_ptr<LanguageModel> model;
-      Status s = LoadLanguageModel(a->model, &model);
-      if (!s.ok()) return Fail(s);
-      std::vector<int32_t> prompt = model->tokenizer->Encode(a->prompt);
-      GenerateOptions options = a->options;
-      options.stop_token = model->tokenizer->eot_id();
-      std::vector<int32_t> out;
-      const bool stream = !a->json;
-      if (stream) std::cout << a->prompt << std::flush;
-      auto start = std::chrono::steady_clock::now();
-      s = Generate(model->net, prompt, options, &out, [&](int32_t token, float) {
-        if (stream && token != options.stop_token) std::cout << model->tokenizer->TokenBytes(token) << std::flush;
-        return true;
-      });
-      if (!s.ok()) return Fail(s);
-      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-      if (a->json) {
-        std::cout << DumpJson({{"prompt", a->prompt}, {"text", model->tokenizer->Decode(out)}, {"ids", out},
-                               {"prompt_tokens", prompt.size()}, {"completion_tokens", out.size()},
-                               {"ms_per_token", out.empty() ? 0.0 : ms / out.size()}})
-                  << "\n";
-      } else {
-        std::cout << "\n";
-      }
-      return 0;
-    };
-  });
-}
-
 }  // namespace
 
 void RegisterLmCommands(CLI::App& app, Command* selected) {
   AddTokenizerCommands(app, selected);
   AddCorpusCommands(app, selected);
   AddTrainCommand(app, selected);
-  AddScoreCommand(app, selected);
-  AddEvalCommands(app, selected);
-  AddGenerateCommand(app, selected);
 }
 
 }  // namespace mnemo::cli

@@ -8,6 +8,8 @@
 
 namespace mnemo::cli {
 
+std::string DumpJson(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
+
 int Fail(const Status& status) {
   fprintf(stderr, "mnemo: %s\n", status.ToString().c_str());
   return status.IsInvalidArgument() ? 2 : 1;
@@ -21,6 +23,8 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "mnemo 0.1.0");
   mnemo::cli::Command selected;
   mnemo::cli::RegisterLmCommands(app, &selected);
+  mnemo::cli::RegisterDatastoreCommands(app, &selected);
+  mnemo::cli::RegisterInferenceCommands(app, &selected);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

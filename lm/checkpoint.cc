@@ -1,8 +1,9 @@
 #include "lm/checkpoint.h"
 
+#include <cstdio>
 #include <cstring>
 
-#include "lm/half.h"
+#include "util/half.h"
 #include "lm/safetensors.h"
 #include "util/file_util.h"
 
@@ -68,6 +69,24 @@ Status LoadWeights(const std::string& path, Gpt& net) {
     p.value().copy_(t);
   }
   return Status::OK();
+}
+
+std::string ModelFingerprint(Gpt& net) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](const void* data, size_t n) {
+    const auto* p = static_cast<const uint8_t*>(data);
+    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  };
+  const std::string config = net->config().ToJson();
+  mix(config.data(), config.size());
+  for (auto& p : net->named_parameters()) {
+    torch::Tensor t = p.value().detach().to(torch::kFloat32).contiguous();
+    mix(p.key().data(), p.key().size());
+    mix(t.data_ptr(), static_cast<size_t>(t.numel()) * sizeof(float));
+  }
+  char buf[32];
+  snprintf(buf, sizeof(buf), "fnv1a64:%016llx", static_cast<unsigned long long>(h));
+  return buf;
 }
 
 Status SaveWeights(const std::string& path, Gpt& net) {

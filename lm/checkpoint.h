@@ -31,6 +31,10 @@ Status LoadLanguageModel(const std::string& dir, std::unique_ptr<LanguageModel>*
 // Buffers HF keeps in checkpoints (attn.bias, attn.masked_bias) and the tied lm_head.weight are ignored.
 Status LoadWeights(const std::string& path, Gpt& net);
 
+// Identifies a model's weights: "fnv1a64:<hex>" over config.json's fields and every parameter's name and
+// float32 values. Datastores record it so keys are never searched with another model's hidden states.
+std::string ModelFingerprint(Gpt& net);
+
 // Writes model.safetensors atomically.
 Status SaveWeights(const std::string& path, Gpt& net);
 

@@ -29,9 +29,11 @@ Status Generate(Gpt& net, const std::vector<int32_t>& prompt, const GenerateOpti
   KvCache cache;
   ForwardOptions fwd;
   fwd.cache = &cache;
-  torch::Tensor logits = net->Forward(ToInput(seq, 0), fwd).logits[0][-1];
+  fwd.want_knn_key = static_cast<bool>(options.hook);
+  ForwardResult result = net->Forward(ToInput(seq, 0), fwd);
   for (int64_t step = 0; step < options.max_tokens; ++step) {
-    torch::Tensor lp = torch::log_softmax(logits, -1);
+    torch::Tensor lp = torch::log_softmax(result.logits[0][-1], -1);
+    if (options.hook) MNEMO_RETURN_IF_ERROR(options.hook(result.knn_key[0][-1], lp, &lp));
     const int32_t token = SampleToken(lp, options.sampling, rng);
     output->push_back(token);
     seq.push_back(token);
@@ -41,9 +43,9 @@ Status Generate(Gpt& net, const std::vector<int32_t>& prompt, const GenerateOpti
       // Window full: restart from the last half window of tokens.
       cache.Clear();
       const size_t keep = static_cast<size_t>(ctx / 2);
-      logits = net->Forward(ToInput(seq, seq.size() - keep), fwd).logits[0][-1];
+      result = net->Forward(ToInput(seq, seq.size() - keep), fwd);
     } else {
-      logits = net->Forward(ToInput(seq, seq.size() - 1), fwd).logits[0][-1];
+      result = net->Forward(ToInput(seq, seq.size() - 1), fwd);
     }
   }
   return Status::OK();

@@ -12,11 +12,17 @@
 
 namespace mnemo {
 
+// Rewrites the next-token log-distribution [V] given the context's kNN-LM key [n_embd]. This is how
+// retrieval (retriever/) plugs into decoding without lm/ depending on it.
+using DistributionHook =
+    std::function<Status(const torch::Tensor& knn_key, const torch::Tensor& logprobs, torch::Tensor* out)>;
+
 struct GenerateOptions {
   int64_t max_tokens = 64;
   SamplingOptions sampling;
   uint64_t seed = 0;
   int32_t stop_token = -1;  // Stop after emitting it (e.g. <|endoftext|>); -1: never.
+  DistributionHook hook;    // Optional (kNN-LM).
 };
 
 // Called with each new token and its log-probability; return false to stop early.

@@ -1,10 +1,5 @@
 #include "lm/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -15,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "util/file_util.h"
+#include "util/mapped_file.h"
 
 namespace mnemo {
 namespace {
@@ -161,35 +157,17 @@ bool ParseDType(const std::string& name, DType* out) {
 }
 
 Status SafetensorsFile::Open(const std::string& path, std::unique_ptr<SafetensorsFile>* out) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    if (err == ENOENT) return Status::NotFound(path + ": no such file");
-    return Status::IOError(path + ": cannot open: " + std::strerror(err));
-  }
-  struct stat st;
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return Status::IOError(path + ": not a readable regular file");
-  }
-  const uint64_t file_size = static_cast<uint64_t>(st.st_size);
+  std::unique_ptr<MappedFile> mapping;
+  MNEMO_RETURN_IF_ERROR(MappedFile::Open(path, &mapping));
+  const uint64_t file_size = mapping->size();
   if (file_size < 8) {
-    ::close(fd);
     return Status::Corruption(path + ": file is " + std::to_string(file_size) +
                               " bytes, shorter than the 8-byte header length");
   }
-  void* mapping = ::mmap(nullptr, file_size, PROT_READ, MAP_PRIVATE, fd, 0);
-  const int map_errno = errno;
-  ::close(fd);  // The mapping keeps the file contents reachable.
-  if (mapping == MAP_FAILED) {
-    return Status::IOError(path + ": mmap failed: " + std::strerror(map_errno));
-  }
-  // From here on the object owns the mapping, so every early return unmaps it.
   std::unique_ptr<SafetensorsFile> file(new SafetensorsFile());
   file->path_ = path;
-  file->mapping_ = mapping;
-  file->mapping_size_ = file_size;
-  const uint8_t* bytes = static_cast<const uint8_t*>(mapping);
+  const uint8_t* bytes = mapping->data();
+  file->mapping_ = std::move(mapping);
 
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | bytes[i];
@@ -270,28 +248,10 @@ Status SafetensorsFile::Open(const std::string& path, std::unique_ptr<Safetensor
   return Status::OK();
 }
 
-SafetensorsFile::~SafetensorsFile() {
-  if (mapping_ != nullptr) ::munmap(mapping_, mapping_size_);
-}
-
-SafetensorsFile::SafetensorsFile(SafetensorsFile&& other) noexcept { *this = std::move(other); }
-
-SafetensorsFile& SafetensorsFile::operator=(SafetensorsFile&& other) noexcept {
-  if (this != &other) {
-    if (mapping_ != nullptr) ::munmap(mapping_, mapping_size_);
-    // TensorView pointers stay valid: the mapping itself does not move.
-    path_ = std::move(other.path_);
-    mapping_ = std::exchange(other.mapping_, nullptr);
-    mapping_size_ = std::exchange(other.mapping_size_, 0);
-    tensors_ = std::move(other.tensors_);
-    index_ = std::move(other.index_);
-    metadata_ = std::move(other.metadata_);
-    other.tensors_.clear();
-    other.index_.clear();
-    other.metadata_.clear();
-  }
-  return *this;
-}
+SafetensorsFile::~SafetensorsFile() = default;
+// Moving keeps every TensorView valid: the mapping itself does not move.
+SafetensorsFile::SafetensorsFile(SafetensorsFile&& other) noexcept = default;
+SafetensorsFile& SafetensorsFile::operator=(SafetensorsFile&& other) noexcept = default;
 
 const TensorView* SafetensorsFile::Find(const std::string& name) const {
   auto it = index_.find(name);

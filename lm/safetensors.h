@@ -24,6 +24,8 @@
 
 namespace mnemo {
 
+class MappedFile;
+
 enum class DType { kF32, kF16, kBF16, kF64, kI64, kI32, kI16, kI8, kU8, kBool };
 
 // Bytes per element (BOOL is one byte, as in safetensors).
@@ -66,8 +68,7 @@ class SafetensorsFile {
   SafetensorsFile() = default;
 
   std::string path_;
-  void* mapping_ = nullptr;
-  size_t mapping_size_ = 0;
+  std::unique_ptr<MappedFile> mapping_;  // TensorView::data points into it.
   std::vector<TensorView> tensors_;
   std::map<std::string, size_t> index_;  // name -> position in tensors_
   std::map<std::string, std::string> metadata_;

@@ -4,19 +4,24 @@
 
 namespace mnemo {
 
-Status ScoreIds(Gpt& net, const std::vector<int32_t>& ids, std::vector<float>* logprobs) {
+Status CheckScorable(const GptConfig& config, const std::vector<int32_t>& ids) {
   const int64_t n = static_cast<int64_t>(ids.size());
   if (n == 0) return Status::InvalidArgument("nothing to score: the text has no tokens");
-  if (n > net->config().n_positions) {
+  if (n > config.n_positions) {
     return Status::InvalidArgument("text has " + std::to_string(n) + " tokens, longer than the model's context of " +
-                                   std::to_string(net->config().n_positions) + " (use eval ppl for long texts)");
+                                   std::to_string(config.n_positions) + " (use eval ppl for long texts)");
   }
   for (int32_t id : ids) {
-    if (id < 0 || id >= net->config().vocab_size) {
+    if (id < 0 || id >= config.vocab_size) {
       return Status::InvalidArgument("token id " + std::to_string(id) + " outside the vocabulary [0, " +
-                                     std::to_string(net->config().vocab_size) + ")");
+                                     std::to_string(config.vocab_size) + ")");
     }
   }
+  return Status::OK();
+}
+
+Status ScoreIds(Gpt& net, const std::vector<int32_t>& ids, std::vector<float>* logprobs) {
+  MNEMO_RETURN_IF_ERROR(CheckScorable(net->config(), ids));
   return ScoreLongSequence(net, ids, {}, logprobs);
 }
 
@@ -39,13 +44,15 @@ Status PlanWindows(int64_t num_tokens, int64_t n_positions, const WindowOptions&
   return Status::OK();
 }
 
-Status ScoreLongSequence(Gpt& net, const std::vector<int32_t>& ids, const WindowOptions& options,
-                         std::vector<float>* logprobs) {
+Status ForEachScoredSpan(Gpt& net, const std::vector<int32_t>& ids, const WindowOptions& options,
+                         const SpanRequest& request, const std::function<Status(const ScoredSpan&)>& fn) {
   std::vector<Window> windows;
   MNEMO_RETURN_IF_ERROR(PlanWindows(static_cast<int64_t>(ids.size()), net->config().n_positions, options, &windows));
   torch::InferenceMode inference;
-  logprobs->assign(ids.empty() ? 0 : ids.size() - 1, 0.0f);
   const int64_t batch = std::max<int64_t>(1, options.batch_size);
+  ForwardOptions forward;
+  forward.want_knn_key = request.knn_keys;
+  forward.want_logits = request.logprobs;
   for (size_t first = 0; first < windows.size();) {
     // Batch consecutive windows of equal length (all but possibly the last).
     size_t last = first + 1;
@@ -60,19 +67,34 @@ Status ScoreLongSequence(Gpt& net, const std::vector<int32_t>& ids, const Window
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t t = 0; t < len; ++t) acc[r][t] = ids[windows[first + r].begin + t];
     }
-    torch::Tensor lp = torch::log_softmax(net->Forward(input).logits, -1);
+    ForwardResult out = net->Forward(input, forward);
     for (int64_t r = 0; r < rows; ++r) {
       const Window& w = windows[first + r];
-      // Row position p predicts token begin + p + 1.
+      // Row position p predicts token begin + p + 1; the span's contexts end at positions p0 .. len - 2.
       const int64_t p0 = len - 1 - w.score_count;
-      torch::Tensor targets = input[r].slice(0, p0 + 1, len).unsqueeze(1);
-      torch::Tensor picked = lp[r].slice(0, p0, len - 1).gather(1, targets).squeeze(1).contiguous();
-      const float* src = picked.data_ptr<float>();
-      std::copy(src, src + w.score_count, logprobs->begin() + (w.end - w.score_count - 1));
+      ScoredSpan span;
+      span.first_target = w.end - w.score_count;
+      span.count = w.score_count;
+      if (request.logprobs) span.logprobs = torch::log_softmax(out.logits[r].slice(0, p0, len - 1), -1);
+      if (request.knn_keys) span.knn_keys = out.knn_key[r].slice(0, p0, len - 1);
+      MNEMO_RETURN_IF_ERROR(fn(span));
     }
     first = last;
   }
   return Status::OK();
+}
+
+Status ScoreLongSequence(Gpt& net, const std::vector<int32_t>& ids, const WindowOptions& options,
+                         std::vector<float>* logprobs) {
+  logprobs->assign(ids.empty() ? 0 : ids.size() - 1, 0.0f);
+  return ForEachScoredSpan(net, ids, options, {}, [&](const ScoredSpan& span) {
+    std::vector<int64_t> targets(ids.begin() + span.first_target, ids.begin() + span.first_target + span.count);
+    torch::Tensor picked =
+        span.logprobs.gather(1, torch::tensor(targets, torch::kLong).unsqueeze(1)).squeeze(1).contiguous();
+    std::copy(picked.data_ptr<float>(), picked.data_ptr<float>() + span.count,
+              logprobs->begin() + (span.first_target - 1));
+    return Status::OK();
+  });
 }
 
 double PerplexityReport::perplexity() const { return tokens > 0 ? std::exp(nll / tokens) : 0.0; }

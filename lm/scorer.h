@@ -7,12 +7,16 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "lm/gpt.h"
 #include "util/status.h"
 
 namespace mnemo {
+
+// InvalidArgument unless ids has 1..n_positions tokens, all inside the vocabulary.
+Status CheckScorable(const GptConfig& config, const std::vector<int32_t>& ids);
 
 // Natural-log probabilities of ids[1..n-1] given their prefixes (result has n-1 entries).
 // ids.size() must be in [1, n_positions]; longer input is an InvalidArgument error.
@@ -30,6 +34,26 @@ struct Window {
 };
 Status PlanWindows(int64_t num_tokens, int64_t n_positions, const WindowOptions& options,
                    std::vector<Window>* windows);
+
+// The scored part of one window: predictions for targets ids[first_target, first_target + count).
+// Row r predicts ids[first_target + r] from the context ending at ids[first_target + r - 1].
+struct ScoredSpan {
+  int64_t first_target = 0;
+  int64_t count = 0;
+  torch::Tensor logprobs;  // [count, vocab] natural-log distributions (when requested)
+  torch::Tensor knn_keys;  // [count, n_embd] kNN-LM keys of the contexts (when requested)
+};
+
+struct SpanRequest {
+  bool logprobs = true;
+  bool knn_keys = false;
+};
+
+// Runs the model over `ids` window by window (PlanWindows; equal-length windows batched) and calls `fn`
+// for each window's scored span, in order. Every target in [1, n) is covered exactly once. Stops at the
+// first non-OK Status from `fn` and returns it.
+Status ForEachScoredSpan(Gpt& net, const std::vector<int32_t>& ids, const WindowOptions& options,
+                         const SpanRequest& request, const std::function<Status(const ScoredSpan&)>& fn);
 
 // Log-probabilities of ids[1..n-1] for a sequence of any length, via PlanWindows.
 Status ScoreLongSequence(Gpt& net, const std::vector<int32_t>& ids, const WindowOptions& options,

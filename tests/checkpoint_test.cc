@@ -3,7 +3,7 @@
 
 #include <gtest/gtest.h>
 
-#include "lm/half.h"
+#include "util/half.h"
 #include "lm/safetensors.h"
 #include "lm/scorer.h"
 #include "tests/lm_fixture.h"

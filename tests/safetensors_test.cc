@@ -7,7 +7,7 @@
 #include <limits>
 #include <random>
 
-#include "lm/half.h"
+#include "util/half.h"
 #include "tests/test_util.h"
 #include "util/file_util.h"
 

@@ -1,0 +1,286 @@
+// Inference commands: score, eval ppl, generate — each with the base LM or, given --datastore, kNN-LM.
+#include <chrono>
+#include <cmath>
+#include <iostream>
+#include <sstream>
+
+#include "api/cli.h"
+#include "api/knn_flags.h"
+#include "lm/checkpoint.h"
+#include "lm/generator.h"
+#include "lm/scorer.h"
+#include "util/file_util.h"
+
+namespace mnemo::cli {
+namespace {
+
+Status ParseIdList(const std::string& text, std::vector<int32_t>* ids) {
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    try {
+      size_t used = 0;
+      long v = std::stol(item, &used);
+      if (used != item.size() || v < 0 || v > INT32_MAX) throw std::invalid_argument(item);
+      ids->push_back(static_cast<int32_t>(v));
+    } catch (const std::exception&) {
+      return Status::InvalidArgument("--ids: \"" + item + "\" is not a token id");
+    }
+  }
+  if (ids->empty()) return Status::InvalidArgument("--ids: no token ids given");
+  return Status::OK();
+}
+
+// Base-LM and (when a datastore is given) kNN-LM log-probabilities of ids[1..n-1] in one pass.
+struct DualScores {
+  std::vector<float> lm, knn;  // knn is empty without a datastore.
+  KnnStats stats;
+  double seconds = 0;
+};
+
+Status ScoreBoth(LanguageModel& model, const Datastore* datastore, const KnnOptions& options,
+                 const std::vector<int32_t>& ids, const WindowOptions& window, DualScores* out) {
+  const size_t n = ids.size() - 1;
+  out->lm.assign(n, 0.0f);
+  if (datastore != nullptr) out->knn.assign(n, 0.0f);
+  std::unique_ptr<KnnLm> knn;
+  if (datastore != nullptr) knn = std::make_unique<KnnLm>(*datastore);
+  SpanRequest request;
+  request.knn_keys = datastore != nullptr;
+  auto start = std::chrono::steady_clock::now();
+  std::vector<float> combined;
+  Status s = ForEachScoredSpan(model.net, ids, window, request, [&](const ScoredSpan& span) {
+    const int32_t* targets = ids.data() + span.first_target;
+    std::vector<int64_t> t(targets, targets + span.count);
+    torch::Tensor picked = span.logprobs.gather(1, torch::tensor(t, torch::kLong).unsqueeze(1)).squeeze(1).contiguous();
+    std::copy(picked.data_ptr<float>(), picked.data_ptr<float>() + span.count, out->lm.begin() + span.first_target - 1);
+    if (datastore == nullptr) return Status::OK();
+    MNEMO_RETURN_IF_ERROR(knn->ScoreTargets(span.knn_keys, span.logprobs, targets, options, &combined, &out->stats));
+    std::copy(combined.begin(), combined.end(), out->knn.begin() + span.first_target - 1);
+    return Status::OK();
+  });
+  out->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return s;
+}
+
+Json PerplexityJson(const std::vector<float>& logprobs, int64_t bytes) {
+  PerplexityReport r;
+  r.tokens = static_cast<int64_t>(logprobs.size());
+  r.bytes = bytes;
+  for (float lp : logprobs) r.nll -= lp;
+  return {{"tokens", r.tokens}, {"bytes", r.bytes}, {"nll", r.nll}, {"perplexity", r.perplexity()},
+          {"bits_per_byte", r.bits_per_byte()}};
+}
+
+struct ModelAndMemory {
+  std::unique_ptr<LanguageModel> model;
+  std::unique_ptr<Datastore> datastore;
+};
+
+Status LoadAll(const std::string& model_dir, const KnnFlags& knn, ModelAndMemory* out) {
+  MNEMO_RETURN_IF_ERROR(LoadLanguageModel(model_dir, &out->model));
+  return knn.Open(*out->model, &out->datastore);
+}
+
+void AddScoreCommand(CLI::App& app, Command* selected) {
+  auto* score = app.add_subcommand("score", "Per-token log-probabilities and perplexity of a text");
+  struct Args {
+    std::string model, text, text_file, ids;
+    KnnFlags knn;
+    bool json = false;
+  };
+  auto a = std::make_shared<Args>();
+  score->add_option("--model", a->model, "Model directory")->required();
+  auto* t = score->add_option("--text", a->text, "Text to score");
+  auto* f = score->add_option("--text-file", a->text_file, "File whose text to score")->check(CLI::ExistingFile);
+  auto* i = score->add_option("--ids", a->ids, "Comma-separated token ids to score");
+  t->excludes(f)->excludes(i);
+  f->excludes(i);
+  a->knn.Register(score);
+  score->add_flag("--json", a->json, "Machine-readable output");
+  score->callback([a, t, f, i, selected] {
+    *selected = [a, t, f, i] {
+      if (t->count() + f->count() + i->count() != 1) {
+        return Fail(Status::InvalidArgument("score needs one of --text, --text-file or --ids"));
+      }
+      ModelAndMemory m;
+      Status s = LoadAll(a->model, a->knn, &m);
+      if (!s.ok()) return Fail(s);
+      std::vector<int32_t> ids;
+      if (i->count()) {
+        s = ParseIdList(a->ids, &ids);
+      } else {
+        std::string text = a->text;
+        if (f->count()) s = ReadFileToString(a->text_file, &text);
+        if (s.ok()) ids = m.model->tokenizer->Encode(text);
+      }
+      if (s.ok()) s = CheckScorable(m.model->config, ids);
+      DualScores scores;
+      if (s.ok()) s = ScoreBoth(*m.model, m.datastore.get(), a->knn.options, ids, {}, &scores);
+      if (!s.ok()) return Fail(s);
+      const std::vector<float>& main = m.datastore ? scores.knn : scores.lm;
+      double nll = 0;
+      for (float lp : main) nll -= lp;
+      const double ppl = main.empty() ? 1.0 : std::exp(nll / main.size());
+      if (a->json) {
+        Json tokens = Json::array(), lp = Json::array({nullptr}), base = Json::array({nullptr});
+        for (int32_t id : ids) tokens.push_back(m.model->tokenizer->TokenBytes(id));
+        for (float v : main) lp.push_back(v);
+        for (float v : scores.lm) base.push_back(v);
+        Json out = {{"ids", ids}, {"tokens", tokens}, {"logprobs", lp}, {"scored_tokens", main.size()},
+                    {"nll", nll}, {"perplexity", ppl}, {"knn", m.datastore != nullptr}};
+        if (m.datastore) out["lm_logprobs"] = base;
+        std::cout << DumpJson(out) << "\n";
+      } else {
+        for (size_t k = 0; k < ids.size(); ++k) {
+          std::string piece = m.model->tokenizer->TokenBytes(ids[k]);
+          if (k == 0) {
+            printf("%6d  %10s  %s\n", ids[k], "-", piece.c_str());
+          } else {
+            printf("%6d  %10.4f  %s\n", ids[k], main[k - 1], piece.c_str());
+          }
+        }
+        printf("tokens %zu, scored %zu, perplexity %.4f%s\n", ids.size(), main.size(), ppl,
+               m.datastore ? " (kNN-LM)" : "");
+      }
+      return 0;
+    };
+  });
+}
+
+void AddEvalCommands(CLI::App& app, Command* selected) {
+  auto* eval = app.add_subcommand("eval", "Evaluation");
+  eval->require_subcommand(1);
+  auto* ppl = eval->add_subcommand(
+      "ppl", "Strided sliding-window perplexity and bits per byte; with --datastore, base and kNN-LM side by side");
+  struct Args {
+    std::string model, text_file;
+    WindowOptions window;
+    KnnFlags knn;
+    bool json = false;
+  };
+  auto a = std::make_shared<Args>();
+  ppl->add_option("--model", a->model, "Model directory")->required();
+  ppl->add_option("--text-file", a->text_file, "Text to evaluate")->required()->check(CLI::ExistingFile);
+  ppl->add_option("--window", a->window.window, "Window length in tokens (default: n_positions)")
+      ->check(CLI::PositiveNumber);
+  ppl->add_option("--stride", a->window.stride, "Stride in tokens (default: window / 2)")->check(CLI::PositiveNumber);
+  ppl->add_option("--batch-size", a->window.batch_size, "Windows per forward pass")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  a->knn.Register(ppl);
+  ppl->add_flag("--json", a->json, "Machine-readable output");
+  ppl->callback([a, selected] {
+    *selected = [a] {
+      ModelAndMemory m;
+      Status s = LoadAll(a->model, a->knn, &m);
+      std::string text;
+      if (s.ok()) s = ReadFileToString(a->text_file, &text);
+      if (!s.ok()) return Fail(s);
+      std::vector<int32_t> ids = m.model->tokenizer->Encode(text);
+      if (ids.size() < 2) return Fail(Status::InvalidArgument(a->text_file + ": needs at least two tokens"));
+      DualScores scores;
+      s = ScoreBoth(*m.model, m.datastore.get(), a->knn.options, ids, a->window, &scores);
+      if (!s.ok()) return Fail(s);
+      // The first token is context only: its bytes are not predicted.
+      const int64_t bytes = static_cast<int64_t>(text.size() - m.model->tokenizer->TokenBytes(ids[0]).size());
+      Json base = PerplexityJson(scores.lm, bytes);
+      Json out = base;
+      out["seconds"] = scores.seconds;
+      out["tokens_per_second"] = scores.lm.size() / scores.seconds;
+      if (m.datastore) {
+        out = {{"base", base}, {"knn", PerplexityJson(scores.knn, bytes)}};
+        out["knn"]["k"] = a->knn.options.k;
+        out["knn"]["lambda"] = a->knn.options.lambda;
+        out["knn"]["temperature"] = a->knn.options.temperature;
+        out["knn"]["recompute"] = a->knn.options.recompute;
+        out["knn"]["searched_fraction"] =
+            scores.stats.queries ? static_cast<double>(scores.stats.searched) / scores.stats.queries : 0.0;
+        out["datastore_entries"] = m.datastore->size();
+        out["seconds"] = scores.seconds;
+        out["tokens_per_second"] = scores.lm.size() / scores.seconds;
+      }
+      if (a->json) {
+        std::cout << DumpJson(out) << "\n";
+        return 0;
+      }
+      auto line = [](const char* name, const Json& j) {
+        printf("%-8s tokens %ld  bytes %ld  perplexity %.4f  bits/byte %.4f\n", name, j["tokens"].get<long>(),
+               j["bytes"].get<long>(), j["perplexity"].get<double>(), j["bits_per_byte"].get<double>());
+      };
+      line("base", base);
+      if (m.datastore) line("kNN-LM", out["knn"]);
+      printf("%.0f tokens/s\n", scores.lm.size() / scores.seconds);
+      return 0;
+    };
+  });
+}
+
+void AddGenerateCommand(CLI::App& app, Command* selected) {
+  auto* gen = app.add_subcommand("generate", "Continue a prompt (with --datastore: kNN-LM decoding)");
+  struct Args {
+    std::string model, prompt;
+    GenerateOptions options;
+    KnnFlags knn;
+    bool json = false;
+  };
+  auto a = std::make_shared<Args>();
+  gen->add_option("--model", a->model, "Model directory")->required();
+  gen->add_option("--prompt", a->prompt, "Text to continue")->required();
+  gen->add_option("--max-tokens", a->options.max_tokens, "Tokens to generate")->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  gen->add_option("--temperature", a->options.sampling.temperature, "Sampling temperature (0: greedy)")
+      ->capture_default_str()->check(CLI::Range(0.0, 100.0));
+  gen->add_option("--top-k", a->options.sampling.top_k, "Keep the K most likely tokens (0: all)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  gen->add_option("--top-p", a->options.sampling.top_p, "Nucleus sampling mass")->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  gen->add_option("--seed", a->options.seed, "Random seed")->capture_default_str();
+  a->knn.Register(gen);
+  gen->add_flag("--json", a->json, "Machine-readable output");
+  gen->callback([a, selected] {
+    *selected = [a] {
+      ModelAndMemory m;
+      Status s = LoadAll(a->model, a->knn, &m);
+      if (!s.ok()) return Fail(s);
+      std::vector<int32_t> prompt = m.model->tokenizer->Encode(a->prompt);
+      GenerateOptions options = a->options;
+      options.stop_token = m.model->tokenizer->eot_id();
+      std::unique_ptr<KnnLm> knn;
+      if (m.datastore) {
+        knn = std::make_unique<KnnLm>(*m.datastore);
+        options.hook = [&](const torch::Tensor& key, const torch::Tensor& lp, torch::Tensor* out) {
+          return knn->Distribution(key, lp, a->knn.options, out, nullptr);
+        };
+      }
+      std::vector<int32_t> out;
+      const bool stream = !a->json;
+      if (stream) std::cout << a->prompt << std::flush;
+      auto start = std::chrono::steady_clock::now();
+      s = Generate(m.model->net, prompt, options, &out, [&](int32_t token, float) {
+        if (stream && token != options.stop_token) std::cout << m.model->tokenizer->TokenBytes(token) << std::flush;
+        return true;
+      });
+      if (!s.ok()) return Fail(s);
+      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+      if (a->json) {
+        std::cout << DumpJson({{"prompt", a->prompt}, {"text", m.model->tokenizer->Decode(out)}, {"ids", out},
+                               {"prompt_tokens", prompt.size()}, {"completion_tokens", out.size()},
+                               {"knn", m.datastore != nullptr}, {"ms_per_token", out.empty() ? 0.0 : ms / out.size()}})
+                  << "\n";
+      } else {
+        std::cout << "\n";
+      }
+      return 0;
+    };
+  });
+}
+
+}  // namespace
+
+void RegisterInferenceCommands(CLI::App& app, Command* selected) {
+  AddScoreCommand(app, selected);
+  AddEvalCommands(app, selected);
+  AddGenerateCommand(app, selected);
+}
+
+}  // namespace mnemo::cli

@@ -1,0 +1,36 @@
+#include "api/knn_flags.h"
+
+namespace mnemo::cli {
+
+void KnnFlags::Register(CLI::App* app) {
+  app->add_option("--datastore", datastore, "kNN-LM datastore (from `mnemo datastore build`)");
+  app->add_option("--k", options.k, "Neighbours per position")->capture_default_str()->check(CLI::Range(1, 4096));
+  app->add_option("--lambda", options.lambda, "Interpolation weight of p_kNN")->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  app->add_option("--knn-temperature", options.temperature, "Softmax temperature over -distance")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  app->add_flag("--recompute", options.recompute, "Re-rank candidates by exact distance to the stored keys");
+  app->add_option("--nprobe", options.nprobe, "IVF lists searched per query")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app->add_option("--skip-confidence", options.skip_confidence,
+                  "Adaptive retrieval: skip the search where max p_LM >= this (0: never)")
+      ->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  app->add_flag("--no-knn", disabled, "Ignore --datastore (base LM only)");
+  app->add_flag("--mmap-index", mmap_index, "Memory-map the index's inverted lists (large datastores)");
+}
+
+Status KnnFlags::Open(LanguageModel& model, std::unique_ptr<Datastore>* out) const {
+  if (!active()) return Status::OK();
+  MNEMO_RETURN_IF_ERROR(options.Validate());
+  DatastoreOpenOptions open;
+  open.expected_model_fingerprint = ModelFingerprint(model.net);
+  open.mmap_index = mmap_index;
+  MNEMO_RETURN_IF_ERROR(Datastore::Open(datastore, open, out));
+  if ((*out)->dim() != model.config.n_embd) {
+    return Status::InvalidArgument(datastore + ": key dimension " + std::to_string((*out)->dim()) +
+                                   " does not match the model's n_embd " + std::to_string(model.config.n_embd));
+  }
+  return Status::OK();
+}
+
+}  // namespace mnemo::cli

@@ -1,0 +1,28 @@
+// The kNN-LM flags shared by score, eval ppl and generate: --datastore, --k, --lambda,
+// --knn-temperature, --recompute, --nprobe, --skip-confidence, --no-knn.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <memory>
+#include <string>
+
+#include "lm/checkpoint.h"
+#include "memory/datastore.h"
+#include "retriever/knn_lm.h"
+
+namespace mnemo::cli {
+
+struct KnnFlags {
+  std::string datastore;
+  KnnOptions options;
+  bool disabled = false;
+  bool mmap_index = false;
+
+  void Register(CLI::App* app);
+  bool active() const { return !datastore.empty() && !disabled; }
+  // Opens the datastore and checks it was built with `model`. No-op when inactive.
+  Status Open(LanguageModel& model, std::unique_ptr<Datastore>* out) const;
+};
+
+}  // namespace mnemo::cli

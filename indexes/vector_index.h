@@ -1,0 +1,119 @@
+// VectorIndex: a kNN index over FAISS for the kNN-LM datastore and the key-value memory layer.
+//
+// An index stores float vectors of a fixed dimension under caller-chosen non-negative 64-bit ids and
+// answers k-nearest-neighbour queries. Supported structures are those of index_spec.h: "Flat" (exact),
+// "IVF<n>,Flat" and "IVF<n>,PQ<m>[x<b>]" (approximate, must be trained first).
+//
+// Contracts:
+//  - Ids are unique: Add rejects an id already stored (or repeated within the batch) and changes nothing.
+//  - Remove works on every type, and afterwards the index answers every query exactly (ids, distances and
+//    tie order) as an index with the same trained structures that was given only the remaining vectors,
+//    in the order they were originally added.
+//  - Search returns, per query, the k best results best first: smallest squared L2 distance, or largest
+//    inner product. When fewer than k vectors are reachable (small index, or IVF lists not probed) the
+//    tail is padded with id -1 and distance +FLT_MAX (L2) or -FLT_MAX (inner product), FAISS's
+//    convention.
+//  - Save writes one self-checking file atomically (index_file_format.h); Load verifies it and reports a
+//    damaged file as Corruption naming it, never a crash. FAISS exceptions never escape this class.
+//  - A memory-mapped load (LoadOptions::mmap) is read-only: Add, Remove and Train are FailedPrecondition.
+//
+// Thread-safety: many concurrent Search calls (and other const methods), writes exclusive. Add, Remove and
+// Train take an internal exclusive lock, const methods a shared one, so callers need no locking of their
+// own; a long Add blocks searches until it finishes.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "util/status.h"
+
+namespace mnemo {
+
+enum class Metric {
+  kL2,            // squared Euclidean distance; the kNN-LM default (Khandelwal et al. 2020)
+  kInnerProduct,  // larger is closer
+};
+
+struct SearchOptions {
+  // Inverted lists visited per query (IVF only, capped at nlist; ignored by Flat). 32 of a few thousand
+  // lists is the usual kNN-LM operating point; raise it for recall, up to nlist for exact IVF-Flat.
+  int nprobe = 32;
+};
+
+struct LoadOptions {
+  // When not -1, a file whose dimension differs is InvalidArgument naming both dimensions.
+  int expected_dim = -1;
+  // Memory-map the inverted lists of IVF indexes read-only instead of reading them into RAM, so a datastore
+  // larger than memory can be searched and the page cache is shared between processes. Flat indexes have
+  // no inverted lists: they are read into RAM but still treated as read-only, so the flag means the same
+  // for every type.
+  bool mmap = false;
+  // Check the payload CRC32. Reading the payload costs O(file size); with mmap=false it is read anyway.
+  // With mmap=true and verify_checksum=false only the header, the file size and the inverted-list bounds
+  // are checked, so a bit flip inside the payload may go unnoticed (wrong results; a flip in the FAISS
+  // structure headers could still crash). Only turn it off for files this process just wrote.
+  bool verify_checksum = true;
+};
+
+class VectorIndex {
+ public:
+  // A new empty index. InvalidArgument for an unsupported spec (the message lists the supported forms),
+  // a PQ m that does not divide dim, or dim out of range.
+  static Status Create(int dim, const std::string& spec, Metric metric, std::unique_ptr<VectorIndex>* out);
+
+  // Opens a file written by Save. NotFound when it does not exist, IOError when it cannot be read,
+  // Corruption (naming the file) when it is damaged, InvalidArgument when expected_dim does not match.
+  static Status Load(const std::string& path, const LoadOptions& options, std::unique_ptr<VectorIndex>* out);
+
+  ~VectorIndex();
+  VectorIndex(const VectorIndex&) = delete;
+  VectorIndex& operator=(const VectorIndex&) = delete;
+
+  // Flat is always trained; IVF kinds are trained once, before the first Add.
+  bool is_trained() const;
+
+  // Trains the IVF coarse quantizer (and PQ codebooks) on `n` sample vectors (n * dim floats).
+  // InvalidArgument for fewer than IndexSpec::MinTrainingVectors() vectors or a non-finite value;
+  // FailedPrecondition when already trained (retraining would invalidate stored codes; Flat counts as
+  // trained) or read-only.
+  Status Train(int64_t n, const float* vectors);
+
+  // Adds n vectors (n * dim floats) under ids[0..n). FailedPrecondition when untrained or read-only;
+  // InvalidArgument for a negative id, an id already present or repeated in the batch, or a non-finite
+  // value. On error nothing is added.
+  Status Add(int64_t n, const float* vectors, const int64_t* ids);
+
+  // Removes the listed ids that are present (absent ones are ignored) and sets *removed (may be null) to
+  // how many were removed. Cost: O(size()) for Flat, O(size of the touched lists) for IVF.
+  // FailedPrecondition when read-only; InvalidArgument for a negative id.
+  Status Remove(const int64_t* ids, int64_t n, int64_t* removed);
+
+  // For each of n queries (n * dim floats) writes k results to distances[i*k..] and ids[i*k..], best first,
+  // padded as described at the top of this file. InvalidArgument for k < 1 or nprobe < 1.
+  Status Search(int64_t n, const float* queries, int k, float* distances, int64_t* ids,
+                const SearchOptions& options = SearchOptions()) const;
+
+  // Writes the index to `path` atomically (temp file, fsync, rename, directory fsync).
+  Status Save(const std::string& path) const;
+
+  int64_t size() const;
+  bool Contains(int64_t id) const;
+  // Every stored id, ascending (for consistency checks against the datastore).
+  std::vector<int64_t> Ids() const;
+
+  int dim() const;
+  Metric metric() const;
+  // The canonical spec (see IndexSpec::ToString), e.g. "IVF1024,PQ16".
+  const std::string& spec() const;
+  bool read_only() const;
+
+ private:
+  struct Rep;
+  explicit VectorIndex(std::unique_ptr<Rep> rep);
+
+  std::unique_ptr<Rep> rep_;
+};
+
+}  // namespace mnemo

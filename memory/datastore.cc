@@ -1,0 +1,261 @@
+#include "memory/datastore.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cerrno>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "util/file_util.h"
+#include "util/half.h"
+#include "util/mapped_file.h"
+#include "util/progress.h"
+
+namespace mnemo {
+namespace {
+
+constexpr char kManifest[] = "/manifest.json";
+constexpr char kKeys[] = "/keys.f16";
+constexpr char kValues[] = "/values.i32";
+constexpr char kIndex[] = "/index.faiss";
+constexpr size_t kFlushBytes = 8 << 20;
+
+uint32_t Crc32(uint32_t crc, const void* data, size_t n) {
+  const auto* p = static_cast<const Bytef*>(data);
+  while (n > 0) {  // zlib's crc32 takes a uInt length.
+    const uInt chunk = static_cast<uInt>(std::min<size_t>(n, 1u << 30));
+    crc = static_cast<uint32_t>(::crc32(crc, p, chunk));
+    p += chunk, n -= chunk;
+  }
+  return crc;
+}
+
+Status WriteAll(int fd, const std::string& data, const std::string& path) {
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Status::IOError(path + ": write failed: " + std::strerror(errno));
+    done += static_cast<size_t>(n);
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+std::string DatastoreManifest::ToJson() const {
+  nlohmann::ordered_json j;
+  j["format"] = "mnemo-datastore";
+  j["format_version"] = format_version;
+  j["model_fingerprint"] = model_fingerprint;
+  j["key_layer"] = key_layer;
+  j["dim"] = dim;
+  j["count"] = count;
+  j["index_spec"] = index_spec;
+  j["source"] = source;
+  j["source_tokens"] = source_tokens;
+  j["keys"] = {{"file", "keys.f16"}, {"dtype", "float16"}, {"crc32", keys_crc32}};
+  j["values"] = {{"file", "values.i32"}, {"dtype", "int32"}, {"crc32", values_crc32}};
+  return j.dump(2) + "\n";
+}
+
+Status DatastoreManifest::FromJson(const std::string& text, const std::string& path, DatastoreManifest* out) {
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || j.value("format", "") != "mnemo-datastore") {
+    return Status::Corruption(path + ": not a mnemo datastore manifest");
+  }
+  try {
+    DatastoreManifest m;
+    m.format_version = j.at("format_version").get<int>();
+    if (m.format_version != kFormatVersion) {
+      return Status::Corruption(path + ": unsupported format_version " + std::to_string(m.format_version));
+    }
+    m.model_fingerprint = j.at("model_fingerprint").get<std::string>();
+    m.key_layer = j.at("key_layer").get<std::string>();
+    m.dim = j.at("dim").get<int>();
+    m.count = j.at("count").get<int64_t>();
+    m.index_spec = j.at("index_spec").get<std::string>();
+    m.source = j.at("source").get<std::string>();
+    m.source_tokens = j.at("source_tokens").get<int64_t>();
+    m.keys_crc32 = j.at("keys").at("crc32").get<uint32_t>();
+    m.values_crc32 = j.at("values").at("crc32").get<uint32_t>();
+    if (m.dim <= 0 || m.count < 0) return Status::Corruption(path + ": dim must be positive and count non-negative");
+    *out = m;
+  } catch (const nlohmann::json::exception& e) {
+    return Status::Corruption(path + ": malformed manifest: " + e.what());
+  }
+  return Status::OK();
+}
+
+Datastore::~Datastore() = default;
+
+Status Datastore::Open(const std::string& dir, const DatastoreOpenOptions& options, std::unique_ptr<Datastore>* out) {
+  std::unique_ptr<Datastore> ds(new Datastore());
+  ds->dir_ = dir;
+  const std::string manifest_path = dir + kManifest;
+  std::string text;
+  if (!ReadFileToString(manifest_path, &text).ok()) {
+    return Status::NotFound(manifest_path + ": missing (not a datastore, or its build did not finish)");
+  }
+  MNEMO_RETURN_IF_ERROR(DatastoreManifest::FromJson(text, manifest_path, &ds->manifest_));
+  const DatastoreManifest& m = ds->manifest_;
+  if (!options.expected_model_fingerprint.empty() && options.expected_model_fingerprint != m.model_fingerprint) {
+    return Status::InvalidArgument(dir + ": datastore was built with model " + m.model_fingerprint +
+                                   ", but the loaded model is " + options.expected_model_fingerprint +
+                                   " (rebuild it with `mnemo datastore build` for this model)");
+  }
+  MNEMO_RETURN_IF_ERROR(MappedFile::Open(dir + kKeys, &ds->keys_file_));
+  MNEMO_RETURN_IF_ERROR(MappedFile::Open(dir + kValues, &ds->values_file_));
+  const size_t key_bytes = static_cast<size_t>(m.count) * m.dim * sizeof(uint16_t);
+  const size_t value_bytes = static_cast<size_t>(m.count) * sizeof(int32_t);
+  if (ds->keys_file_->size() != key_bytes) {
+    return Status::Corruption(dir + kKeys + ": " + std::to_string(ds->keys_file_->size()) + " bytes, manifest implies " +
+                              std::to_string(key_bytes));
+  }
+  if (ds->values_file_->size() != value_bytes) {
+    return Status::Corruption(dir + kValues + ": " + std::to_string(ds->values_file_->size()) +
+                              " bytes, manifest implies " + std::to_string(value_bytes));
+  }
+  if (options.verify_checksums) {
+    if (Crc32(0, ds->keys_file_->data(), key_bytes) != m.keys_crc32) {
+      return Status::Corruption(dir + kKeys + ": checksum mismatch");
+    }
+    if (Crc32(0, ds->values_file_->data(), value_bytes) != m.values_crc32) {
+      return Status::Corruption(dir + kValues + ": checksum mismatch");
+    }
+  }
+  ds->keys_ = reinterpret_cast<const uint16_t*>(ds->keys_file_->data());
+  ds->values_ = reinterpret_cast<const int32_t*>(ds->values_file_->data());
+  LoadOptions load;
+  load.expected_dim = m.dim;
+  load.mmap = options.mmap_index;
+  MNEMO_RETURN_IF_ERROR(VectorIndex::Load(dir + kIndex, load, &ds->index_));
+  if (ds->index_->size() != m.count) {
+    return Status::Corruption(dir + kIndex + ": holds " + std::to_string(ds->index_->size()) +
+                              " entries, manifest says " + std::to_string(m.count));
+  }
+  *out = std::move(ds);
+  return Status::OK();
+}
+
+float Datastore::SquaredDistance(const float* query, int64_t i) const {
+  const uint16_t* k = key(i);
+  float sum = 0;
+  for (int d = 0; d < manifest_.dim; ++d) {
+    const float diff = query[d] - HalfToFloat(k[d]);
+    sum += diff * diff;
+  }
+  return sum;
+}
+
+DatastoreWriter::~DatastoreWriter() {
+  if (keys_fd_ >= 0) ::close(keys_fd_);
+  if (values_fd_ >= 0) ::close(values_fd_);
+}
+
+Status DatastoreWriter::Create(const std::string& dir, int dim, std::unique_ptr<DatastoreWriter>* out) {
+  if (dim <= 0) return Status::InvalidArgument("datastore dim must be positive");
+  if (FileExists(dir + kManifest)) {
+    return Status::InvalidArgument(dir + ": already holds a datastore (remove it or choose another --out)");
+  }
+  MNEMO_RETURN_IF_ERROR(EnsureDirectory(dir));
+  std::unique_ptr<DatastoreWriter> w(new DatastoreWriter());
+  w->dir_ = dir;
+  w->dim_ = dim;
+  for (auto [suffix, fd] : {std::pair{kKeys, &w->keys_fd_}, std::pair{kValues, &w->values_fd_}}) {
+    const std::string path = dir + suffix;
+    *fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (*fd < 0) return Status::IOError(path + ": cannot create: " + std::strerror(errno));
+  }
+  *out = std::move(w);
+  return Status::OK();
+}
+
+Status DatastoreWriter::Append(int64_t n, const float* keys, const int32_t* values) {
+  const size_t old_keys = key_buffer_.size();
+  key_buffer_.resize(old_keys + n * dim_ * sizeof(uint16_t));
+  auto* dst = reinterpret_cast<uint16_t*>(&key_buffer_[old_keys]);
+  for (int64_t i = 0; i < n * dim_; ++i) {
+    if (!std::isfinite(keys[i])) return Status::InvalidArgument("datastore key has a non-finite value");
+    dst[i] = FloatToHalf(keys[i]);
+  }
+  value_buffer_.append(reinterpret_cast<const char*>(values), n * sizeof(int32_t));
+  count_ += n;
+  return key_buffer_.size() >= kFlushBytes ? Flush() : Status::OK();
+}
+
+Status DatastoreWriter::Flush() {
+  keys_crc_ = Crc32(keys_crc_, key_buffer_.data(), key_buffer_.size());
+  values_crc_ = Crc32(values_crc_, value_buffer_.data(), value_buffer_.size());
+  MNEMO_RETURN_IF_ERROR(WriteAll(keys_fd_, key_buffer_, dir_ + kKeys));
+  MNEMO_RETURN_IF_ERROR(WriteAll(values_fd_, value_buffer_, dir_ + kValues));
+  key_buffer_.clear();
+  value_buffer_.clear();
+  return Status::OK();
+}
+
+Status DatastoreWriter::Finish(DatastoreManifest manifest, const DatastoreFinishOptions& options) {
+  MNEMO_RETURN_IF_ERROR(Flush());
+  for (int* fd : {&keys_fd_, &values_fd_}) {
+    if (::fsync(*fd) != 0 || ::close(*fd) != 0) return Status::IOError(dir_ + ": cannot sync datastore files");
+    *fd = -1;
+  }
+  if (count_ == 0) return Status::InvalidArgument("datastore has no entries");
+  std::unique_ptr<MappedFile> keys_file;
+  MNEMO_RETURN_IF_ERROR(MappedFile::Open(dir_ + kKeys, &keys_file));
+  const auto* keys = reinterpret_cast<const uint16_t*>(keys_file->data());
+  auto to_float = [&](int64_t begin, int64_t n, std::vector<float>* out) {
+    out->resize(n * dim_);
+    for (int64_t i = 0; i < n * dim_; ++i) (*out)[i] = HalfToFloat(keys[begin * dim_ + i]);
+  };
+
+  std::unique_ptr<VectorIndex> index;
+  MNEMO_RETURN_IF_ERROR(VectorIndex::Create(dim_, options.index_spec, Metric::kL2, &index));
+  std::vector<float> buffer;
+  if (!index->is_trained()) {
+    // A uniform sample without replacement, in entry order (deterministic for a seed).
+    const int64_t n = std::min(count_, options.train_sample);
+    std::vector<int64_t> rows(count_);
+    std::iota(rows.begin(), rows.end(), 0);
+    std::mt19937_64 rng(options.seed);
+    for (int64_t i = 0; i < n; ++i) std::swap(rows[i], rows[i + rng() % (count_ - i)]);
+    rows.resize(n);
+    std::sort(rows.begin(), rows.end());
+    std::vector<float> sample(n * dim_);
+    for (int64_t i = 0; i < n; ++i) {
+      for (int d = 0; d < dim_; ++d) sample[i * dim_ + d] = HalfToFloat(keys[rows[i] * dim_ + d]);
+    }
+    ProgressBar bar("train index " + options.index_spec, 1, "", options.progress);
+    MNEMO_RETURN_IF_ERROR(index->Train(n, sample.data()));
+    bar.Update(1, n, "keys");
+  }
+  {
+    ProgressBar bar("index keys", count_, "entries", options.progress);
+    std::vector<int64_t> ids;
+    for (int64_t begin = 0; begin < count_; begin += options.add_batch) {
+      const int64_t n = std::min(options.add_batch, count_ - begin);
+      to_float(begin, n, &buffer);
+      ids.resize(n);
+      std::iota(ids.begin(), ids.end(), begin);
+      MNEMO_RETURN_IF_ERROR(index->Add(n, buffer.data(), ids.data()));
+      bar.Update(begin + n, begin + n, "entries");
+    }
+  }
+  MNEMO_RETURN_IF_ERROR(index->Save(dir_ + kIndex));
+  manifest.format_version = DatastoreManifest::kFormatVersion;
+  manifest.dim = dim_;
+  manifest.count = count_;
+  manifest.index_spec = index->spec();
+  manifest.keys_crc32 = keys_crc_;
+  manifest.values_crc32 = values_crc_;
+  return WriteFileAtomically(dir_ + kManifest, manifest.ToJson());
+}
+
+}  // namespace mnemo

@@ -1,0 +1,145 @@
+#include "retriever/knn_lm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace mnemo {
+namespace {
+
+constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+
+bool Confident(const torch::Tensor& lm_logprobs_row, double threshold) {
+  return threshold > 0 && lm_logprobs_row.max().item<double>() >= std::log(threshold);
+}
+
+}  // namespace
+
+Status KnnOptions::Validate() const {
+  if (k < 1 || k > 4096) return Status::InvalidArgument("k must be in [1, 4096]");
+  if (!(lambda >= 0 && lambda <= 1)) return Status::InvalidArgument("lambda must be in [0, 1]");
+  if (!(temperature > 0)) return Status::InvalidArgument("knn temperature must be positive");
+  if (nprobe < 1) return Status::InvalidArgument("nprobe must be positive");
+  if (!(skip_confidence >= 0 && skip_confidence <= 1)) {
+    return Status::InvalidArgument("skip confidence must be in [0, 1]");
+  }
+  return Status::OK();
+}
+
+void ComputeNeighborWeights(std::vector<Neighbor>::iterator begin, std::vector<Neighbor>::iterator end,
+                            double temperature) {
+  double best = std::numeric_limits<double>::infinity();
+  for (auto it = begin; it != end; ++it) {
+    if (it->entry >= 0) best = std::min(best, static_cast<double>(it->distance));
+  }
+  double total = 0;
+  for (auto it = begin; it != end; ++it) {
+    // Subtracting the smallest distance keeps exp() in range; it cancels in the normalisation.
+    it->weight = it->entry >= 0 ? static_cast<float>(std::exp(-(it->distance - best) / temperature)) : 0.0f;
+    total += it->weight;
+  }
+  if (total > 0) {
+    for (auto it = begin; it != end; ++it) it->weight = static_cast<float>(it->weight / total);
+  }
+}
+
+double KnnLogProb(std::vector<Neighbor>::const_iterator begin, std::vector<Neighbor>::const_iterator end,
+                  int32_t token) {
+  double sum = 0;
+  for (auto it = begin; it != end; ++it) {
+    if (it->entry >= 0 && it->token == token) sum += it->weight;
+  }
+  return sum > 0 ? std::log(sum) : kNegInf;
+}
+
+double InterpolateLogProb(double log_knn, double log_lm, double lambda) {
+  if (lambda <= 0 || log_knn == kNegInf) return log_lm + std::log1p(-lambda);
+  if (lambda >= 1) return log_knn;
+  const double a = std::log(lambda) + log_knn, b = std::log1p(-lambda) + log_lm;
+  const double hi = std::max(a, b);
+  return hi + std::log1p(std::exp(std::min(a, b) - hi));
+}
+
+Status KnnLm::Search(const float* queries, int64_t n, const KnnOptions& options, std::vector<Neighbor>* out) const {
+  const int k = options.k;
+  std::vector<float> distances(n * k);
+  std::vector<int64_t> ids(n * k);
+  SearchOptions search;
+  search.nprobe = options.nprobe;
+  MNEMO_RETURN_IF_ERROR(datastore_.index().Search(n, queries, k, distances.data(), ids.data(), search));
+  out->assign(n * k, Neighbor());
+  const int dim = datastore_.dim();
+  for (int64_t q = 0; q < n; ++q) {
+    for (int j = 0; j < k; ++j) {
+      Neighbor& nb = (*out)[q * k + j];
+      const int64_t id = ids[q * k + j];
+      if (id < 0 || id >= datastore_.size()) continue;
+      nb.entry = id;
+      nb.token = datastore_.value(id);
+      nb.distance = options.recompute ? datastore_.SquaredDistance(queries + q * dim, id) : distances[q * k + j];
+    }
+    auto first = out->begin() + q * k, last = first + k;
+    if (options.recompute) {
+      std::stable_sort(first, last, [](const Neighbor& a, const Neighbor& b) {
+        return (a.entry >= 0) > (b.entry >= 0) || ((a.entry >= 0) == (b.entry >= 0) && a.distance < b.distance);
+      });
+    }
+    ComputeNeighborWeights(first, last, options.temperature);
+  }
+  return Status::OK();
+}
+
+Status KnnLm::ScoreTargets(const torch::Tensor& keys, const torch::Tensor& lm_logprobs, const int32_t* targets,
+                           const KnnOptions& options, std::vector<float>* out, KnnStats* stats) const {
+  const int64_t n = keys.size(0);
+  out->resize(n);
+  torch::Tensor lp = lm_logprobs.to(torch::kFloat32).contiguous();
+  auto acc = lp.accessor<float, 2>();
+  torch::Tensor best = std::get<0>(lp.max(1)).contiguous();
+  const float* best_lp = best.data_ptr<float>();
+  const double skip_below = options.skip_confidence > 0 ? std::log(options.skip_confidence) : 1.0;
+  // Only the positions that are not confidently predicted are searched.
+  std::vector<int64_t> rows;
+  for (int64_t r = 0; r < n; ++r) {
+    (*out)[r] = acc[r][targets[r]];
+    if (options.enabled && options.lambda > 0 && best_lp[r] < skip_below) rows.push_back(r);
+  }
+  if (stats != nullptr) stats->queries += n, stats->searched += static_cast<int64_t>(rows.size());
+  if (rows.empty()) return Status::OK();
+  torch::Tensor queries =
+      keys.to(torch::kFloat32).index_select(0, torch::tensor(rows, torch::kLong)).contiguous();
+  std::vector<Neighbor> neighbors;
+  MNEMO_RETURN_IF_ERROR(Search(queries.data_ptr<float>(), static_cast<int64_t>(rows.size()), options, &neighbors));
+  for (size_t i = 0; i < rows.size(); ++i) {
+    auto first = neighbors.cbegin() + i * options.k;
+    const int64_t r = rows[i];
+    const double log_knn = KnnLogProb(first, first + options.k, targets[r]);
+    (*out)[r] = static_cast<float>(InterpolateLogProb(log_knn, (*out)[r], options.lambda));
+  }
+  return Status::OK();
+}
+
+Status KnnLm::Distribution(const torch::Tensor& key, const torch::Tensor& lm_logprobs, const KnnOptions& options,
+                           torch::Tensor* out, std::vector<Neighbor>* neighbors) const {
+  std::vector<Neighbor> local;
+  std::vector<Neighbor>& nbrs = neighbors != nullptr ? *neighbors : local;
+  nbrs.clear();
+  torch::Tensor lp = lm_logprobs.to(torch::kFloat32).contiguous();
+  if (!options.enabled || options.lambda <= 0 || Confident(lp, options.skip_confidence)) {
+    *out = lp;
+    return Status::OK();
+  }
+  torch::Tensor q = key.to(torch::kFloat32).contiguous();
+  MNEMO_RETURN_IF_ERROR(Search(q.data_ptr<float>(), 1, options, &nbrs));
+  // p = lambda * p_kNN + (1 - lambda) * p_LM over the whole vocabulary.
+  torch::Tensor p = lp.exp() * static_cast<float>(1 - options.lambda);
+  float* pp = p.data_ptr<float>();
+  const int64_t vocab = p.numel();
+  for (const Neighbor& nb : nbrs) {
+    if (nb.entry >= 0 && nb.token >= 0 && nb.token < vocab) pp[nb.token] += static_cast<float>(options.lambda) * nb.weight;
+  }
+  *out = p.log();
+  return Status::OK();
+}
+
+}  // namespace mnemo

@@ -1,0 +1,79 @@
+// KnnLm: nearest-neighbour language modelling over a Datastore (Khandelwal et al. 2020).
+//
+//   p_kNN(y | c) = sum over the k nearest entries i with value y of softmax_i(-d(q, k_i) / T)
+//   p(y | c)     = lambda * p_kNN(y | c) + (1 - lambda) * p_LM(y | c)      (computed in log space)
+//
+// d is the squared L2 distance from the index, or, with `recompute`, the exact squared L2 against the
+// stored fp16 keys (which matters for PQ indexes, whose distances are approximate). Tokens no neighbour
+// carries get p_kNN = 0.
+//
+// Adaptive retrieval (after He et al. 2021): when `skip_confidence` > 0 and the LM's most likely token
+// has probability >= skip_confidence, the search is skipped and p = p_LM for that position.
+//
+// Thread-safety: all methods are const and may run concurrently (the datastore is immutable).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "memory/datastore.h"
+
+namespace mnemo {
+
+struct KnnOptions {
+  bool enabled = true;
+  int k = 1024;                  // The paper's k.
+  double lambda = 0.25;          // The paper's in-domain value (0.65 for domain adaptation).
+  double temperature = 1.0;      // The paper's T.
+  bool recompute = false;        // Exact distances against stored keys for the k candidates.
+  int nprobe = 32;               // IVF lists visited per query.
+  double skip_confidence = 0;    // Adaptive retrieval threshold on max p_LM; 0 never skips.
+  Status Validate() const;
+};
+
+struct Neighbor {
+  int64_t entry = -1;  // Datastore entry id, -1 for padding.
+  int32_t token = -1;  // The entry's value (next token).
+  float distance = 0;  // Squared L2.
+  float weight = 0;    // softmax(-distance / T) over the valid neighbours of the query.
+};
+
+struct KnnStats {
+  int64_t queries = 0;   // Positions scored.
+  int64_t searched = 0;  // Positions that ran a search (the rest were skipped as confident).
+};
+
+// softmax(-distance / T) over the valid (entry >= 0) neighbours, in place; padding keeps weight 0.
+void ComputeNeighborWeights(std::vector<Neighbor>::iterator begin, std::vector<Neighbor>::iterator end,
+                            double temperature);
+// log p_kNN(token): log of the summed weights of neighbours carrying `token`; -inf when none does.
+double KnnLogProb(std::vector<Neighbor>::const_iterator begin, std::vector<Neighbor>::const_iterator end,
+                  int32_t token);
+// log(lambda * exp(log_knn) + (1 - lambda) * exp(log_lm)), exact at lambda = 0 and 1 and log_knn = -inf.
+double InterpolateLogProb(double log_knn, double log_lm, double lambda);
+
+class KnnLm {
+ public:
+  explicit KnnLm(const Datastore& datastore) : datastore_(datastore) {}
+
+  // k neighbours per query (n x dim floats), best first, weights filled in. out has n * k entries.
+  Status Search(const float* queries, int64_t n, const KnnOptions& options, std::vector<Neighbor>* out) const;
+
+  // Interpolated log-probabilities of targets[r] for each row r of keys [n, dim] and lm_logprobs [n, V].
+  Status ScoreTargets(const torch::Tensor& keys, const torch::Tensor& lm_logprobs, const int32_t* targets,
+                      const KnnOptions& options, std::vector<float>* out, KnnStats* stats) const;
+
+  // The full interpolated distribution [V] for one position (generation). `neighbors` (may be null)
+  // receives the neighbours used (empty when skipped).
+  Status Distribution(const torch::Tensor& key, const torch::Tensor& lm_logprobs, const KnnOptions& options,
+                      torch::Tensor* out, std::vector<Neighbor>* neighbors) const;
+
+  const Datastore& datastore() const { return datastore_; }
+
+ private:
+  const Datastore& datastore_;
+};
+
+}  // namespace mnemo

@@ -1,0 +1,295 @@
+// kNN-LM: the neighbour distribution and interpolation against brute force, datastores on disk
+// (round trip, corruption, model mismatch), and the end-to-end effect of memorising a text.
+#include "retriever/knn_lm.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "lm/checkpoint.h"
+#include "retriever/datastore_builder.h"
+#include "tests/lm_fixture.h"
+#include "tests/test_util.h"
+#include "util/file_util.h"
+#include "util/half.h"
+
+namespace mnemo {
+namespace {
+
+using testing::ScratchDir;
+
+// A datastore of n random entries (dim d, values in [0, vocab)), written through DatastoreWriter.
+void WriteRandomDatastore(const std::string& dir, int64_t n, int d, int vocab, const std::string& spec,
+                          std::vector<float>* keys, std::vector<int32_t>* values) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal;
+  keys->resize(n * d);
+  values->resize(n);
+  for (auto& x : *keys) x = normal(rng);
+  for (auto& v : *values) v = static_cast<int32_t>(rng() % vocab);
+  std::unique_ptr<DatastoreWriter> w;
+  ASSERT_TRUE(DatastoreWriter::Create(dir, d, &w).ok());
+  ASSERT_TRUE(w->Append(n / 2, keys->data(), values->data()).ok());
+  ASSERT_TRUE(w->Append(n - n / 2, keys->data() + (n / 2) * d, values->data() + n / 2).ok());
+  DatastoreManifest m;
+  m.model_fingerprint = "test-model";
+  m.key_layer = "test";
+  m.source = "random";
+  DatastoreFinishOptions finish;
+  finish.index_spec = spec;
+  finish.progress = false;
+  Status s = w->Finish(m, finish);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  for (auto& x : *keys) x = HalfToFloat(FloatToHalf(x));  // What the datastore stores.
+}
+
+// log p(target) by the definition: exact distances to every key, top k, softmax(-d/T), interpolation.
+double BruteForceLogProb(const std::vector<float>& keys, const std::vector<int32_t>& values, int d,
+                         const float* query, int32_t target, double lm_logprob, int k, double lambda, double t) {
+  const int64_t n = static_cast<int64_t>(values.size());
+  std::vector<std::pair<double, int64_t>> dist(n);
+  for (int64_t i = 0; i < n; ++i) {
+    double s = 0;
+    for (int j = 0; j < d; ++j) s += (query[j] - keys[i * d + j]) * (query[j] - keys[i * d + j]);
+    dist[i] = {s, i};
+  }
+  std::partial_sort(dist.begin(), dist.begin() + k, dist.end());
+  double z = 0, hit = 0;
+  for (int i = 0; i < k; ++i) {
+    const double w = std::exp(-dist[i].first / t);
+    z += w;
+    if (values[dist[i].second] == target) hit += w;
+  }
+  return std::log(lambda * hit / z + (1 - lambda) * std::exp(lm_logprob));
+}
+
+TEST(KnnMathTest, InterpolationMatchesDefinition) {
+  for (double lambda : {0.0, 0.25, 0.65, 1.0}) {
+    for (double pk : {0.0, 1e-6, 0.3, 1.0}) {
+      for (double pl : {1e-9, 0.01, 0.5}) {
+        const double want = std::log(lambda * pk + (1 - lambda) * pl);
+        const double got = InterpolateLogProb(pk > 0 ? std::log(pk) : -INFINITY, std::log(pl), lambda);
+        if (std::isinf(want)) {
+          EXPECT_TRUE(std::isinf(got) && got < 0);
+        } else {
+          EXPECT_NEAR(got, want, 1e-12) << lambda << " " << pk << " " << pl;
+        }
+      }
+    }
+  }
+}
+
+TEST(KnnMathTest, WeightsAreSoftmaxOfNegativeDistanceOverValidNeighbours) {
+  std::vector<Neighbor> nb = {{0, 5, 1.0f}, {1, 7, 2.0f}, {2, 5, 4.0f}, {-1, -1, 0.0f}};
+  ComputeNeighborWeights(nb.begin(), nb.end(), 2.0);
+  const double z = std::exp(-0.5) + std::exp(-1.0) + std::exp(-2.0);
+  EXPECT_NEAR(nb[0].weight, std::exp(-0.5) / z, 1e-6);
+  EXPECT_NEAR(nb[1].weight, std::exp(-1.0) / z, 1e-6);
+  EXPECT_EQ(nb[3].weight, 0.0f);
+  EXPECT_NEAR(KnnLogProb(nb.cbegin(), nb.cend(), 5), std::log((std::exp(-0.5) + std::exp(-2.0)) / z), 1e-6);
+  EXPECT_TRUE(std::isinf(KnnLogProb(nb.cbegin(), nb.cend(), 9)));
+  // Huge distances must not underflow to 0/0.
+  std::vector<Neighbor> far = {{0, 1, 1e6f}, {1, 2, 1e6f + 1}};
+  ComputeNeighborWeights(far.begin(), far.end(), 1.0);
+  EXPECT_NEAR(far[0].weight + far[1].weight, 1.0, 1e-6);
+}
+
+class KnnDatastoreTest : public ::testing::TestWithParam<std::pair<std::string, bool>> {};
+
+TEST_P(KnnDatastoreTest, ScoreTargetsMatchesBruteForce) {
+  const auto [spec, recompute] = GetParam();
+  ScratchDir dir;
+  const int d = 16, vocab = 50, n = 2000, k = 8;
+  std::vector<float> keys;
+  std::vector<int32_t> values;
+  WriteRandomDatastore(dir.path(), n, d, vocab, spec, &keys, &values);
+  std::unique_ptr<Datastore> ds;
+  ASSERT_TRUE(Datastore::Open(dir.path(), {}, &ds).ok());
+  KnnLm knn(*ds);
+  KnnOptions o;
+  o.k = k, o.lambda = 0.4, o.temperature = 3.0, o.recompute = recompute, o.nprobe = 1 << 20;
+
+  const int q = 20;
+  torch::Tensor queries = torch::randn({q, d});
+  torch::Tensor lm = torch::log_softmax(torch::randn({q, vocab}), 1);
+  std::vector<int32_t> targets(q);
+  for (int i = 0; i < q; ++i) targets[i] = values[(i * 97) % n];  // Targets that exist in the store.
+  std::vector<float> got;
+  KnnStats stats;
+  ASSERT_TRUE(knn.ScoreTargets(queries, lm, targets.data(), o, &got, &stats).ok());
+  EXPECT_EQ(stats.searched, q);
+  for (int i = 0; i < q; ++i) {
+    const double want = BruteForceLogProb(keys, values, d, queries[i].contiguous().data_ptr<float>(), targets[i],
+                                          lm[i][targets[i]].item<double>(), k, o.lambda, o.temperature);
+    // PQ search returns approximate candidates (not always the true top k), so for PQ the check is
+    // against the definition applied to the candidates actually returned.
+    if (spec.find("PQ") == std::string::npos) {
+      EXPECT_NEAR(got[i], want, 2e-4) << "query " << i;
+    } else {
+      std::vector<Neighbor> nb;
+      ASSERT_TRUE(knn.Search(queries[i].contiguous().data_ptr<float>(), 1, o, &nb).ok());
+      double z = 0, hit = 0;
+      for (size_t j = 0; j < nb.size(); ++j) {
+        ASSERT_GE(nb[j].entry, 0);
+        if (recompute) {
+          // Exact distances to the stored keys, re-ranked best first.
+          EXPECT_NEAR(nb[j].distance, ds->SquaredDistance(queries[i].contiguous().data_ptr<float>(), nb[j].entry),
+                      1e-4);
+          if (j > 0) EXPECT_LE(nb[j - 1].distance, nb[j].distance);
+        }
+        const double w = std::exp(-(nb[j].distance - nb[0].distance) / o.temperature);
+        z += w;
+        if (nb[j].token == targets[i]) hit += w;
+      }
+      const double lm_p = std::exp(lm[i][targets[i]].item<double>());
+      EXPECT_NEAR(got[i], std::log(o.lambda * hit / z + (1 - o.lambda) * lm_p), 2e-4) << "query " << i;
+    }
+  }
+  // The full distribution agrees with the per-target score and is normalised.
+  torch::Tensor dist;
+  ASSERT_TRUE(knn.Distribution(queries[0], lm[0], o, &dist, nullptr).ok());
+  EXPECT_NEAR(dist.exp().sum().item<double>(), 1.0, 1e-5);
+  EXPECT_NEAR(dist[targets[0]].item<float>(), got[0], 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Indexes, KnnDatastoreTest,
+                         ::testing::Values(std::make_pair(std::string("Flat"), false),
+                                           std::make_pair(std::string("IVF16,Flat"), false),
+                                           std::make_pair(std::string("IVF16,PQ4"), true),
+                                           std::make_pair(std::string("IVF16,PQ4"), false)));
+
+TEST(KnnLmTest, DisabledOrSkippedPositionsGiveTheBaseLm) {
+  ScratchDir dir;
+  std::vector<float> keys;
+  std::vector<int32_t> values;
+  WriteRandomDatastore(dir.path(), 500, 8, 20, "Flat", &keys, &values);
+  std::unique_ptr<Datastore> ds;
+  ASSERT_TRUE(Datastore::Open(dir.path(), {}, &ds).ok());
+  KnnLm knn(*ds);
+  torch::Tensor queries = torch::randn({6, 8});
+  torch::Tensor lm = torch::log_softmax(torch::randn({6, 20}), 1);
+  std::vector<int32_t> targets = {1, 2, 3, 4, 5, 6};
+  KnnOptions o;
+  o.k = 4;
+  o.skip_confidence = 1e-9;  // Every position counts as confident.
+  std::vector<float> out;
+  KnnStats stats;
+  ASSERT_TRUE(knn.ScoreTargets(queries, lm, targets.data(), o, &out, &stats).ok());
+  EXPECT_EQ(stats.searched, 0);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(out[i], lm[i][targets[i]].item<float>());
+  o.skip_confidence = 0;
+  o.enabled = false;
+  ASSERT_TRUE(knn.ScoreTargets(queries, lm, targets.data(), o, &out, &stats).ok());
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(out[i], lm[i][targets[i]].item<float>());
+  KnnOptions zero_k;
+  zero_k.k = 0;
+  EXPECT_FALSE(zero_k.Validate().ok());
+  KnnOptions bad;
+  bad.lambda = 1.5;
+  EXPECT_TRUE(bad.Validate().IsInvalidArgument());
+}
+
+TEST(DatastoreTest, RoundTripAndCorruption) {
+  ScratchDir dir;
+  std::vector<float> keys;
+  std::vector<int32_t> values;
+  WriteRandomDatastore(dir.path(), 300, 8, 20, "Flat", &keys, &values);
+  DatastoreOpenOptions verify;
+  verify.verify_checksums = true;
+  std::unique_ptr<Datastore> ds;
+  ASSERT_TRUE(Datastore::Open(dir.path(), verify, &ds).ok());
+  EXPECT_EQ(ds->size(), 300);
+  EXPECT_EQ(ds->manifest().model_fingerprint, "test-model");
+  for (int64_t i = 0; i < 300; ++i) {
+    ASSERT_EQ(ds->value(i), values[i]);
+    for (int j = 0; j < 8; ++j) ASSERT_EQ(HalfToFloat(ds->key(i)[j]), keys[i * 8 + j]);
+  }
+  EXPECT_EQ(ds->SquaredDistance(keys.data() + 8 * 7, 7), 0.0f);
+  ds.reset();
+
+  DatastoreOpenOptions other_model;
+  other_model.expected_model_fingerprint = "another-model";
+  Status s = Datastore::Open(dir.path(), other_model, &ds);
+  EXPECT_TRUE(s.IsInvalidArgument()) << s.ToString();
+  EXPECT_NE(s.message().find("another-model"), std::string::npos);
+
+  // A flipped value byte is caught by the checksum; a truncated key file by its size.
+  std::string bytes;
+  ASSERT_TRUE(ReadFileToString(dir.File("values.i32"), &bytes).ok());
+  bytes[17] ^= 0x40;
+  testing::WriteFileOrDie(dir.File("values.i32"), bytes);
+  s = Datastore::Open(dir.path(), verify, &ds);
+  EXPECT_TRUE(s.IsCorruption()) << s.ToString();
+  EXPECT_NE(s.message().find("values.i32"), std::string::npos);
+  ASSERT_TRUE(ReadFileToString(dir.File("keys.f16"), &bytes).ok());
+  testing::WriteFileOrDie(dir.File("keys.f16"), bytes.substr(0, bytes.size() - 2));
+  s = Datastore::Open(dir.path(), {}, &ds);
+  EXPECT_TRUE(s.IsCorruption()) << s.ToString();
+  EXPECT_NE(s.message().find("keys.f16"), std::string::npos);
+
+  testing::WriteFileOrDie(dir.File("manifest.json"), "{\"format\": \"mnemo-datastore\"}");
+  EXPECT_TRUE(Datastore::Open(dir.path(), {}, &ds).IsCorruption());
+  std::remove(dir.File("manifest.json").c_str());
+  EXPECT_TRUE(Datastore::Open(dir.path(), {}, &ds).IsNotFound());
+  ScratchDir empty;
+  std::unique_ptr<DatastoreWriter> w;
+  ASSERT_TRUE(DatastoreWriter::Create(empty.path(), 4, &w).ok());
+  EXPECT_FALSE(w->Finish({}, {}).ok());  // No entries.
+}
+
+TEST(DatastoreBuildTest, MemorisedTextBecomesFarMoreLikely) {
+  // A random tiny model: its keys still identify contexts exactly, which is all a datastore needs.
+  const auto& tok = testing::ToyTokenizer();
+  LanguageModel model;
+  model.config = testing::TinyConfig(tok.vocab_size());
+  model.net = testing::TinyGpt(tok.vocab_size());
+  std::unique_ptr<BpeTokenizer> copy;
+  ASSERT_TRUE(BpeTokenizer::FromVocabAndMerges(tok.tokens(), tok.merges(), &copy).ok());
+  model.tokenizer = std::move(copy);
+  const std::string text = testing::ToyCorpus().substr(0, 3000);
+
+  ScratchDir dir;
+  DatastoreBuildOptions options;
+  options.finish.progress = false;
+  DatastoreBuildReport report;
+  Status s = BuildDatastore(model, text, "toy", dir.File("ds"), options, &report);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  const auto ids = tok.Encode(text);
+  EXPECT_EQ(report.entries, static_cast<int64_t>(ids.size()) - 1);  // One entry per target token.
+
+  DatastoreOpenOptions open;
+  open.expected_model_fingerprint = ModelFingerprint(model.net);
+  std::unique_ptr<Datastore> ds;
+  ASSERT_TRUE(Datastore::Open(dir.File("ds"), open, &ds).ok());
+  EXPECT_EQ(ds->value(0), ids[1]);
+  EXPECT_EQ(ds->value(ds->size() - 1), ids.back());
+
+  KnnLm knn(*ds);
+  KnnOptions o;
+  o.k = 16, o.lambda = 0.5;
+  double base = 0, with_knn = 0;
+  std::vector<float> combined;
+  ASSERT_TRUE(ForEachScoredSpan(model.net, ids, {}, {true, true}, [&](const ScoredSpan& span) {
+    const int32_t* targets = ids.data() + span.first_target;
+    MNEMO_RETURN_IF_ERROR(knn.ScoreTargets(span.knn_keys, span.logprobs, targets, o, &combined, nullptr));
+    for (int64_t r = 0; r < span.count; ++r) {
+      base -= span.logprobs[r][targets[r]].item<double>();
+      with_knn -= combined[r];
+    }
+    return Status::OK();
+  }).ok());
+  const double n = static_cast<double>(ids.size() - 1);
+  const double ppl_base = std::exp(base / n), ppl_knn = std::exp(with_knn / n);
+  EXPECT_LT(ppl_knn, ppl_base / 10) << "base " << ppl_base << " kNN-LM " << ppl_knn;
+  // Each context's own entry is at distance 0, so p_kNN(target) is large and ppl approaches 1/lambda.
+  EXPECT_LT(ppl_knn, 3.0);
+
+  // The same directory cannot be overwritten by a second build.
+  EXPECT_TRUE(BuildDatastore(model, text, "toy", dir.File("ds"), options, &report).IsInvalidArgument());
+}
+
+}  // namespace
+}  // namespace mnemo
