@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include "api/cli.h"
+#include "api/common_flags.h"
 #include "lm/checkpoint.h"
 #include "retriever/datastore_builder.h"
 #include "util/file_util.h"
@@ -28,11 +29,7 @@ void RegisterDatastoreCommands(CLI::App& app, Command* selected) {
       ->capture_default_str()->check(CLI::PositiveNumber);
   build->add_option("--max-entries", b->options.max_entries, "Stop after N entries (0: the whole text)")
       ->check(CLI::NonNegativeNumber);
-  build->add_option("--window", b->options.window.window, "Window length (default: n_positions)")
-      ->check(CLI::PositiveNumber);
-  build->add_option("--stride", b->options.window.stride, "Stride (default: window / 2)")->check(CLI::PositiveNumber);
-  build->add_option("--batch-size", b->options.window.batch_size, "Windows per forward pass")->capture_default_str()
-      ->check(CLI::PositiveNumber);
+  RegisterWindowFlags(build, &b->options.window);
   build->add_option("--seed", b->options.finish.seed, "Seed of the training sample")->capture_default_str();
   build->add_flag("--quiet", b->quiet, "No progress output");
   build->add_flag("--json", b->json, "Machine-readable output");

@@ -5,7 +5,7 @@
 #include <sstream>
 
 #include "api/cli.h"
-#include "api/knn_flags.h"
+#include "api/common_flags.h"
 #include "lm/checkpoint.h"
 #include "lm/generator.h"
 #include "lm/scorer.h"
@@ -162,11 +162,7 @@ void AddEvalCommands(CLI::App& app, Command* selected) {
   auto a = std::make_shared<Args>();
   ppl->add_option("--model", a->model, "Model directory")->required();
   ppl->add_option("--text-file", a->text_file, "Text to evaluate")->required()->check(CLI::ExistingFile);
-  ppl->add_option("--window", a->window.window, "Window length in tokens (default: n_positions)")
-      ->check(CLI::PositiveNumber);
-  ppl->add_option("--stride", a->window.stride, "Stride in tokens (default: window / 2)")->check(CLI::PositiveNumber);
-  ppl->add_option("--batch-size", a->window.batch_size, "Windows per forward pass")->capture_default_str()
-      ->check(CLI::PositiveNumber);
+  RegisterWindowFlags(ppl, &a->window);
   a->knn.Register(ppl);
   ppl->add_flag("--json", a->json, "Machine-readable output");
   ppl->callback([a, selected] {

@@ -131,7 +131,7 @@ void AddTrainCommand(CLI::App& app, Command* selected) {
   train->add_option("--tokenizer", o->tokenizer_dir, "Existing tokenizer; default: train a BPE vocabulary first");
   train->add_option("--vocab-size", o->vocab_size, "Vocabulary size when training a tokenizer")
       ->capture_default_str()->check(CLI::Range(257, 1 << 20));
-  train->add_option("--config", o->config, "Model size preset: tiny, small or default")->capture_default_str();
+  train->add_option("--config", o->config, "Model size preset: tiny, default or medium")->capture_default_str();
   train->add_option("--steps", o->steps, "Optimizer steps (default: the preset's)")->check(CLI::PositiveNumber);
   train->add_option("--batch-size", o->batch_size, "Sequences per step (default: the preset's)")
       ->check(CLI::PositiveNumber);

@@ -21,6 +21,12 @@ int main(int argc, char** argv) {
   CLI::App app{"mnemo: a language model with explicit, editable memory (kNN-LM, facts, leakage audits)"};
   app.require_subcommand(0, 1);  // Unknown words then fail as "not expected", not as "subcommand required".
   app.set_version_flag("--version", "mnemo 0.1.0");
+  // One OpenMP thread by default: OpenBLAS already runs each matrix product on every core, and a second
+  // OpenMP team spinning beside OpenBLAS's threads made datastore building 2.8x slower on 2 cores
+  // (docs/PERFORMANCE.md). FAISS and LibTorch share this OpenMP setting.
+  int threads = 1;
+  app.add_option("--threads", threads, "OpenMP threads for LibTorch element-wise ops and FAISS searches")
+      ->capture_default_str()->check(CLI::Range(1, 1024));
   mnemo::cli::Command selected;
   mnemo::cli::RegisterLmCommands(app, &selected);
   mnemo::cli::RegisterDatastoreCommands(app, &selected);
@@ -31,6 +37,7 @@ int main(int argc, char** argv) {
     // CLI11 prints the message; usage errors all exit 2 (as Fail() does for invalid arguments).
     return app.exit(e) == 0 ? 0 : 2;
   }
+  torch::set_num_threads(threads);
   if (!selected) {
     fprintf(stderr, "%s\nmnemo: a command is required\n", app.help().c_str());
     return 2;

@@ -25,7 +25,7 @@ struct GptConfig {
   int64_t NumParameters() const;  // Tied embeddings counted once.
   Status Validate() const;
 
-  // Named presets for models trained with mnemo ("tiny", "small", "default"); see docs/RESULTS.md
+  // Named presets for models trained with mnemo ("tiny", "default", "medium"); see docs/RESULTS.md
   // for how the default was chosen.
   static Status Preset(const std::string& name, int64_t vocab_size, GptConfig* out);
 

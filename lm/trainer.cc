@@ -24,11 +24,11 @@ struct PresetSchedule {
   int64_t steps, batch_size;
   double learning_rate;
 };
+// Steps are sized for ~10 minutes on 2 cores at the measured throughput (docs/PERFORMANCE.md).
 constexpr PresetSchedule kSchedules[] = {
     {"tiny", 200, 8, 3e-3},
-    {"small", 2000, 16, 2e-3},
-    {"default", 3000, 16, 2e-3},
-    {"medium", 3000, 16, 1.5e-3},
+    {"default", 960, 16, 2e-3},
+    {"medium", 720, 16, 2e-3},
 };
 
 uint64_t Fnv1a(const void* data, size_t n, uint64_t h = 1469598103934665603ull) {
@@ -196,7 +196,7 @@ Status Train(const TrainOptions& o, TrainReport* report) {
     if (o.config == s.name) schedule = &s;
   }
   if (schedule == nullptr) {
-    return Status::InvalidArgument("unknown model config \"" + o.config + "\" (expected tiny, small, default or medium)");
+    return Status::InvalidArgument("unknown model config \"" + o.config + "\" (expected tiny, default or medium)");
   }
   MNEMO_RETURN_IF_ERROR(EnsureDirectory(o.out_dir));
   const std::string state_path = o.out_dir + "/train_state.json";

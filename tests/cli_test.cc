@@ -159,5 +159,57 @@ TEST_F(CliTest, TokenizerTrainWritesHuggingFaceFiles) {
   EXPECT_GT(std::stoi(vocab), 1000);
 }
 
+TEST_F(CliTest, DatastoreBuildThenKnnEvalSideBySide) {
+  ScratchDir d;
+  std::string out;
+  ASSERT_EQ(RunCommand(Mnemo() + " datastore build --model " + Model() + " --text-file " + dir_->File("valid.txt") +
+                           " --out " + d.File("ds") + " --index IVF8,Flat --quiet --json", &out), 0) << out;
+  json build = json::parse(out);
+  EXPECT_GT(build["entries"].get<int64_t>(), 500);
+  ASSERT_EQ(RunCommand(Mnemo() + " datastore info --datastore " + d.File("ds"), &out), 0) << out;
+  EXPECT_EQ(json::parse(out)["count"], build["entries"]);
+
+  ASSERT_EQ(RunCommand(Mnemo() + " eval ppl --model " + Model() + " --text-file " + dir_->File("valid.txt") +
+                           " --datastore " + d.File("ds") + " --k 8 --lambda 0.5 --nprobe 8 --json", &out), 0) << out;
+  json j = json::parse(out);
+  const double base = j["base"]["perplexity"].get<double>(), knn = j["knn"]["perplexity"].get<double>();
+  EXPECT_LT(knn, base / 2) << out;  // The datastore holds this very text.
+  EXPECT_EQ(j["base"]["tokens"], j["knn"]["tokens"]);
+  EXPECT_EQ(j["datastore_entries"], build["entries"]);
+
+  // --no-knn and lambda 0 both give the base model's numbers.
+  ASSERT_EQ(RunCommand(Mnemo() + " eval ppl --model " + Model() + " --text-file " + dir_->File("valid.txt") +
+                           " --datastore " + d.File("ds") + " --lambda 0 --json", &out), 0);
+  EXPECT_NEAR(json::parse(out)["knn"]["perplexity"].get<double>(), base, 1e-6 * base);
+
+  // score and generate accept the same flags.
+  ASSERT_EQ(RunCommand(Mnemo() + " score --model " + Model() + " --text 'The cat sees the bridge.' --datastore " +
+                           d.File("ds") + " --k 4 --json", &out), 0) << out;
+  json sc = json::parse(out);
+  EXPECT_TRUE(sc["knn"].get<bool>());
+  EXPECT_EQ(sc["lm_logprobs"].size(), sc["logprobs"].size());
+  ASSERT_EQ(RunCommand(Mnemo() + " generate --model " + Model() + " --prompt 'The cat' --max-tokens 5 --datastore " +
+                           d.File("ds") + " --k 4 --seed 1 --json", &out), 0) << out;
+  EXPECT_TRUE(json::parse(out)["knn"].get<bool>());
+}
+
+TEST_F(CliTest, DatastoreOfAnotherModelIsRejected) {
+  ScratchDir d;
+  std::string out;
+  ASSERT_EQ(RunCommand(Mnemo() + " train --corpus " + dir_->File("train.txt") + " --valid " + dir_->File("valid.txt") +
+                           " --out " + d.File("other") + " --tokenizer " + Model() +
+                           " --config tiny --steps 2 --batch-size 2 --seq-len 16 --seed 99 --quiet", &out), 0) << out;
+  ASSERT_EQ(RunCommand(Mnemo() + " datastore build --model " + d.File("other") + " --text-file " +
+                           dir_->File("valid.txt") + " --out " + d.File("ds") + " --quiet", &out), 0) << out;
+  int rc = RunCommand(Mnemo() + " eval ppl --model " + Model() + " --text-file " + dir_->File("valid.txt") +
+                          " --datastore " + d.File("ds") + " 2>&1", &out);
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(out.find("built with model"), std::string::npos) << out;
+  rc = RunCommand(Mnemo() + " eval ppl --model " + Model() + " --text-file " + dir_->File("valid.txt") +
+                      " --datastore " + d.File("nothing") + " 2>&1", &out);
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(out.find("manifest.json"), std::string::npos) << out;
+}
+
 }  // namespace
 }  // namespace mnemo

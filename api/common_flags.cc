@@ -1,4 +1,4 @@
-#include "api/knn_flags.h"
+#include "api/common_flags.h"
 
 namespace mnemo::cli {
 
@@ -17,6 +17,14 @@ void KnnFlags::Register(CLI::App* app) {
       ->capture_default_str()->check(CLI::Range(0.0, 1.0));
   app->add_flag("--no-knn", disabled, "Ignore --datastore (base LM only)");
   app->add_flag("--mmap-index", mmap_index, "Memory-map the index's inverted lists (large datastores)");
+}
+
+void RegisterWindowFlags(CLI::App* app, WindowOptions* window) {
+  app->add_option("--window", window->window, "Window length in tokens (default: n_positions)")
+      ->check(CLI::PositiveNumber);
+  app->add_option("--stride", window->stride, "Stride in tokens (default: window / 2)")->check(CLI::PositiveNumber);
+  app->add_option("--batch-size", window->batch_size, "Windows per forward pass")->capture_default_str()
+      ->check(CLI::PositiveNumber);
 }
 
 Status KnnFlags::Open(LanguageModel& model, std::unique_ptr<Datastore>* out) const {

@@ -1,5 +1,5 @@
-// The kNN-LM flags shared by score, eval ppl and generate: --datastore, --k, --lambda,
-// --knn-temperature, --recompute, --nprobe, --skip-confidence, --no-knn.
+// Flags shared by several commands: the kNN-LM flags of score, eval ppl and generate (--datastore, --k,
+// --lambda, --knn-temperature, --recompute, --nprobe, --skip-confidence, --no-knn) and the window flags.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -8,6 +8,7 @@
 #include <string>
 
 #include "lm/checkpoint.h"
+#include "lm/scorer.h"
 #include "memory/datastore.h"
 #include "retriever/knn_lm.h"
 
@@ -24,5 +25,8 @@ struct KnnFlags {
   // Opens the datastore and checks it was built with `model`. No-op when inactive.
   Status Open(LanguageModel& model, std::unique_ptr<Datastore>* out) const;
 };
+
+// --window, --stride, --batch-size of strided sliding-window passes (eval ppl, datastore build).
+void RegisterWindowFlags(CLI::App* app, WindowOptions* window);
 
 }  // namespace mnemo::cli
