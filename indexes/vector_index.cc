@@ -479,7 +479,7 @@ Status VectorIndex::Save(const std::string& path) const {
     return WriteFileAtomically(
         path, std::string_view(reinterpret_cast<const char*>(rep.mapped_file), rep.mapped_file_size));
   }
-  // Serialize behind a placeholder header so the file is assembled in one buffer without a copy.
+  // Serialize after room reserved for the header, so the file is assembled in one buffer without a copy.
   faiss::VectorIOWriter writer;
   writer.data.resize(kIndexFileHeaderSize);
   MNEMO_RETURN_IF_ERROR(RunFaiss(Status::IOError, path + ": serializing index",
