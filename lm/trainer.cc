@@ -116,7 +116,7 @@ torch::Tensor SampleBatch(const std::vector<int32_t>& ids, int64_t batch, int64_
   return out;
 }
 
-double LearningRate(const TrainOptions& o, int64_t step, int64_t steps, int64_t warmup, double peak) {
+double LearningRate(int64_t step, int64_t steps, int64_t warmup, double peak) {
   if (step < warmup) return peak * (step + 1) / warmup;
   const double progress = static_cast<double>(step - warmup) / std::max<int64_t>(1, steps - warmup);
   const double min_lr = peak / 10;
@@ -281,7 +281,7 @@ Status Train(const TrainOptions& o, TrainReport* report) {
   double last_loss = 0, valid_loss = 0;
   const int64_t end = o.stop_after > 0 ? std::min(steps, start + o.stop_after) : steps;
   for (int64_t step = start; step < end; ++step) {
-    const double lr = LearningRate(o, step, steps, warmup, peak_lr);
+    const double lr = LearningRate(step, steps, warmup, peak_lr);
     for (auto& g : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
     torch::Tensor rows = SampleBatch(train_ids, batch, seq_len, o.seed, step);
     optimizer.zero_grad();
