@@ -5,6 +5,7 @@
 #include "api/common_flags.h"
 #include "lm/checkpoint.h"
 #include "retriever/datastore_builder.h"
+#include "retriever/recall.h"
 #include "util/file_util.h"
 
 namespace mnemo::cli {
@@ -53,6 +54,60 @@ void RegisterDatastoreCommands(CLI::App& app, Command* selected) {
         printf("wrote %ld entries to %s (model %.1fs, index %.1fs)\n", static_cast<long>(report.entries),
                b->out.c_str(), report.forward_seconds, report.index_seconds);
       }
+      return 0;
+    };
+  });
+
+  auto* recall = ds->add_subcommand(
+      "recall", "Recall@k of a datastore's index against exact search, with queries from the model over a text");
+  struct RecallArgs {
+    std::string datastore, model, text_file;
+    int64_t queries = 1000;
+    int k = 64, nprobe = 32;
+  };
+  auto r = std::make_shared<RecallArgs>();
+  recall->add_option("--datastore", r->datastore, "Datastore directory")->required();
+  recall->add_option("--model", r->model, "Model the datastore was built with")->required();
+  recall->add_option("--text-file", r->text_file, "Text whose contexts are the queries")->required()
+      ->check(CLI::ExistingFile);
+  recall->add_option("--queries", r->queries, "Number of queries (the text's first contexts)")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  recall->add_option("--k", r->k, "Neighbours compared")->capture_default_str()->check(CLI::Range(1, 4096));
+  recall->add_option("--nprobe", r->nprobe, "IVF lists searched")->capture_default_str()->check(CLI::PositiveNumber);
+  recall->callback([r, selected] {
+    *selected = [r] {
+      std::unique_ptr<LanguageModel> model;
+      Status s = LoadLanguageModel(r->model, &model);
+      std::unique_ptr<Datastore> ds;
+      DatastoreOpenOptions open;
+      if (s.ok()) open.expected_model_fingerprint = ModelFingerprint(model->net);
+      if (s.ok()) s = Datastore::Open(r->datastore, open, &ds);
+      std::string text;
+      if (s.ok()) s = ReadFileToString(r->text_file, &text);
+      if (!s.ok()) return Fail(s);
+      std::vector<int32_t> ids = model->tokenizer->Encode(text);
+      std::vector<torch::Tensor> keys;
+      int64_t have = 0;
+      SpanRequest request;
+      request.logprobs = false;
+      request.knn_keys = true;
+      s = ForEachScoredSpan(model->net, ids, {}, request, [&](const ScoredSpan& span) {
+        if (have < r->queries) {
+          const int64_t take = std::min(span.count, r->queries - have);
+          keys.push_back(span.knn_keys.slice(0, 0, take));
+          have += take;
+        }
+        return Status::OK();
+      });
+      RecallReport report;
+      if (s.ok() && keys.empty()) s = Status::InvalidArgument(r->text_file + ": no contexts to query with");
+      if (s.ok()) s = MeasureRecall(*ds, torch::cat(keys, 0), r->k, r->nprobe, &report);
+      if (!s.ok()) return Fail(s);
+      std::cout << DumpJson({{"datastore", r->datastore}, {"index", ds->manifest().index_spec},
+                             {"entries", ds->size()}, {"queries", report.queries}, {"k", report.k},
+                             {"nprobe", r->nprobe}, {"recall", report.recall},
+                             {"exact_seconds", report.exact_seconds}, {"index_seconds", report.index_seconds}})
+                << "\n";
       return 0;
     };
   });

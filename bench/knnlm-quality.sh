@@ -53,3 +53,8 @@ for skip in 0.3 0.6 0.9; do
   ppl "adaptive skip>=$skip k=1024 lambda=0.65" "$sweep" --datastore "$out/foldoc-ivf" --k 1024 --lambda 0.65 \
     --skip-confidence $skip
 done
+
+# (5) Recall@64 of the indexes against exact search over their own keys.
+for nprobe in 8 32; do
+  echo "{\"run\": \"recall gcide-ivf nprobe=$nprobe\", \"result\": $($mnemo datastore recall --datastore "$out/gcide-ivf" --model $model --text-file $corpus/gcide/valid.txt --queries 1000 --k 64 --nprobe $nprobe)}"
+done

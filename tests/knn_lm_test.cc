@@ -11,6 +11,7 @@
 
 #include "lm/checkpoint.h"
 #include "retriever/datastore_builder.h"
+#include "retriever/recall.h"
 #include "tests/lm_fixture.h"
 #include "tests/test_util.h"
 #include "util/file_util.h"
@@ -160,6 +161,36 @@ INSTANTIATE_TEST_SUITE_P(Indexes, KnnDatastoreTest,
                                            std::make_pair(std::string("IVF16,Flat"), false),
                                            std::make_pair(std::string("IVF16,PQ4"), true),
                                            std::make_pair(std::string("IVF16,PQ4"), false)));
+
+TEST(RecallTest, ExactIndexesHaveRecallOneApproximateOnesBelow) {
+  const int d = 16;
+  torch::Tensor queries = torch::randn({40, d});
+  for (auto [spec, nprobe, low, high] : std::vector<std::tuple<std::string, int, double, double>>{
+           {"Flat", 1, 1.0, 1.0}, {"IVF16,Flat", 16, 1.0, 1.0}, {"IVF16,Flat", 1, 0.05, 0.95}, {"IVF16,PQ4", 16, 0.05, 0.99}}) {
+    ScratchDir dir;
+    std::vector<float> keys;
+    std::vector<int32_t> values;
+    WriteRandomDatastore(dir.path(), 3000, d, 10, spec, &keys, &values);
+    std::unique_ptr<Datastore> ds;
+    ASSERT_TRUE(Datastore::Open(dir.path(), {}, &ds).ok());
+    RecallReport report;
+    // Small chunks exercise the running top-k merge.
+    Status s = MeasureRecall(*ds, queries, 10, nprobe, &report, /*chunk=*/700);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    EXPECT_EQ(report.queries, 40);
+    EXPECT_GE(report.recall, low) << spec << " nprobe " << nprobe;
+    EXPECT_LE(report.recall, high) << spec << " nprobe " << nprobe;
+  }
+  ScratchDir dir;
+  std::vector<float> keys;
+  std::vector<int32_t> values;
+  WriteRandomDatastore(dir.path(), 100, d, 10, "Flat", &keys, &values);
+  std::unique_ptr<Datastore> ds;
+  ASSERT_TRUE(Datastore::Open(dir.path(), {}, &ds).ok());
+  RecallReport report;
+  EXPECT_TRUE(MeasureRecall(*ds, torch::randn({4, d + 1}), 10, 1, &report).IsInvalidArgument());
+  EXPECT_TRUE(MeasureRecall(*ds, queries, 101, 1, &report).IsInvalidArgument());
+}
 
 TEST(KnnLmTest, DisabledOrSkippedPositionsGiveTheBaseLm) {
   ScratchDir dir;
