@@ -1,6 +1,6 @@
 #include "indexes/index_file_format.h"
 
-#include <zlib.h>
+#include "util/hash.h"
 
 #include <algorithm>
 #include <cstring>
@@ -41,20 +41,6 @@ uint64_t GetFixed64(const char* src) {
 
 }  // namespace
 
-uint32_t IndexFileCrc32(const void* data, size_t size, uint32_t crc) {
-  // zlib takes uInt lengths; feed it in 1 GiB slices.
-  constexpr size_t kSlice = size_t{1} << 30;
-  const Bytef* p = static_cast<const Bytef*>(data);
-  uLong c = crc;
-  while (size > 0) {
-    const size_t n = std::min(size, kSlice);
-    c = crc32(c, p, static_cast<uInt>(n));
-    p += n;
-    size -= n;
-  }
-  return static_cast<uint32_t>(c);
-}
-
 std::string EncodeIndexFileHeader(const IndexFileHeader& header) {
   std::string out(kIndexFileHeaderSize, '\0');
   char* p = out.data();
@@ -68,7 +54,7 @@ std::string EncodeIndexFileHeader(const IndexFileHeader& header) {
   PutFixed64(p + kNtotalOffset, static_cast<uint64_t>(header.ntotal));
   PutFixed64(p + kPayloadSizeOffset, header.payload_size);
   PutFixed32(p + kPayloadCrcOffset, header.payload_crc);
-  PutFixed32(p + kHeaderCrcOffset, IndexFileCrc32(p, kHeaderCrcOffset));
+  PutFixed32(p + kHeaderCrcOffset, Crc32(p, kHeaderCrcOffset));
   return out;
 }
 
@@ -86,7 +72,7 @@ Status DecodeIndexFileHeader(std::string_view bytes, const std::string& file_nam
   }
   // Checksum before looking at any field, so a flipped bit is reported as such and not as a bad value.
   const uint32_t stored_crc = GetFixed32(p + kHeaderCrcOffset);
-  const uint32_t actual_crc = IndexFileCrc32(p, kHeaderCrcOffset);
+  const uint32_t actual_crc = Crc32(p, kHeaderCrcOffset);
   if (stored_crc != actual_crc) return corrupt("index header checksum mismatch");
   const uint32_t version = GetFixed32(p + kVersionOffset);
   if (version != kIndexFileVersion) {

@@ -26,6 +26,8 @@
 #include <string>
 #include <string_view>
 
+#include "util/hash.h"  // Crc32 covers the header and the payload.
+
 #include "util/status.h"
 
 namespace mnemo {
@@ -51,7 +53,5 @@ std::string EncodeIndexFileHeader(const IndexFileHeader& header);
 // buffer, wrong magic, header checksum mismatch, unknown version or out-of-range field.
 Status DecodeIndexFileHeader(std::string_view bytes, const std::string& file_name, IndexFileHeader* out);
 
-// zlib's CRC32 of `data`, continuing from `crc` (0 to start); handles inputs larger than 4 GiB.
-uint32_t IndexFileCrc32(const void* data, size_t size, uint32_t crc = 0);
 
 }  // namespace mnemo

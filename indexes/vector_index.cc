@@ -179,7 +179,7 @@ Status StreamCrc32(FILE* file, uint64_t size, const std::string& path, uint32_t*
   while (size > 0) {
     const size_t want = static_cast<size_t>(std::min<uint64_t>(size, chunk.size()));
     if (std::fread(chunk.data(), 1, want, file) != want) return Status::IOError(path + ": read failed");
-    c = IndexFileCrc32(chunk.data(), want, c);
+    c = Crc32(chunk.data(), want, c);
     size -= want;
   }
   *crc = c;
@@ -490,7 +490,7 @@ Status VectorIndex::Save(const std::string& path) const {
   header.spec = rep.spec_string;
   header.ntotal = rep.index->ntotal;
   header.payload_size = writer.data.size() - kIndexFileHeaderSize;
-  header.payload_crc = IndexFileCrc32(writer.data.data() + kIndexFileHeaderSize, header.payload_size);
+  header.payload_crc = Crc32(writer.data.data() + kIndexFileHeaderSize, header.payload_size);
   const std::string encoded = EncodeIndexFileHeader(header);
   std::memcpy(writer.data.data(), encoded.data(), kIndexFileHeaderSize);
   return WriteFileAtomically(
@@ -561,7 +561,7 @@ Status VectorIndex::Load(const std::string& path, const LoadOptions& options,
     faiss::VectorIOReader reader;
     reader.name = path;
     MNEMO_RETURN_IF_ERROR(ReadPayload(file.get(), header.payload_size, path, &reader.data));
-    const uint32_t crc = IndexFileCrc32(reader.data.data(), reader.data.size());
+    const uint32_t crc = Crc32(reader.data.data(), reader.data.size());
     if (crc != header.payload_crc) {
       return Status::Corruption(path + ": index payload checksum mismatch (expected " +
                                 Hex(header.payload_crc) + ", got " + Hex(crc) + ")");

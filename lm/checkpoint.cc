@@ -6,6 +6,7 @@
 #include "util/half.h"
 #include "lm/safetensors.h"
 #include "util/file_util.h"
+#include "util/hash.h"
 
 namespace mnemo {
 namespace {
@@ -72,17 +73,11 @@ Status LoadWeights(const std::string& path, Gpt& net) {
 }
 
 std::string ModelFingerprint(Gpt& net) {
-  uint64_t h = 1469598103934665603ull;
-  auto mix = [&h](const void* data, size_t n) {
-    const auto* p = static_cast<const uint8_t*>(data);
-    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
-  };
-  const std::string config = net->config().ToJson();
-  mix(config.data(), config.size());
+  uint64_t h = Fnv1a64(net->config().ToJson());
   for (auto& p : net->named_parameters()) {
     torch::Tensor t = p.value().detach().to(torch::kFloat32).contiguous();
-    mix(p.key().data(), p.key().size());
-    mix(t.data_ptr(), static_cast<size_t>(t.numel()) * sizeof(float));
+    h = Fnv1a64(p.key().data(), p.key().size(), h);
+    h = Fnv1a64(t.data_ptr(), static_cast<size_t>(t.numel()) * sizeof(float), h);
   }
   char buf[32];
   snprintf(buf, sizeof(buf), "fnv1a64:%016llx", static_cast<unsigned long long>(h));

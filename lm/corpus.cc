@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "util/file_util.h"
+#include "util/hash.h"
 
 namespace mnemo {
 namespace {
@@ -400,15 +401,6 @@ std::string CleanArticle(std::string_view raw) {
     out += paragraphs[i];
   }
   return out;
-}
-
-uint64_t Fnv1a64(std::string_view data) {
-  uint64_t hash = 0xcbf29ce484222325ull;  // FNV-1a 64-bit offset basis and prime (Fowler/Noll/Vo).
-  for (char c : data) {
-    hash ^= static_cast<uint8_t>(c);
-    hash *= 0x100000001b3ull;
-  }
-  return hash;
 }
 
 const char* SplitName(Split split) {

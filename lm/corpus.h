@@ -60,9 +60,6 @@ size_t RepairUtf8(std::string* text);
 // these dictionaries. May return "" for an article with no text left.
 std::string CleanArticle(std::string_view raw);
 
-// 64-bit FNV-1a: a hash fixed by its specification, unlike std::hash, so splits are stable across
-// compilers and platforms.
-uint64_t Fnv1a64(std::string_view data);
 
 enum class Split { kTrain, kValid, kTest };
 const char* SplitName(Split split);  // "train", "valid", "test"

@@ -13,6 +13,7 @@
 #include "lm/bpe_trainer.h"
 #include "lm/checkpoint.h"
 #include "util/file_util.h"
+#include "util/hash.h"
 #include "util/progress.h"
 
 namespace mnemo {
@@ -31,19 +32,13 @@ constexpr PresetSchedule kSchedules[] = {
     {"medium", 720, 16, 2e-3},
 };
 
-uint64_t Fnv1a(const void* data, size_t n, uint64_t h = 1469598103934665603ull) {
-  const auto* p = static_cast<const uint8_t*>(data);
-  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
-  return h;
-}
-
 uint64_t TokenizerHash(const BpeTokenizer& tok) {
-  uint64_t h = Fnv1a("mnemo-bpe", 9);
+  uint64_t h = Fnv1a64("mnemo-bpe");
   for (int32_t i = 0; i < tok.vocab_size(); ++i) {
     std::string b = tok.TokenBytes(i);
     uint32_t len = static_cast<uint32_t>(b.size());
-    h = Fnv1a(&len, sizeof(len), h);
-    h = Fnv1a(b.data(), b.size(), h);
+    h = Fnv1a64(&len, sizeof(len), h);
+    h = Fnv1a64(b.data(), b.size(), h);
   }
   return h;
 }
@@ -86,7 +81,7 @@ Status LoadTokens(const std::string& path, const BpeTokenizer& tok, const std::s
   if (text.empty()) return Status::InvalidArgument(path + ": file is empty");
   char name[64];
   snprintf(name, sizeof(name), "/tokens-%016llx.bin",
-           static_cast<unsigned long long>(Fnv1a(text.data(), text.size(), TokenizerHash(tok))));
+           static_cast<unsigned long long>(Fnv1a64(text.data(), text.size(), TokenizerHash(tok))));
   const std::string cache = out_dir + name;
   std::string bytes;
   if (ReadFileToString(cache, &bytes).ok() && bytes.size() % sizeof(int32_t) == 0 && !bytes.empty()) {

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <cmath>
@@ -15,6 +14,7 @@
 
 #include "util/file_util.h"
 #include "util/half.h"
+#include "util/hash.h"
 #include "util/mapped_file.h"
 #include "util/progress.h"
 
@@ -26,27 +26,6 @@ constexpr char kKeys[] = "/keys.f16";
 constexpr char kValues[] = "/values.i32";
 constexpr char kIndex[] = "/index.faiss";
 constexpr size_t kFlushBytes = 8 << 20;
-
-uint32_t Crc32(uint32_t crc, const void* data, size_t n) {
-  const auto* p = static_cast<const Bytef*>(data);
-  while (n > 0) {  // zlib's crc32 takes a uInt length.
-    const uInt chunk = static_cast<uInt>(std::min<size_t>(n, 1u << 30));
-    crc = static_cast<uint32_t>(::crc32(crc, p, chunk));
-    p += chunk, n -= chunk;
-  }
-  return crc;
-}
-
-Status WriteAll(int fd, const std::string& data, const std::string& path) {
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Status::IOError(path + ": write failed: " + std::strerror(errno));
-    done += static_cast<size_t>(n);
-  }
-  return Status::OK();
-}
 
 }  // namespace
 
@@ -124,10 +103,10 @@ Status Datastore::Open(const std::string& dir, const DatastoreOpenOptions& optio
                               " bytes, manifest implies " + std::to_string(value_bytes));
   }
   if (options.verify_checksums) {
-    if (Crc32(0, ds->keys_file_->data(), key_bytes) != m.keys_crc32) {
+    if (Crc32(ds->keys_file_->data(), key_bytes) != m.keys_crc32) {
       return Status::Corruption(dir + kKeys + ": checksum mismatch");
     }
-    if (Crc32(0, ds->values_file_->data(), value_bytes) != m.values_crc32) {
+    if (Crc32(ds->values_file_->data(), value_bytes) != m.values_crc32) {
       return Status::Corruption(dir + kValues + ": checksum mismatch");
     }
   }
@@ -192,10 +171,10 @@ Status DatastoreWriter::Append(int64_t n, const float* keys, const int32_t* valu
 }
 
 Status DatastoreWriter::Flush() {
-  keys_crc_ = Crc32(keys_crc_, key_buffer_.data(), key_buffer_.size());
-  values_crc_ = Crc32(values_crc_, value_buffer_.data(), value_buffer_.size());
-  MNEMO_RETURN_IF_ERROR(WriteAll(keys_fd_, key_buffer_, dir_ + kKeys));
-  MNEMO_RETURN_IF_ERROR(WriteAll(values_fd_, value_buffer_, dir_ + kValues));
+  keys_crc_ = Crc32(key_buffer_.data(), key_buffer_.size(), keys_crc_);
+  values_crc_ = Crc32(value_buffer_.data(), value_buffer_.size(), values_crc_);
+  MNEMO_RETURN_IF_ERROR(WriteFully(keys_fd_, key_buffer_, dir_ + kKeys));
+  MNEMO_RETURN_IF_ERROR(WriteFully(values_fd_, value_buffer_, dir_ + kValues));
   key_buffer_.clear();
   value_buffer_.clear();
   return Status::OK();

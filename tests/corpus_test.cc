@@ -1,4 +1,5 @@
 #include "lm/corpus.h"
+#include "util/hash.h"
 
 #include <gtest/gtest.h>
 #include <zlib.h>

@@ -139,7 +139,9 @@ TEST_P(KnnDatastoreTest, ScoreTargetsMatchesBruteForce) {
           // Exact distances to the stored keys, re-ranked best first.
           EXPECT_NEAR(nb[j].distance, ds->SquaredDistance(queries[i].contiguous().data_ptr<float>(), nb[j].entry),
                       1e-4);
-          if (j > 0) EXPECT_LE(nb[j - 1].distance, nb[j].distance);
+          if (j > 0) {
+            EXPECT_LE(nb[j - 1].distance, nb[j].distance);
+          }
         }
         const double w = std::exp(-(nb[j].distance - nb[0].distance) / o.temperature);
         z += w;

@@ -141,7 +141,7 @@ class VectorIndexFileTest : public FaissTest {
     header.spec = spec;
     header.ntotal = 600;
     header.payload_size = payload.size();
-    header.payload_crc = IndexFileCrc32(payload.data(), payload.size());
+    header.payload_crc = Crc32(payload.data(), payload.size());
     return EncodeIndexFileHeader(header) + payload;
   }
 
@@ -199,7 +199,7 @@ TEST_F(VectorIndexFileTest, EveryFlippedHeaderByteIsCorruption) {
 TEST_F(VectorIndexFileTest, NewerFormatVersionIsCorruption) {
   std::string damaged = bytes_;
   damaged[8] = 2;  // version field, then re-seal the header checksum
-  const uint32_t crc = IndexFileCrc32(damaged.data(), 124);
+  const uint32_t crc = Crc32(damaged.data(), 124);
   for (int i = 0; i < 4; ++i) damaged[124 + i] = static_cast<char>((crc >> (8 * i)) & 0xFF);
   WriteFileOrDie(path_, damaged);
   Status s = LoadStatus(path_, false);

@@ -17,7 +17,9 @@ Status ErrnoStatus(const std::string& what, const std::string& path) {
   return Status::IOError(path + ": " + what + ": " + std::strerror(errno));
 }
 
-Status WriteAll(int fd, std::string_view data, const std::string& path) {
+}  // namespace
+
+Status WriteFully(int fd, std::string_view data, const std::string& path) {
   size_t done = 0;
   while (done < data.size()) {
     ssize_t n = ::write(fd, data.data() + done, data.size() - done);
@@ -29,8 +31,6 @@ Status WriteAll(int fd, std::string_view data, const std::string& path) {
   }
   return Status::OK();
 }
-
-}  // namespace
 
 Status ReadFileToString(const std::string& path, std::string* out) {
   std::ifstream in(path, std::ios::binary);
@@ -46,7 +46,7 @@ Status WriteFileAtomically(const std::string& path, std::string_view data) {
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoStatus("cannot create", tmp);
-  Status s = WriteAll(fd, data, tmp);
+  Status s = WriteFully(fd, data, tmp);
   if (s.ok() && ::fsync(fd) != 0) s = ErrnoStatus("fsync failed", tmp);
   if (::close(fd) != 0 && s.ok()) s = ErrnoStatus("close failed", tmp);
   if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) s = ErrnoStatus("rename failed", path);

@@ -13,6 +13,8 @@ namespace mnemo {
 
 Status ReadFileToString(const std::string& path, std::string* out);
 Status WriteFileAtomically(const std::string& path, std::string_view data);
+// Writes all of `data` to an open descriptor (retrying short writes and EINTR); `path` names it in errors.
+Status WriteFully(int fd, std::string_view data, const std::string& path);
 // Creates `dir` and its parents if missing.
 Status EnsureDirectory(const std::string& dir);
 bool FileExists(const std::string& path);
