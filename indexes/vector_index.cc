@@ -22,6 +22,7 @@
 #include <mutex>
 #include <new>
 #include <shared_mutex>
+#include <stdexcept>
 #include <string_view>
 #include <type_traits>
 #include <typeinfo>
@@ -32,6 +33,7 @@
 #include "indexes/index_file_format.h"
 #include "indexes/index_spec.h"
 #include "util/file_util.h"
+#include "util/hash.h"
 
 namespace mnemo {
 
@@ -451,8 +453,18 @@ Status VectorIndex::Search(int64_t n, const float* queries, int k, float* distan
   std::shared_lock lock(rep.mu);
   const std::string context = "searching \"" + rep.spec_string + "\"";
   if (rep.flat != nullptr) {
-    return RunFaiss(Status::InvalidArgument, context,
-                    [&] { rep.flat->search(n, queries, k, distances, ids); });
+    // FAISS computes Flat distances with BLAS (|x|^2 + |y|^2 - 2xy, blocked GEMM) once a call has
+    // faiss::distance_compute_blas_threshold (20) queries or more. The rounding of that GEMM depends on
+    // where a vector falls in the blocks, so removing one vector could change the last bits of another's
+    // distance, breaking the removal contract above (the split test caught this). Under the threshold
+    // each distance is computed from its two vectors alone, so calls stay below it.
+    constexpr int64_t kPairwiseChunk = 16;
+    return RunFaiss(Status::InvalidArgument, context, [&] {
+      for (int64_t begin = 0; begin < n; begin += kPairwiseChunk) {
+        const int64_t count = std::min(kPairwiseChunk, n - begin);
+        rep.flat->search(count, queries + begin * rep.dim, k, distances + begin * k, ids + begin * k);
+      }
+    });
   }
   // Not IndexIVF::search: in FAISS 1.7.3 it adds per-call statistics into the global
   // faiss::indexIVF_stats without synchronization (a data race between concurrent searches), and for
@@ -581,6 +593,58 @@ Status VectorIndex::Load(const std::string& path, const LoadOptions& options,
   }
   out->reset(new VectorIndex(std::move(rep)));
   return Status::OK();
+}
+
+Status VectorIndex::CreateEmptyLike(std::unique_ptr<VectorIndex>* out) const {
+  const Rep& rep = *rep_;
+  std::shared_lock lock(rep.mu);
+  if (!rep.index->is_trained) {
+    return Status::FailedPrecondition("\"" + rep.spec_string + "\" index is not trained; nothing to copy");
+  }
+  std::unique_ptr<VectorIndex> copy;
+  MNEMO_RETURN_IF_ERROR(Create(rep.dim, rep.spec_string, rep.metric, &copy));
+  if (rep.flat != nullptr) {
+    *out = std::move(copy);
+    return Status::OK();
+  }
+  faiss::IndexIVF* target = copy->rep_->ivf;
+  MNEMO_RETURN_IF_ERROR(RunFaiss(Status::InvalidArgument, "copying trained \"" + rep.spec_string + "\"", [&] {
+    // The coarse quantizer is an IndexFlat of nlist centroids: copy them in order, so list l is list l.
+    const auto* centroids = dynamic_cast<const faiss::IndexFlat*>(rep.ivf->quantizer);
+    if (centroids == nullptr) throw std::runtime_error("coarse quantizer is not flat");
+    target->quantizer->add(centroids->ntotal, centroids->get_xb());
+    target->quantizer->is_trained = true;
+    if (rep.spec.kind == IndexSpec::Kind::kIvfPq) {
+      const auto* source_pq = static_cast<const faiss::IndexIVFPQ*>(rep.ivf);
+      auto* target_pq = static_cast<faiss::IndexIVFPQ*>(target);
+      target_pq->pq.centroids = source_pq->pq.centroids;
+      target_pq->by_residual = source_pq->by_residual;
+      target_pq->use_precomputed_table = source_pq->use_precomputed_table;
+      target_pq->is_trained = true;
+      target_pq->precompute_table();  // the same tables the source computed from the same codebooks
+    }
+    target->is_trained = true;
+  }));
+  *out = std::move(copy);
+  return Status::OK();
+}
+
+uint64_t VectorIndex::TrainedFingerprint() const {
+  const Rep& rep = *rep_;
+  std::shared_lock lock(rep.mu);
+  if (!rep.index->is_trained) return 0;
+  uint64_t h = Fnv1a64(rep.spec_string);
+  const uint32_t metric = MetricCode(rep.metric);
+  h = Fnv1a64(&metric, sizeof(metric), h);
+  if (rep.ivf != nullptr) {
+    const auto* centroids = dynamic_cast<const faiss::IndexFlat*>(rep.ivf->quantizer);
+    if (centroids != nullptr) h = Fnv1a64(centroids->codes.data(), centroids->codes.size(), h);
+    if (rep.spec.kind == IndexSpec::Kind::kIvfPq) {
+      const auto& pq = static_cast<const faiss::IndexIVFPQ*>(rep.ivf)->pq.centroids;
+      h = Fnv1a64(pq.data(), pq.size() * sizeof(float), h);
+    }
+  }
+  return h;
 }
 
 int64_t VectorIndex::size() const {

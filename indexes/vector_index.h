@@ -98,6 +98,17 @@ class VectorIndex {
   // Writes the index to `path` atomically (temp file, fsync, rename, directory fsync).
   Status Save(const std::string& path) const;
 
+  // A new writable, empty index with this one's spec, metric and trained structures (IVF centroids, PQ
+  // codebooks, precomputed tables) copied bit for bit. Searching it together with this index and merging
+  // by distance gives what one index holding both sets of vectors would return: every vector is assigned
+  // to the same list and encoded with the same codes. Works on memory-mapped (read-only) indexes too.
+  // FailedPrecondition when this index is not trained.
+  Status CreateEmptyLike(std::unique_ptr<VectorIndex>* out) const;
+
+  // FNV-1a over the spec, metric and trained structures (not the stored vectors): two indexes with equal
+  // fingerprints assign and encode every vector identically. 0 for an untrained IVF index.
+  uint64_t TrainedFingerprint() const;
+
   int64_t size() const;
   bool Contains(int64_t id) const;
   // Every stored id, ascending (for consistency checks against the datastore).
