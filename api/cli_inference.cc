@@ -38,7 +38,7 @@ struct DualScores {
   double seconds = 0;
 };
 
-Status ScoreBoth(LanguageModel& model, const Datastore* datastore, const KnnOptions& options,
+Status ScoreBoth(LanguageModel& model, const KnnMemory* datastore, const KnnOptions& options,
                  const std::vector<int32_t>& ids, const WindowOptions& window, DualScores* out) {
   const size_t n = ids.size() - 1;
   out->lm.assign(n, 0.0f);
@@ -74,7 +74,7 @@ Json PerplexityJson(const std::vector<float>& logprobs, int64_t bytes) {
 
 struct ModelAndMemory {
   std::unique_ptr<LanguageModel> model;
-  std::unique_ptr<Datastore> datastore;
+  std::unique_ptr<KnnMemory> datastore;
 };
 
 Status LoadAll(const std::string& model_dir, const KnnFlags& knn, ModelAndMemory* out) {

@@ -3,7 +3,14 @@
 namespace mnemo::cli {
 
 void KnnFlags::Register(CLI::App* app) {
-  app->add_option("--datastore", datastore, "kNN-LM datastore (from `mnemo datastore build`)");
+  auto* ds = app->add_option("--datastore", datastore, "kNN-LM datastore (from `mnemo datastore build`)");
+  app->add_option("--state", state, "State directory (mnemo init): its datastore plus its facts")->excludes(ds);
+  RegisterKnobs(app);
+  app->add_flag("--no-knn", disabled, "Ignore --datastore (base LM only)");
+  app->add_flag("--mmap-index", mmap_index, "Memory-map the index's inverted lists (large datastores)");
+}
+
+void KnnFlags::RegisterKnobs(CLI::App* app) {
   app->add_option("--k", options.k, "Neighbours per position")->capture_default_str()->check(CLI::Range(1, 4096));
   app->add_option("--lambda", options.lambda, "Interpolation weight of p_kNN")->capture_default_str()
       ->check(CLI::Range(0.0, 1.0));
@@ -15,8 +22,6 @@ void KnnFlags::Register(CLI::App* app) {
   app->add_option("--skip-confidence", options.skip_confidence,
                   "Adaptive retrieval: skip the search where max p_LM >= this (0: never)")
       ->capture_default_str()->check(CLI::Range(0.0, 1.0));
-  app->add_flag("--no-knn", disabled, "Ignore --datastore (base LM only)");
-  app->add_flag("--mmap-index", mmap_index, "Memory-map the index's inverted lists (large datastores)");
 }
 
 void RegisterWindowFlags(CLI::App* app, WindowOptions* window) {
@@ -27,16 +32,28 @@ void RegisterWindowFlags(CLI::App* app, WindowOptions* window) {
       ->check(CLI::PositiveNumber);
 }
 
-Status KnnFlags::Open(LanguageModel& model, std::unique_ptr<Datastore>* out) const {
+Status KnnFlags::Open(LanguageModel& model, std::unique_ptr<KnnMemory>* out) const {
   if (!active()) return Status::OK();
   MNEMO_RETURN_IF_ERROR(options.Validate());
-  DatastoreOpenOptions open;
-  open.expected_model_fingerprint = ModelFingerprint(model.net);
-  open.mmap_index = mmap_index;
-  MNEMO_RETURN_IF_ERROR(Datastore::Open(datastore, open, out));
+  const std::string fingerprint = ModelFingerprint(model.net);
+  if (!state.empty()) {
+    FactStoreOptions open;
+    open.expected_model_fingerprint = fingerprint;
+    std::unique_ptr<FactStore> store;
+    MNEMO_RETURN_IF_ERROR(FactStore::Open(state, open, &store));
+    *out = std::move(store);
+  } else {
+    DatastoreOpenOptions open;
+    open.expected_model_fingerprint = fingerprint;
+    open.mmap_index = mmap_index;
+    std::unique_ptr<Datastore> ds;
+    MNEMO_RETURN_IF_ERROR(Datastore::Open(datastore, open, &ds));
+    *out = std::move(ds);
+  }
   if ((*out)->dim() != model.config.n_embd) {
-    return Status::InvalidArgument(datastore + ": key dimension " + std::to_string((*out)->dim()) +
-                                   " does not match the model's n_embd " + std::to_string(model.config.n_embd));
+    return Status::InvalidArgument((state.empty() ? datastore : state) + ": key dimension " +
+                                   std::to_string((*out)->dim()) + " does not match the model's n_embd " +
+                                   std::to_string(model.config.n_embd));
   }
   return Status::OK();
 }

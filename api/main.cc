@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   mnemo::cli::RegisterLmCommands(app, &selected);
   mnemo::cli::RegisterDatastoreCommands(app, &selected);
   mnemo::cli::RegisterInferenceCommands(app, &selected);
+  mnemo::cli::RegisterFactCommands(app, &selected);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -134,6 +134,29 @@ float Datastore::SquaredDistance(const float* query, int64_t i) const {
   return sum;
 }
 
+Status Datastore::Search(const float* queries, int64_t n, const MemorySearchOptions& options,
+                         std::vector<Neighbor>* out) const {
+  const int k = options.k;
+  std::vector<float> distances(n * k);
+  std::vector<int64_t> ids(n * k);
+  SearchOptions search;
+  search.nprobe = options.nprobe;
+  MNEMO_RETURN_IF_ERROR(index_->Search(n, queries, k, distances.data(), ids.data(), search));
+  out->assign(n * k, Neighbor());
+  for (int64_t q = 0; q < n; ++q) {
+    for (int j = 0; j < k; ++j) {
+      Neighbor& nb = (*out)[q * k + j];
+      const int64_t id = ids[q * k + j];
+      if (id < 0 || id >= size()) continue;
+      nb.entry = id;
+      nb.token = value(id);
+      nb.distance = options.recompute ? SquaredDistance(queries + q * dim(), id) : distances[q * k + j];
+    }
+    if (options.recompute) SortNeighborsByDistance(out->begin() + q * k, out->begin() + (q + 1) * k);
+  }
+  return Status::OK();
+}
+
 DatastoreWriter::~DatastoreWriter() {
   if (keys_fd_ >= 0) ::close(keys_fd_);
   if (values_fd_ >= 0) ::close(values_fd_);

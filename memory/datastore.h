@@ -21,6 +21,7 @@
 #include <string>
 
 #include "indexes/vector_index.h"
+#include "memory/knn_memory.h"
 #include "util/status.h"
 
 namespace mnemo {
@@ -50,23 +51,27 @@ struct DatastoreOpenOptions {
   bool verify_checksums = false;  // Read keys/values fully and check their CRC32 (O(size); fsck does this).
 };
 
-class Datastore {
+class Datastore : public KnnMemory {
  public:
   // NotFound when `dir` has no manifest.json (never built, or a build that did not finish);
   // Corruption (naming the file) when files are damaged or disagree with the manifest.
   static Status Open(const std::string& dir, const DatastoreOpenOptions& options, std::unique_ptr<Datastore>* out);
-  ~Datastore();
+  ~Datastore() override;
 
   const DatastoreManifest& manifest() const { return manifest_; }
   const std::string& dir() const { return dir_; }
-  int64_t size() const { return manifest_.count; }
-  int dim() const { return manifest_.dim; }
+  int64_t size() const override { return manifest_.count; }
+  int dim() const override { return manifest_.dim; }
   const VectorIndex& index() const { return *index_; }
   // Entry i's key (dim halves) and value. i must be in [0, size()).
   const uint16_t* key(int64_t i) const { return keys_ + i * manifest_.dim; }
   int32_t value(int64_t i) const { return values_[i]; }
   // Exact squared L2 distance between `query` (dim floats) and entry i's stored key.
   float SquaredDistance(const float* query, int64_t i) const;
+
+  // KnnMemory: entry i is datastore position i.
+  Status Search(const float* queries, int64_t n, const MemorySearchOptions& options,
+                std::vector<Neighbor>* out) const override;
 
  private:
   Datastore() = default;

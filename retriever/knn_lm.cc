@@ -61,30 +61,13 @@ double InterpolateLogProb(double log_knn, double log_lm, double lambda) {
 }
 
 Status KnnLm::Search(const float* queries, int64_t n, const KnnOptions& options, std::vector<Neighbor>* out) const {
-  const int k = options.k;
-  std::vector<float> distances(n * k);
-  std::vector<int64_t> ids(n * k);
-  SearchOptions search;
+  MemorySearchOptions search;
+  search.k = options.k;
   search.nprobe = options.nprobe;
-  MNEMO_RETURN_IF_ERROR(datastore_.index().Search(n, queries, k, distances.data(), ids.data(), search));
-  out->assign(n * k, Neighbor());
-  const int dim = datastore_.dim();
+  search.recompute = options.recompute;
+  MNEMO_RETURN_IF_ERROR(memory_.Search(queries, n, search, out));
   for (int64_t q = 0; q < n; ++q) {
-    for (int j = 0; j < k; ++j) {
-      Neighbor& nb = (*out)[q * k + j];
-      const int64_t id = ids[q * k + j];
-      if (id < 0 || id >= datastore_.size()) continue;
-      nb.entry = id;
-      nb.token = datastore_.value(id);
-      nb.distance = options.recompute ? datastore_.SquaredDistance(queries + q * dim, id) : distances[q * k + j];
-    }
-    auto first = out->begin() + q * k, last = first + k;
-    if (options.recompute) {
-      std::stable_sort(first, last, [](const Neighbor& a, const Neighbor& b) {
-        return (a.entry >= 0) > (b.entry >= 0) || ((a.entry >= 0) == (b.entry >= 0) && a.distance < b.distance);
-      });
-    }
-    ComputeNeighborWeights(first, last, options.temperature);
+    ComputeNeighborWeights(out->begin() + q * options.k, out->begin() + (q + 1) * options.k, options.temperature);
   }
   return Status::OK();
 }

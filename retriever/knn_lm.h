@@ -1,4 +1,5 @@
-// KnnLm: nearest-neighbour language modelling over a Datastore (Khandelwal et al. 2020).
+// KnnLm: nearest-neighbour language modelling over a KnnMemory (Khandelwal et al. 2020): a Datastore, or a
+// FactStore (datastore plus runtime facts).
 //
 //   p_kNN(y | c) = sum over the k nearest entries i with value y of softmax_i(-d(q, k_i) / T)
 //   p(y | c)     = lambda * p_kNN(y | c) + (1 - lambda) * p_LM(y | c)      (computed in log space)
@@ -10,7 +11,7 @@
 // Adaptive retrieval (after He et al. 2021): when `skip_confidence` > 0 and the LM's most likely token
 // has probability >= skip_confidence, the search is skipped and p = p_LM for that position.
 //
-// Thread-safety: all methods are const and may run concurrently (the datastore is immutable).
+// Thread-safety: all methods are const and may run concurrently (KnnMemory searches are thread-safe).
 #pragma once
 
 #include <torch/torch.h>
@@ -18,7 +19,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "memory/datastore.h"
+#include "memory/knn_memory.h"
 
 namespace mnemo {
 
@@ -31,13 +32,6 @@ struct KnnOptions {
   int nprobe = 32;               // IVF lists visited per query.
   double skip_confidence = 0;    // Adaptive retrieval threshold on max p_LM; 0 never skips.
   Status Validate() const;
-};
-
-struct Neighbor {
-  int64_t entry = -1;  // Datastore entry id, -1 for padding.
-  int32_t token = -1;  // The entry's value (next token).
-  float distance = 0;  // Squared L2.
-  float weight = 0;    // softmax(-distance / T) over the valid neighbours of the query.
 };
 
 struct KnnStats {
@@ -56,7 +50,7 @@ double InterpolateLogProb(double log_knn, double log_lm, double lambda);
 
 class KnnLm {
  public:
-  explicit KnnLm(const Datastore& datastore) : datastore_(datastore) {}
+  explicit KnnLm(const KnnMemory& memory) : memory_(memory) {}
 
   // k neighbours per query (n x dim floats), best first, weights filled in. out has n * k entries.
   Status Search(const float* queries, int64_t n, const KnnOptions& options, std::vector<Neighbor>* out) const;
@@ -70,10 +64,10 @@ class KnnLm {
   Status Distribution(const torch::Tensor& key, const torch::Tensor& lm_logprobs, const KnnOptions& options,
                       torch::Tensor* out, std::vector<Neighbor>* neighbors) const;
 
-  const Datastore& datastore() const { return datastore_; }
+  const KnnMemory& memory() const { return memory_; }
 
  private:
-  const Datastore& datastore_;
+  const KnnMemory& memory_;
 };
 
 }  // namespace mnemo

@@ -18,5 +18,7 @@ Status WriteFully(int fd, std::string_view data, const std::string& path);
 // Creates `dir` and its parents if missing.
 Status EnsureDirectory(const std::string& dir);
 bool FileExists(const std::string& path);
+// Unlinks `path` (absent is fine) and fsyncs its directory, so the removal survives a crash.
+Status RemoveFileDurably(const std::string& path);
 
 }  // namespace mnemo

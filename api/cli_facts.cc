@@ -1,0 +1,392 @@
+// State and fact commands for offline use: init, facts add|get|ls|rm|verify-deleted, fsck. A command
+// opens the state (taking its lock, so not while a server owns it), does its work and closes it.
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "api/cli.h"
+#include "api/common_flags.h"
+#include "lm/checkpoint.h"
+#include "memory/fact_store.h"
+#include "retriever/deletion_verifier.h"
+#include "retriever/fact_encoder.h"
+#include "util/file_util.h"
+
+namespace mnemo::cli {
+namespace {
+
+std::string Absolute(const std::string& path) {
+  if (path.empty()) return path;
+  std::error_code ec;
+  auto p = std::filesystem::weakly_canonical(path, ec);
+  return ec ? std::filesystem::absolute(path).string() : p.string();
+}
+
+Status OpenStore(const std::string& dir, std::unique_ptr<FactStore>* out) {
+  return FactStore::Open(dir, FactStoreOptions(), out);
+}
+
+// The model named by the state, checked against it.
+Status LoadStateModel(const FactStore& store, std::unique_ptr<LanguageModel>* model) {
+  MNEMO_RETURN_IF_ERROR(LoadLanguageModel(store.config().model_path, model));
+  if (ModelFingerprint((*model)->net) != store.config().model_fingerprint) {
+    return Status::InvalidArgument(store.config().model_path + ": model changed since the state was made " +
+                                   "(fingerprint differs); its facts' keys no longer match it");
+  }
+  return Status::OK();
+}
+
+Json FactJson(const FactRecord& f) {
+  Json j = {{"id", f.id}, {"text", f.text}};
+  if (!f.client_id.empty()) j["client_id"] = f.client_id;
+  j["metadata"] = f.metadata_json.empty() ? Json::object() : Json::parse(f.metadata_json, nullptr, false);
+  j["tokens"] = f.num_tokens;
+  j["created_at_ms"] = f.created_at_ms;
+  return j;
+}
+
+// --where field=value: the value is JSON when it parses as a scalar (1, true, "x"), else a string.
+Status ParseWhere(const std::string& where, FactFilter* filter) {
+  if (where.empty()) return Status::OK();
+  const size_t eq = where.find('=');
+  if (eq == std::string::npos || eq == 0) return Status::InvalidArgument("--where needs field=value, got \"" + where + "\"");
+  filter->metadata_field = where.substr(0, eq);
+  const std::string value = where.substr(eq + 1);
+  auto j = Json::parse(value, nullptr, false);
+  filter->metadata_value_json = (!j.is_discarded() && (j.is_primitive() && !j.is_null())) ? value : Json(value).dump();
+  return Status::OK();
+}
+
+struct StateArgs {
+  std::string state;
+  bool json = false;
+};
+
+void AddStateFlags(CLI::App* cmd, StateArgs* a) {
+  cmd->add_option("--state", a->state, "State directory (from mnemo init)")->required();
+  cmd->add_flag("--json", a->json, "Machine-readable output");
+}
+
+}  // namespace
+
+void RegisterFactCommands(CLI::App& app, Command* selected) {
+  // init ------------------------------------------------------------------------------------------------
+  auto* init = app.add_subcommand("init", "Create a state directory: a model, an optional base datastore, facts");
+  struct InitArgs {
+    std::string state, model, datastore;
+    bool json = false;
+  };
+  auto ia = std::make_shared<InitArgs>();
+  init->add_option("--state", ia->state, "State directory to create")->required();
+  init->add_option("--model", ia->model, "Model directory")->required()->check(CLI::ExistingDirectory);
+  init->add_option("--datastore", ia->datastore, "Base datastore (mnemo datastore build)")->check(CLI::ExistingDirectory);
+  init->add_flag("--json", ia->json, "Machine-readable output");
+  init->callback([ia, selected] {
+    *selected = [ia] {
+      std::unique_ptr<LanguageModel> model;
+      Status s = LoadLanguageModel(ia->model, &model);
+      if (!s.ok()) return Fail(s);
+      StateConfig config;
+      config.model_path = Absolute(ia->model);
+      config.datastore_path = Absolute(ia->datastore);
+      config.model_fingerprint = ModelFingerprint(model->net);
+      config.dim = static_cast<int>(model->config.n_embd);
+      config.created_at_ms = static_cast<int64_t>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+      if (!config.datastore_path.empty()) {
+        // Fail now, not at the first start, when the datastore belongs to another model.
+        DatastoreOpenOptions ds;
+        ds.expected_model_fingerprint = config.model_fingerprint;
+        std::unique_ptr<Datastore> datastore;
+        s = Datastore::Open(config.datastore_path, ds, &datastore);
+        if (!s.ok()) return Fail(s);
+      }
+      s = CreateStateDir(ia->state, config);
+      std::unique_ptr<FactStore> store;
+      if (s.ok()) s = OpenStore(ia->state, &store);  // creates the database
+      if (s.ok()) s = store->Close();
+      if (!s.ok()) return Fail(s);
+      if (ia->json) {
+        std::cout << DumpJson(Json::parse(config.ToJson())) << "\n";
+      } else {
+        printf("created state %s (model %s%s%s)\n", ia->state.c_str(), config.model_path.c_str(),
+               config.datastore_path.empty() ? "" : ", datastore ", config.datastore_path.c_str());
+      }
+      return 0;
+    };
+  });
+
+  auto* facts = app.add_subcommand("facts", "Add, list and delete facts in a state (offline; the server exposes the same)");
+  facts->require_subcommand(1);
+
+  // facts add --------------------------------------------------------------------------------------------
+  auto* add = facts->add_subcommand("add", "Add facts: --text, or --jsonl with one {\"text\", \"client_id\", \"metadata\"} per line");
+  struct AddArgs {
+    StateArgs st;
+    std::string text, jsonl, client_id, metadata;
+  };
+  auto aa = std::make_shared<AddArgs>();
+  AddStateFlags(add, &aa->st);
+  auto* text_opt = add->add_option("--text", aa->text, "The fact's text");
+  add->add_option("--jsonl", aa->jsonl, "A file of facts, one JSON object per line")->check(CLI::ExistingFile)->excludes(text_opt);
+  add->add_option("--client-id", aa->client_id, "Client id of the fact (with --text)");
+  add->add_option("--metadata", aa->metadata, "Metadata JSON object (with --text)");
+  add->callback([aa, selected] {
+    *selected = [aa] {
+      std::vector<FactText> texts;
+      if (!aa->jsonl.empty()) {
+        std::ifstream in(aa->jsonl);
+        std::string line;
+        int64_t number = 0;
+        while (std::getline(in, line)) {
+          ++number;
+          if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+          auto j = Json::parse(line, nullptr, false);
+          const std::string where = aa->jsonl + ":" + std::to_string(number) + ": ";
+          if (j.is_discarded() || !j.is_object()) return Fail(Status::InvalidArgument(where + "not a JSON object"));
+          if (!j.contains("text") || !j["text"].is_string()) {
+            return Fail(Status::InvalidArgument(where + "\"text\" must be a string"));
+          }
+          FactText f;
+          f.text = j["text"].get<std::string>();
+          if (j.contains("client_id")) {
+            if (!j["client_id"].is_string()) return Fail(Status::InvalidArgument(where + "\"client_id\" must be a string"));
+            f.client_id = j["client_id"].get<std::string>();
+          }
+          if (j.contains("metadata")) {
+            if (!j["metadata"].is_object()) return Fail(Status::InvalidArgument(where + "\"metadata\" must be an object"));
+            f.metadata_json = j["metadata"].dump();
+          }
+          texts.push_back(std::move(f));
+        }
+        if (texts.empty()) return Fail(Status::InvalidArgument(aa->jsonl + ": no facts"));
+      } else if (!aa->text.empty()) {
+        if (!aa->metadata.empty()) {
+          auto j = Json::parse(aa->metadata, nullptr, false);
+          if (j.is_discarded() || !j.is_object()) return Fail(Status::InvalidArgument("--metadata must be a JSON object"));
+        }
+        texts.push_back({aa->text, aa->client_id, aa->metadata});
+      } else {
+        return Fail(Status::InvalidArgument("give --text or --jsonl"));
+      }
+      std::unique_ptr<FactStore> store;
+      Status s = OpenStore(aa->st.state, &store);
+      std::unique_ptr<LanguageModel> model;
+      if (s.ok()) s = LoadStateModel(*store, &model);
+      std::vector<NewFact> encoded;
+      if (s.ok()) s = EncodeFacts(*model, texts, FactEncodeOptions(), &encoded);
+      std::vector<int64_t> ids;
+      if (s.ok()) s = store->Add(encoded, &ids);
+      if (s.ok()) s = store->Close();
+      if (!s.ok()) return Fail(s);
+      if (aa->st.json) {
+        std::cout << DumpJson(ids.size() == 1 ? Json{{"id", ids[0]}} : Json{{"ids", ids}}) << "\n";
+      } else {
+        for (int64_t id : ids) printf("%ld\n", static_cast<long>(id));
+      }
+      return 0;
+    };
+  });
+
+  // facts get --------------------------------------------------------------------------------------------
+  auto* get = facts->add_subcommand("get", "Show one fact");
+  struct GetArgs {
+    StateArgs st;
+    int64_t id = 0;
+  };
+  auto ga = std::make_shared<GetArgs>();
+  AddStateFlags(get, &ga->st);
+  get->add_option("--id", ga->id, "Fact id")->required();
+  get->callback([ga, selected] {
+    *selected = [ga] {
+      std::unique_ptr<FactStore> store;
+      Status s = OpenStore(ga->st.state, &store);
+      FactRecord f;
+      if (s.ok()) s = store->Get(ga->id, false, &f);
+      if (s.IsNotFound()) {
+        Tombstone t;
+        if (store->GetTombstone(ga->id, &t).ok()) s = Status::NotFound("fact " + std::to_string(ga->id) + " was deleted");
+      }
+      if (!s.ok()) return Fail(s);
+      Json j = FactJson(f);
+      if (ga->st.json) {
+        std::cout << DumpJson(j) << "\n";
+      } else {
+        std::cout << j.dump(2) << "\n";
+      }
+      return 0;
+    };
+  });
+
+  // facts ls ---------------------------------------------------------------------------------------------
+  auto* ls = facts->add_subcommand("ls", "List facts, oldest first, a page at a time");
+  struct LsArgs {
+    StateArgs st;
+    std::string client_id, where;
+    int64_t after = 0, limit = 100;
+  };
+  auto la = std::make_shared<LsArgs>();
+  AddStateFlags(ls, &la->st);
+  ls->add_option("--client-id", la->client_id, "Only this client's facts");
+  ls->add_option("--where", la->where, "Only facts whose metadata field equals a value: field=value");
+  ls->add_option("--after", la->after, "Page: facts with id greater than this")->check(CLI::NonNegativeNumber);
+  ls->add_option("--limit", la->limit, "Page size")->capture_default_str()->check(CLI::Range(1, 10000));
+  ls->callback([la, selected] {
+    *selected = [la] {
+      ListOptions options;
+      options.filter.client_id = la->client_id;
+      options.after_id = la->after;
+      options.limit = la->limit;
+      Status s = ParseWhere(la->where, &options.filter);
+      std::unique_ptr<FactStore> store;
+      if (s.ok()) s = OpenStore(la->st.state, &store);
+      std::vector<FactRecord> page;
+      int64_t next = 0, total = 0;
+      if (s.ok()) s = store->List(options, &page, &next);
+      if (s.ok()) s = store->Count(options.filter, &total);
+      if (!s.ok()) return Fail(s);
+      if (la->st.json) {
+        Json items = Json::array();
+        for (const FactRecord& f : page) items.push_back(FactJson(f));
+        Json out = {{"facts", items}, {"total", total}};
+        out["next_after"] = next == 0 ? Json(nullptr) : Json(next);
+        std::cout << DumpJson(out) << "\n";
+      } else {
+        for (const FactRecord& f : page) printf("%ld\t%s\n", static_cast<long>(f.id), f.text.c_str());
+        if (next != 0) fprintf(stderr, "more: --after %ld\n", static_cast<long>(next));
+      }
+      return 0;
+    };
+  });
+
+  // facts rm ---------------------------------------------------------------------------------------------
+  auto* rm = facts->add_subcommand("rm", "Delete facts by id, client id or metadata field");
+  struct RmArgs {
+    StateArgs st;
+    std::vector<int64_t> ids;
+    std::string client_id, where;
+    bool verify = false;
+  };
+  auto ra = std::make_shared<RmArgs>();
+  AddStateFlags(rm, &ra->st);
+  auto* id_opt = rm->add_option("--id", ra->ids, "Fact id (repeatable)");
+  rm->add_option("--client-id", ra->client_id, "Delete every fact of this client")->excludes(id_opt);
+  rm->add_option("--where", ra->where, "Delete every fact whose metadata field equals a value: field=value")->excludes(id_opt);
+  rm->add_flag("--verify", ra->verify, "Then verify each deletion, probing with the fact's text while it is still in memory");
+  rm->callback([ra, selected] {
+    *selected = [ra] {
+      FactFilter filter;
+      filter.client_id = ra->client_id;
+      Status s = ParseWhere(ra->where, &filter);
+      if (s.ok() && ra->ids.empty() && filter.empty()) s = Status::InvalidArgument("give --id, --client-id or --where");
+      std::unique_ptr<FactStore> store;
+      if (s.ok()) s = OpenStore(ra->st.state, &store);
+      std::vector<FactRecord> deleted;
+      if (s.ok()) s = ra->ids.empty() ? store->DeleteMatching(filter, &deleted) : store->Delete(ra->ids, &deleted);
+      if (s.ok()) s = store->Close();
+      if (!s.ok()) return Fail(s);
+      Json out = {{"deleted", Json::array()}};
+      for (const FactRecord& f : deleted) out["deleted"].push_back(f.id);
+      bool all_passed = true;
+      if (ra->verify && !deleted.empty()) {
+        std::unique_ptr<LanguageModel> model;
+        s = LoadStateModel(*store, &model);
+        if (!s.ok()) return Fail(s);
+        out["verification"] = Json::array();
+        for (const FactRecord& f : deleted) {
+          DeletionVerdict v;
+          s = VerifyDeleted(*model, *store, f.id, &f.text, KnnOptions(), &v);
+          if (!s.ok()) return Fail(s);
+          all_passed = all_passed && v.passed;
+          out["verification"].push_back(Json::parse(v.ToJson()));
+        }
+      }
+      if (ra->st.json) {
+        std::cout << DumpJson(out) << "\n";
+      } else {
+        printf("deleted %zu fact(s)\n", deleted.size());
+        if (out.contains("verification")) std::cout << out["verification"].dump(2) << "\n";
+      }
+      return all_passed ? 0 : 1;
+    };
+  });
+
+  // facts verify-deleted ---------------------------------------------------------------------------------
+  auto* verify = facts->add_subcommand(
+      "verify-deleted", "Check that a deleted fact left no trace; with its text, probe with its prefixes against a rebuilt state");
+  struct VerifyArgs {
+    StateArgs st;
+    int64_t id = 0;
+    std::string text, text_file;
+    KnnFlags knn;
+  };
+  auto va = std::make_shared<VerifyArgs>();
+  AddStateFlags(verify, &va->st);
+  verify->add_option("--id", va->id, "The deleted fact's id")->required();
+  auto* vt = verify->add_option("--text", va->text, "The deleted fact's text (mnemo keeps no copy)");
+  verify->add_option("--text-file", va->text_file, "The deleted fact's text, from a file")->check(CLI::ExistingFile)->excludes(vt);
+  va->knn.RegisterKnobs(verify);
+  verify->callback([va, selected] {
+    *selected = [va] {
+      Status s = va->knn.options.Validate();
+      std::string text = va->text;
+      if (s.ok() && !va->text_file.empty()) s = ReadFileToString(va->text_file, &text);
+      std::unique_ptr<FactStore> store;
+      if (s.ok()) s = OpenStore(va->st.state, &store);
+      std::unique_ptr<LanguageModel> model;
+      if (s.ok()) s = LoadStateModel(*store, &model);
+      DeletionVerdict v;
+      if (s.ok()) s = VerifyDeleted(*model, *store, va->id, text.empty() ? nullptr : &text, va->knn.options, &v);
+      if (!s.ok()) return Fail(s);
+      if (va->st.json) {
+        std::cout << DumpJson(Json::parse(v.ToJson())) << "\n";
+      } else {
+        std::cout << v.ToJson() << "\n";
+      }
+      return v.passed ? 0 : 1;
+    };
+  });
+
+  // fsck -------------------------------------------------------------------------------------------------
+  auto* fsck = app.add_subcommand("fsck", "Check a state: database, snapshot + replay against the database, trained structures");
+  struct FsckArgs {
+    StateArgs st;
+    bool repair = false;
+  };
+  auto fa = std::make_shared<FsckArgs>();
+  AddStateFlags(fsck, &fa->st);
+  fsck->add_flag("--repair", fa->repair, "Fix what is found: rebuild the index from the database, write a fresh snapshot");
+  fsck->callback([fa, selected] {
+    *selected = [fa] {
+      FactStoreOptions options;
+      options.read_only_check = !fa->repair;
+      std::unique_ptr<FactStore> store;
+      Status s = FactStore::Open(fa->st.state, options, &store);
+      if (!s.ok()) return Fail(s);
+      const RecoveryReport& r = store->recovery();
+      const bool trained_ok = store->segment_trained_fingerprint() == store->base_trained_fingerprint();
+      const bool consistent = r.missing_entries == 0 && r.orphan_entries == 0 && r.snapshot_problem.empty() && trained_ok;
+      Json out = {{"state", fa->st.state},
+                  {"facts", r.facts},
+                  {"fact_entries", r.fact_entries},
+                  {"base_entries", store->base() ? store->base()->size() : 0},
+                  {"snapshot_seq", r.snapshot_seq},
+                  {"snapshot_problem", r.snapshot_problem},
+                  {"replayed_changes", r.replayed_changes},
+                  {"missing_entries", r.missing_entries},
+                  {"orphan_entries", r.orphan_entries},
+                  {"trained_structures_match_base", trained_ok},
+                  {"consistent", consistent},
+                  {"repaired", fa->repair && r.rebuilt},
+                  {"seconds", r.seconds}};
+      if (fa->st.json) {
+        std::cout << DumpJson(out) << "\n";
+      } else {
+        std::cout << out.dump(2) << "\n";
+      }
+      return consistent || fa->repair ? 0 : 1;
+    };
+  });
+}
+
+}  // namespace mnemo::cli

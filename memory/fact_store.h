@@ -1,0 +1,156 @@
+// FactStore: a base datastore (read-only) plus the facts added at runtime, searched as one memory.
+//
+// Every fact's entries (fact_db.h) live in a mutable segment: a VectorIndex with the base index's trained
+// structures (VectorIndex::CreateEmptyLike), or Flat when there is no base. Each query searches both and
+// merges by distance, which returns exactly what one index holding both would (same lists probed, same
+// codes). IVF centroids and PQ codebooks are trained on the base corpus only and never change, so a fact
+// leaves no trace in them; fsck checks the segment's trained fingerprint against the base's.
+//
+// Entry ids: base entry i is i; entry p of fact f is FactEntryId(f, p) = 2^62 | f << 16 | p, so a
+// neighbour names its fact. A fact has at most 65,535 entries.
+//
+// Writes: Add and Delete commit to SQLite first (fsynced; that is the acknowledgement), then change the
+// segment under an exclusive lock, so a search sees all of a fact's entries or none, and sees them as
+// soon as Add returns. A deleted fact's entries are removed from the segment; the index then answers
+// exactly as one that never held them (VectorIndex's removal contract), so search results and kNN-LM
+// distributions are bit-for-bit those of a state where the fact was never added.
+//
+// Snapshots and recovery: Checkpoint saves the segment as snapshots/segment-<seq>.idx and drops the
+// changes log up to <seq>. Open loads the newest snapshot, replays later changes from the log, then
+// checks the result against the database; any mismatch, or a missing or corrupt snapshot, rebuilds the
+// segment from the database (which stores every fact's keys, so the model is not needed). A delete of a
+// fact that a snapshot holds unlinks that snapshot before it is acknowledged, so no file keeps the
+// fact's keys.
+//
+// What deletion does not reach: what the base language model learned in training. A fact that was also
+// in the model's training text stays in its weights (Huang et al. 2023); eval/ measures that.
+//
+// Thread-safety: every method may be called from any thread. Searches run concurrently; writes are
+// serialized among themselves and block searches only while the segment changes.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "memory/datastore.h"
+#include "memory/fact_db.h"
+#include "memory/knn_memory.h"
+#include "memory/state_dir.h"
+
+namespace mnemo {
+
+constexpr int64_t kFactEntryFlag = int64_t{1} << 62;
+constexpr int64_t kMaxFactEntries = 65535;
+inline int64_t FactEntryId(int64_t fact_id, int64_t position) { return kFactEntryFlag | fact_id << 16 | position; }
+inline bool IsFactEntry(int64_t entry) { return entry >= 0 && (entry & kFactEntryFlag) != 0; }
+inline int64_t FactIdOfEntry(int64_t entry) { return (entry & ~kFactEntryFlag) >> 16; }
+inline int64_t PositionOfEntry(int64_t entry) { return entry & 0xffff; }
+
+struct FactStoreOptions {
+  // When non-empty, a state made for another model is InvalidArgument.
+  std::string expected_model_fingerprint;
+  bool mmap_base_index = true;  // Memory-map the base datastore's IVF lists.
+  // Changes between automatic snapshots (0: only Checkpoint and Close write them). A snapshot costs a
+  // write of the whole segment; replaying the changes since the last one costs their index adds.
+  int64_t snapshot_every = 10000;
+  // fsck without --repair: never write, delete or heal anything on disk.
+  bool read_only_check = false;
+};
+
+// What Open found and did.
+struct RecoveryReport {
+  int64_t snapshot_seq = -1;       // The snapshot loaded, -1 when none was usable.
+  std::string snapshot_problem;    // Why a snapshot was not used (corrupt, missing), when one was not.
+  int64_t replayed_changes = 0;    // Log entries applied after the snapshot.
+  int64_t missing_entries = 0;     // Entries of live facts absent after replay.
+  int64_t orphan_entries = 0;      // Entries in the index whose fact is not in the database.
+  bool rebuilt = false;            // The segment was rebuilt from the database.
+  int64_t facts = 0, fact_entries = 0;
+  double seconds = 0;
+};
+
+class FactStore : public KnnMemory {
+ public:
+  // Locks the state (StateLock), opens the database and base datastore, recovers the segment.
+  static Status Open(const std::string& dir, const FactStoreOptions& options, std::unique_ptr<FactStore>* out);
+  // Releases the state without writing a snapshot (Close writes one).
+  ~FactStore() override;
+
+  // Writes a snapshot when anything changed since the last one. The store stays usable.
+  Status Close();
+
+  // Adds the facts in one transaction; ids in input order. InvalidArgument (nothing added) for a fact
+  // with more than kMaxFactEntries entries, keys of another dimension or a non-finite key.
+  Status Add(const std::vector<NewFact>& facts, std::vector<int64_t>* ids);
+  // Deletes the listed facts that exist (absent ids are ignored); *deleted (may be null) receives their
+  // records, entries included, which is the last copy of them anywhere.
+  Status Delete(const std::vector<int64_t>& ids, std::vector<FactRecord>* deleted);
+  Status DeleteMatching(const FactFilter& filter, std::vector<FactRecord>* deleted);
+
+  Status Get(int64_t id, bool with_entries, FactRecord* out) const { return db_->Get(id, with_entries, out); }
+  Status List(const ListOptions& options, std::vector<FactRecord>* out, int64_t* next_after_id) const {
+    return db_->List(options, out, next_after_id);
+  }
+  Status Count(const FactFilter& filter, int64_t* count) const { return db_->Count(filter, count); }
+  Status GetTombstone(int64_t id, Tombstone* out) const { return db_->GetTombstone(id, out); }
+  // The snapshot files on disk, oldest first.
+  std::vector<std::string> SnapshotPaths() const;
+
+  // KnnMemory over base + facts.
+  int dim() const override { return config_.dim; }
+  int64_t size() const override;
+  Status Search(const float* queries, int64_t n, const MemorySearchOptions& options,
+                std::vector<Neighbor>* out) const override;
+
+  int64_t fact_entries() const;
+  // Whether any entry of `fact_id` is in the segment.
+  bool SegmentHoldsFact(int64_t fact_id, int64_t entries) const;
+  const Datastore* base() const { return base_.get(); }
+  const StateConfig& config() const { return config_; }
+  const RecoveryReport& recovery() const { return recovery_; }
+  const std::string& dir() const { return dir_; }
+  // The segment's and the base's trained-structure fingerprints (equal by construction).
+  uint64_t segment_trained_fingerprint() const;
+  uint64_t base_trained_fingerprint() const;
+
+  // Saves the segment as a snapshot of the current change, removes older snapshots and truncates the log.
+  Status Checkpoint();
+
+  // A memory rebuilt from the database alone, beside this one (same base, fresh segment): the reference
+  // verify-deleted compares against. It stays valid while this store is open.
+  Status RebuildFromDatabase(std::unique_ptr<KnnMemory>* out) const;
+
+ private:
+  class Segment;
+  class Rebuilt;
+  FactStore();
+  Status Recover();
+  Status RebuildSegment(Segment* segment) const;
+  Status NewSegment(std::unique_ptr<Segment>* out) const;
+  Status AfterChange(int64_t last_seq);
+  Status ApplyDeletes(const std::vector<FactRecord>& deleted, int64_t last_seq);
+  static Status SearchMerged(const Datastore* base, const Segment& segment, const float* queries, int64_t n,
+                             const MemorySearchOptions& options, std::vector<Neighbor>* out);
+
+  std::string dir_;
+  FactStoreOptions options_;
+  StateConfig config_;
+  std::unique_ptr<StateLock> lock_;
+  std::unique_ptr<FactDb> db_;
+  std::unique_ptr<Datastore> base_;
+  RecoveryReport recovery_;
+
+  std::mutex write_mu_;                 // serializes Add, Delete, Checkpoint, Close
+  mutable std::shared_mutex segment_mu_;  // shared: searches; exclusive: segment changes
+  std::unique_ptr<Segment> segment_;
+  int64_t last_seq_ = 0;       // newest change applied to the segment
+  int64_t snapshot_seq_ = -1;  // the snapshot on disk, -1 when none
+  int64_t changes_since_snapshot_ = 0;
+};
+
+}  // namespace mnemo

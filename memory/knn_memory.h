@@ -1,0 +1,43 @@
+// KnnMemory: what the kNN-LM searches. A set of entries, each a key vector (a context's hidden state)
+// and the token that followed that context. Implemented by Datastore (read-only, built offline) and by
+// FactStore (a base datastore plus the runtime facts).
+//
+// Thread-safety: implementations allow any number of concurrent Search calls.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "util/status.h"
+
+namespace mnemo {
+
+struct Neighbor {
+  int64_t entry = -1;  // Entry id (datastore position, or a fact entry id: see fact_store.h); -1 = padding.
+  int32_t token = -1;  // The entry's value (next token).
+  float distance = 0;  // Squared L2.
+  float weight = 0;    // softmax(-distance / T) over the query's valid neighbours (filled by retriever/).
+};
+
+struct MemorySearchOptions {
+  int k = 1024;
+  int nprobe = 32;         // IVF lists visited per query.
+  bool recompute = false;  // Exact squared L2 against the stored fp16 keys, then re-sorted by it.
+};
+
+class KnnMemory {
+ public:
+  virtual ~KnnMemory() = default;
+  virtual int dim() const = 0;
+  // Total entries searched.
+  virtual int64_t size() const = 0;
+  // For each of n queries (n * dim floats) writes k neighbours to (*out)[q*k ..), best first; when fewer
+  // than k are reachable the tail is padding (entry -1). Weights are left 0.
+  virtual Status Search(const float* queries, int64_t n, const MemorySearchOptions& options,
+                        std::vector<Neighbor>* out) const = 0;
+};
+
+// Stable sort of one query's neighbours: valid ones by ascending distance, then padding.
+void SortNeighborsByDistance(std::vector<Neighbor>::iterator begin, std::vector<Neighbor>::iterator end);
+
+}  // namespace mnemo

@@ -1,0 +1,35 @@
+// Fact encoding: turns fact texts into datastore entries with the language model. For a text of n
+// tokens t[0..n), entry p (p < n - 1) is the kNN key of the context t[0..p] (the same tap as
+// `mnemo datastore build`, stored as fp16) with value t[p+1]: scoring the fact's own text finds, at
+// every position, an entry at distance 0 that predicts the next token.
+//
+// Texts up to the context window run together in padded batches (causal attention: padding on the right
+// cannot change earlier positions); longer texts use the strided windows of the scorer.
+//
+// Thread-safety: only reads the model; may run concurrently with scoring.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "lm/checkpoint.h"
+#include "memory/fact_db.h"
+
+namespace mnemo {
+
+struct FactText {
+  std::string text;
+  std::string client_id;
+  std::string metadata_json;  // "" or a JSON object.
+};
+
+struct FactEncodeOptions {
+  int64_t batch_tokens = 4096;  // Padded tokens per forward pass.
+};
+
+// InvalidArgument naming the fact for a text of fewer than 2 tokens or with more than kMaxFactEntries
+// entries (fact_store.h); nothing is encoded then.
+Status EncodeFacts(LanguageModel& model, const std::vector<FactText>& facts, const FactEncodeOptions& options,
+                   std::vector<NewFact>* out);
+
+}  // namespace mnemo
