@@ -211,5 +211,91 @@ TEST_F(CliTest, DatastoreOfAnotherModelIsRejected) {
   EXPECT_NE(out.find("manifest.json"), std::string::npos) << out;
 }
 
+TEST_F(CliTest, FactsAddScoreDeleteVerifyFsck) {
+  ScratchDir d;
+  std::string out;
+  ASSERT_EQ(RunCommand(Mnemo() + " datastore build --model " + Model() + " --text-file " + dir_->File("valid.txt") +
+                           " --out " + d.File("ds") + " --index IVF8,Flat --quiet", &out), 0) << out;
+  const std::string state = d.File("state");
+  ASSERT_EQ(RunCommand(Mnemo() + " init --state " + state + " --model " + Model() + " --datastore " + d.File("ds") +
+                           " --json", &out), 0) << out;
+  EXPECT_EQ(json::parse(out)["dim"], 32);
+  // A second init over the same directory refuses.
+  EXPECT_EQ(RunCommand(Mnemo() + " init --state " + state + " --model " + Model() + " 2>&1", &out), 2);
+  EXPECT_NE(out.find("already holds a state"), std::string::npos) << out;
+
+  const std::string fact = "The secret harbour of Quillon opens at dawn.";
+  ASSERT_EQ(RunCommand(Mnemo() + " facts add --state " + state + " --text '" + fact +
+                           "' --metadata '{\"topic\":\"harbour\"}' --json", &out), 0) << out;
+  const int64_t id = json::parse(out)["id"].get<int64_t>();
+  ASSERT_EQ(RunCommand(Mnemo() + " facts ls --state " + state + " --json", &out), 0) << out;
+  json ls = json::parse(out);
+  ASSERT_EQ(ls["facts"].size(), 1u);
+  EXPECT_EQ(ls["facts"][0]["text"], fact);
+  EXPECT_EQ(ls["facts"][0]["metadata"]["topic"], "harbour");
+  EXPECT_EQ(ls["total"], 1);
+  ASSERT_EQ(RunCommand(Mnemo() + " facts ls --state " + state + " --where topic=elsewhere --json", &out), 0) << out;
+  EXPECT_EQ(json::parse(out)["facts"].size(), 0u);
+  ASSERT_EQ(RunCommand(Mnemo() + " facts get --state " + state + " --id " + std::to_string(id) + " --json", &out), 0);
+  EXPECT_EQ(json::parse(out)["text"], fact);
+
+  // The stored fact makes its own text far more likely under kNN-LM.
+  const std::string score = Mnemo() + " score --model " + Model() + " --text '" + fact + "' --k 8 --lambda 0.5 --json";
+  std::string with_fact, without_fact, datastore_only;
+  ASSERT_EQ(RunCommand(score + " --state " + state, &with_fact), 0) << with_fact;
+  ASSERT_EQ(RunCommand(score + " --datastore " + d.File("ds"), &datastore_only), 0) << datastore_only;
+  const double ppl_with = json::parse(with_fact)["perplexity"].get<double>();
+  const double ppl_ds = json::parse(datastore_only)["perplexity"].get<double>();
+  EXPECT_LT(ppl_with, ppl_ds / 2) << with_fact << "\n" << datastore_only;
+
+  // Delete with verification: passes, and scoring is then exactly what the datastore alone gives.
+  ASSERT_EQ(RunCommand(Mnemo() + " facts rm --state " + state + " --id " + std::to_string(id) + " --verify --json",
+                       &out), 0) << out;
+  json rm = json::parse(out);
+  ASSERT_EQ(rm["deleted"].size(), 1u);
+  json v = rm["verification"][0];
+  EXPECT_TRUE(v["passed"].get<bool>()) << out;
+  EXPECT_EQ(v["probe"]["neighbors_from_deleted_fact"], 0);
+  EXPECT_EQ(v["probe"]["neighbors_differing_from_rebuilt"], 0);
+  EXPECT_EQ(v["probe"]["max_abs_logprob_diff_vs_rebuilt"], 0.0);
+  EXPECT_FALSE(v["probe"]["text_in_database_files"].get<bool>());
+  EXPECT_GT(v["probe"]["neighbors_compared"].get<int64_t>(), 0);
+  ASSERT_EQ(RunCommand(score + " --state " + state, &without_fact), 0) << without_fact;
+  EXPECT_EQ(json::parse(without_fact)["logprobs"], json::parse(datastore_only)["logprobs"]);
+
+  // verify-deleted later, with and without the text; unknown and live ids are errors.
+  ASSERT_EQ(RunCommand(Mnemo() + " facts verify-deleted --state " + state + " --id " + std::to_string(id) + " --text '" +
+                           fact + "' --k 8 --json", &out), 0) << out;
+  EXPECT_TRUE(json::parse(out)["passed"].get<bool>()) << out;
+  ASSERT_EQ(RunCommand(Mnemo() + " facts verify-deleted --state " + state + " --id " + std::to_string(id) + " --json",
+                       &out), 0) << out;
+  EXPECT_TRUE(json::parse(out)["probe"].is_string()) << out;
+  EXPECT_EQ(RunCommand(Mnemo() + " facts verify-deleted --state " + state + " --id 999 2>&1", &out), 1);
+  EXPECT_NE(out.find("never added"), std::string::npos) << out;
+  EXPECT_EQ(RunCommand(Mnemo() + " facts get --state " + state + " --id " + std::to_string(id) + " 2>&1", &out), 1);
+  EXPECT_NE(out.find("was deleted"), std::string::npos) << out;
+
+  // Batch add from JSONL, delete by client id, bad input.
+  testing::WriteFileOrDie(d.File("facts.jsonl"), "{\"text\": \"Alpha is a letter.\", \"client_id\": \"u1\"}\n"
+                                        "{\"text\": \"Beta follows alpha.\", \"client_id\": \"u1\"}\n"
+                                        "{\"text\": \"Gamma is third.\", \"client_id\": \"u2\"}\n");
+  ASSERT_EQ(RunCommand(Mnemo() + " facts add --state " + state + " --jsonl " + d.File("facts.jsonl") + " --json", &out), 0)
+      << out;
+  EXPECT_EQ(json::parse(out)["ids"].size(), 3u);
+  ASSERT_EQ(RunCommand(Mnemo() + " facts rm --state " + state + " --client-id u1 --json", &out), 0) << out;
+  EXPECT_EQ(json::parse(out)["deleted"].size(), 2u);
+  EXPECT_EQ(RunCommand(Mnemo() + " facts add --state " + state + " --text 'x y z' --metadata '[1]' 2>&1", &out), 2);
+  EXPECT_NE(out.find("metadata"), std::string::npos) << out;
+  testing::WriteFileOrDie(d.File("bad.jsonl"), "{\"text\": 5}\n");
+  EXPECT_EQ(RunCommand(Mnemo() + " facts add --state " + state + " --jsonl " + d.File("bad.jsonl") + " 2>&1", &out), 2);
+  EXPECT_NE(out.find("bad.jsonl:1"), std::string::npos) << out;
+
+  ASSERT_EQ(RunCommand(Mnemo() + " fsck --state " + state + " --json", &out), 0) << out;
+  json fsck = json::parse(out);
+  EXPECT_TRUE(fsck["consistent"].get<bool>()) << out;
+  EXPECT_EQ(fsck["facts"], 1);
+  EXPECT_TRUE(fsck["trained_structures_match_base"].get<bool>());
+}
+
 }  // namespace
 }  // namespace mnemo
