@@ -365,7 +365,11 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
       if (!s.ok()) return Fail(s);
       const RecoveryReport& r = store->recovery();
       const bool trained_ok = store->segment_trained_fingerprint() == store->base_trained_fingerprint();
-      const bool consistent = r.missing_entries == 0 && r.orphan_entries == 0 && r.snapshot_problem.empty() && trained_ok;
+      std::string database_check;
+      s = store->CheckDatabase(&database_check);
+      if (!s.ok()) return Fail(s);
+      const bool consistent = r.missing_entries == 0 && r.orphan_entries == 0 && r.snapshot_problem.empty() &&
+                              trained_ok && database_check == "ok";
       Json out = {{"state", fa->st.state},
                   {"facts", r.facts},
                   {"fact_entries", r.fact_entries},
@@ -376,6 +380,7 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
                   {"missing_entries", r.missing_entries},
                   {"orphan_entries", r.orphan_entries},
                   {"trained_structures_match_base", trained_ok},
+                  {"database_check", database_check},
                   {"consistent", consistent},
                   {"repaired", fa->repair && r.rebuilt},
                   {"seconds", r.seconds}};

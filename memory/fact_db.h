@@ -7,8 +7,9 @@
 //
 // Schema (format version 1; see docs/ARCHITECTURE.md):
 //   meta(key TEXT PRIMARY KEY, value TEXT)
-//   facts(id INTEGER PRIMARY KEY AUTOINCREMENT, client_id TEXT, text TEXT, metadata TEXT,
+//   facts(id INTEGER PRIMARY KEY AUTOINCREMENT, pad BLOB, client_id TEXT, text TEXT, metadata TEXT,
 //         created_seq INTEGER, created_at_ms INTEGER, tokens BLOB, keys BLOB)
+//   (pad: page_size zero bytes, which push everything after it into the row's own overflow pages)
 //   changes(seq INTEGER PRIMARY KEY AUTOINCREMENT, op INTEGER, fact_id INTEGER)  -- ids only, no text
 //   tombstones(fact_id INTEGER PRIMARY KEY, deleted_seq INTEGER, deleted_at_ms INTEGER, entries INTEGER)
 // AUTOINCREMENT: a deleted fact's id is never handed out again, so an id names one fact forever.
@@ -16,11 +17,17 @@
 // Durability: journal_mode=WAL, synchronous=FULL. Every write method is one transaction; when it returns
 // OK the transaction has committed and the WAL has been fsynced, so the change survives a crash or power
 // loss. Deletion leaves no copy of the fact's text, tokens or keys in the database files:
-// secure_delete=ON overwrites freed content with zeros, and every delete ends with
-// wal_checkpoint(TRUNCATE), which copies the zeroed pages into the main file and truncates the WAL that
-// still held the old page images. (Blocks the file system itself frees are outside our reach.)
+// secure_delete=ON overwrites freed content with zeros; b-tree rebalancing, which can leave stale copies
+// of a moved cell in the unused space of live pages, only ever moves the leading pad of a fact row (the
+// content lives in overflow pages); and every delete ends with wal_checkpoint(TRUNCATE), which copies the
+// zeroed pages into the main file and empties the WAL that still held old page images. Client ids also
+// live in an index, whose cells rebalancing may copy: they are labels, not fact content. (Blocks the file
+// system frees are outside our reach.) If the checkpoint fails after the commit, Delete returns the error
+// but still reports *deleted and *last_seq: the delete happened.
 //
-// Thread-safety: all methods may be called from any thread; an internal mutex serializes them.
+// Thread-safety: all methods may be called from any thread; an internal mutex serializes them. ForEach
+// calls `fn` with the mutex held, so `fn` must not call back into the same FactDb. SetKeyDim must be
+// called before the object is shared (key_dim() reads without the lock).
 #pragma once
 
 #include <cstdint>
@@ -133,6 +140,9 @@ class FactDb {
   // Drops changes with seq <= up_to_seq (they are contained in a durable snapshot).
   Status TruncateChanges(int64_t up_to_seq);
 
+  // SQLite's PRAGMA quick_check: *result is "ok" for a sound database, else the problems found.
+  Status QuickCheck(std::string* result);
+
   // NotFound when `id` was never deleted (absent or still live).
   Status GetTombstone(int64_t id, Tombstone* out);
 
@@ -148,6 +158,7 @@ class FactDb {
   std::string path_;
   sqlite3* db_ = nullptr;
   int dim_ = 0;
+  int64_t page_size_ = 4096;  // Length of each row's leading zero pad (see fact_db.cc, Delete).
   std::mutex mu_;
 };
 

@@ -436,9 +436,12 @@ Status FactStore::Delete(const std::vector<int64_t>& ids, std::vector<FactRecord
     }
   }
   int64_t last_seq = 0;
-  MNEMO_RETURN_IF_ERROR(db_->Delete(ids, &out, &last_seq));
-  if (out.empty()) return Status::OK();
-  return ApplyDeletes(out, last_seq);
+  Status s = db_->Delete(ids, &out, &last_seq);
+  // FactDb reports the deleted records even when the scrub after the commit (VACUUM, checkpoint) failed:
+  // the delete happened, so the segment must forget the facts either way.
+  if (out.empty()) return s;
+  Status applied = ApplyDeletes(out, last_seq);
+  return s.ok() ? applied : s;
 }
 
 Status FactStore::DeleteMatching(const FactFilter& filter, std::vector<FactRecord>* deleted) {

@@ -113,6 +113,8 @@ class FactStore : public KnnMemory {
   const Datastore* base() const { return base_.get(); }
   const StateConfig& config() const { return config_; }
   const RecoveryReport& recovery() const { return recovery_; }
+  // SQLite's quick_check of the fact database ("ok" when sound).
+  Status CheckDatabase(std::string* result) const { return db_->QuickCheck(result); }
   const std::string& dir() const { return dir_; }
   // The segment's and the base's trained-structure fingerprints (equal by construction).
   uint64_t segment_trained_fingerprint() const;

@@ -295,6 +295,20 @@ TEST_F(CliTest, FactsAddScoreDeleteVerifyFsck) {
   EXPECT_TRUE(fsck["consistent"].get<bool>()) << out;
   EXPECT_EQ(fsck["facts"], 1);
   EXPECT_TRUE(fsck["trained_structures_match_base"].get<bool>());
+  EXPECT_EQ(fsck["database_check"], "ok");
+
+  // A damaged snapshot: fsck reports it (exit 1) and changes nothing; --repair rebuilds from the database.
+  ASSERT_EQ(RunCommand("f=$(ls " + state + "/snapshots/segment-*.idx) && printf '\\377\\377\\377' | "
+                       "dd of=$f bs=1 seek=300 conv=notrunc status=none", &out), 0) << out;
+  EXPECT_EQ(RunCommand(Mnemo() + " fsck --state " + state + " --json", &out), 1) << out;
+  fsck = json::parse(out);
+  EXPECT_FALSE(fsck["consistent"].get<bool>());
+  EXPECT_NE(fsck["snapshot_problem"].get<std::string>().find("Corruption"), std::string::npos) << out;
+  EXPECT_EQ(RunCommand(Mnemo() + " fsck --state " + state + " --json", &out), 1) << "fsck without --repair changed the state";
+  ASSERT_EQ(RunCommand(Mnemo() + " fsck --state " + state + " --repair --json", &out), 0) << out;
+  EXPECT_TRUE(json::parse(out)["repaired"].get<bool>()) << out;
+  ASSERT_EQ(RunCommand(Mnemo() + " fsck --state " + state + " --json", &out), 0) << out;
+  EXPECT_TRUE(json::parse(out)["consistent"].get<bool>()) << out;
 }
 
 }  // namespace

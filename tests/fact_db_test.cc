@@ -791,7 +791,8 @@ TEST_F(FactDbTest, DeletedTextLeavesNoTraceInFiles) {
 // while they are live and are deleted later. secure_delete alone fails this: a page rebuilt by a
 // rebalance keeps stale copies of the cells that moved away in its unallocated space.
 TEST_F(FactDbTest, DeletedFactsLeaveNoTraceAfterChurn) {
-  std::mt19937 rng(4);
+  // Seed 2 leaves traces in round 0 when fact rows are not padded (11 of 12 seeds tried leak somewhere).
+  std::mt19937 rng(2);
   std::map<int64_t, std::string> live;  // id -> the tag at the start of its text.
   std::map<int64_t, std::string> live_keys;
   std::vector<std::string> gone;

@@ -1,0 +1,212 @@
+// Fact store benchmark (bench/facts.sh runs it): add latency of single ~30-token facts (model + fsync),
+// batched ingest rate, delete latency, search latency with 0 / 10K / 100K facts in the segment, and
+// start-up time of a state with 100K facts (from its snapshot, and rebuilt from the database).
+// Prints one JSON object.
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "lm/checkpoint.h"
+#include "memory/fact_store.h"
+#include "retriever/fact_encoder.h"
+#include "util/file_util.h"
+#include "util/half.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using mnemo::Status;
+
+double Ms(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::milli>(b - a).count(); }
+
+nlohmann::ordered_json Percentiles(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  auto at = [&](double q) { return v[std::min(v.size() - 1, static_cast<size_t>(q * v.size()))]; };
+  return {{"n", v.size()}, {"p50_ms", at(0.5)}, {"p99_ms", at(0.99)}, {"max_ms", v.back()}};
+}
+
+void Check(const Status& s, const char* what) {
+  if (!s.ok()) {
+    std::fprintf(stderr, "facts_bench: %s: %s\n", what, s.ToString().c_str());
+    std::exit(1);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 5) {
+    std::fprintf(stderr, "usage: %s MODEL DATASTORE TEXT_FILE WORK_DIR [FACTS=100000] [TOKENS_PER_FACT=30]\n", argv[0]);
+    return 2;
+  }
+  const std::string model_dir = argv[1], datastore = argv[2], text_file = argv[3], work = argv[4];
+  const int64_t total_facts = argc > 5 ? std::stoll(argv[5]) : 100000;
+  const int64_t fact_tokens = argc > 6 ? std::stoll(argv[6]) : 30;
+  torch::set_num_threads(1);  // as `mnemo` does: OpenBLAS already uses every core
+  std::unique_ptr<mnemo::LanguageModel> model;
+  Check(mnemo::LoadLanguageModel(model_dir, &model), "loading the model");
+
+  // Facts: consecutive ~30-token spans of the text, decoded back to text.
+  std::string text;
+  Check(mnemo::ReadFileToString(text_file, &text), "reading the text");
+  std::vector<int32_t> ids = model->tokenizer->Encode(text);
+  const int64_t probes = 200;
+  std::vector<mnemo::FactText> facts;
+  for (int64_t begin = 0; begin + fact_tokens <= static_cast<int64_t>(ids.size()) &&
+                          static_cast<int64_t>(facts.size()) < total_facts + probes;
+       begin += fact_tokens) {
+    std::vector<int32_t> span(ids.begin() + begin, ids.begin() + begin + fact_tokens);
+    facts.push_back({model->tokenizer->Decode(span), "", ""});
+  }
+  if (static_cast<int64_t>(facts.size()) < total_facts + probes) {
+    std::fprintf(stderr, "facts_bench: the text gives only %zu facts\n", facts.size());
+    return 1;
+  }
+  // The last `probes` spans are never added: their keys are the search queries.
+  std::vector<mnemo::FactText> probe_texts(facts.end() - probes, facts.end());
+  facts.resize(total_facts);
+  std::vector<mnemo::NewFact> probe_facts;
+  Check(mnemo::EncodeFacts(*model, probe_texts, {}, &probe_facts), "encoding probes");
+  std::vector<float> queries;
+  for (const auto& f : probe_facts) {
+    const size_t p = f.keys.size() / model->config.n_embd / 2;  // a middle position
+    for (int64_t d = 0; d < model->config.n_embd; ++d) queries.push_back(mnemo::HalfToFloat(f.keys[p * model->config.n_embd + d]));
+  }
+
+  std::filesystem::remove_all(work);
+  mnemo::StateConfig config;
+  config.model_path = std::filesystem::absolute(model_dir).string();
+  config.datastore_path = std::filesystem::absolute(datastore).string();
+  config.model_fingerprint = mnemo::ModelFingerprint(model->net);
+  config.dim = static_cast<int>(model->config.n_embd);
+  const std::string state = work + "/state";
+  Check(mnemo::CreateStateDir(state, config), "creating the state");
+  mnemo::FactStoreOptions options;
+  std::unique_ptr<mnemo::FactStore> store;
+  Check(mnemo::FactStore::Open(state, options, &store), "opening the state");
+
+  nlohmann::ordered_json out;
+  out["model"] = model_dir;
+  out["datastore"] = datastore;
+  out["base_entries"] = store->base()->size();
+  out["base_index"] = store->base()->index().spec();
+  out["tokens_per_fact"] = fact_tokens;
+  mnemo::MemorySearchOptions search;
+  search.k = 1024;
+  search.nprobe = 8;
+  auto measure_search = [&](const char* label) {
+    std::vector<double> times;
+    std::vector<mnemo::Neighbor> nb;
+    for (int64_t q = 0; q < probes; ++q) {
+      const auto a = Clock::now();
+      Check(store->Search(queries.data() + q * config.dim, 1, search, &nb), "search");
+      times.push_back(Ms(a, Clock::now()));
+    }
+    auto p = Percentiles(times);
+    p["fact_entries"] = store->fact_entries();
+    out["search_k1024_nprobe8"][label] = p;
+    std::fprintf(stderr, "search with %s facts: p50 %.2f ms\n", label, p["p50_ms"].get<double>());
+  };
+  measure_search("0");
+
+  // Single adds: encode (the model over ~30 tokens) + commit (fsync) + index.
+  int64_t next = 0;
+  std::vector<double> add_total, add_store;
+  std::vector<int64_t> added;
+  for (int i = 0; i < 200; ++i, ++next) {
+    const auto a = Clock::now();
+    std::vector<mnemo::NewFact> encoded;
+    Check(mnemo::EncodeFacts(*model, {facts[next]}, {}, &encoded), "encoding");
+    const auto b = Clock::now();
+    std::vector<int64_t> got;
+    Check(store->Add(encoded, &got), "add");
+    const auto c = Clock::now();
+    add_total.push_back(Ms(a, c));
+    add_store.push_back(Ms(b, c));
+    added.push_back(got[0]);
+  }
+  out["add_single"] = Percentiles(add_total);
+  out["add_single_store_only"] = Percentiles(add_store);
+  std::fprintf(stderr, "single add: p50 %.2f ms\n", out["add_single"]["p50_ms"].get<double>());
+
+  // Batched ingest up to each milestone, then search and delete latencies there.
+  const int64_t batch = 512;
+  double ingest_ms = 0, encode_ms = 0;
+  int64_t ingested = 0;
+  auto ingest_to = [&](int64_t target) {
+    while (next < target) {
+      const int64_t n = std::min(batch, target - next);
+      std::vector<mnemo::FactText> chunk(facts.begin() + next, facts.begin() + next + n);
+      const auto a = Clock::now();
+      std::vector<mnemo::NewFact> encoded;
+      Check(mnemo::EncodeFacts(*model, chunk, {}, &encoded), "encoding");
+      const auto b = Clock::now();
+      std::vector<int64_t> got;
+      Check(store->Add(encoded, &got), "batch add");
+      const auto c = Clock::now();
+      encode_ms += Ms(a, b);
+      ingest_ms += Ms(a, c);
+      ingested += n;
+      next += n;
+      added.insert(added.end(), got.begin(), got.end());
+      if (next % 10240 == 0) std::fprintf(stderr, "ingested %ld facts\n", static_cast<long>(next));
+    }
+  };
+  std::mt19937_64 rng(7);
+  auto measure_deletes = [&](const char* label, int count) {
+    std::vector<double> times;
+    for (int i = 0; i < count; ++i) {
+      const size_t pick = rng() % added.size();
+      const int64_t id = added[pick];
+      added.erase(added.begin() + pick);
+      const auto a = Clock::now();
+      Check(store->Delete({id}, nullptr), "delete");
+      times.push_back(Ms(a, Clock::now()));
+    }
+    std::error_code ec;
+    auto p = Percentiles(times);
+    p["database_bytes"] = std::filesystem::file_size(mnemo::FactDbPath(state), ec);
+    out["delete_single"][label] = p;
+    std::fprintf(stderr, "delete at %s facts: p50 %.1f ms\n", label, p["p50_ms"].get<double>());
+  };
+  const int64_t mid = std::min<int64_t>(10000, total_facts);
+  ingest_to(mid);
+  measure_search("10000");
+  measure_deletes("10000", 50);
+  ingest_to(total_facts);
+  out["ingest_batched"] = {{"batch", batch},
+                           {"facts", ingested},
+                           {"facts_per_second", ingested / (ingest_ms / 1000)},
+                           {"encode_share", encode_ms / ingest_ms}};
+  std::fprintf(stderr, "batched ingest: %.0f facts/s\n", ingested / (ingest_ms / 1000));
+  measure_search(std::to_string(total_facts).c_str());
+  measure_deletes(std::to_string(total_facts).c_str(), 10);
+
+  // Start-up: from the snapshot Close writes, then with no snapshot (rebuilt from the database).
+  Check(store->Close(), "close");
+  store.reset();
+  auto a = Clock::now();
+  Check(mnemo::FactStore::Open(state, options, &store), "reopen");
+  out["startup_from_snapshot_ms"] = Ms(a, Clock::now());
+  out["startup_facts"] = store->recovery().facts;
+  out["startup_snapshot_seq"] = store->recovery().snapshot_seq;
+  const auto snapshots = store->SnapshotPaths();
+  store.reset();
+  for (const auto& p : snapshots) std::filesystem::remove(p);
+  a = Clock::now();
+  Check(mnemo::FactStore::Open(state, options, &store), "reopen without snapshot");
+  out["startup_rebuild_ms"] = Ms(a, Clock::now());
+  out["startup_rebuilt"] = store->recovery().rebuilt;
+  std::error_code ec;
+  out["database_bytes"] = std::filesystem::file_size(mnemo::FactDbPath(state), ec);
+  store.reset();
+  std::printf("%s\n", out.dump(2).c_str());
+  return 0;
+}
