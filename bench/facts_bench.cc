@@ -3,6 +3,7 @@
 // start-up time of a state with 100K facts (from its snapshot, and rebuilt from the database).
 // Prints one JSON object.
 #include <torch/torch.h>
+#include <torch/csrc/autograd/profiler.h>
 
 #include <algorithm>
 #include <chrono>
@@ -41,7 +42,53 @@ void Check(const Status& s, const char* what) {
 
 }  // namespace
 
+// `encode MODEL TEXT_FILE`: fact encoding rate by batch size, and the raw forward rate behind it.
+int EncodeRates(const std::string& model_dir, const std::string& text_file) {
+  std::unique_ptr<mnemo::LanguageModel> model;
+  Check(mnemo::LoadLanguageModel(model_dir, &model), "loading the model");
+  std::string text;
+  Check(mnemo::ReadFileToString(text_file, &text), "reading the text");
+  const auto ids = model->tokenizer->Encode(text);
+  std::vector<mnemo::FactText> facts;
+  for (size_t b = 0; b + 30 <= ids.size() && facts.size() < 4096; b += 30) {
+    facts.push_back({model->tokenizer->Decode(std::vector<int32_t>(ids.begin() + b, ids.begin() + b + 30)), "", ""});
+  }
+  nlohmann::ordered_json out;
+  for (int64_t batch_tokens : {1024, 4096, 16384}) {
+    mnemo::FactEncodeOptions options;
+    options.batch_tokens = batch_tokens;
+    std::vector<mnemo::NewFact> encoded;
+    const auto a = Clock::now();
+    Check(mnemo::EncodeFacts(*model, facts, options, &encoded), "encoding");
+    out["encode_facts_per_second"][std::to_string(batch_tokens)] = facts.size() / (Ms(a, Clock::now()) / 1000);
+  }
+  torch::InferenceMode inference;
+  if (getenv("MNEMO_PROFILE") != nullptr) {
+    const auto x = torch::randint(0, model->config.vocab_size, {136, 30}, torch::kLong);
+    mnemo::ForwardOptions forward;
+    forward.want_knn_key = true;
+    forward.want_logits = false;
+    torch::autograd::profiler::RecordProfile guard(getenv("MNEMO_PROFILE"));
+    for (int i = 0; i < 10; ++i) model->net->Forward(x, forward);
+  }
+  const auto x = torch::randint(0, model->config.vocab_size, {136, 30}, torch::kLong);
+  for (bool logits : {false, true}) {
+    mnemo::ForwardOptions forward;
+    forward.want_knn_key = true;
+    forward.want_logits = logits;
+    const auto a = Clock::now();
+    for (int i = 0; i < 20; ++i) model->net->Forward(x, forward);
+    out[logits ? "forward_tokens_per_second_with_logits" : "forward_tokens_per_second"] = 20 * 136 * 30 / (Ms(a, Clock::now()) / 1000);
+  }
+  std::printf("%s\n", out.dump(2).c_str());
+  return 0;
+}
+
 int main(int argc, char** argv) {
+  if (argc == 4 && std::string(argv[1]) == "encode") {
+    torch::set_num_threads(getenv("MNEMO_THREADS") ? std::atoi(getenv("MNEMO_THREADS")) : 1);
+    return EncodeRates(argv[2], argv[3]);
+  }
   if (argc < 5) {
     std::fprintf(stderr, "usage: %s MODEL DATASTORE TEXT_FILE WORK_DIR [FACTS=100000] [TOKENS_PER_FACT=30]\n", argv[0]);
     return 2;
