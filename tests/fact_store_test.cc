@@ -3,7 +3,6 @@
 #include "memory/fact_store.h"
 
 #include <gtest/gtest.h>
-#include <omp.h>
 
 #include <atomic>
 #include <filesystem>
@@ -12,6 +11,7 @@
 
 #include "tests/fact_store_fixture.h"
 #include "tests/test_util.h"
+#include "tests/vector_index_fixture.h"
 #include "util/file_util.h"
 
 namespace mnemo {
@@ -81,17 +81,12 @@ std::string AllBytesOf(const std::string& dir) {
   return all;
 }
 
-class FactStoreTest : public ::testing::Test {
+// FAISS single-threaded on the test thread, as in the index tests (see FaissTest).
+class FactStoreTest : public vector_index_test::FaissTest {
  protected:
-  void SetUp() override {
-    saved_threads_ = omp_get_max_threads();
-    omp_set_num_threads(1);
-  }
-  void TearDown() override { omp_set_num_threads(saved_threads_); }
   std::string State() const { return dir_.File("state"); }
   std::string Base() const { return dir_.File("base"); }
   ScratchDir dir_;
-  int saved_threads_ = 1;
 };
 
 TEST_F(FactStoreTest, AddedFactIsFoundAtDistanceZeroAsSoonAsAddReturns) {
