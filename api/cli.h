@@ -21,6 +21,7 @@ void RegisterLmCommands(CLI::App& app, Command* selected);         // cli_lm.cc
 void RegisterInferenceCommands(CLI::App& app, Command* selected);  // cli_inference.cc
 void RegisterDatastoreCommands(CLI::App& app, Command* selected);  // cli_datastore.cc
 void RegisterFactCommands(CLI::App& app, Command* selected);       // cli_facts.cc
+void RegisterServeCommand(CLI::App& app, Command* selected);       // cli_serve.cc
 
 // One line of JSON. Text from the model may end inside a UTF-8 sequence: such bytes become U+FFFD.
 std::string DumpJson(const Json& j);

@@ -9,6 +9,7 @@
 #include "lm/checkpoint.h"
 #include "lm/generator.h"
 #include "lm/scorer.h"
+#include "retriever/dual_scorer.h"
 #include "util/file_util.h"
 
 namespace mnemo::cli {
@@ -29,38 +30,6 @@ Status ParseIdList(const std::string& text, std::vector<int32_t>* ids) {
   }
   if (ids->empty()) return Status::InvalidArgument("--ids: no token ids given");
   return Status::OK();
-}
-
-// Base-LM and (when a datastore is given) kNN-LM log-probabilities of ids[1..n-1] in one pass.
-struct DualScores {
-  std::vector<float> lm, knn;  // knn is empty without a datastore.
-  KnnStats stats;
-  double seconds = 0;
-};
-
-Status ScoreBoth(LanguageModel& model, const KnnMemory* datastore, const KnnOptions& options,
-                 const std::vector<int32_t>& ids, const WindowOptions& window, DualScores* out) {
-  const size_t n = ids.size() - 1;
-  out->lm.assign(n, 0.0f);
-  if (datastore != nullptr) out->knn.assign(n, 0.0f);
-  std::unique_ptr<KnnLm> knn;
-  if (datastore != nullptr) knn = std::make_unique<KnnLm>(*datastore);
-  SpanRequest request;
-  request.knn_keys = datastore != nullptr;
-  auto start = std::chrono::steady_clock::now();
-  std::vector<float> combined;
-  Status s = ForEachScoredSpan(model.net, ids, window, request, [&](const ScoredSpan& span) {
-    const int32_t* targets = ids.data() + span.first_target;
-    std::vector<int64_t> t(targets, targets + span.count);
-    torch::Tensor picked = span.logprobs.gather(1, torch::tensor(t, torch::kLong).unsqueeze(1)).squeeze(1).contiguous();
-    std::copy(picked.data_ptr<float>(), picked.data_ptr<float>() + span.count, out->lm.begin() + span.first_target - 1);
-    if (datastore == nullptr) return Status::OK();
-    MNEMO_RETURN_IF_ERROR(knn->ScoreTargets(span.knn_keys, span.logprobs, targets, options, &combined, &out->stats));
-    std::copy(combined.begin(), combined.end(), out->knn.begin() + span.first_target - 1);
-    return Status::OK();
-  });
-  out->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return s;
 }
 
 Json PerplexityJson(const std::vector<float>& logprobs, int64_t bytes) {

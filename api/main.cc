@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   mnemo::cli::RegisterDatastoreCommands(app, &selected);
   mnemo::cli::RegisterInferenceCommands(app, &selected);
   mnemo::cli::RegisterFactCommands(app, &selected);
+  mnemo::cli::RegisterServeCommand(app, &selected);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

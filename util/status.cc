@@ -11,6 +11,7 @@ std::string Status::ToString() const {
     case Code::kInvalidArgument: kind = "Invalid argument"; break;
     case Code::kIOError: kind = "IO error"; break;
     case Code::kFailedPrecondition: kind = "Failed precondition"; break;
+    case Code::kCancelled: kind = "Cancelled"; break;
   }
   return std::string(kind) + ": " + message_;
 }

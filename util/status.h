@@ -12,7 +12,7 @@ namespace mnemo {
 
 class Status {
  public:
-  enum class Code { kOk = 0, kNotFound, kCorruption, kInvalidArgument, kIOError, kFailedPrecondition };
+  enum class Code { kOk = 0, kNotFound, kCorruption, kInvalidArgument, kIOError, kFailedPrecondition, kCancelled };
 
   Status() = default;
   static Status OK() { return Status(); }
@@ -23,6 +23,8 @@ class Status {
   static Status FailedPrecondition(std::string msg) {
     return Status(Code::kFailedPrecondition, std::move(msg));
   }
+  // The caller gave up (client disconnected, deadline passed).
+  static Status Cancelled(std::string msg) { return Status(Code::kCancelled, std::move(msg)); }
 
   bool ok() const { return code_ == Code::kOk; }
   Code code() const { return code_; }
@@ -31,6 +33,7 @@ class Status {
   bool IsCorruption() const { return code_ == Code::kCorruption; }
   bool IsInvalidArgument() const { return code_ == Code::kInvalidArgument; }
   bool IsIOError() const { return code_ == Code::kIOError; }
+  bool IsCancelled() const { return code_ == Code::kCancelled; }
 
   // "Corruption: model.safetensors: header length 9999 exceeds file size 120".
   std::string ToString() const;

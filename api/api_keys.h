@@ -1,0 +1,33 @@
+// API keys for the HTTP server: a file of "<role> <key>" lines (roles `read` and `admin`, '#' starts a
+// comment). `read` may complete, score and tokenize; `admin` may also manage facts, run audits and see the
+// text of neighbouring facts. Keys are compared in constant time so response timing does not reveal how
+// much of a guessed key was right.
+//
+// Thread-safety: immutable after Load; Authenticate may run on any thread.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "util/status.h"
+
+namespace mnemo {
+
+enum class Role { kNone = 0, kRead = 1, kAdmin = 2 };
+
+const char* RoleName(Role role);
+
+class ApiKeys {
+ public:
+  // InvalidArgument naming the line for an unknown role, a missing key or a key shorter than 16 bytes.
+  static Status Load(const std::string& path, ApiKeys* out);
+  // The role of `presented`, kNone when it matches no key.
+  Role Authenticate(const std::string& presented) const;
+  bool empty() const { return keys_.empty(); }
+  size_t size() const { return keys_.size(); }
+
+ private:
+  std::vector<std::pair<Role, std::string>> keys_;
+};
+
+}  // namespace mnemo

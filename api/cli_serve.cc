@@ -1,0 +1,95 @@
+// mnemo serve: the HTTP server over a state directory (api/server.h).
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include <cstdio>
+#include <thread>
+
+#include "api/cli.h"
+#include "api/common_flags.h"
+#include "api/server.h"
+
+namespace mnemo::cli {
+namespace {
+
+int g_signal_pipe[2] = {-1, -1};
+
+void OnSignal(int signal) {
+  const unsigned char byte = static_cast<unsigned char>(signal);
+  const int saved = errno;
+  if (::write(g_signal_pipe[1], &byte, 1) < 0) {
+  }
+  errno = saved;
+}
+
+}  // namespace
+
+void RegisterServeCommand(CLI::App& app, Command* selected) {
+  auto* serve = app.add_subcommand("serve", "Serve the state's model over HTTP (OpenAI-compatible completions, facts, metrics)");
+  struct Args {
+    ServeOptions options;
+    KnnFlags knn;
+  };
+  auto a = std::make_shared<Args>();
+  ServeOptions& o = a->options;
+  serve->add_option("--state", o.state, "State directory (mnemo init)")->required()->check(CLI::ExistingDirectory);
+  serve->add_option("--host", o.host, "Address to listen on (non-loopback needs --api-key-file)")->capture_default_str();
+  serve->add_option("--port", o.port, "Port (0: any free port)")->capture_default_str()->check(CLI::Range(0, 65535));
+  serve->add_option("--api-key-file", o.api_key_file, "File of \"<role> <key>\" lines (roles: read, admin)")
+      ->check(CLI::ExistingFile);
+  serve->add_option("--workers", o.threads, "Model worker threads (the cores are divided among them)")
+      ->capture_default_str()->check(CLI::Range(1, 64));
+  serve->add_option("--queue", o.queue, "Requests that may wait for a worker before 503")->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  serve->add_option("--http-threads", o.http_threads, "Connection-handling threads")->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+  serve->add_option("--max-body", o.max_body_bytes, "Largest request body in bytes")->capture_default_str()
+      ->check(CLI::Range(1024, 1 << 30));
+  serve->add_option("--max-tokens-cap", o.max_tokens_cap, "Largest max_tokens a request may ask for")
+      ->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  serve->add_option("--request-timeout", o.request_timeout_s, "Seconds before a request gets 504")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  serve->add_flag("!--no-log", o.log_requests, "Do not log each request to stderr");
+  a->knn.RegisterKnobs(serve);
+  serve->callback([a, selected] {
+    *selected = [a] {
+      a->options.knn = a->knn.options;
+      // SIGINT/SIGTERM: the handler only writes a byte to a pipe (async-signal-safe); a thread reading the
+      // pipe stops the server, since a graceful stop needs more than a signal handler may do. (Blocking the
+      // signals instead would not work: OpenBLAS starts its threads before main, with signals unblocked.)
+      if (::pipe(g_signal_pipe) != 0) return Fail(Status::IOError("pipe failed"));
+      struct sigaction action {};
+      action.sa_handler = OnSignal;
+      sigemptyset(&action.sa_mask);
+      sigaction(SIGINT, &action, nullptr);
+      sigaction(SIGTERM, &action, nullptr);
+      Server server(a->options);
+      int port = 0;
+      Status s = server.Bind(&port);
+      if (!s.ok()) return Fail(s);
+      std::fprintf(stderr, "mnemo serve: listening on http://%s:%d (loading %s)\n", a->options.host.c_str(), port,
+                   a->options.state.c_str());
+      std::thread waiter([&server] {
+        unsigned char received = 0;
+        while (::read(g_signal_pipe[0], &received, 1) < 0 && errno == EINTR) {
+        }
+        if (received == 0) return;  // Run returned on its own
+        std::fprintf(stderr, "mnemo serve: %s: finishing in-flight requests and closing the state\n",
+                     received == SIGINT ? "SIGINT" : "SIGTERM");
+        server.Stop();
+      });
+      s = server.Run();
+      // Run returned (stopped, or loading failed): release the waiter if no signal came.
+      const unsigned char none = 0;
+      if (::write(g_signal_pipe[1], &none, 1) < 0) std::perror("mnemo serve: write");
+      waiter.join();
+      if (!s.ok()) return Fail(s);
+      std::fprintf(stderr, "mnemo serve: stopped\n");
+      return 0;
+    };
+  });
+}
+
+}  // namespace mnemo::cli

@@ -1,0 +1,361 @@
+// Server lifecycle, authentication, errors and the small routes (health, models, metrics, tokenize).
+#include "api/server.h"
+
+#include <dlfcn.h>
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <future>
+#include <thread>
+
+#include "api/server_impl.h"
+
+namespace mnemo {
+namespace {
+
+using api::Json;
+using Clock = std::chrono::steady_clock;
+
+// OpenBLAS's thread count can only be changed through its own symbol; look it up so the build does not
+// depend on which BLAS libblas.so.3 points to.
+void SetBlasThreads(int n) {
+  using SetThreads = void (*)(int);
+  if (auto* fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) fn(n);
+}
+
+bool IsLoopback(const std::string& host) { return host == "127.0.0.1" || host == "localhost" || host == "::1"; }
+
+// The metric label for a request: the route, not the raw path (ids would make unbounded label sets).
+std::string EndpointOf(const std::string& path) {
+  if (path.rfind("/v1/facts", 0) == 0) {
+    if (path == "/v1/facts" || path == "/v1/facts/delete") return path;
+    if (path.size() > 16 && path.compare(path.size() - 15, 15, "/verify-deleted") == 0) return "/v1/facts/{id}/verify-deleted";
+    return "/v1/facts/{id}";
+  }
+  for (const char* known : {"/health", "/metrics", "/v1/models", "/v1/completions", "/v1/score", "/tokenize", "/detokenize"}) {
+    if (path == known) return path;
+  }
+  return "other";
+}
+
+// When the current request arrived: set by the pre-routing handler, read by the logger, which cpp-httplib
+// runs on the same thread after the response is written.
+thread_local Clock::time_point t_request_start;
+thread_local bool t_request_started = false;
+
+Role RequiredRole(const std::string& path) {
+  if (path == "/health") return Role::kNone;
+  if (path.rfind("/v1/facts", 0) == 0 || path.rfind("/v1/audits", 0) == 0) return Role::kAdmin;
+  return Role::kRead;
+}
+
+}  // namespace
+
+ApiError ErrorFromStatus(const Status& s) {
+  ApiError e(400, s.message());
+  switch (s.code()) {
+    case Status::Code::kInvalidArgument: e.status = 400; break;
+    case Status::Code::kNotFound: e.status = 404; break;
+    case Status::Code::kFailedPrecondition: e.status = 409; break;
+    case Status::Code::kCancelled: e.status = 499; e.type = "cancelled"; break;
+    default: e.status = 500; e.type = "server_error"; e.message = s.ToString(); break;
+  }
+  return e;
+}
+
+void Server::Impl::SendJson(httplib::Response& res, const Json& body, int status) {
+  res.status = status;
+  res.set_content(api::Dump(body) + "\n", "application/json");
+}
+
+void Server::Impl::SendError(httplib::Response& res, const ApiError& e) {
+  Json err = {{"message", e.message}, {"type", e.type}, {"param", e.param.empty() ? Json(nullptr) : Json(e.param)},
+              {"code", nullptr}};
+  SendJson(res, {{"error", err}}, e.status);
+}
+
+bool Server::Impl::ParseBody(const httplib::Request& req, httplib::Response& res, Json* body) {
+  // nlohmann rejects invalid UTF-8 in strings, so a prompt with broken UTF-8 is a 400 here.
+  Json parsed = Json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+  if (parsed.is_discarded()) {
+    SendError(res, {400, "request body is not valid JSON (or not valid UTF-8)"});
+    return false;
+  }
+  if (!parsed.is_object()) {
+    SendError(res, {400, "request body must be a JSON object"});
+    return false;
+  }
+  *body = std::move(parsed);
+  return true;
+}
+
+bool Server::Impl::CheckModel(const Json& body, httplib::Response& res) {
+  std::string model;
+  bool present = false;
+  Status s = api::OptionalString(body, "model", &model, &present);
+  if (!s.ok()) {
+    SendError(res, {400, s.message(), "invalid_request_error", "model"});
+    return false;
+  }
+  if (!present) {
+    SendError(res, {400, "model: required; GET /v1/models lists it (\"" + model_id + "\")", "invalid_request_error", "model"});
+    return false;
+  }
+  if (model != model_id) {
+    SendError(res, {404, "The model `" + model + "` does not exist; this server serves `" + model_id + "`",
+                    "invalid_request_error", "model"});
+    return false;
+  }
+  return true;
+}
+
+Role Server::Impl::RoleOf(const httplib::Request& req) const {
+  std::string key;
+  const std::string auth = req.get_header_value("Authorization");
+  if (auth.rfind("Bearer ", 0) == 0) {
+    key = auth.substr(7);
+  } else if (req.has_header("X-Api-Key")) {
+    key = req.get_header_value("X-Api-Key");
+  }
+  return key.empty() ? Role::kNone : keys.Authenticate(key);
+}
+
+bool Server::Impl::RunOnWorker(httplib::Response& res, const std::function<void(const std::atomic<bool>&)>& fn) {
+  struct Job {
+    std::atomic<bool> cancel{false};
+    std::promise<void> done;
+  };
+  auto job = std::make_shared<Job>();
+  std::future<void> finished = job->done.get_future();
+  const bool queued = work->TrySubmit([job, fn] {
+    if (!job->cancel) fn(job->cancel);
+    job->done.set_value();
+  });
+  if (!queued) {
+    res.set_header("Retry-After", "1");
+    SendError(res, {503, "server is busy: the work queue is full; retry shortly", "overloaded"});
+    return false;
+  }
+  if (finished.wait_for(std::chrono::duration<double>(options.request_timeout_s)) != std::future_status::ready) {
+    job->cancel = true;
+    SendError(res, {504, "request timed out after " + std::to_string(options.request_timeout_s) + " s", "timeout"});
+    return false;
+  }
+  return true;
+}
+
+void Server::Impl::Record(const std::string& endpoint, int status, double seconds) {
+  metrics.GetCounter("mnemo_http_requests_total", "HTTP requests by endpoint and status",
+                     {{"endpoint", endpoint}, {"status", std::to_string(status)}})
+      .Increment();
+  metrics.GetHistogram("mnemo_http_request_duration_seconds", "HTTP request latency by endpoint",
+                       DefaultLatencyBuckets(), {{"endpoint", endpoint}})
+      .Observe(seconds);
+}
+
+Status Server::Impl::Load() {
+  StateConfig config;
+  MNEMO_RETURN_IF_ERROR(ReadStateConfig(options.state, &config));
+  MNEMO_RETURN_IF_ERROR(LoadLanguageModel(config.model_path, &model));
+  FactStoreOptions store_options;
+  store_options.expected_model_fingerprint = ModelFingerprint(model->net);
+  MNEMO_RETURN_IF_ERROR(FactStore::Open(options.state, store_options, &store));
+  memory = std::make_unique<TimedMemory>(
+      *store, metrics.GetHistogram("mnemo_retrieval_seconds", "kNN search time per call (datastore + facts)",
+                                   DefaultLatencyBuckets()));
+  model_id = std::filesystem::path(config.model_path).filename().string();
+  if (model_id.empty()) model_id = "mnemo";
+  FactStore* s = store.get();
+  metrics.AddGaugeCallback("mnemo_facts", "Facts stored", [s] {
+    int64_t n = 0;
+    return s->Count(FactFilter(), &n).ok() ? static_cast<double>(n) : -1.0;
+  });
+  metrics.AddGaugeCallback("mnemo_fact_entries", "Datastore entries derived from facts",
+                           [s] { return static_cast<double>(s->fact_entries()); });
+  metrics.AddGaugeCallback("mnemo_datastore_entries", "Entries searched: base datastore plus facts",
+                           [s] { return static_cast<double>(s->size()); });
+  return Status::OK();
+}
+
+void Server::Impl::Routes() {
+  http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    t_request_start = Clock::now();
+    t_request_started = true;
+    const Role need = RequiredRole(req.path);
+    if (need != Role::kNone && !keys.empty()) {
+      const Role have = RoleOf(req);
+      if (have == Role::kNone) {
+        SendError(res, {401, "missing or invalid API key (Authorization: Bearer <key> or X-Api-Key)", "authentication_error"});
+        return httplib::Server::HandlerResponse::Handled;
+      }
+      if (have < need) {
+        SendError(res, {403, std::string("this key has role ") + RoleName(have) + "; " + req.path + " needs " +
+                                 RoleName(need), "permission_error"});
+        return httplib::Server::HandlerResponse::Handled;
+      }
+    }
+    if (!is_ready && req.path != "/health") {
+      res.set_header("Retry-After", "5");
+      SendError(res, {503, "the model is still loading", "loading"});
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+  // Statuses cpp-httplib sets itself (no route, body too large, malformed request) get a JSON body too.
+  http.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+    std::string message = "error";
+    if (res.status == 404) message = "no route for " + req.method + " " + req.path;
+    if (res.status == 413) message = "request body exceeds " + std::to_string(options.max_body_bytes) + " bytes";
+    if (res.status == 400) message = "malformed HTTP request";
+    if (res.status == 405) message = "method not allowed";
+    SendError(res, {res.status, message});
+    return httplib::Server::HandlerResponse::Handled;
+  }));
+  http.set_exception_handler([this](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    std::string what = "internal error";
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = std::string("internal error: ") + e.what();
+    } catch (...) {
+    }
+    SendError(res, {500, what, "server_error"});
+  });
+  http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+    const double seconds =
+        t_request_started ? std::chrono::duration<double>(Clock::now() - t_request_start).count() : 0.0;
+    t_request_started = false;
+    Record(EndpointOf(req.path), res.status, seconds);
+    if (options.log_requests) {
+      std::fprintf(stderr, "%s %s %d %.1f ms\n", req.method.c_str(), req.path.c_str(), res.status, seconds * 1e3);
+    }
+  });
+
+  http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    if (is_ready) return SendJson(res, {{"status", "ok"}, {"model", model_id}});
+    std::lock_guard<std::mutex> lock(load_mu);
+    if (!load_status.ok()) return SendJson(res, {{"status", "error"}, {"error", load_status.ToString()}}, 503);
+    SendJson(res, {{"status", "loading"}}, 503);
+  });
+  http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+    SendJson(res, {{"object", "list"},
+                   {"data", Json::array({{{"id", model_id}, {"object", "model"}, {"created", 0}, {"owned_by", "mnemo"}}})}});
+  });
+  http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(metrics.RenderText(), "text/plain; version=0.0.4");
+  });
+  http.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
+    Json body;
+    if (!ParseBody(req, res, &body)) return;
+    std::string text;
+    bool present = false;
+    Status s = api::OptionalString(body, "text", &text, &present);
+    if (s.ok() && !present) s = Status::InvalidArgument("text: required");
+    if (!s.ok()) return SendError(res, {400, s.message(), "invalid_request_error", "text"});
+    const std::vector<int32_t> ids = model->tokenizer->Encode(text);
+    Json pieces = Json::array();
+    for (int32_t id : ids) pieces.push_back(model->tokenizer->TokenBytes(id));
+    SendJson(res, {{"tokens", ids}, {"pieces", pieces}, {"count", ids.size()}});
+  });
+  http.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
+    Json body;
+    if (!ParseBody(req, res, &body)) return;
+    if (!body.contains("tokens") || !body["tokens"].is_array()) {
+      return SendError(res, {400, "tokens: must be an array of token ids", "invalid_request_error", "tokens"});
+    }
+    std::vector<int32_t> ids;
+    for (const Json& t : body["tokens"]) {
+      if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() >= model->config.vocab_size) {
+        return SendError(res, {400, "tokens: every element must be a token id in [0, " +
+                                        std::to_string(model->config.vocab_size) + ")", "invalid_request_error", "tokens"});
+      }
+      ids.push_back(t.get<int32_t>());
+    }
+    SendJson(res, {{"text", model->tokenizer->Decode(ids)}});
+  });
+  http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) { HandleCompletions(req, res); });
+  http.Post("/v1/score", [this](const httplib::Request& req, httplib::Response& res) { HandleScore(req, res); });
+  http.Post("/v1/facts", [this](const httplib::Request& req, httplib::Response& res) { HandleAddFacts(req, res); });
+  http.Get("/v1/facts", [this](const httplib::Request& req, httplib::Response& res) { HandleListFacts(req, res); });
+  http.Post("/v1/facts/delete", [this](const httplib::Request& req, httplib::Response& res) { HandleDeleteMatching(req, res); });
+  http.Get(R"(/v1/facts/(\d+))", [this](const httplib::Request& req, httplib::Response& res) { HandleGetFact(req, res); });
+  http.Delete(R"(/v1/facts/(\d+))", [this](const httplib::Request& req, httplib::Response& res) { HandleDeleteFact(req, res); });
+  http.Post(R"(/v1/facts/(\d+)/verify-deleted)",
+            [this](const httplib::Request& req, httplib::Response& res) { HandleVerifyDeleted(req, res); });
+}
+
+Server::Server(ServeOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+
+Server::~Server() {
+  Stop();
+  if (impl_->loader.joinable()) impl_->loader.join();
+}
+
+bool Server::ready() const { return impl_->is_ready; }
+
+Status Server::Bind(int* port) {
+  Impl& m = *impl_;
+  ServeOptions& o = m.options;
+  if (o.threads < 1) return Status::InvalidArgument("--threads must be at least 1");
+  if (!o.api_key_file.empty()) {
+    MNEMO_RETURN_IF_ERROR(ApiKeys::Load(o.api_key_file, &m.keys));
+  } else if (!IsLoopback(o.host)) {
+    std::fprintf(stderr, "mnemo serve: no --api-key-file: binding to 127.0.0.1 instead of %s (anyone who can reach "
+                         "the port could use and edit the model)\n", o.host.c_str());
+    o.host = "127.0.0.1";
+  }
+  if (m.keys.empty()) std::fprintf(stderr, "mnemo serve: no API keys: loopback only, every client is admin\n");
+  MNEMO_RETURN_IF_ERROR(o.knn.Validate());
+  m.http.set_payload_max_length(o.max_body_bytes);
+  m.http.set_read_timeout(30, 0);
+  m.http.set_write_timeout(30, 0);
+  const int http_threads = o.http_threads;
+  m.http.new_task_queue = [http_threads] { return new httplib::ThreadPool(http_threads); };
+  m.Routes();
+  if (o.port == 0) {
+    const int bound = m.http.bind_to_any_port(o.host);
+    if (bound <= 0) return Status::IOError("cannot bind " + o.host + " to any port");
+    *port = bound;
+  } else {
+    if (!m.http.bind_to_port(o.host, o.port)) {
+      return Status::IOError("cannot bind " + o.host + ":" + std::to_string(o.port) + " (in use, or not permitted)");
+    }
+    *port = o.port;
+  }
+  return Status::OK();
+}
+
+Status Server::Run() {
+  Impl& m = *impl_;
+  const int workers = m.options.threads;
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  SetBlasThreads(std::max(1, cores / workers));
+  m.work = std::make_unique<WorkQueue>(workers, m.options.queue, [] { torch::set_num_threads(1); });
+  m.loader = std::thread([&m] {
+    Status s = m.Load();
+    std::lock_guard<std::mutex> lock(m.load_mu);
+    m.load_status = s;
+    if (s.ok()) {
+      m.is_ready = true;
+      std::fprintf(stderr, "mnemo serve: ready: model %s, %ld datastore entries, %ld fact entries\n", m.model_id.c_str(),
+                   static_cast<long>(m.store->size()), static_cast<long>(m.store->fact_entries()));
+    } else {
+      std::fprintf(stderr, "mnemo serve: loading failed: %s\n", s.ToString().c_str());
+      while (!m.http.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      m.http.stop();
+    }
+  });
+  m.http.listen_after_bind();
+  m.loader.join();
+  m.work->Shutdown();
+  m.work.reset();  // joins the workers after they finish what was queued
+  if (m.store != nullptr) MNEMO_RETURN_IF_ERROR(m.store->Close());
+  std::lock_guard<std::mutex> lock(m.load_mu);
+  return m.load_status;
+}
+
+void Server::Stop() { impl_->http.stop(); }
+
+}  // namespace mnemo

@@ -1,0 +1,64 @@
+// The HTTP server: an OpenAI-compatible completions endpoint over the kNN-LM, scoring, fact management,
+// tokenization, health and Prometheus metrics (cpp-httplib + nlohmann/json).
+//
+// Threading: cpp-httplib's pool of HTTP threads only parses, authenticates and validates requests and
+// writes responses. Model work (completions, scoring, fact encoding, verification) runs on a WorkQueue of
+// `threads` workers with a bounded queue: when it is full the request gets 503 with Retry-After at once.
+// Each worker sets LibTorch to one intra-op thread; OpenBLAS gets cores / workers threads, so the
+// machine's cores are divided, not oversubscribed. A request that waits longer than `request_timeout_s`
+// gets 504 and its work is cancelled; a streaming request is cancelled when its client disconnects.
+//
+// Lifecycle: Bind() takes the port; Run() starts loading the model and state in the background (GET
+// /health answers 503 {"status":"loading"} meanwhile, every other route 503) and serves until Stop(), which
+// stops accepting, lets in-flight requests finish, and closes the state (writing its snapshot).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "retriever/knn_lm.h"
+#include "util/status.h"
+
+namespace mnemo {
+
+struct ServeOptions {
+  std::string state;                  // State directory (mnemo init).
+  std::string host = "127.0.0.1";
+  int port = 8080;                    // 0: any free port (Bind reports it).
+  std::string api_key_file;           // Empty: no authentication, loopback only.
+  int threads = 2;                    // Model workers.
+  size_t queue = 32;                  // Requests waiting for a worker before 503.
+  int http_threads = 16;
+  size_t max_body_bytes = 1 << 20;
+  int64_t max_tokens_cap = 1024;      // Largest max_tokens a request may ask for.
+  double request_timeout_s = 120;
+  KnnOptions knn;                     // Defaults of the `knn` request field.
+  bool log_requests = true;
+};
+
+class Server {
+ public:
+  explicit Server(ServeOptions options);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Validates options (a key file that does not load is an error; a non-loopback host without keys is
+  // replaced by 127.0.0.1 with a warning) and binds. *port receives the bound port.
+  Status Bind(int* port);
+  // Loads in the background and serves until Stop(). Returns the loading error if loading failed
+  // (after answering health checks with it), else OK after a clean stop.
+  Status Run();
+  // Safe from any thread (a signal-waiting thread, a test).
+  void Stop();
+  bool ready() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mnemo

@@ -1,0 +1,353 @@
+// POST /v1/completions (OpenAI completions API, with streaming) and POST /v1/score.
+#include <chrono>
+#include <random>
+
+#include "api/server_impl.h"
+#include "retriever/completion.h"
+#include "retriever/dual_scorer.h"
+
+namespace mnemo {
+namespace {
+
+using api::Json;
+
+std::string CompletionId() {
+  static thread_local std::mt19937_64 rng(std::random_device{}());
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "cmpl-%016llx", static_cast<unsigned long long>(rng()));
+  return buf;
+}
+
+int64_t UnixSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// Parsed /v1/completions body.
+struct CompletionParams {
+  CompletionRequest request;
+  bool stream = false;
+  bool truncate = false;
+};
+
+Status ParseCompletion(const Json& body, const Tokenizer& tokenizer, int64_t context, const ServeOptions& options,
+                       CompletionParams* out) {
+  CompletionRequest& r = out->request;
+  if (!body.contains("prompt")) return Status::InvalidArgument("prompt: required");
+  const Json& prompt = body["prompt"];
+  const Json* one = &prompt;
+  if (prompt.is_array() && !prompt.empty() && prompt[0].is_string()) {
+    if (prompt.size() != 1) return Status::InvalidArgument("prompt: one prompt per request (got an array of " +
+                                                           std::to_string(prompt.size()) + " strings)");
+    one = &prompt[0];
+  }
+  if (one->is_string()) {
+    r.prompt = tokenizer.Encode(one->get<std::string>());
+  } else if (one->is_array()) {
+    for (const Json& t : *one) {
+      if (!t.is_number_integer()) return Status::InvalidArgument("prompt: a token array must hold integers");
+      r.prompt.push_back(t.get<int32_t>());
+    }
+  } else {
+    return Status::InvalidArgument("prompt: must be a string or an array of token ids");
+  }
+  if (r.prompt.empty()) return Status::InvalidArgument("prompt: must not be empty");
+  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "max_tokens", 0, options.max_tokens_cap, &r.max_tokens));
+  MNEMO_RETURN_IF_ERROR(api::OptionalNumber(body, "temperature", 0, 2, &r.sampling.temperature));
+  MNEMO_RETURN_IF_ERROR(api::OptionalNumber(body, "top_p", 0, 1, &r.sampling.top_p));
+  if (r.sampling.top_p <= 0) return Status::InvalidArgument("top_p: must be greater than 0");
+  int64_t n = 1, logprobs = -1, seed = 0;
+  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "n", 1, 16, &n));
+  r.n = static_cast<int>(n);
+  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "logprobs", 0, 20, &logprobs));
+  r.logprobs = static_cast<int>(logprobs);
+  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "seed", INT64_MIN, INT64_MAX, &seed, &r.has_seed));
+  r.seed = static_cast<uint64_t>(seed);
+  MNEMO_RETURN_IF_ERROR(api::OptionalBool(body, "echo", &r.echo));
+  MNEMO_RETURN_IF_ERROR(api::OptionalBool(body, "stream", &out->stream));
+  MNEMO_RETURN_IF_ERROR(api::OptionalBool(body, "truncate_prompt", &out->truncate));
+  int64_t best_of = r.n;
+  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "best_of", 1, 16, &best_of));
+  if (best_of != r.n) return Status::InvalidArgument("best_of: only best_of = n is supported");
+  for (const char* penalty : {"presence_penalty", "frequency_penalty"}) {
+    double v = 0;
+    MNEMO_RETURN_IF_ERROR(api::OptionalNumber(body, penalty, -2, 2, &v));
+    if (v != 0) return Status::InvalidArgument(std::string(penalty) + ": not supported (must be 0)");
+  }
+  if (body.contains("logit_bias") && !body["logit_bias"].is_null() &&
+      !(body["logit_bias"].is_object() && body["logit_bias"].empty())) {
+    return Status::InvalidArgument("logit_bias: not supported");
+  }
+  if (body.contains("suffix") && !body["suffix"].is_null()) return Status::InvalidArgument("suffix: not supported");
+  if (body.contains("stop") && !body["stop"].is_null()) {
+    const Json& stop = body["stop"];
+    if (stop.is_string()) {
+      r.stop.push_back(stop.get<std::string>());
+    } else if (stop.is_array()) {
+      for (const Json& s : stop) {
+        if (!s.is_string()) return Status::InvalidArgument("stop: must be a string or an array of strings");
+        r.stop.push_back(s.get<std::string>());
+      }
+    } else {
+      return Status::InvalidArgument("stop: must be a string or an array of strings");
+    }
+  }
+  MNEMO_RETURN_IF_ERROR(ParseKnn(body, options.knn, &r.knn));
+  if (body.contains("return_neighbors") && !body["return_neighbors"].is_null()) {
+    const Json& v = body["return_neighbors"];
+    if (v.is_boolean()) {
+      r.return_neighbors = v.get<bool>() ? 8 : 0;
+    } else {
+      int64_t k = 0;
+      MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "return_neighbors", 0, 64, &k));
+      r.return_neighbors = static_cast<int>(k);
+    }
+  }
+  if (static_cast<int64_t>(r.prompt.size()) > context) {
+    if (!out->truncate) {
+      return Status::InvalidArgument("prompt: " + std::to_string(r.prompt.size()) + " tokens exceed the context of " +
+                                     std::to_string(context) + " (set \"truncate_prompt\": true to keep the last " +
+                                     std::to_string(context) + ")");
+    }
+    r.prompt.erase(r.prompt.begin(), r.prompt.end() - context);
+  }
+  return Status::OK();
+}
+
+Json LogprobsJson(const CompletionChoice& c, const Tokenizer& tokenizer) {
+  Json tokens = Json::array(), token_logprobs = Json::array(), top = Json::array();
+  for (const TokenLogprob& t : c.logprobs) {
+    tokens.push_back(tokenizer.TokenBytes(t.token));
+    token_logprobs.push_back(t.has_logprob ? Json(t.logprob) : Json(nullptr));
+    if (!t.has_logprob) {
+      top.push_back(nullptr);
+      continue;
+    }
+    Json alternatives = Json::object();
+    for (const auto& [id, lp] : t.top) alternatives[tokenizer.TokenBytes(id)] = lp;
+    top.push_back(alternatives);
+  }
+  return {{"tokens", tokens}, {"token_logprobs", token_logprobs}, {"top_logprobs", top}, {"text_offset", c.text_offset}};
+}
+
+Json NeighborsJson(const std::vector<Neighbor>& neighbors, const FactStore& store, bool with_text) {
+  Json out = Json::array();
+  for (const Neighbor& nb : neighbors) {
+    if (nb.entry < 0) continue;
+    Json j = {{"entry", nb.entry}, {"token", nb.token}, {"distance", nb.distance}, {"weight", nb.weight}};
+    if (IsFactEntry(nb.entry)) {
+      j["fact_id"] = FactIdOfEntry(nb.entry);
+      j["position"] = PositionOfEntry(nb.entry);
+      if (with_text) {
+        FactRecord f;
+        if (store.Get(FactIdOfEntry(nb.entry), false, &f).ok()) j["text"] = f.text;
+      }
+    } else {
+      j["fact_id"] = nullptr;
+    }
+    out.push_back(j);
+  }
+  return out;
+}
+
+}  // namespace
+
+Status ParseKnn(const Json& body, const KnnOptions& defaults, KnnOptions* knn) {
+  *knn = defaults;
+  if (!body.contains("knn") || body["knn"].is_null()) return Status::OK();
+  const Json& k = body["knn"];
+  if (!k.is_object()) return Status::InvalidArgument("knn: must be an object {enabled, k, lambda, temperature}");
+  int64_t count = knn->k, nprobe = knn->nprobe;
+  MNEMO_RETURN_IF_ERROR(api::OptionalBool(k, "enabled", &knn->enabled));
+  MNEMO_RETURN_IF_ERROR(api::OptionalInt(k, "k", 1, 4096, &count));
+  MNEMO_RETURN_IF_ERROR(api::OptionalNumber(k, "lambda", 0, 1, &knn->lambda));
+  MNEMO_RETURN_IF_ERROR(api::OptionalNumber(k, "temperature", 1e-6, 1e9, &knn->temperature));
+  MNEMO_RETURN_IF_ERROR(api::OptionalInt(k, "nprobe", 1, 65536, &nprobe));
+  MNEMO_RETURN_IF_ERROR(api::OptionalBool(k, "recompute", &knn->recompute));
+  knn->k = static_cast<int>(count);
+  knn->nprobe = static_cast<int>(nprobe);
+  return Status::OK();
+}
+
+void Server::Impl::HandleCompletions(const httplib::Request& req, httplib::Response& res) {
+  Json body;
+  if (!ParseBody(req, res, &body) || !CheckModel(body, res)) return;
+  CompletionParams params;
+  Status s = ParseCompletion(body, *model->tokenizer, model->config.n_positions, options, &params);
+  if (!s.ok()) {
+    ApiError e = ErrorFromStatus(s);
+    e.param = s.message().substr(0, s.message().find(':'));
+    return SendError(res, e);
+  }
+  const bool admin = Caller(req) == Role::kAdmin;
+  const std::string id = CompletionId();
+  const int64_t created = UnixSeconds();
+
+  if (!params.stream) {
+    CompletionResult result;
+    Status run;
+    if (!RunOnWorker(res, [&](const std::atomic<bool>& cancel) {
+          run = Complete(*model, memory.get(), params.request, nullptr, &cancel, &result);
+        })) {
+      return;
+    }
+    if (!run.ok()) return SendError(res, ErrorFromStatus(run));
+    Json choices = Json::array();
+    for (size_t i = 0; i < result.choices.size(); ++i) {
+      const CompletionChoice& c = result.choices[i];
+      Json j = {{"text", c.text}, {"index", i}, {"logprobs", nullptr}, {"finish_reason", c.finish_reason}};
+      if (params.request.logprobs >= 0) j["logprobs"] = LogprobsJson(c, *model->tokenizer);
+      if (params.request.return_neighbors > 0) {
+        Json per_token = Json::array();
+        for (const auto& nbs : c.neighbors) per_token.push_back(NeighborsJson(nbs, *store, admin));
+        j["neighbors"] = per_token;
+      }
+      choices.push_back(j);
+    }
+    metrics.GetCounter("mnemo_tokens_generated_total", "Tokens generated by completions").Increment(result.completion_tokens);
+    return SendJson(res, {{"id", id},
+                          {"object", "text_completion"},
+                          {"created", created},
+                          {"model", model_id},
+                          {"choices", choices},
+                          {"usage", {{"prompt_tokens", result.prompt_tokens},
+                                     {"completion_tokens", result.completion_tokens},
+                                     {"total_tokens", result.prompt_tokens + result.completion_tokens}}}});
+  }
+
+  // Streaming: the worker produces server-sent events into a channel; this HTTP thread writes them. A
+  // failed write means the client left: the worker sees `cancel` at its next token and stops.
+  struct Channel {
+    std::mutex mu;
+    std::condition_variable ready;
+    std::deque<std::string> events;
+    bool done = false;
+    std::atomic<bool> cancel{false};
+  };
+  auto channel = std::make_shared<Channel>();
+  auto push = [channel](std::string event) {
+    {
+      std::lock_guard<std::mutex> lock(channel->mu);
+      channel->events.push_back(std::move(event));
+    }
+    channel->ready.notify_one();
+  };
+  const CompletionRequest request = params.request;
+  const bool queued = work->TrySubmit([this, channel, push, request, id, created, admin] {
+    CompletionResult result;
+    const Tokenizer& tokenizer = *model->tokenizer;
+    Status run = Complete(*model, memory.get(), request,
+        [&](const CompletionEvent& e) {
+          Json choice = {{"text", e.text}, {"index", e.choice}, {"logprobs", nullptr},
+                         {"finish_reason", e.finished ? Json(e.finish_reason) : Json(nullptr)}};
+          if (e.logprob != nullptr) {
+            CompletionChoice one;
+            one.logprobs.push_back(*e.logprob);
+            one.text_offset.push_back(0);
+            choice["logprobs"] = LogprobsJson(one, tokenizer);
+            choice["logprobs"].erase("text_offset");
+          }
+          if (e.neighbors != nullptr) choice["neighbors"] = Json::array({NeighborsJson(*e.neighbors, *store, admin)});
+          Json chunk = {{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model_id},
+                        {"choices", Json::array({choice})}};
+          push("data: " + api::Dump(chunk) + "\n\n");
+          return !channel->cancel.load();
+        },
+        &channel->cancel, &result);
+    if (!run.ok() && !run.IsCancelled()) {
+      const ApiError e = ErrorFromStatus(run);
+      push("data: " + api::Dump({{"error", {{"message", e.message}, {"type", e.type}}}}) + "\n\n");
+    }
+    metrics.GetCounter("mnemo_tokens_generated_total", "Tokens generated by completions").Increment(result.completion_tokens);
+    push("data: [DONE]\n\n");
+    std::lock_guard<std::mutex> lock(channel->mu);
+    channel->done = true;
+    channel->ready.notify_one();
+  });
+  if (!queued) {
+    res.set_header("Retry-After", "1");
+    return SendError(res, {503, "server is busy: the work queue is full; retry shortly", "overloaded"});
+  }
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider("text/event-stream", [channel](size_t, httplib::DataSink& sink) {
+    std::unique_lock<std::mutex> lock(channel->mu);
+    // Wake up now and then to notice a client that went away while the model is busy.
+    channel->ready.wait_for(lock, std::chrono::milliseconds(200), [&] { return channel->done || !channel->events.empty(); });
+    while (!channel->events.empty()) {
+      std::string event = std::move(channel->events.front());
+      channel->events.pop_front();
+      lock.unlock();
+      if (!sink.write(event.data(), event.size())) {
+        channel->cancel = true;
+        return false;
+      }
+      lock.lock();
+    }
+    if (channel->done) {
+      sink.done();
+      return true;
+    }
+    if (sink.is_writable && !sink.is_writable()) {
+      channel->cancel = true;
+      return false;
+    }
+    return true;
+  },
+  [channel](bool) { channel->cancel = true; });  // on completion or disconnect: nothing more to send
+}
+
+void Server::Impl::HandleScore(const httplib::Request& req, httplib::Response& res) {
+  Json body;
+  if (!ParseBody(req, res, &body)) return;
+  if (body.contains("model") && !CheckModel(body, res)) return;
+  std::vector<int32_t> ids;
+  std::string text;
+  bool has_text = false;
+  Status s = api::OptionalString(body, "text", &text, &has_text);
+  if (s.ok() && has_text) {
+    ids = model->tokenizer->Encode(text);
+  } else if (s.ok() && body.contains("ids")) {
+    if (!body["ids"].is_array()) s = Status::InvalidArgument("ids: must be an array of token ids");
+    for (const Json& t : body.value("ids", Json::array())) {
+      if (!s.ok()) break;
+      if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() >= model->config.vocab_size) {
+        s = Status::InvalidArgument("ids: every element must be a token id in the vocabulary");
+      } else {
+        ids.push_back(t.get<int32_t>());
+      }
+    }
+  } else if (s.ok()) {
+    s = Status::InvalidArgument("text: required (or ids)");
+  }
+  if (s.ok() && ids.size() < 2) s = Status::InvalidArgument("text: needs at least 2 tokens to score");
+  KnnOptions knn;
+  if (s.ok()) s = ParseKnn(body, options.knn, &knn);
+  if (s.ok()) s = knn.Validate();
+  if (!s.ok()) return SendError(res, ErrorFromStatus(s));
+  DualScores scores;
+  Status run;
+  if (!RunOnWorker(res, [&](const std::atomic<bool>&) {
+        run = ScoreBoth(*model, knn.enabled ? memory.get() : nullptr, knn, ids, WindowOptions(), &scores);
+      })) {
+    return;
+  }
+  if (!run.ok()) return SendError(res, ErrorFromStatus(run));
+  auto perplexity = [](const std::vector<float>& lp) {
+    double nll = 0;
+    for (float x : lp) nll -= x;
+    return lp.empty() ? 0.0 : std::exp(nll / lp.size());
+  };
+  Json tokens = Json::array();
+  for (int32_t id : ids) tokens.push_back(model->tokenizer->TokenBytes(id));
+  Json out = {{"object", "score"}, {"model", model_id}, {"ids", ids}, {"tokens", tokens},
+              {"logprobs_lm", scores.lm}, {"perplexity_lm", perplexity(scores.lm)}, {"knn", knn.enabled}};
+  if (knn.enabled) {
+    out["logprobs_knn"] = scores.knn;
+    out["perplexity_knn"] = perplexity(scores.knn);
+  }
+  out["tokens_scored"] = scores.lm.size();
+  metrics.GetHistogram("mnemo_score_seconds", "Model time of /v1/score requests", DefaultLatencyBuckets())
+      .Observe(scores.seconds);
+  SendJson(res, out);
+}
+
+}  // namespace mnemo

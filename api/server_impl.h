@@ -1,0 +1,106 @@
+// Internals of the HTTP server shared by its .cc files (server.cc: lifecycle, auth, errors, small routes;
+// server_generation.cc: completions and scoring; server_facts.cc: fact management). Not a public header.
+#pragma once
+
+#include <httplib.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "api/api_keys.h"
+#include "api/json_fields.h"
+#include "api/server.h"
+#include "lm/checkpoint.h"
+#include "memory/fact_store.h"
+#include "util/metrics.h"
+#include "util/work_queue.h"
+
+namespace mnemo {
+
+// An OpenAI-style error: {"error": {"message", "type", "param", "code"}}.
+struct ApiError {
+  ApiError(int status_, std::string message_, std::string type_ = "invalid_request_error", std::string param_ = "")
+      : status(status_), message(std::move(message_)), type(std::move(type_)), param(std::move(param_)) {}
+  int status;
+  std::string message;
+  std::string type;
+  std::string param;
+};
+
+ApiError ErrorFromStatus(const Status& s);
+
+struct Server::Impl {
+  explicit Impl(ServeOptions o) : options(std::move(o)) {}
+
+  ServeOptions options;
+  ApiKeys keys;
+  httplib::Server http;
+  std::unique_ptr<WorkQueue> work;
+  MetricsRegistry metrics;
+  std::thread loader;
+  std::atomic<bool> is_ready{false};
+  std::mutex load_mu;
+  Status load_status;  // guarded by load_mu
+  std::string model_id;
+  std::unique_ptr<LanguageModel> model;
+  std::unique_ptr<FactStore> store;
+  std::unique_ptr<KnnMemory> memory;  // the store, timed for the retrieval metric
+
+  // server.cc
+  Status Load();
+  void Routes();
+  void SendError(httplib::Response& res, const ApiError& e);
+  void SendJson(httplib::Response& res, const api::Json& body, int status = 200);
+  // Parses the body as a JSON object; false (response written) when it is not one.
+  bool ParseBody(const httplib::Request& req, httplib::Response& res, api::Json* body);
+  Role RoleOf(const httplib::Request& req) const;
+  Role Caller(const httplib::Request& req) const { return keys.empty() ? Role::kAdmin : RoleOf(req); }
+  // Runs `fn` on a model worker and waits for it (with the request timeout). False (response written:
+  // 503 when the queue is full, 504 on timeout) when it did not complete.
+  bool RunOnWorker(httplib::Response& res, const std::function<void(const std::atomic<bool>& cancel)>& fn);
+  // Checks the request's "model" field; false (response written) when it is missing or names another model.
+  bool CheckModel(const api::Json& body, httplib::Response& res);
+  void Record(const std::string& endpoint, int status, double seconds);
+
+  // server_generation.cc
+  void HandleCompletions(const httplib::Request& req, httplib::Response& res);
+  void HandleScore(const httplib::Request& req, httplib::Response& res);
+
+  // server_facts.cc
+  void HandleAddFacts(const httplib::Request& req, httplib::Response& res);
+  void HandleGetFact(const httplib::Request& req, httplib::Response& res);
+  void HandleListFacts(const httplib::Request& req, httplib::Response& res);
+  void HandleDeleteFact(const httplib::Request& req, httplib::Response& res);
+  void HandleDeleteMatching(const httplib::Request& req, httplib::Response& res);
+  void HandleVerifyDeleted(const httplib::Request& req, httplib::Response& res);
+};
+
+// A KnnMemory that records each search's duration in a histogram (the retrieval-time metric).
+class TimedMemory : public KnnMemory {
+ public:
+  TimedMemory(const KnnMemory& inner, Histogram& seconds) : inner_(inner), seconds_(seconds) {}
+  int dim() const override { return inner_.dim(); }
+  int64_t size() const override { return inner_.size(); }
+  Status Search(const float* queries, int64_t n, const MemorySearchOptions& options,
+                std::vector<Neighbor>* out) const override {
+    const auto start = std::chrono::steady_clock::now();
+    Status s = inner_.Search(queries, n, options, out);
+    seconds_.Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    return s;
+  }
+
+ private:
+  const KnnMemory& inner_;
+  Histogram& seconds_;
+};
+
+// Reads the `knn` request object into *knn (starting from the server's defaults).
+Status ParseKnn(const api::Json& body, const KnnOptions& defaults, KnnOptions* knn);
+
+}  // namespace mnemo

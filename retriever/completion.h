@@ -1,0 +1,78 @@
+// Completion: what POST /v1/completions computes, independent of HTTP. Continues a prompt n times with
+// the (optionally kNN-augmented) model, applying stop sequences, collecting OpenAI-style log-probabilities
+// (the chosen token's and the top-N alternatives', from the distribution the token was sampled from,
+// before temperature), text offsets, and optionally each step's nearest neighbours.
+//
+// Streaming: `on_event` receives every generated token as it is produced, with the text that became safe
+// to show (text is held back while it could still be the start of a stop sequence, and never ends inside
+// a UTF-8 character). The concatenation of a choice's event texts equals its final text.
+//
+// Thread-safety: reads the model and the memory; one call per thread, any number of threads.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "lm/checkpoint.h"
+#include "lm/sampler.h"
+#include "retriever/knn_lm.h"
+
+namespace mnemo {
+
+struct CompletionRequest {
+  std::vector<int32_t> prompt;
+  int64_t max_tokens = 16;
+  SamplingOptions sampling;  // temperature (0: greedy), top_p
+  bool has_seed = false;
+  uint64_t seed = 0;         // choice i uses seed + i
+  std::vector<std::string> stop;  // up to 4 stop sequences, excluded from the text
+  int n = 1;
+  int logprobs = -1;         // -1: none; else the top-N alternatives per token (0..20)
+  bool echo = false;         // prepend the prompt (and its log-probabilities) to each choice
+  KnnOptions knn;            // knn.enabled = false: the base LM
+  int return_neighbors = 0;  // >0: per generated token, this many nearest neighbours
+};
+
+struct TokenLogprob {
+  int32_t token = 0;
+  bool has_logprob = true;  // false for an echoed prompt's first token (nothing predicts it)
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top;  // best first
+};
+
+struct CompletionEvent {
+  int choice = 0;
+  std::string text;            // newly visible text (may be empty)
+  const TokenLogprob* logprob = nullptr;          // when logprobs were requested
+  const std::vector<Neighbor>* neighbors = nullptr;  // when neighbours were requested
+  bool finished = false;
+  std::string finish_reason;   // with finished
+};
+
+struct CompletionChoice {
+  std::vector<int32_t> tokens;  // generated tokens kept (a token that completed a stop sequence is dropped)
+  std::string text;             // (prompt text when echoing +) generated text up to any stop sequence
+  std::string finish_reason;    // "stop" or "length"
+  std::vector<TokenLogprob> logprobs;  // echoed prompt tokens first, then generated ones
+  std::vector<int64_t> text_offset;    // byte offset of each logprobs token in `text`
+  std::vector<std::vector<Neighbor>> neighbors;  // per generated token
+};
+
+struct CompletionResult {
+  std::vector<CompletionChoice> choices;
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+};
+
+// Returns false to cancel (e.g. the client went away); Complete then stops and returns Cancelled.
+using CompletionEventFn = std::function<bool(const CompletionEvent&)>;
+
+// InvalidArgument for a bad request (empty prompt, prompt longer than the context, n or logprobs out of
+// range). `memory` may be null when knn.enabled is false. `cancel` (may be null) is polled every token.
+Status Complete(LanguageModel& model, const KnnMemory* memory, const CompletionRequest& request,
+                const CompletionEventFn& on_event, const std::atomic<bool>* cancel, CompletionResult* out);
+
+}  // namespace mnemo

@@ -1,0 +1,455 @@
+// End-to-end tests of the HTTP server: a tiny model trained through the CLI, a datastore and a state,
+// served in-process on a free loopback port and spoken to over HTTP.
+#include "api/server.h"
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <atomic>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "tests/lm_fixture.h"
+#include "tests/test_util.h"
+
+namespace mnemo {
+namespace {
+
+using json = nlohmann::json;
+using testing::RunCommand;
+using testing::ScratchDir;
+
+constexpr char kReadKey[] = "read-key-0123456789abcdef";
+constexpr char kAdminKey[] = "admin-key-0123456789abcdef";
+
+std::string Mnemo() { return MNEMO_BINARY; }
+
+// A server over a fresh state in `dir`, running on its own thread until destroyed.
+class RunningServer {
+ public:
+  RunningServer(const std::string& state, const std::string& keys, int workers = 2, size_t queue = 32) {
+    ServeOptions o;
+    o.state = state;
+    o.port = 0;
+    o.api_key_file = keys;
+    o.threads = workers;
+    o.queue = queue;
+    o.log_requests = false;
+    o.knn.k = 8;
+    o.knn.nprobe = 8;
+    server_ = std::make_unique<Server>(o);
+    Status s = server_->Bind(&port_);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    thread_ = std::thread([this] { run_status_ = server_->Run(); });
+    for (int i = 0; i < 600 && !server_->ready(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_TRUE(server_->ready());
+  }
+  ~RunningServer() {
+    server_->Stop();
+    thread_.join();
+    EXPECT_TRUE(run_status_.ok()) << run_status_.ToString();
+  }
+  int port() const { return port_; }
+
+ private:
+  std::unique_ptr<Server> server_;
+  std::thread thread_;
+  Status run_status_;
+  int port_ = 0;
+};
+
+class ServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new ScratchDir();
+    testing::WriteFileOrDie(dir_->File("train.txt"), testing::ToyCorpus());
+    testing::WriteFileOrDie(dir_->File("valid.txt"), testing::ToyCorpus().substr(0, 4000));
+    testing::WriteFileOrDie(dir_->File("keys"), std::string("# roles\nread ") + kReadKey + "\nadmin " + kAdminKey + "\n");
+    std::string out;
+    ASSERT_EQ(RunCommand(Mnemo() + " train --corpus " + dir_->File("train.txt") + " --valid " + dir_->File("valid.txt") +
+                             " --out " + dir_->File("model") +
+                             " --config tiny --vocab-size 300 --steps 40 --batch-size 4 --seq-len 32 --quiet", &out), 0) << out;
+    ASSERT_EQ(RunCommand(Mnemo() + " datastore build --model " + dir_->File("model") + " --text-file " +
+                             dir_->File("valid.txt") + " --out " + dir_->File("ds") + " --index IVF8,Flat --quiet", &out), 0)
+        << out;
+    ASSERT_EQ(RunCommand(Mnemo() + " init --state " + dir_->File("state") + " --model " + dir_->File("model") +
+                             " --datastore " + dir_->File("ds"), &out), 0) << out;
+    server_ = new RunningServer(dir_->File("state"), dir_->File("keys"));
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    delete dir_;
+  }
+
+  static httplib::Client Client(const char* key = kAdminKey) {
+    httplib::Client c("127.0.0.1", server_->port());
+    c.set_read_timeout(60, 0);
+    if (key != nullptr) c.set_default_headers({{"Authorization", std::string("Bearer ") + key}});
+    return c;
+  }
+  static json Post(const std::string& path, const json& body, int expect = 200, const char* key = kAdminKey) {
+    auto c = Client(key);
+    auto res = c.Post(path.c_str(), body.dump(), "application/json");
+    EXPECT_TRUE(res) << path;
+    if (!res) return json();
+    EXPECT_EQ(res->status, expect) << path << " " << body.dump() << " -> " << res->body;
+    return json::parse(res->body, nullptr, false);
+  }
+  static json Completion(json body, int expect = 200, const char* key = kAdminKey) {
+    body["model"] = "model";
+    return Post("/v1/completions", body, expect, key);
+  }
+  // The concatenated text of a streamed completion (choice 0) and its events.
+  static std::string StreamText(json body, std::vector<json>* events = nullptr) {
+    body["model"] = "model";
+    body["stream"] = true;
+    auto c = Client();
+    auto res = c.Post("/v1/completions", body.dump(), "application/json");
+    EXPECT_TRUE(res && res->status == 200);
+    if (!res) return "";
+    EXPECT_EQ(res->get_header_value("Content-Type"), "text/event-stream");
+    std::string text;
+    size_t pos = 0;
+    bool done = false;
+    while ((pos = res->body.find("data: ", pos)) != std::string::npos) {
+      const size_t end = res->body.find("\n\n", pos);
+      const std::string data = res->body.substr(pos + 6, end - pos - 6);
+      pos = end;
+      if (data == "[DONE]") {
+        done = true;
+        continue;
+      }
+      json e = json::parse(data);
+      text += e["choices"][0]["text"].get<std::string>();
+      if (events != nullptr) events->push_back(e);
+    }
+    EXPECT_TRUE(done) << "stream did not end with data: [DONE]";
+    return text;
+  }
+
+  static ScratchDir* dir_;
+  static RunningServer* server_;
+};
+ScratchDir* ServerTest::dir_ = nullptr;
+RunningServer* ServerTest::server_ = nullptr;
+
+TEST_F(ServerTest, HealthModelsAndMetrics) {
+  auto c = Client(nullptr);
+  auto health = c.Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  EXPECT_EQ(json::parse(health->body)["status"], "ok");
+  auto models = Client(kReadKey).Get("/v1/models");
+  ASSERT_TRUE(models);
+  EXPECT_EQ(json::parse(models->body)["data"][0]["id"], "model");
+  Completion({{"prompt", "The cat"}, {"max_tokens", 3}});
+  // The request counter is updated just after the response is sent: give it a moment.
+  std::string text;
+  for (int i = 0; i < 50; ++i) {
+    auto metrics = Client(kReadKey).Get("/metrics");
+    ASSERT_TRUE(metrics);
+    EXPECT_EQ(metrics->status, 200);
+    text = metrics->body;
+    if (text.find("endpoint=\"/v1/completions\"") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  for (const char* want : {"mnemo_http_requests_total{endpoint=\"/v1/completions\",status=\"200\"}",
+                           "mnemo_http_request_duration_seconds_bucket", "mnemo_tokens_generated_total",
+                           "mnemo_facts ", "mnemo_datastore_entries ", "mnemo_retrieval_seconds_count"}) {
+    EXPECT_NE(text.find(want), std::string::npos) << want << "\n" << text;
+  }
+}
+
+TEST_F(ServerTest, CompletionHasOpenAiShape) {
+  json r = Completion({{"prompt", "The cat sees"}, {"max_tokens", 6}, {"temperature", 0}});
+  EXPECT_EQ(r["object"], "text_completion");
+  EXPECT_EQ(r["model"], "model");
+  ASSERT_EQ(r["choices"].size(), 1u);
+  EXPECT_TRUE(r["choices"][0]["text"].is_string());
+  EXPECT_TRUE(r["choices"][0]["finish_reason"] == "length" || r["choices"][0]["finish_reason"] == "stop");
+  EXPECT_GT(r["usage"]["prompt_tokens"].get<int>(), 0);
+  EXPECT_EQ(r["usage"]["total_tokens"].get<int>(),
+            r["usage"]["prompt_tokens"].get<int>() + r["usage"]["completion_tokens"].get<int>());
+  // Token-id prompts work too, and greedy decoding is deterministic.
+  json again = Completion({{"prompt", "The cat sees"}, {"max_tokens", 6}, {"temperature", 0}});
+  EXPECT_EQ(again["choices"][0]["text"], r["choices"][0]["text"]);
+  json ids = Post("/tokenize", {{"text", "The cat sees"}});
+  json by_ids = Completion({{"prompt", ids["tokens"]}, {"max_tokens", 6}, {"temperature", 0}});
+  EXPECT_EQ(by_ids["choices"][0]["text"], r["choices"][0]["text"]);
+}
+
+TEST_F(ServerTest, StreamingEqualsNonStreamingForASeed) {
+  const json body = {{"prompt", "The old sailor"}, {"max_tokens", 14}, {"temperature", 1.0}, {"seed", 7}, {"logprobs", 2}};
+  json whole = Completion(body);
+  std::vector<json> events;
+  const std::string streamed = StreamText(body, &events);
+  EXPECT_EQ(streamed, whole["choices"][0]["text"].get<std::string>());
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back()["choices"][0]["finish_reason"], whole["choices"][0]["finish_reason"]);
+  // Per-token log-probabilities arrive with the tokens and match the non-streamed ones.
+  std::vector<double> streamed_lp;
+  for (const json& e : events) {
+    if (!e["choices"][0]["logprobs"].is_null()) {
+      streamed_lp.push_back(e["choices"][0]["logprobs"]["token_logprobs"][0].get<double>());
+    }
+  }
+  std::vector<double> whole_lp;
+  for (const json& x : whole["choices"][0]["logprobs"]["token_logprobs"]) whole_lp.push_back(x.get<double>());
+  EXPECT_EQ(streamed_lp, whole_lp);
+}
+
+TEST_F(ServerTest, LogprobsEchoAndStop) {
+  json r = Completion({{"prompt", "The cat"}, {"max_tokens", 5}, {"temperature", 0}, {"logprobs", 3}, {"echo", true}});
+  const json& lp = r["choices"][0]["logprobs"];
+  const size_t n = lp["tokens"].size();
+  EXPECT_EQ(lp["token_logprobs"].size(), n);
+  EXPECT_EQ(lp["top_logprobs"].size(), n);
+  EXPECT_EQ(lp["text_offset"].size(), n);
+  EXPECT_TRUE(lp["token_logprobs"][0].is_null());  // nothing predicts the first prompt token
+  EXPECT_EQ(lp["top_logprobs"][1].size(), 3u);
+  EXPECT_EQ(r["choices"][0]["text"].get<std::string>().rfind("The cat", 0), 0u);
+  for (size_t i = 1; i < n; ++i) EXPECT_LE(lp["token_logprobs"][i].get<double>(), 0.0);
+
+  // A stop sequence cuts the text before it, streamed or not.
+  const std::string free = Completion({{"prompt", "The cat"}, {"max_tokens", 20}, {"temperature", 0}})["choices"][0]["text"];
+  ASSERT_GE(free.size(), 6u) << free;
+  const std::string stop = free.substr(3, 2);
+  json stopped = Completion({{"prompt", "The cat"}, {"max_tokens", 20}, {"temperature", 0}, {"stop", stop}});
+  EXPECT_EQ(stopped["choices"][0]["text"], free.substr(0, free.find(stop)));
+  EXPECT_EQ(stopped["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(StreamText({{"prompt", "The cat"}, {"max_tokens", 20}, {"temperature", 0}, {"stop", json::array({stop, "zzzz"})}}),
+            free.substr(0, free.find(stop)));
+  json three = Completion({{"prompt", "The cat"}, {"max_tokens", 4}, {"n", 3}, {"seed", 1}});
+  EXPECT_EQ(three["choices"].size(), 3u);
+}
+
+TEST_F(ServerTest, BadRequestsGetJsonErrorsNamingTheField) {
+  struct Case {
+    json body;
+    int status;
+    std::string param;
+  };
+  const std::vector<Case> cases = {
+      {{{"model", "model"}, {"prompt", "hi"}, {"max_tokens", "5"}}, 400, "max_tokens"},
+      {{{"model", "model"}, {"prompt", "hi"}, {"max_tokens", 1.5}}, 400, "max_tokens"},
+      {{{"model", "model"}, {"prompt", "hi"}, {"max_tokens", 100000}}, 400, "max_tokens"},
+      {{{"model", "model"}, {"prompt", "hi"}, {"temperature", -1}}, 400, "temperature"},
+      {{{"model", "model"}, {"prompt", "hi"}, {"n", 0}}, 400, "n"},
+      {{{"model", "model"}, {"prompt", "hi"}, {"stream", "yes"}}, 400, "stream"},
+      {{{"model", "model"}, {"prompt", "hi"}, {"knn", {{"k", "8"}}}}, 400, "k"},
+      {{{"model", "model"}, {"prompt", 5}}, 400, "prompt"},
+      {{{"model", "model"}}, 400, "prompt"},
+      {{{"prompt", "hi"}}, 400, "model"},
+      {{{"model", "gpt-4"}, {"prompt", "hi"}}, 404, "model"},
+  };
+  for (const Case& c : cases) {
+    auto res = Client().Post("/v1/completions", c.body.dump(), "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, c.status) << c.body.dump() << " -> " << res->body;
+    json e = json::parse(res->body, nullptr, false);
+    ASSERT_TRUE(e.contains("error")) << res->body;
+    EXPECT_NE(e["error"]["message"].get<std::string>().find(c.param), std::string::npos) << res->body;
+  }
+  auto c = Client();
+  auto not_json = c.Post("/v1/completions", "{not json", "application/json");
+  EXPECT_EQ(not_json->status, 400);
+  EXPECT_TRUE(json::parse(not_json->body).contains("error"));
+  auto bad_utf8 = c.Post("/v1/completions", "{\"model\": \"model\", \"prompt\": \"\xff\xfe\"}", "application/json");
+  EXPECT_EQ(bad_utf8->status, 400) << bad_utf8->body;
+  auto nowhere = c.Get("/v1/nowhere");
+  EXPECT_EQ(nowhere->status, 404);
+  EXPECT_TRUE(json::parse(nowhere->body).contains("error")) << nowhere->body;
+  auto huge = c.Post("/v1/completions", std::string(2 << 20, ' '), "application/json");
+  ASSERT_TRUE(huge);
+  EXPECT_EQ(huge->status, 413);
+  // A prompt longer than the context: rejected, or truncated when asked.
+  std::string long_prompt;
+  for (int i = 0; i < 200; ++i) long_prompt += "cat ";
+  json too_long = Completion({{"prompt", long_prompt}, {"max_tokens", 2}}, 400);
+  EXPECT_NE(too_long["error"]["message"].get<std::string>().find("context"), std::string::npos);
+  Completion({{"prompt", long_prompt}, {"max_tokens", 2}, {"truncate_prompt", true}});
+}
+
+TEST_F(ServerTest, KeysAndRoles) {
+  auto none = Client(nullptr).Post("/v1/completions", json({{"model", "model"}, {"prompt", "hi"}}).dump(), "application/json");
+  EXPECT_EQ(none->status, 401);
+  EXPECT_EQ(json::parse(none->body)["error"]["type"], "authentication_error");
+  auto wrong = Client("wrong-key-0123456789abcdef").Get("/v1/models");
+  EXPECT_EQ(wrong->status, 401);
+  auto read_facts = Client(kReadKey).Get("/v1/facts");
+  EXPECT_EQ(read_facts->status, 403);
+  EXPECT_EQ(json::parse(read_facts->body)["error"]["type"], "permission_error");
+  Completion({{"prompt", "hi"}, {"max_tokens", 2}}, 200, kReadKey);
+  httplib::Client x("127.0.0.1", server_->port());
+  auto with_header = x.Get("/v1/models", {{"X-Api-Key", kReadKey}});
+  EXPECT_EQ(with_header->status, 200);
+  EXPECT_EQ(Client(nullptr).Get("/health")->status, 200);  // health needs no key
+}
+
+TEST_F(ServerTest, FactAddedUsedDeletedAndVerified) {
+  const std::string fact = "The cat sees the golden bridge of Quillon at dawn.";
+  json added = Post("/v1/facts", {{"text", fact}, {"client_id", "u7"}, {"metadata", {{"topic", "bridges"}}}});
+  const int64_t id = added["id"].get<int64_t>();
+  json got = Client().Get(("/v1/facts/" + std::to_string(id)).c_str())->body.empty() ? json() :
+      json::parse(Client().Get(("/v1/facts/" + std::to_string(id)).c_str())->body);
+  EXPECT_EQ(got["text"], fact);
+  EXPECT_EQ(got["metadata"]["topic"], "bridges");
+  auto listed = json::parse(Client().Get("/v1/facts?metadata.topic=bridges")->body);
+  EXPECT_EQ(listed["total"], 1);
+
+  // The fact steers greedy decoding from its own prefix, and its entries show up as neighbours.
+  // The toy vocabulary spells " bridge" in 4 tokens; the fact's entries choose each of them.
+  const json body = {{"prompt", "The cat sees the golden"}, {"max_tokens", 4}, {"temperature", 0}, {"logprobs", 1},
+                     {"knn", {{"k", 8}, {"lambda", 0.9}}}, {"return_neighbors", 4}};
+  json with = Completion(body);
+  EXPECT_EQ(with["choices"][0]["text"], " bridge") << with.dump();
+  const json& first = with["choices"][0]["neighbors"][0][0];
+  EXPECT_EQ(first["fact_id"], id);
+  // The query comes from incremental decoding, the stored key from a full pass (and fp16): nearly equal.
+  EXPECT_LT(first["distance"].get<double>(), 1e-3);
+  EXPECT_EQ(first["text"], fact);  // admin sees the text
+  json as_reader = Completion(body, 200, kReadKey);
+  EXPECT_EQ(as_reader["choices"][0]["neighbors"][0][0]["fact_id"], id);
+  EXPECT_FALSE(as_reader["choices"][0]["neighbors"][0][0].contains("text"));  // read keys get ids only
+
+  auto del = Client().Delete(("/v1/facts/" + std::to_string(id)).c_str());
+  EXPECT_EQ(del->status, 200) << del->body;
+  EXPECT_EQ(Client().Delete(("/v1/facts/" + std::to_string(id)).c_str())->status, 404);
+  auto gone = Client().Get(("/v1/facts/" + std::to_string(id)).c_str());
+  EXPECT_EQ(gone->status, 404);
+  EXPECT_NE(gone->body.find("was deleted"), std::string::npos);
+  json without = Completion(body);
+  for (const json& step : without["choices"][0]["neighbors"]) {
+    for (const json& nb : step) EXPECT_TRUE(nb["fact_id"].is_null()) << nb.dump();
+  }
+  json verdict = Post("/v1/facts/" + std::to_string(id) + "/verify-deleted", {{"text", fact}});
+  EXPECT_TRUE(verdict["passed"].get<bool>()) << verdict.dump();
+  EXPECT_EQ(verdict["probe"]["neighbors_from_deleted_fact"], 0);
+  EXPECT_EQ(verdict["probe"]["max_abs_logprob_diff_vs_rebuilt"], 0.0);
+
+  json many = Post("/v1/facts", {{"facts", {{{"text", "Alpha cat."}, {"client_id", "u9"}}, {{"text", "Beta cat."}, {"client_id", "u9"}}}}});
+  EXPECT_EQ(many["ids"].size(), 2u);
+  json deleted = Post("/v1/facts/delete", {{"client_id", "u9"}});
+  EXPECT_EQ(deleted["deleted"].size(), 2u);
+  Post("/v1/facts/delete", json::object(), 400);
+  Post("/v1/facts", {{"text", 5}}, 400);
+  Post("/v1/facts", {{"text", "x y"}, {"metadata", "no"}}, 400);
+}
+
+TEST_F(ServerTest, ScoreWithAndWithoutKnnAndTokenizeRoundTrip) {
+  json s = Post("/v1/score", {{"text", "The cat sees the bridge."}, {"knn", {{"k", 8}, {"lambda", 0.5}}}});
+  const size_t n = s["tokens_scored"].get<size_t>();
+  EXPECT_EQ(s["logprobs_lm"].size(), n);
+  EXPECT_EQ(s["logprobs_knn"].size(), n);
+  EXPECT_GT(s["perplexity_lm"].get<double>(), 1.0);
+  json off = Post("/v1/score", {{"text", "The cat sees the bridge."}, {"knn", {{"enabled", false}}}});
+  EXPECT_FALSE(off.contains("logprobs_knn"));
+  EXPECT_EQ(off["logprobs_lm"], s["logprobs_lm"]);
+  Post("/v1/score", {{"text", 3}}, 400);
+  json t = Post("/tokenize", {{"text", "The cat sees."}}, 200, kReadKey);
+  json d = Post("/detokenize", {{"tokens", t["tokens"]}}, 200, kReadKey);
+  EXPECT_EQ(d["text"], "The cat sees.");
+  Post("/detokenize", {{"tokens", {-1}}}, 400, kReadKey);
+}
+
+TEST_F(ServerTest, ConcurrentCompletionsWhileFactsChange) {
+  std::atomic<int> failures{0}, completions{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 6; ++i) {
+        auto c = Client(kReadKey);
+        json body = {{"model", "model"}, {"prompt", "The cat"}, {"max_tokens", 8}, {"seed", t * 100 + i}};
+        auto res = c.Post("/v1/completions", body.dump(), "application/json");
+        if (!res || (res->status != 200 && res->status != 503)) ++failures;
+        if (res && res->status == 200) ++completions;
+      }
+    });
+  }
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 8; ++i) {
+        auto c = Client();
+        auto res = c.Post("/v1/facts", json({{"text", "Churn fact " + std::to_string(t) + " " + std::to_string(i)}}).dump(),
+                          "application/json");
+        if (!res || res->status != 200) {
+          ++failures;
+          continue;
+        }
+        const int64_t id = json::parse(res->body)["id"];
+        auto del = c.Delete(("/v1/facts/" + std::to_string(id)).c_str());
+        if (!del || del->status != 200) ++failures;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures, 0);
+  EXPECT_GT(completions, 0);
+}
+
+TEST(ServerBackPressureTest, FullQueueAnswers503WithRetryAfter) {
+  ScratchDir d;
+  std::string out;
+  testing::WriteFileOrDie(d.File("train.txt"), testing::ToyCorpus());
+  ASSERT_EQ(RunCommand(Mnemo() + " train --corpus " + d.File("train.txt") + " --valid " + d.File("train.txt") +
+                           " --out " + d.File("model") +
+                           " --config tiny --vocab-size 300 --steps 2 --batch-size 2 --seq-len 16 --quiet", &out), 0) << out;
+  ASSERT_EQ(RunCommand(Mnemo() + " init --state " + d.File("state") + " --model " + d.File("model"), &out), 0) << out;
+  RunningServer server(d.File("state"), "", /*workers=*/1, /*queue=*/1);
+  std::atomic<int> ok{0}, busy{0}, other{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      httplib::Client c("127.0.0.1", server.port());
+      c.set_read_timeout(60, 0);
+      json body = {{"model", "model"}, {"prompt", "The cat"}, {"max_tokens", 60}};
+      auto res = c.Post("/v1/completions", body.dump(), "application/json");
+      if (res && res->status == 200) {
+        ++ok;
+      } else if (res && res->status == 503 && res->get_header_value("Retry-After") == "1" &&
+                 json::parse(res->body)["error"]["type"] == "overloaded") {
+        ++busy;
+      } else {
+        ++other;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(other, 0);
+  EXPECT_GE(ok, 1);
+  EXPECT_GE(busy, 1);
+}
+
+TEST(ServerProcessTest, SigtermStopsGracefully) {
+  ScratchDir d;
+  std::string out;
+  testing::WriteFileOrDie(d.File("train.txt"), testing::ToyCorpus());
+  ASSERT_EQ(RunCommand(Mnemo() + " train --corpus " + d.File("train.txt") + " --valid " + d.File("train.txt") +
+                           " --out " + d.File("model") +
+                           " --config tiny --vocab-size 300 --steps 2 --batch-size 2 --seq-len 16 --quiet", &out), 0) << out;
+  ASSERT_EQ(RunCommand(Mnemo() + " init --state " + d.File("state") + " --model " + d.File("model"), &out), 0) << out;
+  // Start, wait until healthy, add a fact, SIGTERM, and check the exit and the saved snapshot.
+  const std::string script =
+      Mnemo() + " serve --state " + d.File("state") + " --port 0 --no-log 2> " + d.File("log") + " & pid=$!; "
+      "for i in $(seq 100); do port=$(sed -n 's/.*listening on http:\\/\\/127.0.0.1:\\([0-9]*\\).*/\\1/p' " + d.File("log") +
+      "); [ -n \"$port\" ] && curl -sf localhost:$port/health >/dev/null && break; sleep 0.1; done; "
+      "curl -sf -X POST localhost:$port/v1/facts -d '{\"text\": \"The cat sleeps.\"}'; "
+      "kill -TERM $pid; wait $pid; echo \" exit=$?\"";
+  ASSERT_EQ(RunCommand("bash -c '" + [&] {
+                         std::string s = script;
+                         std::string escaped;
+                         for (char ch : s) escaped += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+                         return escaped;
+                       }() + "'", &out), 0) << out;
+  EXPECT_NE(out.find("\"id\":1"), std::string::npos) << out;
+  EXPECT_NE(out.find("exit=0"), std::string::npos) << out;
+  std::string log;
+  RunCommand("cat " + d.File("log"), &log);
+  EXPECT_NE(log.find("SIGTERM"), std::string::npos) << log;
+  EXPECT_NE(log.find("stopped"), std::string::npos) << log;
+  RunCommand("ls " + d.File("state/snapshots"), &out);
+  EXPECT_NE(out.find("segment-"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace mnemo
