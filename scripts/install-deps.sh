@@ -9,7 +9,11 @@ packages=(
   libgtest-dev libgmock-dev libcli11-dev libpcre2-dev zlib1g-dev
   libopenblas0-pthread  # LibTorch and FAISS link libblas.so.3: without this it is the reference BLAS, ~30x slower
   dict-gcide dict-foldoc
+  curl wrk  # tests: the server's process test; bench/server.sh: HTTP load generator
 )
+# The official openai npm client test needs Node and npm; a Node from elsewhere (e.g. NodeSource, whose
+# nodejs package bundles npm and conflicts with Debian's) is fine.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then packages+=(nodejs npm); fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,21 +1,47 @@
 #!/usr/bin/env bash
-# The main job on the default model. Until the HTTP server lands this is a command-line demo:
-# held-out perplexity, then generations from a few prompts.
-# Usage: scripts/serve.sh MNEMO_BINARY DATA_DIR
+# The main job: serve the default model over HTTP with a kNN-LM datastore and runtime facts.
+# First run: builds the default datastore (1M entries of GCIDE train, IVF1024,Flat; a few minutes) and a
+# state directory; later runs reuse them. Prints ready-to-paste curl commands once the server is up;
+# Ctrl-C stops it gracefully (in-flight requests finish, the state is snapshotted).
+# Usage: scripts/serve.sh MNEMO_BINARY DATA_DIR [PORT]
 set -euo pipefail
 mnemo=$1
 data=$2
+port=${3:-${PORT:-8080}}
 model="$data/models/default"
-echo "== held-out GCIDE test perplexity" >&2
-"$mnemo" eval ppl --model "$model" --text-file "$data/corpus/gcide/test.txt"
-for prompt in "Abdicate, v. t. To give up" "Harbour, n. A place of" "Computer, n."; do
-  echo "== generate --prompt \"$prompt\"" >&2
-  "$mnemo" generate --model "$model" --prompt "$prompt" --max-tokens 48 --temperature 0.8 --top-p 0.95 --seed 1
+datastore="$data/datastores/gcide-1m"
+state="$data/state"
+
+if [ ! -f "$datastore/manifest.json" ]; then
+  echo "== building the default datastore (first run only): 1M entries of GCIDE train, IVF1024,Flat" >&2
+  rm -rf "$datastore"
+  mkdir -p "$(dirname "$datastore")"
+  "$mnemo" datastore build --model "$model" --text-file "$data/corpus/gcide/train.txt" --out "$datastore" \
+    --index IVF1024,Flat --max-entries 1000000
+fi
+if [ ! -f "$state/state.json" ]; then
+  "$mnemo" init --state "$state" --model "$model" --datastore "$datastore"
+fi
+
+"$mnemo" serve --state "$state" --port "$port" --k 64 --lambda 0.25 --nprobe 8 &
+server=$!
+trap 'kill -INT $server 2>/dev/null; wait $server' INT TERM
+for _ in $(seq 600); do
+  curl -sf "localhost:$port/health" >/dev/null 2>&1 && break
+  kill -0 $server 2>/dev/null || { wait $server; exit 1; }
+  sleep 0.2
 done
 cat >&2 <<MSG
 
-Try it yourself:
-  $mnemo generate --model $model --prompt "Lantern, n." --max-tokens 40
-  $mnemo score --model $model --text "The act of abdicating." --json
-  $mnemo eval ppl --model $model --text-file $data/corpus/foldoc/test.txt
+mnemo is serving $model (datastore $datastore, state $state) on http://127.0.0.1:$port
+Try:
+  curl -s localhost:$port/v1/completions -H 'Content-Type: application/json' \\
+    -d '{"model": "default", "prompt": "Harbour, n. A place", "max_tokens": 24, "temperature": 0}'
+  curl -s localhost:$port/v1/facts -H 'Content-Type: application/json' \\
+    -d '{"text": "Quillon, n. The harbour town where Ada Brandt is harbour master."}'
+  curl -s localhost:$port/v1/completions -H 'Content-Type: application/json' \\
+    -d '{"model": "default", "prompt": "Quillon, n. The harbour town where", "max_tokens": 12, "temperature": 0, "knn": {"k": 8, "lambda": 0.5}, "return_neighbors": 2}'
+  curl -s -X DELETE localhost:$port/v1/facts/1
+Ctrl-C stops the server.
 MSG
+wait $server

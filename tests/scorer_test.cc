@@ -30,7 +30,9 @@ TEST(PlanWindowsTest, EveryTokenAfterTheFirstIsScoredExactlyOnce) {
         ASSERT_LE(w.end - w.begin, window);
         for (int64_t t = w.end - w.score_count; t < w.end; ++t) seen[t]++;
         // Each scored token after the first window has at least window - stride tokens of context.
-        if (w.begin > 0) EXPECT_GE(w.end - w.score_count - w.begin, window - stride);
+        if (w.begin > 0) {
+          EXPECT_GE(w.end - w.score_count - w.begin, window - stride);
+        }
       }
       EXPECT_EQ(seen[0], 0);
       for (int64_t t = 1; t < n; ++t) ASSERT_EQ(seen[t], 1) << "n=" << n << " token " << t;
