@@ -309,6 +309,8 @@ Status Server::Bind(int* port) {
   if (m.keys.empty()) std::fprintf(stderr, "mnemo serve: no API keys: loopback only, every client is admin\n");
   MNEMO_RETURN_IF_ERROR(o.knn.Validate());
   m.http.set_payload_max_length(o.max_body_bytes);
+  m.http.set_keep_alive_max_count(1000);  // cpp-httplib's default of 5 makes busy clients reconnect constantly
+  m.http.set_tcp_nodelay(true);  // a response goes out in two writes; Nagle + delayed ACK would add ~40 ms
   m.http.set_read_timeout(30, 0);
   m.http.set_write_timeout(30, 0);
   const int http_threads = o.http_threads;

@@ -33,34 +33,41 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"text": "Harbour, n. A place of security and comfort; a refuge; a shelter. A port or haven for ships; a bay or inlet of the sea, in which ships can moor, and be sheltered from the fury of winds and a heavy sea.", "knn": {"k": 64, "lambda": 0.25}}'
 LUA
 
-run() {  # name connections script
+run() {  # name connections script path
   echo "== $1 (connections $2, workers $workers, ${seconds}s)" | tee $out/$1.txt
-  wrk -t $(( $2 < 2 ? 1 : 2 )) -c "$2" -d "${seconds}s" --latency -s "$out/$3" "http://127.0.0.1:$port/" 2>&1 |
+  wrk -t $(( $2 < 2 ? 1 : 2 )) -c "$2" -d "${seconds}s" --latency -s "$out/$3" "http://127.0.0.1:$port$4" 2>&1 |
     tee -a $out/$1.txt | grep -E "Requests/sec|Non-2xx|50%|99%|Socket errors" || true
 }
-run completions-c1 1 completion.lua
-run completions-c4 4 completion.lua
-run completions-c16 16 completion.lua
+run completions-c1 1 completion.lua /v1/completions
+run completions-c4 4 completion.lua /v1/completions
+run completions-c16 16 completion.lua /v1/completions
 
-# Fact churn at ~10 adds and ~10 deletes per second while c=4 runs.
+# Fact churn while c=4 runs: every 0.1 s one fact is added and then deleted (an open loop: 10 adds/s and
+# 10 deletes/s whatever their latency).
+rm -f $out/churn.count $out/churn.errors
 (
-  prev=""
   while true; do
-    id=$(curl -sf localhost:$port/v1/facts -H 'Content-Type: application/json' \
-         -d "{\"text\": \"Churn fact $RANDOM: the harbour of Quillon opens at dawn.\"}" | sed -E 's/.*"id":([0-9]+).*/\1/')
-    [ -n "$prev" ] && curl -sf -X DELETE localhost:$port/v1/facts/$prev >/dev/null
-    prev=$id
-    echo x >> $out/churn.count
+    (
+      id=$(curl -sf localhost:$port/v1/facts -H 'Content-Type: application/json' \
+           -d "{\"text\": \"Churn fact $RANDOM: the harbour of Quillon opens at dawn.\"}" | sed -E 's/.*"id":([0-9]+).*/\1/')
+      if [ -n "$id" ] && curl -sf -X DELETE localhost:$port/v1/facts/$id >/dev/null; then
+        echo x >> $out/churn.count
+      else
+        echo x >> $out/churn.errors
+      fi
+    ) &
     sleep 0.1
   done
 ) &
 churn=$!
 rm -f $out/churn.count
-run completions-c4-churn 4 completion.lua
+run completions-c4-churn 4 completion.lua /v1/completions
 kill $churn
-echo "churn: $(wc -l < $out/churn.count) adds (and as many deletes) in ${seconds}s" | tee -a $out/completions-c4-churn.txt
+sleep 2
+echo "churn: $(cat $out/churn.count 2>/dev/null | wc -l) facts added and deleted in ${seconds}s, $(cat $out/churn.errors 2>/dev/null | wc -l) failed" |
+  tee -a $out/completions-c4-churn.txt
 
-run score-c2 2 score.lua
+run score-c2 2 score.lua /v1/score
 tokens=$(curl -sf localhost:$port/v1/score -H 'Content-Type: application/json' -d @<(sed -n "s/^wrk.body = '\(.*\)'$/\1/p" $out/score.lua) |
          sed -E 's/.*"tokens_scored":([0-9]+).*/\1/')
 echo "tokens scored per request: $tokens" | tee -a $out/score-c2.txt
