@@ -138,7 +138,10 @@ bool Server::Impl::RunOnWorker(httplib::Response& res, const std::function<void(
     return false;
   }
   if (finished.wait_for(std::chrono::duration<double>(options.request_timeout_s)) != std::future_status::ready) {
+    // `fn` refers to this handler's locals: wait for the worker to let go of them. Generation stops at
+    // its next token; a job still queued returns without running.
     job->cancel = true;
+    finished.wait();
     SendError(res, {504, "request timed out after " + std::to_string(options.request_timeout_s) + " s", "timeout"});
     return false;
   }

@@ -27,8 +27,10 @@ std::string Mnemo() { return MNEMO_BINARY; }
 // A server over a fresh state in `dir`, running on its own thread until destroyed.
 class RunningServer {
  public:
-  RunningServer(const std::string& state, const std::string& keys, int workers = 2, size_t queue = 32) {
+  RunningServer(const std::string& state, const std::string& keys, int workers = 2, size_t queue = 32,
+                double timeout_s = 120) {
     ServeOptions o;
+    o.request_timeout_s = timeout_s;
     o.state = state;
     o.port = 0;
     o.api_key_file = keys;
@@ -57,6 +59,16 @@ class RunningServer {
   Status run_status_;
   int port_ = 0;
 };
+
+// A barely trained tiny model and a state with no datastore in d/state.
+void MakeBareState(const ScratchDir& d) {
+  std::string out;
+  testing::WriteFileOrDie(d.File("train.txt"), testing::ToyCorpus());
+  ASSERT_EQ(RunCommand(Mnemo() + " train --corpus " + d.File("train.txt") + " --valid " + d.File("train.txt") +
+                           " --out " + d.File("model") +
+                           " --config tiny --vocab-size 300 --steps 2 --batch-size 2 --seq-len 16 --quiet", &out), 0) << out;
+  ASSERT_EQ(RunCommand(Mnemo() + " init --state " + d.File("state") + " --model " + d.File("model"), &out), 0) << out;
+}
 
 class ServerTest : public ::testing::Test {
  protected:
@@ -390,11 +402,7 @@ TEST_F(ServerTest, ConcurrentCompletionsWhileFactsChange) {
 TEST(ServerBackPressureTest, FullQueueAnswers503WithRetryAfter) {
   ScratchDir d;
   std::string out;
-  testing::WriteFileOrDie(d.File("train.txt"), testing::ToyCorpus());
-  ASSERT_EQ(RunCommand(Mnemo() + " train --corpus " + d.File("train.txt") + " --valid " + d.File("train.txt") +
-                           " --out " + d.File("model") +
-                           " --config tiny --vocab-size 300 --steps 2 --batch-size 2 --seq-len 16 --quiet", &out), 0) << out;
-  ASSERT_EQ(RunCommand(Mnemo() + " init --state " + d.File("state") + " --model " + d.File("model"), &out), 0) << out;
+  ASSERT_NO_FATAL_FAILURE(MakeBareState(d));
   RunningServer server(d.File("state"), "", /*workers=*/1, /*queue=*/1);
   std::atomic<int> ok{0}, busy{0}, other{0};
   std::vector<std::thread> threads;
@@ -423,11 +431,7 @@ TEST(ServerBackPressureTest, FullQueueAnswers503WithRetryAfter) {
 TEST(ServerProcessTest, SigtermStopsGracefully) {
   ScratchDir d;
   std::string out;
-  testing::WriteFileOrDie(d.File("train.txt"), testing::ToyCorpus());
-  ASSERT_EQ(RunCommand(Mnemo() + " train --corpus " + d.File("train.txt") + " --valid " + d.File("train.txt") +
-                           " --out " + d.File("model") +
-                           " --config tiny --vocab-size 300 --steps 2 --batch-size 2 --seq-len 16 --quiet", &out), 0) << out;
-  ASSERT_EQ(RunCommand(Mnemo() + " init --state " + d.File("state") + " --model " + d.File("model"), &out), 0) << out;
+  ASSERT_NO_FATAL_FAILURE(MakeBareState(d));
   // Start, wait until healthy, add a fact, SIGTERM, and check the exit and the saved snapshot.
   const std::string script =
       Mnemo() + " serve --state " + d.File("state") + " --port 0 --no-log 2> " + d.File("log") + " & pid=$!; "
@@ -449,6 +453,44 @@ TEST(ServerProcessTest, SigtermStopsGracefully) {
   EXPECT_NE(log.find("stopped"), std::string::npos) << log;
   RunCommand("ls " + d.File("state/snapshots"), &out);
   EXPECT_NE(out.find("segment-"), std::string::npos) << out;
+}
+
+TEST(ServerLimitsTest, TimeoutAndDisconnectCancelTheWork) {
+  ScratchDir d;
+  ASSERT_NO_FATAL_FAILURE(MakeBareState(d));
+  // 1,024 tokens cannot finish in 50 ms: 504, and the worker stops at its next token.
+  RunningServer server(d.File("state"), "", /*workers=*/1, /*queue=*/4, /*timeout_s=*/0.05);
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(60, 0);
+  const json long_body = {{"model", "model"}, {"prompt", "The cat"}, {"max_tokens", 1024}, {"temperature", 1.0}};
+  auto timed_out = c.Post("/v1/completions", long_body.dump(), "application/json");
+  ASSERT_TRUE(timed_out);
+  EXPECT_EQ(timed_out->status, 504) << timed_out->body;
+  EXPECT_EQ(json::parse(timed_out->body)["error"]["type"], "timeout");
+
+  // A streaming client that leaves after the first event: generation stops well before 1,024 tokens.
+  json stream_body = long_body;
+  stream_body["stream"] = true;
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/completions";
+  req.body = stream_body.dump();
+  req.set_header("Content-Type", "application/json");
+  int chunks = 0;
+  req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return ++chunks < 2; };
+  httplib::Response res;
+  httplib::Error error = httplib::Error::Success;
+  c.send(req, res, error);
+  EXPECT_EQ(chunks, 2);
+  double generated = -1;
+  for (int i = 0; i < 100 && generated < 0; ++i) {
+    auto metrics = c.Get("/metrics");
+    const size_t at = metrics->body.find("\nmnemo_tokens_generated_total ");
+    if (at != std::string::npos) generated = std::stod(metrics->body.substr(at + 30));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_GE(generated, 1);
+  EXPECT_LT(generated, 1024) << "the stream kept generating after its client left";
 }
 
 }  // namespace
