@@ -2,6 +2,9 @@
 // batched ingest rate, delete latency, search latency with 0 / 10K / 100K facts in the segment, and
 // start-up time of a state with 100K facts (from its snapshot, and rebuilt from the database).
 // Prints one JSON object.
+//
+// `mnemo_facts_bench encode MODEL TEXT` instead measures fact encoding and the raw forward pass;
+// MNEMO_THREADS sets LibTorch's thread count for it and MNEMO_PROFILE=trace.json writes a LibTorch profile.
 #include <torch/torch.h>
 #include <torch/csrc/autograd/profiler.h>
 
