@@ -58,7 +58,8 @@ ApiError ErrorFromStatus(const Status& s) {
     case Status::Code::kInvalidArgument: e.status = 400; break;
     case Status::Code::kNotFound: e.status = 404; break;
     case Status::Code::kFailedPrecondition: e.status = 409; break;
-    case Status::Code::kCancelled: e.status = 499; e.type = "cancelled"; break;
+    // Non-streaming work is only ever cancelled by the request timeout (a stream's client is gone).
+    case Status::Code::kCancelled: e.status = 504; e.type = "timeout"; break;
     default: e.status = 500; e.type = "server_error"; e.message = s.ToString(); break;
   }
   return e;
@@ -75,7 +76,32 @@ void Server::Impl::SendError(httplib::Response& res, const ApiError& e) {
   SendJson(res, {{"error", err}}, e.status);
 }
 
+// Nesting depth of a JSON text (brackets outside strings). Copying or dumping a JSON value recurses, so a
+// body nested hundreds of thousands deep would overflow the stack of whoever copies it.
+int JsonDepth(const std::string& text) {
+  int depth = 0, deepest = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
 bool Server::Impl::ParseBody(const httplib::Request& req, httplib::Response& res, Json* body) {
+  if (JsonDepth(req.body) > 32) {
+    SendError(res, {400, "request body is nested more than 32 levels deep"});
+    return false;
+  }
   // nlohmann rejects invalid UTF-8 in strings, so a prompt with broken UTF-8 is a 400 here.
   Json parsed = Json::parse(req.body, nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded()) {
@@ -124,12 +150,23 @@ Role Server::Impl::RoleOf(const httplib::Request& req) const {
 bool Server::Impl::RunOnWorker(httplib::Response& res, const std::function<void(const std::atomic<bool>&)>& fn) {
   struct Job {
     std::atomic<bool> cancel{false};
+    bool ran = false;     // fn ran (to its end, or to an exception)
+    std::string failure;  // what it threw
     std::promise<void> done;
   };
   auto job = std::make_shared<Job>();
   std::future<void> finished = job->done.get_future();
   const bool queued = work->TrySubmit([job, fn] {
-    if (!job->cancel) fn(job->cancel);
+    if (!job->cancel) {
+      try {
+        fn(job->cancel);
+      } catch (const std::exception& e) {
+        job->failure = e.what();
+      } catch (...) {
+        job->failure = "unknown exception";
+      }
+      job->ran = true;
+    }
     job->done.set_value();
   });
   if (!queued) {
@@ -139,10 +176,18 @@ bool Server::Impl::RunOnWorker(httplib::Response& res, const std::function<void(
   }
   if (finished.wait_for(std::chrono::duration<double>(options.request_timeout_s)) != std::future_status::ready) {
     // `fn` refers to this handler's locals: wait for the worker to let go of them. Generation stops at
-    // its next token; a job still queued returns without running.
+    // its next token (and reports Cancelled, answered 504); work that ignores `cancel` (encoding, a
+    // commit) finishes, and then its real result is the answer.
     job->cancel = true;
     finished.wait();
-    SendError(res, {504, "request timed out after " + std::to_string(options.request_timeout_s) + " s", "timeout"});
+    if (!job->ran) {
+      SendError(res, {504, "request timed out after " + std::to_string(options.request_timeout_s) + " s in the queue",
+                      "timeout"});
+      return false;
+    }
+  }
+  if (!job->failure.empty()) {
+    SendError(res, {500, "internal error: " + job->failure, "server_error"});
     return false;
   }
   return true;
@@ -185,23 +230,34 @@ void Server::Impl::Routes() {
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     t_request_start = Clock::now();
     t_request_started = true;
+    ++in_flight;
+    // A request rejected here has not had its body read (cpp-httplib reads it after pre-routing): close
+    // the connection so those bytes are never parsed as the next request.
+    const std::string length = req.get_header_value("Content-Length");
+    const bool has_body = (!length.empty() && length != "0") || req.has_header("Transfer-Encoding");
+    auto reject = [&](const ApiError& e) {
+      if (has_body) res.set_header("Connection", "close");
+      SendError(res, e);
+      return httplib::Server::HandlerResponse::Handled;
+    };
+    if (draining) {
+      res.set_header("Retry-After", "5");
+      return reject({503, "the server is shutting down", "unavailable"});
+    }
     const Role need = RequiredRole(req.path);
     if (need != Role::kNone && !keys.empty()) {
       const Role have = RoleOf(req);
       if (have == Role::kNone) {
-        SendError(res, {401, "missing or invalid API key (Authorization: Bearer <key> or X-Api-Key)", "authentication_error"});
-        return httplib::Server::HandlerResponse::Handled;
+        return reject({401, "missing or invalid API key (Authorization: Bearer <key> or X-Api-Key)", "authentication_error"});
       }
       if (have < need) {
-        SendError(res, {403, std::string("this key has role ") + RoleName(have) + "; " + req.path + " needs " +
-                                 RoleName(need), "permission_error"});
-        return httplib::Server::HandlerResponse::Handled;
+        return reject({403, std::string("this key has role ") + RoleName(have) + "; " + req.path + " needs " +
+                                RoleName(need), "permission_error"});
       }
     }
     if (!is_ready && req.path != "/health") {
       res.set_header("Retry-After", "5");
-      SendError(res, {503, "the model is still loading", "loading"});
-      return httplib::Server::HandlerResponse::Handled;
+      return reject({503, "the model is still loading", "loading"});
     }
     return httplib::Server::HandlerResponse::Unhandled;
   });
@@ -229,6 +285,7 @@ void Server::Impl::Routes() {
   http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
     const double seconds =
         t_request_started ? std::chrono::duration<double>(Clock::now() - t_request_start).count() : 0.0;
+    if (t_request_started) --in_flight;
     t_request_started = false;
     Record(EndpointOf(req.path), res.status, seconds);
     if (options.log_requests) {
@@ -348,11 +405,23 @@ Status Server::Run() {
                    static_cast<long>(m.store->size()), static_cast<long>(m.store->fact_entries()));
     } else {
       std::fprintf(stderr, "mnemo serve: loading failed: %s\n", s.ToString().c_str());
-      while (!m.http.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      m.http.stop();
+      m.stop_requested = true;
     }
   });
-  m.http.listen_after_bind();
+  // cpp-httplib's stop() does nothing before the listener runs, so a stop requested early (a signal
+  // during start-up, a failed load) is re-issued by this guard once the listener is up.
+  std::atomic<bool> listen_returned{false};
+  std::thread guard([&m, &listen_returned] {
+    while (!listen_returned) {
+      if (m.stop_requested && m.http.is_running()) m.http.stop();
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  });
+  if (!m.stop_requested && !m.http.listen_after_bind() && !m.stop_requested) {
+    std::fprintf(stderr, "mnemo serve: the listener failed\n");
+  }
+  listen_returned = true;
+  guard.join();
   m.loader.join();
   m.work->Shutdown();
   m.work.reset();  // joins the workers after they finish what was queued
@@ -361,6 +430,15 @@ Status Server::Run() {
   return m.load_status;
 }
 
-void Server::Stop() { impl_->http.stop(); }
+void Server::Stop() {
+  Impl& m = *impl_;
+  if (m.stop_requested.exchange(true)) return;
+  // Drain: new requests get 503 while in-flight ones (streams included) finish, for up to 30 s; then
+  // close the listener.
+  m.draining = true;
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
+  while (m.in_flight > 0 && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  m.http.stop();
+}
 
 }  // namespace mnemo

@@ -44,13 +44,18 @@ Status ParseCompletion(const Json& body, const Tokenizer& tokenizer, int64_t con
     r.prompt = tokenizer.Encode(one->get<std::string>());
   } else if (one->is_array()) {
     for (const Json& t : *one) {
-      if (!t.is_number_integer()) return Status::InvalidArgument("prompt: a token array must hold integers");
-      r.prompt.push_back(t.get<int32_t>());
+      if (!t.is_number_integer() || (t.is_number_unsigned() && t.get<uint64_t>() > INT32_MAX) ||
+          t.get<int64_t>() < 0 || t.get<int64_t>() >= tokenizer.vocab_size()) {
+        return Status::InvalidArgument("prompt: token ids must be integers in [0, " +
+                                       std::to_string(tokenizer.vocab_size()) + ")");
+      }
+      r.prompt.push_back(static_cast<int32_t>(t.get<int64_t>()));
     }
   } else {
     return Status::InvalidArgument("prompt: must be a string or an array of token ids");
   }
   if (r.prompt.empty()) return Status::InvalidArgument("prompt: must not be empty");
+  r.max_tokens = std::min<int64_t>(16, options.max_tokens_cap);  // OpenAI's default, within the cap
   MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "max_tokens", 0, options.max_tokens_cap, &r.max_tokens));
   MNEMO_RETURN_IF_ERROR(api::OptionalNumber(body, "temperature", 0, 2, &r.sampling.temperature));
   MNEMO_RETURN_IF_ERROR(api::OptionalNumber(body, "top_p", 0, 1, &r.sampling.top_p));
@@ -89,6 +94,10 @@ Status ParseCompletion(const Json& body, const Tokenizer& tokenizer, int64_t con
       }
     } else {
       return Status::InvalidArgument("stop: must be a string or an array of strings");
+    }
+    if (r.stop.size() > 4) return Status::InvalidArgument("stop: at most 4 sequences");
+    for (const std::string& stop_sequence : r.stop) {
+      if (stop_sequence.empty()) return Status::InvalidArgument("stop: sequences must not be empty");
     }
   }
   MNEMO_RETURN_IF_ERROR(ParseKnn(body, options.knn, &r.knn));
@@ -235,7 +244,9 @@ void Server::Impl::HandleCompletions(const httplib::Request& req, httplib::Respo
   const bool queued = work->TrySubmit([this, channel, push, request, id, created, admin] {
     CompletionResult result;
     const Tokenizer& tokenizer = *model->tokenizer;
-    Status run = Complete(*model, memory.get(), request,
+    Status run;
+    try {
+      run = Complete(*model, memory.get(), request,
         [&](const CompletionEvent& e) {
           Json choice = {{"text", e.text}, {"index", e.choice}, {"logprobs", nullptr},
                          {"finish_reason", e.finished ? Json(e.finish_reason) : Json(nullptr)}};
@@ -253,6 +264,9 @@ void Server::Impl::HandleCompletions(const httplib::Request& req, httplib::Respo
           return !channel->cancel.load();
         },
         &channel->cancel, &result);
+    } catch (const std::exception& e) {
+      run = Status::IOError(std::string("internal error: ") + e.what());
+    }
     if (!run.ok() && !run.IsCancelled()) {
       const ApiError e = ErrorFromStatus(run);
       push("data: " + api::Dump({{"error", {{"message", e.message}, {"type", e.type}}}}) + "\n\n");
@@ -282,7 +296,9 @@ void Server::Impl::HandleCompletions(const httplib::Request& req, httplib::Respo
       }
       lock.lock();
     }
-    if (channel->done) {
+    const bool done = channel->done;
+    lock.unlock();  // the socket calls below may block; the worker must still be able to push
+    if (done) {
       sink.done();
       return true;
     }
@@ -305,9 +321,10 @@ void Server::Impl::HandleScore(const httplib::Request& req, httplib::Response& r
   Status s = api::OptionalString(body, "text", &text, &has_text);
   if (s.ok() && has_text) {
     ids = model->tokenizer->Encode(text);
+  } else if (s.ok() && body.contains("ids") && !body["ids"].is_array()) {
+    s = Status::InvalidArgument("ids: must be an array of token ids");
   } else if (s.ok() && body.contains("ids")) {
-    if (!body["ids"].is_array()) s = Status::InvalidArgument("ids: must be an array of token ids");
-    for (const Json& t : body.value("ids", Json::array())) {
+    for (const Json& t : body["ids"]) {  // by reference: copying a JSON value recurses
       if (!s.ok()) break;
       if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() >= model->config.vocab_size) {
         s = Status::InvalidArgument("ids: every element must be a token id in the vocabulary");

@@ -45,6 +45,9 @@ struct Server::Impl {
   MetricsRegistry metrics;
   std::thread loader;
   std::atomic<bool> is_ready{false};
+  std::atomic<bool> stop_requested{false};  // Stop() called, or loading failed
+  std::atomic<bool> draining{false};        // Stop() in progress: new requests get 503
+  std::atomic<int> in_flight{0};            // requests past pre-routing whose response is not logged yet
   std::mutex load_mu;
   Status load_status;  // guarded by load_mu
   std::string model_id;

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <stdexcept>
 #include <unordered_set>
 
 #include "util/file_util.h"
@@ -43,7 +44,10 @@ std::vector<std::pair<int64_t, std::string>> ListSnapshots(const std::string& di
     }
     const std::string digits = name.substr(prefix, name.size() - prefix - suffix);
     if (digits.find_first_not_of("0123456789") != std::string::npos) continue;
-    out.emplace_back(std::stoll(digits), e.path().string());
+    try {
+      out.emplace_back(std::stoll(digits), e.path().string());
+    } catch (const std::out_of_range&) {  // not a seq this store wrote
+    }
   }
   std::sort(out.begin(), out.end());
   return out;
@@ -335,7 +339,7 @@ Status FactStore::Recover() {
     snapshot_seq_ = -1;
     if (last_seq_ > 0) {
       std::lock_guard<std::mutex> lock(write_mu_);
-      return Checkpoint();
+      return CheckpointLocked();
     }
   }
   return Status::OK();
@@ -476,13 +480,23 @@ Status FactStore::ApplyDeletes(const std::vector<FactRecord>& deleted, int64_t l
 Status FactStore::AfterChange(int64_t last_seq) {
   last_seq_ = last_seq;
   ++changes_since_snapshot_;
-  if (options_.snapshot_every > 0 && changes_since_snapshot_ >= options_.snapshot_every) return Checkpoint();
+  if (options_.snapshot_every > 0 && changes_since_snapshot_ >= options_.snapshot_every) {
+    // The change itself is committed; a snapshot that cannot be written (disk full) is retried at the
+    // next change and must not turn an acknowledged write into an error (a client would retry it).
+    Status s = CheckpointLocked();
+    if (!s.ok()) std::fprintf(stderr, "fact store: snapshot failed, will retry: %s\n", s.ToString().c_str());
+  }
   return Status::OK();
 }
 
 Status FactStore::Checkpoint() {
-  // Callers hold write_mu_ (Close, AfterChange, Recover), so the segment cannot change meanwhile;
-  // searches keep running (Save takes the index's shared lock).
+  std::lock_guard<std::mutex> write(write_mu_);
+  return CheckpointLocked();
+}
+
+Status FactStore::CheckpointLocked() {
+  // The caller holds write_mu_, so the segment cannot change meanwhile; searches keep running (Save takes
+  // the index's shared lock).
   if (options_.read_only_check) return Status::FailedPrecondition("Checkpoint: store opened for checking only");
   if (snapshot_seq_ == last_seq_) return Status::OK();
   const int64_t seq = last_seq_;
@@ -497,7 +511,7 @@ Status FactStore::Checkpoint() {
 Status FactStore::Close() {
   if (options_.read_only_check) return Status::OK();
   std::lock_guard<std::mutex> write(write_mu_);
-  return Checkpoint();
+  return CheckpointLocked();
 }
 
 Status FactStore::RebuildFromDatabase(std::unique_ptr<KnnMemory>* out) const {

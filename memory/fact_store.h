@@ -135,6 +135,7 @@ class FactStore : public KnnMemory {
   Status RebuildSegment(Segment* segment) const;
   Status NewSegment(std::unique_ptr<Segment>* out) const;
   Status AfterChange(int64_t last_seq);
+  Status CheckpointLocked();  // callers hold write_mu_
   Status ApplyDeletes(const std::vector<FactRecord>& deleted, int64_t last_seq);
   static Status SearchMerged(const Datastore* base, const Segment& segment, const float* queries, int64_t n,
                              const MemorySearchOptions& options, std::vector<Neighbor>* out);

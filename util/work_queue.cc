@@ -1,5 +1,8 @@
 #include "util/work_queue.h"
 
+#include <cstdio>
+#include <exception>
+
 namespace mnemo {
 
 WorkQueue::WorkQueue(int threads, size_t capacity, std::function<void()> init)
@@ -52,7 +55,13 @@ void WorkQueue::Run() {
       tasks_.pop_front();
       ++busy_;
     }
-    task();
+    try {
+      task();
+    } catch (const std::exception& e) {  // tasks report their own errors; this only keeps the worker alive
+      std::fprintf(stderr, "work queue: task threw: %s\n", e.what());
+    } catch (...) {
+      std::fprintf(stderr, "work queue: task threw\n");
+    }
     std::lock_guard<std::mutex> lock(mu_);
     --busy_;
   }
