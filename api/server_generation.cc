@@ -70,6 +70,7 @@ Status ParseCompletion(const Json& body, const Tokenizer& tokenizer, int64_t con
   MNEMO_RETURN_IF_ERROR(api::OptionalBool(body, "echo", &r.echo));
   MNEMO_RETURN_IF_ERROR(api::OptionalBool(body, "stream", &out->stream));
   MNEMO_RETURN_IF_ERROR(api::OptionalBool(body, "truncate_prompt", &out->truncate));
+  MNEMO_RETURN_IF_ERROR(api::OptionalBool(body, "ignore_eos", &r.ignore_eos));
   int64_t best_of = r.n;
   MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "best_of", 1, 16, &best_of));
   if (best_of != r.n) return Status::InvalidArgument("best_of: only best_of = n is supported");

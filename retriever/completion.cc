@@ -111,7 +111,7 @@ Status Complete(LanguageModel& model, const KnnMemory* memory, const CompletionR
     options.max_tokens = request.max_tokens;
     options.sampling = request.sampling;
     options.seed = request.has_seed ? request.seed + static_cast<uint64_t>(c) : std::random_device{}();
-    options.stop_token = tokenizer.eot_id();
+    options.stop_token = request.ignore_eos ? -1 : tokenizer.eot_id();
     torch::Tensor step_distribution;
     std::vector<Neighbor> step_neighbors;
     options.hook = [&](const torch::Tensor& key, const torch::Tensor& lp, torch::Tensor* dist) {

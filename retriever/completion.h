@@ -34,6 +34,7 @@ struct CompletionRequest {
   bool echo = false;         // prepend the prompt (and its log-probabilities) to each choice
   KnnOptions knn;            // knn.enabled = false: the base LM
   int return_neighbors = 0;  // >0: per generated token, this many nearest neighbours
+  bool ignore_eos = false;   // keep generating past <|endoftext|> (fixed-length runs for benchmarks)
 };
 
 struct TokenLogprob {

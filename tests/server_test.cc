@@ -472,5 +472,43 @@ TEST(ServerLimitsTest, TimedOutGenerationAnswers504) {
   EXPECT_EQ(c.Get("/health")->status, 200);
 }
 
+TEST(ServerLimitsTest, StreamStopsWhenItsClientLeaves) {
+  ScratchDir d;
+  ASSERT_NO_FATAL_FAILURE(MakeBareState(d));
+  RunningServer server(d.File("state"), "", /*workers=*/1, /*queue=*/4);
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(60, 0);
+  // ignore_eos: the full run is exactly 1,024 tokens, so stopping early is visible.
+  const json body = {{"model", "model"}, {"prompt", "The cat"}, {"max_tokens", 1024}, {"ignore_eos", true},
+                     {"stream", true}};
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/completions";
+  req.body = body.dump();
+  req.set_header("Content-Type", "application/json");
+  int chunks = 0;
+  req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return ++chunks < 2; };
+  httplib::Response res;
+  httplib::Error error = httplib::Error::Success;
+  c.send(req, res, error);
+  EXPECT_EQ(chunks, 2);
+  double generated = -1;
+  for (int i = 0; i < 200 && generated < 0; ++i) {
+    auto metrics = c.Get("/metrics");
+    ASSERT_TRUE(metrics);
+    const size_t at = metrics->body.find("\nmnemo_tokens_generated_total ");
+    if (at != std::string::npos) generated = std::stod(metrics->body.substr(at + 30));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_GE(generated, 1);
+  EXPECT_LT(generated, 1024) << "the stream kept generating after its client left";
+  // Without leaving, the same request runs to the end.
+  json whole = body;
+  whole.erase("stream");
+  auto full = c.Post("/v1/completions", whole.dump(), "application/json");
+  ASSERT_TRUE(full);
+  EXPECT_EQ(json::parse(full->body)["usage"]["completion_tokens"], 1024);
+}
+
 }  // namespace
 }  // namespace mnemo
