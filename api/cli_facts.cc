@@ -6,6 +6,7 @@
 
 #include "api/cli.h"
 #include "api/common_flags.h"
+#include "api/fact_json.h"
 #include "lm/checkpoint.h"
 #include "memory/fact_store.h"
 #include "retriever/deletion_verifier.h"
@@ -36,24 +37,13 @@ Status LoadStateModel(const FactStore& store, std::unique_ptr<LanguageModel>* mo
   return Status::OK();
 }
 
-Json FactJson(const FactRecord& f) {
-  Json j = {{"id", f.id}, {"text", f.text}};
-  if (!f.client_id.empty()) j["client_id"] = f.client_id;
-  j["metadata"] = f.metadata_json.empty() ? Json::object() : Json::parse(f.metadata_json, nullptr, false);
-  j["tokens"] = f.num_tokens;
-  j["created_at_ms"] = f.created_at_ms;
-  return j;
-}
-
 // --where field=value: the value is JSON when it parses as a scalar (1, true, "x"), else a string.
 Status ParseWhere(const std::string& where, FactFilter* filter) {
   if (where.empty()) return Status::OK();
   const size_t eq = where.find('=');
   if (eq == std::string::npos || eq == 0) return Status::InvalidArgument("--where needs field=value, got \"" + where + "\"");
   filter->metadata_field = where.substr(0, eq);
-  const std::string value = where.substr(eq + 1);
-  auto j = Json::parse(value, nullptr, false);
-  filter->metadata_value_json = (!j.is_discarded() && (j.is_primitive() && !j.is_null())) ? value : Json(value).dump();
+  filter->metadata_value_json = api::MetadataMatchValue(where.substr(eq + 1));
   return Status::OK();
 }
 
@@ -208,7 +198,7 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
         if (store->GetTombstone(ga->id, &t).ok()) s = Status::NotFound("fact " + std::to_string(ga->id) + " was deleted");
       }
       if (!s.ok()) return Fail(s);
-      Json j = FactJson(f);
+      Json j = api::FactToJson(f);
       if (ga->st.json) {
         std::cout << DumpJson(j) << "\n";
       } else {
@@ -247,7 +237,7 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
       if (!s.ok()) return Fail(s);
       if (la->st.json) {
         Json items = Json::array();
-        for (const FactRecord& f : page) items.push_back(FactJson(f));
+        for (const FactRecord& f : page) items.push_back(api::FactToJson(f));
         Json out = {{"facts", items}, {"total", total}};
         out["next_after"] = next == 0 ? Json(nullptr) : Json(next);
         std::cout << DumpJson(out) << "\n";

@@ -1,5 +1,6 @@
 // Fact management over HTTP: add (one or many), get, list (paged, filtered), delete by id or by filter,
 // verify a deletion. All admin-only (the pre-routing handler checks the role).
+#include "api/fact_json.h"
 #include "api/server_impl.h"
 #include "retriever/deletion_verifier.h"
 #include "retriever/fact_encoder.h"
@@ -8,15 +9,6 @@ namespace mnemo {
 namespace {
 
 using api::Json;
-
-Json FactJson(const FactRecord& f) {
-  Json j = {{"id", f.id}, {"object", "fact"}, {"text", f.text}};
-  j["client_id"] = f.client_id.empty() ? Json(nullptr) : Json(f.client_id);
-  j["metadata"] = f.metadata_json.empty() ? Json::object() : Json::parse(f.metadata_json, nullptr, false);
-  j["tokens"] = f.num_tokens;
-  j["created_at_ms"] = f.created_at_ms;
-  return j;
-}
 
 Status ParseFact(const Json& j, const std::string& where, FactText* out) {
   if (!j.is_object()) return Status::InvalidArgument(where + ": must be an object {\"text\", \"client_id\", \"metadata\"}");
@@ -104,7 +96,7 @@ void Server::Impl::HandleGetFact(const httplib::Request& req, httplib::Response&
     return SendError(res, {404, "fact " + std::to_string(id) + (deleted ? " was deleted" : " does not exist")});
   }
   if (!s.ok()) return SendError(res, ErrorFromStatus(s));
-  SendJson(res, FactJson(f));
+  SendJson(res, api::FactToJson(f));
 }
 
 void Server::Impl::HandleListFacts(const httplib::Request& req, httplib::Response& res) {
@@ -130,8 +122,7 @@ void Server::Impl::HandleListFacts(const httplib::Request& req, httplib::Respons
   for (const auto& [key, value] : req.params) {
     if (key.rfind("metadata.", 0) != 0) continue;
     options.filter.metadata_field = key.substr(9);
-    Json v = Json::parse(value, nullptr, false);
-    options.filter.metadata_value_json = !v.is_discarded() && v.is_primitive() && !v.is_null() ? value : api::Dump(value);
+    options.filter.metadata_value_json = api::MetadataMatchValue(value);
   }
   std::vector<FactRecord> page;
   int64_t next = 0, total = 0;
@@ -139,7 +130,7 @@ void Server::Impl::HandleListFacts(const httplib::Request& req, httplib::Respons
   if (s.ok()) s = store->Count(options.filter, &total);
   if (!s.ok()) return SendError(res, ErrorFromStatus(s));
   Json data = Json::array();
-  for (const FactRecord& f : page) data.push_back(FactJson(f));
+  for (const FactRecord& f : page) data.push_back(api::FactToJson(f));
   SendJson(res, {{"object", "list"}, {"data", data}, {"total", total}, {"next_after", next == 0 ? Json(nullptr) : Json(next)}});
 }
 

@@ -72,24 +72,29 @@ class FactStore::Segment {
 
   // Adds every fact's entries to the index in one call (all or nothing), then to the map.
   Status AddFacts(const std::vector<const FactRecord*>& facts) {
+    std::vector<std::pair<int64_t, const std::vector<uint16_t>*>> keys;
+    for (const FactRecord* f : facts) keys.emplace_back(f->id, &f->keys);
+    MNEMO_RETURN_IF_ERROR(IndexKeys(keys));
+    for (const FactRecord* f : facts) RememberFact(*f);
+    return Status::OK();
+  }
+
+  // Adds the entries of facts given as (id, fp16 keys) to the index in one call; the map is untouched
+  // (start-up replay re-indexes facts the map already holds).
+  Status IndexKeys(const std::vector<std::pair<int64_t, const std::vector<uint16_t>*>>& facts) {
     int64_t total = 0;
-    for (const FactRecord* f : facts) total += static_cast<int64_t>(f->tokens.size()) - 1;
+    for (const auto& [id, k] : facts) total += static_cast<int64_t>(k->size()) / dim_;
     std::vector<float> keys(static_cast<size_t>(total) * dim_);
     std::vector<int64_t> ids(static_cast<size_t>(total));
     int64_t row = 0;
-    for (const FactRecord* f : facts) {
-      const int64_t n = static_cast<int64_t>(f->tokens.size()) - 1;
+    for (const auto& [id, k] : facts) {
+      const int64_t n = static_cast<int64_t>(k->size()) / dim_;
       for (int64_t p = 0; p < n; ++p, ++row) {
-        ids[row] = FactEntryId(f->id, p);
-        for (int d = 0; d < dim_; ++d) keys[row * dim_ + d] = HalfToFloat(f->keys[p * dim_ + d]);
+        ids[row] = FactEntryId(id, p);
+        for (int d = 0; d < dim_; ++d) keys[row * dim_ + d] = HalfToFloat((*k)[p * dim_ + d]);
       }
     }
     MNEMO_RETURN_IF_ERROR(index_->Add(total, keys.data(), ids.data()));
-    for (const FactRecord* f : facts) {
-      Entries& e = facts_[f->id];
-      e.values.assign(f->tokens.begin() + 1, f->tokens.end());
-      e.keys = f->keys;
-    }
     entries_ += total;
     return Status::OK();
   }
@@ -291,12 +296,7 @@ Status FactStore::Recover() {
       if (c.op == ChangeOp::kAdd) {
         const Segment::Entries* e = segment->Find(c.fact_id);
         if (e == nullptr || index.Contains(FactEntryId(c.fact_id, 0))) continue;  // deleted later, or present
-        FactRecord f;
-        f.id = c.fact_id;
-        f.tokens.assign(1, 0);
-        f.tokens.insert(f.tokens.end(), e->values.begin(), e->values.end());
-        f.keys = e->keys;
-        MNEMO_RETURN_IF_ERROR(segment->AddFacts({&f}));
+        MNEMO_RETURN_IF_ERROR(segment->IndexKeys({{c.fact_id, &e->keys}}));
       } else {
         Tombstone t;
         if (!db_->GetTombstone(c.fact_id, &t).ok()) continue;

@@ -21,11 +21,7 @@ class LeakageTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new ScratchDir();
-    testing::WriteFileOrDie(dir_->File("train.txt"), testing::ToyCorpus());
-    std::string out;
-    ASSERT_EQ(RunCommand(std::string(MNEMO_BINARY) + " train --corpus " + dir_->File("train.txt") + " --valid " +
-                             dir_->File("train.txt") + " --out " + dir_->File("model") +
-                             " --config tiny --vocab-size 300 --steps 40 --batch-size 4 --seq-len 32 --quiet", &out), 0) << out;
+    ASSERT_NO_FATAL_FAILURE(testing::TrainTinyModelWithCli(dir_->path(), /*steps=*/40));
   }
   static void TearDownTestSuite() { delete dir_; }
 

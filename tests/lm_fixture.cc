@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "lm/bpe_trainer.h"
+#include "tests/test_util.h"
 
 namespace mnemo::testing {
 
@@ -47,6 +48,16 @@ Gpt TinyGpt(int64_t vocab_size, uint64_t seed) {
   net->InitWeights(seed);
   net->eval();
   return net;
+}
+
+void TrainTinyModelWithCli(const std::string& dir, int steps, const std::string& valid) {
+  const std::string train = dir + "/train.txt";
+  WriteFileOrDie(train, ToyCorpus());
+  std::string out;
+  ASSERT_EQ(RunCommand(std::string(MNEMO_BINARY) + " train --corpus " + train + " --valid " +
+                           (valid.empty() ? train : valid) + " --out " + dir + "/model --config tiny --vocab-size 300" +
+                           " --steps " + std::to_string(steps) + " --batch-size 4 --seq-len 32 --quiet", &out), 0)
+      << out;
 }
 
 }  // namespace mnemo::testing

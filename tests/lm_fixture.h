@@ -19,4 +19,9 @@ const BpeTokenizer& ToyTokenizer();
 GptConfig TinyConfig(int64_t vocab_size);
 Gpt TinyGpt(int64_t vocab_size, uint64_t seed = 7);
 
+// Trains the "tiny" preset on ToyCorpus() through the mnemo binary: writes dir/train.txt, then a model in
+// dir/model (validated on `valid`, default the training text). A few steps give a barely trained model
+// quickly; 40 give one that has learnt the toy corpus. Fails the current test on error.
+void TrainTinyModelWithCli(const std::string& dir, int steps, const std::string& valid = "");
+
 }  // namespace mnemo::testing

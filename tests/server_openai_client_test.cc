@@ -27,10 +27,7 @@ TEST(ServerOpenAiClientTest, OfficialClientWorksUnchanged) {
         << "npm install failed (the npm registry must be reachable):\n" << out;
   }
   ScratchDir d;
-  testing::WriteFileOrDie(d.File("train.txt"), testing::ToyCorpus());
-  ASSERT_EQ(RunCommand(std::string(MNEMO_BINARY) + " train --corpus " + d.File("train.txt") + " --valid " +
-                           d.File("train.txt") + " --out " + d.File("model") +
-                           " --config tiny --vocab-size 300 --steps 5 --batch-size 2 --seq-len 16 --quiet", &out), 0) << out;
+  ASSERT_NO_FATAL_FAILURE(testing::TrainTinyModelWithCli(d.path(), /*steps=*/5));
   ASSERT_EQ(RunCommand(std::string(MNEMO_BINARY) + " init --state " + d.File("state") + " --model " + d.File("model"), &out), 0)
       << out;
   testing::WriteFileOrDie(d.File("keys"), "read sk-test-read-0123456789\n");

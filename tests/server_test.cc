@@ -63,10 +63,7 @@ class RunningServer {
 // A barely trained tiny model and a state with no datastore in d/state.
 void MakeBareState(const ScratchDir& d) {
   std::string out;
-  testing::WriteFileOrDie(d.File("train.txt"), testing::ToyCorpus());
-  ASSERT_EQ(RunCommand(Mnemo() + " train --corpus " + d.File("train.txt") + " --valid " + d.File("train.txt") +
-                           " --out " + d.File("model") +
-                           " --config tiny --vocab-size 300 --steps 2 --batch-size 2 --seq-len 16 --quiet", &out), 0) << out;
+  ASSERT_NO_FATAL_FAILURE(testing::TrainTinyModelWithCli(d.path(), /*steps=*/2));
   ASSERT_EQ(RunCommand(Mnemo() + " init --state " + d.File("state") + " --model " + d.File("model"), &out), 0) << out;
 }
 
@@ -74,13 +71,10 @@ class ServerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new ScratchDir();
-    testing::WriteFileOrDie(dir_->File("train.txt"), testing::ToyCorpus());
     testing::WriteFileOrDie(dir_->File("valid.txt"), testing::ToyCorpus().substr(0, 4000));
     testing::WriteFileOrDie(dir_->File("keys"), std::string("# roles\nread ") + kReadKey + "\nadmin " + kAdminKey + "\n");
     std::string out;
-    ASSERT_EQ(RunCommand(Mnemo() + " train --corpus " + dir_->File("train.txt") + " --valid " + dir_->File("valid.txt") +
-                             " --out " + dir_->File("model") +
-                             " --config tiny --vocab-size 300 --steps 40 --batch-size 4 --seq-len 32 --quiet", &out), 0) << out;
+    ASSERT_NO_FATAL_FAILURE(testing::TrainTinyModelWithCli(dir_->path(), /*steps=*/40, dir_->File("valid.txt")));
     ASSERT_EQ(RunCommand(Mnemo() + " datastore build --model " + dir_->File("model") + " --text-file " +
                              dir_->File("valid.txt") + " --out " + dir_->File("ds") + " --index IVF8,Flat --quiet", &out), 0)
         << out;
