@@ -22,6 +22,7 @@ void RegisterInferenceCommands(CLI::App& app, Command* selected);  // cli_infere
 void RegisterDatastoreCommands(CLI::App& app, Command* selected);  // cli_datastore.cc
 void RegisterFactCommands(CLI::App& app, Command* selected);       // cli_facts.cc
 void RegisterServeCommand(CLI::App& app, Command* selected);       // cli_serve.cc
+void RegisterAuditCommands(CLI::App& app, Command* selected);      // cli_audit.cc
 
 // One line of JSON. Text from the model may end inside a UTF-8 sequence: such bytes become U+FFFD.
 std::string DumpJson(const Json& j);

@@ -27,16 +27,6 @@ Status OpenStore(const std::string& dir, std::unique_ptr<FactStore>* out) {
   return FactStore::Open(dir, FactStoreOptions(), out);
 }
 
-// The model named by the state, checked against it.
-Status LoadStateModel(const FactStore& store, std::unique_ptr<LanguageModel>* model) {
-  MNEMO_RETURN_IF_ERROR(LoadLanguageModel(store.config().model_path, model));
-  if (ModelFingerprint((*model)->net) != store.config().model_fingerprint) {
-    return Status::InvalidArgument(store.config().model_path + ": model changed since the state was made " +
-                                   "(fingerprint differs); its facts' keys no longer match it");
-  }
-  return Status::OK();
-}
-
 // --where field=value: the value is JSON when it parses as a scalar (1, true, "x"), else a string.
 Status ParseWhere(const std::string& where, FactFilter* filter) {
   if (where.empty()) return Status::OK();

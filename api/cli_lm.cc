@@ -132,6 +132,8 @@ void AddTrainCommand(CLI::App& app, Command* selected) {
   train->add_option("--vocab-size", o->vocab_size, "Vocabulary size when training a tokenizer")
       ->capture_default_str()->check(CLI::Range(257, 1 << 20));
   train->add_option("--config", o->config, "Model size preset: tiny, default or medium")->capture_default_str();
+  train->add_option("--init-from", o->init_from, "Fine-tune: start from this model directory (its config, "
+                                                 "tokenizer and weights)")->check(CLI::ExistingDirectory);
   train->add_option("--steps", o->steps, "Optimizer steps (default: the preset's)")->check(CLI::PositiveNumber);
   train->add_option("--batch-size", o->batch_size, "Sequences per step (default: the preset's)")
       ->check(CLI::PositiveNumber);

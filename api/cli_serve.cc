@@ -49,6 +49,7 @@ void RegisterServeCommand(CLI::App& app, Command* selected) {
       ->check(CLI::Range(1024, 1 << 30));
   serve->add_option("--max-tokens-cap", o.max_tokens_cap, "Largest max_tokens a request may ask for")
       ->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  serve->add_option("--audit-dir", o.audit_dir, "Where audit reports are kept (default: <state>/audits)");
   serve->add_option("--request-timeout", o.request_timeout_s, "Seconds before a request gets 504")
       ->capture_default_str()->check(CLI::Range(0.001, 1e6));
   serve->add_flag("!--no-log", o.log_requests, "Do not log each request to stderr");

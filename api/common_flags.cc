@@ -24,6 +24,15 @@ void KnnFlags::RegisterKnobs(CLI::App* app) {
       ->capture_default_str()->check(CLI::Range(0.0, 1.0));
 }
 
+Status LoadStateModel(const FactStore& store, std::unique_ptr<LanguageModel>* model) {
+  MNEMO_RETURN_IF_ERROR(LoadLanguageModel(store.config().model_path, model));
+  if (ModelFingerprint((*model)->net) != store.config().model_fingerprint) {
+    return Status::InvalidArgument(store.config().model_path + ": model changed since the state was made " +
+                                   "(fingerprint differs); its facts' keys no longer match it");
+  }
+  return Status::OK();
+}
+
 void RegisterWindowFlags(CLI::App* app, WindowOptions* window) {
   app->add_option("--window", window->window, "Window length in tokens (default: n_positions)")
       ->check(CLI::PositiveNumber);

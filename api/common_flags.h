@@ -32,6 +32,9 @@ struct KnnFlags {
   void RegisterKnobs(CLI::App* app);
 };
 
+// The model a state names, checked against the state's fingerprint.
+Status LoadStateModel(const FactStore& store, std::unique_ptr<LanguageModel>* model);
+
 // --window, --stride, --batch-size of strided sliding-window passes (eval ppl, datastore build).
 void RegisterWindowFlags(CLI::App* app, WindowOptions* window);
 

@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   mnemo::cli::RegisterInferenceCommands(app, &selected);
   mnemo::cli::RegisterFactCommands(app, &selected);
   mnemo::cli::RegisterServeCommand(app, &selected);
+  mnemo::cli::RegisterAuditCommands(app, &selected);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -33,6 +33,12 @@ std::string EndpointOf(const std::string& path) {
     if (path.size() > 16 && path.compare(path.size() - 15, 15, "/verify-deleted") == 0) return "/v1/facts/{id}/verify-deleted";
     return "/v1/facts/{id}";
   }
+  if (path.rfind("/v1/audits", 0) == 0) {
+    if (path == "/v1/audits") return path;
+    if (path.size() > 12 && path.compare(path.size() - 12, 12, "/report.json") == 0) return "/v1/audits/{id}/report.json";
+    if (path.size() > 12 && path.compare(path.size() - 12, 12, "/report.html") == 0) return "/v1/audits/{id}/report.html";
+    return "/v1/audits/{id}";
+  }
   for (const char* known : {"/health", "/metrics", "/v1/models", "/v1/completions", "/v1/score", "/tokenize", "/detokenize"}) {
     if (path == known) return path;
   }
@@ -212,6 +218,7 @@ Status Server::Impl::Load() {
   memory = std::make_unique<TimedMemory>(
       *store, metrics.GetHistogram("mnemo_retrieval_seconds", "kNN search time per call (datastore + facts)",
                                    DefaultLatencyBuckets()));
+  CleanAuditScratch();
   model_id = std::filesystem::path(config.model_path).filename().string();
   if (model_id.empty()) model_id = "mnemo";
   FactStore* s = store.get();
@@ -340,6 +347,14 @@ void Server::Impl::Routes() {
   http.Post("/v1/facts", [this](const httplib::Request& req, httplib::Response& res) { HandleAddFacts(req, res); });
   http.Get("/v1/facts", [this](const httplib::Request& req, httplib::Response& res) { HandleListFacts(req, res); });
   http.Post("/v1/facts/delete", [this](const httplib::Request& req, httplib::Response& res) { HandleDeleteMatching(req, res); });
+  http.Post("/v1/audits", [this](const httplib::Request& req, httplib::Response& res) { HandleStartAudit(req, res); });
+  http.Get("/v1/audits", [this](const httplib::Request& req, httplib::Response& res) { HandleListAudits(req, res); });
+  http.Get(R"(/v1/audits/(audit-[0-9]+-[0-9]+))",
+           [this](const httplib::Request& req, httplib::Response& res) { HandleGetAudit(req, res); });
+  http.Delete(R"(/v1/audits/(audit-[0-9]+-[0-9]+))",
+              [this](const httplib::Request& req, httplib::Response& res) { HandleCancelAudit(req, res); });
+  http.Get(R"(/v1/audits/(audit-[0-9]+-[0-9]+)/report\.(json|html))",
+           [this](const httplib::Request& req, httplib::Response& res) { HandleAuditReport(req, res); });
   http.Get(R"(/v1/facts/(\d+))", [this](const httplib::Request& req, httplib::Response& res) { HandleGetFact(req, res); });
   http.Delete(R"(/v1/facts/(\d+))", [this](const httplib::Request& req, httplib::Response& res) { HandleDeleteFact(req, res); });
   http.Post(R"(/v1/facts/(\d+)/verify-deleted)",
@@ -423,6 +438,7 @@ Status Server::Run() {
   listen_returned = true;
   guard.join();
   m.loader.join();
+  m.StopAudits();
   m.work->Shutdown();
   m.work.reset();  // joins the workers after they finish what was queued
   if (m.store != nullptr) MNEMO_RETURN_IF_ERROR(m.store->Close());

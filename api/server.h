@@ -1,5 +1,5 @@
 // The HTTP server: an OpenAI-compatible completions endpoint over the kNN-LM, scoring, fact management,
-// tokenization, health and Prometheus metrics (cpp-httplib + nlohmann/json).
+// tokenization, leakage audits, health and Prometheus metrics (cpp-httplib + nlohmann/json).
 //
 // Threading: cpp-httplib's pool of HTTP threads only parses, authenticates and validates requests and
 // writes responses. Model work (completions, scoring, fact encoding, verification) runs on a WorkQueue of
@@ -35,6 +35,7 @@ struct ServeOptions {
   int64_t max_tokens_cap = 1024;      // Largest max_tokens a request may ask for.
   double request_timeout_s = 120;
   KnnOptions knn;                     // Defaults of the `knn` request field.
+  std::string audit_dir;              // Where audit reports go; empty: <state>/audits.
   bool log_requests = true;
 };
 

@@ -9,6 +9,8 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -82,6 +84,24 @@ struct Server::Impl {
   void HandleDeleteFact(const httplib::Request& req, httplib::Response& res);
   void HandleDeleteMatching(const httplib::Request& req, httplib::Response& res);
   void HandleVerifyDeleted(const httplib::Request& req, httplib::Response& res);
+
+  // server_audits.cc
+  struct AuditJob;
+  std::mutex audit_mu;
+  std::map<std::string, std::shared_ptr<AuditJob>> audits;  // guarded by audit_mu
+  std::shared_ptr<AuditJob> running_audit;                  // guarded by audit_mu
+  int64_t audit_counter = 0;                                // guarded by audit_mu
+  std::thread audit_thread;
+  std::string AuditDir() const;
+  api::Json AuditStatusJson(const AuditJob& job) const;  // callers hold audit_mu
+  std::shared_ptr<AuditJob> FindAudit(const std::string& id);
+  void HandleStartAudit(const httplib::Request& req, httplib::Response& res);
+  void HandleGetAudit(const httplib::Request& req, httplib::Response& res);
+  void HandleAuditReport(const httplib::Request& req, httplib::Response& res);
+  void HandleCancelAudit(const httplib::Request& req, httplib::Response& res);
+  void HandleListAudits(const httplib::Request& req, httplib::Response& res);
+  void StopAudits();        // cancels a running audit and waits for it
+  void CleanAuditScratch();  // removes scratch copies a crash left behind
 };
 
 // A KnnMemory that records each search's duration in a histogram (the retrieval-time metric).

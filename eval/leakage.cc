@@ -3,6 +3,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 
 #include "eval/exposure.h"
@@ -57,19 +58,19 @@ std::string CanaryFormat::RandomSecret(std::mt19937_64& rng) const {
   return s;
 }
 
+size_t SpanFirstToken(const Tokenizer& tokenizer, const std::vector<int32_t>& ids, size_t from_byte) {
+  size_t end = 0;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    end += tokenizer.TokenBytes(ids[i]).size();
+    if (end > from_byte) return std::max<size_t>(i, 1);
+  }
+  return 1;
+}
+
 Status SpanLogPerplexityBits(const ScoredModel& m, const std::string& text, size_t from_byte, double* bits) {
   const std::vector<int32_t> ids = m.model->tokenizer->Encode(text);
   if (ids.size() < 2) return Status::InvalidArgument("text needs at least 2 tokens");
-  // The span's tokens: every token that ends after from_byte (a token may carry a space and the secret's
-  // first digits together), but never the first token, which nothing predicts.
-  size_t first = 1, end = 0;
-  for (size_t i = 0; i < ids.size(); ++i) {
-    end += m.model->tokenizer->TokenBytes(ids[i]).size();
-    if (end > from_byte) {
-      first = std::max<size_t>(i, 1);
-      break;
-    }
-  }
+  const size_t first = SpanFirstToken(*m.model->tokenizer, ids, from_byte);
   std::vector<float> lp;
   MNEMO_RETURN_IF_ERROR(TokenLogprobs(m, ids, &lp));
   double nats = 0;
@@ -99,33 +100,88 @@ Status CanaryExposure(const ScoredModel& m, const CanaryFormat& format, const st
   return Status::OK();
 }
 
-Status ScoreMembership(const ScoredModel& m, const std::string& text, MembershipScores* out) {
-  const std::vector<int32_t> ids = m.model->tokenizer->Encode(text);
-  if (ids.size() < 2) return Status::InvalidArgument("text needs at least 2 tokens");
-  std::vector<float> lp, base;
-  MNEMO_RETURN_IF_ERROR(TokenLogprobs(m, ids, &lp, &base));
+MembershipScores MembershipFromLogprobs(const std::string& text, const std::vector<float>& lp,
+                                        const std::vector<float>& base_lp) {
+  MembershipScores out;
   const double n = static_cast<double>(lp.size());
   double sum = 0, diff = 0;
-  for (size_t i = 0; i < lp.size(); ++i) sum += lp[i], diff += lp[i] - base[i];
-  out->loss = sum / n;
-  out->zlib = (sum / std::log(2.0)) / (8.0 * static_cast<double>(ZlibBytes(text)));
-  out->reference = diff / n;
+  for (size_t i = 0; i < lp.size(); ++i) sum += lp[i], diff += lp[i] - base_lp[i];
+  out.loss = sum / n;
+  out.zlib = (sum / std::log(2.0)) / (8.0 * static_cast<double>(ZlibBytes(text)));
+  out.reference = diff / n;
   std::vector<float> sorted = lp;
   std::sort(sorted.begin(), sorted.end());
   const size_t k = std::max<size_t>(1, static_cast<size_t>(0.2 * sorted.size()));
   double low = 0;
   for (size_t i = 0; i < k; ++i) low += sorted[i];
-  out->min_k = low / static_cast<double>(k);
+  out.min_k = low / static_cast<double>(k);
+  return out;
+}
+
+Status ScoreMembership(const ScoredModel& m, const std::string& text, MembershipScores* out) {
+  const std::vector<int32_t> ids = m.model->tokenizer->Encode(text);
+  if (ids.size() < 2) return Status::InvalidArgument("text needs at least 2 tokens");
+  std::vector<float> lp, base;
+  MNEMO_RETURN_IF_ERROR(TokenLogprobs(m, ids, &lp, &base));
+  *out = MembershipFromLogprobs(text, lp, base);
+  return Status::OK();
+}
+
+Status SecretExposure(const ScoredModel& m, const std::string& text, size_t secret_begin, size_t secret_size,
+                      int references, uint64_t seed, ExposureResult* out) {
+  if (secret_size == 0 || secret_begin + secret_size > text.size()) {
+    return Status::InvalidArgument("the secret span [" + std::to_string(secret_begin) + ", " +
+                                   std::to_string(secret_begin + secret_size) + ") is not inside the text (" +
+                                   std::to_string(text.size()) + " bytes)");
+  }
+  if (references < 1) return Status::InvalidArgument("references must be at least 1");
+  const std::string secret = text.substr(secret_begin, secret_size);
+  double space_bits = 0;
+  for (unsigned char c : secret) {
+    if (std::isdigit(c)) space_bits += std::log2(10.0);
+    if (std::isalpha(c)) space_bits += std::log2(26.0);
+  }
+  if (space_bits == 0) return Status::InvalidArgument("the secret has no digit or letter to vary");
+  MNEMO_RETURN_IF_ERROR(SpanLogPerplexityBits(m, text, secret_begin, &out->canary_bits));
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> digit(0, 9), letter(0, 25);
+  std::vector<double> reference_bits;
+  int attempts = 0;
+  while (static_cast<int>(reference_bits.size()) < references) {
+    std::string other = secret;
+    for (char& c : other) {
+      const unsigned char u = static_cast<unsigned char>(c);
+      if (std::isdigit(u)) c = static_cast<char>('0' + digit(rng));
+      else if (std::islower(u)) c = static_cast<char>('a' + letter(rng));
+      else if (std::isupper(u)) c = static_cast<char>('A' + letter(rng));
+    }
+    if (other == secret) {
+      if (++attempts > 1000) return Status::InvalidArgument("the secret's space is too small for references");
+      continue;
+    }
+    double bits = 0;
+    MNEMO_RETURN_IF_ERROR(
+        SpanLogPerplexityBits(m, text.substr(0, secret_begin) + other + text.substr(secret_begin + secret_size),
+                              secret_begin, &bits));
+    reference_bits.push_back(bits);
+  }
+  out->rank_exposure = RankExposure(out->canary_bits, reference_bits);
+  out->extrapolated_exposure = ExtrapolatedExposure(out->canary_bits, reference_bits, space_bits);
   return Status::OK();
 }
 
 Status IsExtractable(const ScoredModel& m, const std::string& text, int k, bool* extractable) {
-  const std::vector<int32_t> ids = m.model->tokenizer->Encode(text);
+  return IsExtractableIds(m, m.model->tokenizer->Encode(text), k, 0, 0, extractable);
+}
+
+Status IsExtractableIds(const ScoredModel& m, const std::vector<int32_t>& ids, int k, double temperature,
+                        uint64_t seed, bool* extractable) {
   if (static_cast<int>(ids.size()) <= k || k < 1) return Status::InvalidArgument("text must be longer than the prefix");
   std::vector<int32_t> prefix(ids.begin(), ids.begin() + k), out;
   GenerateOptions options;
   options.max_tokens = static_cast<int64_t>(ids.size()) - k;
-  options.sampling.temperature = 0;
+  options.sampling.temperature = temperature;
+  options.seed = seed;
   std::unique_ptr<KnnLm> knn;
   if (m.memory != nullptr && m.knn.enabled) {
     knn = std::make_unique<KnnLm>(*m.memory);
@@ -133,8 +189,17 @@ Status IsExtractable(const ScoredModel& m, const std::string& text, int k, bool*
       return knn->Distribution(key, lp, m.knn, dist, nullptr);
     };
   }
-  MNEMO_RETURN_IF_ERROR(Generate(m.model->net, prefix, options, &out));
-  *extractable = std::equal(out.begin(), out.end(), ids.begin() + k, ids.end()) && out.size() == ids.size() - k;
+  size_t matched = 0;
+  bool diverged = false;
+  MNEMO_RETURN_IF_ERROR(Generate(m.model->net, prefix, options, &out, [&](int32_t token, float) {
+    if (token != ids[k + matched]) {
+      diverged = true;
+      return false;
+    }
+    ++matched;
+    return true;
+  }));
+  *extractable = !diverged && matched == ids.size() - k;
   return Status::OK();
 }
 

@@ -36,6 +36,9 @@ struct ScoredModel {
 // -sum log2 p(token) over the tokens of text whose bytes start at or after `from_byte` (the secret span;
 // 0 = all but the first token), under the model.
 Status SpanLogPerplexityBits(const ScoredModel& m, const std::string& text, size_t from_byte, double* bits);
+// The first token of that span: the first that ends after `from_byte` (a token may carry a space and the
+// secret's first characters together), but never token 0, which nothing predicts.
+size_t SpanFirstToken(const Tokenizer& tokenizer, const std::vector<int32_t>& ids, size_t from_byte);
 
 struct ExposureResult {
   double canary_bits = 0;  // log-perplexity of the secret given the prefix
@@ -53,8 +56,22 @@ struct MembershipScores {
   double loss = 0, zlib = 0, reference = 0, min_k = 0;
 };
 Status ScoreMembership(const ScoredModel& m, const std::string& text, MembershipScores* out);
+// The same from per-token natural-log probabilities under the model (lp) and the base LM (base_lp).
+MembershipScores MembershipFromLogprobs(const std::string& text, const std::vector<float>& lp,
+                                        const std::vector<float>& base_lp);
+
+// Exposure of a secret inside a stored text ("how exposed is this stored secret?"): references replace
+// the bytes [secret_begin, secret_begin + secret_size) with random strings of the same shape (each digit
+// by a digit, each letter by a letter of the same case, other bytes kept), so |R| = 10^digits x 26^letters.
+// InvalidArgument when the span is out of range or has no digit or letter to vary.
+Status SecretExposure(const ScoredModel& m, const std::string& text, size_t secret_begin, size_t secret_size,
+                      int references, uint64_t seed, ExposureResult* out);
 
 // Whether greedy decoding from the first k tokens of `text` reproduces the rest (k-extractable).
 Status IsExtractable(const ScoredModel& m, const std::string& text, int k, bool* extractable);
+// The same for token ids; temperature > 0 samples instead (seeded), the extraction rate under sampling.
+// Decoding stops at the first token that differs.
+Status IsExtractableIds(const ScoredModel& m, const std::vector<int32_t>& ids, int k, double temperature,
+                        uint64_t seed, bool* extractable);
 
 }  // namespace mnemo

@@ -202,6 +202,8 @@ Status Train(const TrainOptions& o, TrainReport* report) {
   std::unique_ptr<BpeTokenizer> tok;
   if (resume) {
     MNEMO_RETURN_IF_ERROR(BpeTokenizer::Load(o.out_dir, &tok));
+  } else if (!o.init_from.empty()) {
+    MNEMO_RETURN_IF_ERROR(BpeTokenizer::Load(o.init_from, &tok));
   } else if (!o.tokenizer_dir.empty()) {
     MNEMO_RETURN_IF_ERROR(BpeTokenizer::Load(o.tokenizer_dir, &tok));
   } else {
@@ -214,10 +216,11 @@ Status Train(const TrainOptions& o, TrainReport* report) {
   MNEMO_RETURN_IF_ERROR(tok->Save(o.out_dir));
 
   GptConfig config;
-  if (resume) {
+  if (resume || !o.init_from.empty()) {
+    const std::string path = (resume ? o.out_dir : o.init_from) + "/config.json";
     std::string text;
-    MNEMO_RETURN_IF_ERROR(ReadFileToString(o.out_dir + "/config.json", &text));
-    MNEMO_RETURN_IF_ERROR(GptConfig::FromJson(text, o.out_dir + "/config.json", &config));
+    MNEMO_RETURN_IF_ERROR(ReadFileToString(path, &text));
+    MNEMO_RETURN_IF_ERROR(GptConfig::FromJson(text, path, &config));
   } else {
     MNEMO_RETURN_IF_ERROR(GptConfig::Preset(o.config, tok->vocab_size(), &config));
     if (tok->eot_id() >= 0) config.bos_token_id = config.eos_token_id = tok->eot_id();
@@ -240,6 +243,7 @@ Status Train(const TrainOptions& o, TrainReport* report) {
 
   Gpt net(config);
   net->InitWeights(o.seed);
+  if (!resume && !o.init_from.empty()) MNEMO_RETURN_IF_ERROR(LoadWeights(o.init_from + "/model.safetensors", net));
   net->train();
   std::vector<torch::Tensor> decay, no_decay;
   for (auto& p : net->named_parameters()) {

@@ -21,6 +21,9 @@ struct TrainOptions {
   std::string tokenizer_dir;          // Empty: train a BPE vocabulary of `vocab_size` on the corpus first.
   int64_t vocab_size = 4096;
   std::string config = "default";     // GptConfig preset.
+  // Fine-tuning: start from this model directory's config, tokenizer and weights instead of a preset and
+  // a random initialisation (ignored when resuming, which continues the run in out_dir).
+  std::string init_from;
   int64_t steps = 0;                  // 0: the preset's default.
   int64_t batch_size = 0;             // Sequences per step; 0: the preset's default.
   int64_t seq_len = 0;                // 0: n_positions.

@@ -23,4 +23,14 @@ struct DualScores {
 Status ScoreBoth(LanguageModel& model, const KnnMemory* memory, const KnnOptions& options,
                  const std::vector<int32_t>& ids, const WindowOptions& window, DualScores* out);
 
+// ScoreBoth for many sequences. Those that fit the context window run together in right-padded batches
+// of at most `batch_tokens` padded tokens, with one memory search per batch (causal attention: padding
+// cannot change earlier positions); longer ones go through ScoreBoth. The result for a sequence depends
+// only on the sequences batched with it, so scoring the same list twice gives identical numbers.
+// `first_targets` (may be null): for sequence i only targets ids[first_targets[i]..] are scored (the
+// positions before cost no memory search); the entries for earlier targets are 0.
+Status ScoreBothBatch(LanguageModel& model, const KnnMemory* memory, const KnnOptions& options,
+                      const std::vector<std::vector<int32_t>>& sequences, std::vector<DualScores>* out,
+                      const std::vector<size_t>* first_targets = nullptr, int64_t batch_tokens = 4096);
+
 }  // namespace mnemo

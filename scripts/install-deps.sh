@@ -10,6 +10,7 @@ packages=(
   libopenblas0-pthread  # LibTorch and FAISS link libblas.so.3: without this it is the reference BLAS, ~30x slower
   dict-gcide dict-foldoc
   curl wrk  # tests: the server's process test; bench/server.sh: HTTP load generator
+  chromium  # tests: the HTML audit report render test (headless screenshot, console errors)
 )
 # The official openai npm client test needs Node and npm; a Node from elsewhere (e.g. NodeSource, whose
 # nodejs package bundles npm and conflicts with Debian's) is fine.

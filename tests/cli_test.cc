@@ -2,10 +2,13 @@
 // (message on stderr, non-zero exit, nothing on stdout).
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include <nlohmann/json.hpp>
 
 #include "tests/lm_fixture.h"
 #include "tests/test_util.h"
+#include "util/file_util.h"
 
 namespace mnemo {
 namespace {
@@ -309,6 +312,51 @@ TEST_F(CliTest, FactsAddScoreDeleteVerifyFsck) {
   EXPECT_TRUE(json::parse(out)["repaired"].get<bool>()) << out;
   ASSERT_EQ(RunCommand(Mnemo() + " fsck --state " + state + " --json", &out), 0) << out;
   EXPECT_TRUE(json::parse(out)["consistent"].get<bool>()) << out;
+}
+
+TEST_F(CliTest, AuditWritesReportsAndExposureRanksAStoredSecret) {
+  ScratchDir d;
+  const std::string state = d.File("state");
+  std::string out;
+  ASSERT_EQ(RunCommand(Mnemo() + " init --state " + state + " --model " + Model(), &out), 0) << out;
+  ASSERT_EQ(RunCommand(Mnemo() + " facts add --state " + state + " --text 'The river code is 731942.' --json", &out), 0)
+      << out;
+  const int64_t id = json::parse(out)["id"];
+  // Bad options: a clear message and exit 2, nothing written.
+  EXPECT_EQ(RunCommand(Mnemo() + " audit --state " + state + " --out " + d.File("bad") + " --repetitions 1,x 2>&1", &out), 2);
+  EXPECT_NE(out.find("--repetitions"), std::string::npos) << out;
+  EXPECT_EQ(RunCommand(Mnemo() + " audit --state " + state + " --out " + d.File("bad") + " --canaries 0 2>&1", &out), 2);
+  EXPECT_NE(out.find("canaries"), std::string::npos) << out;
+  EXPECT_FALSE(std::filesystem::exists(d.File("bad/report.json")));
+
+  ASSERT_EQ(RunCommand(Mnemo() + " audit --state " + state + " --out " + d.File("audit") +
+                           " --canaries 1 --references 15 --repetitions 1,4 --members 10 --extraction-prefixes 4"
+                           " --extraction-samples 3 --forgetting 0,5 --finetune-steps 5 --k 8 2>/dev/null", &out), 0)
+      << out;
+  EXPECT_NE(out.find("MATCHES the rebuilt memory bit for bit"), std::string::npos) << out;
+  EXPECT_NE(out.find("report.html"), std::string::npos) << out;
+  std::string text;
+  ASSERT_TRUE(ReadFileToString(d.File("audit/report.json"), &text).ok());
+  const json report = json::parse(text);
+  EXPECT_EQ(report["format"], "mnemo-audit/1");
+  EXPECT_EQ(report["config"]["state"]["facts"], 1);
+  EXPECT_EQ(report["config"]["knn"]["nprobe"], 8);
+  EXPECT_TRUE(std::filesystem::exists(d.File("audit/report.html")));
+  EXPECT_FALSE(std::filesystem::exists(d.File("audit/.audit-scratch")));
+  ASSERT_EQ(RunCommand(Mnemo() + " facts ls --state " + state + " --json", &out), 0) << out;
+  EXPECT_EQ(json::parse(out)["facts"].size(), 1u);  // the live state is unchanged
+
+  ASSERT_EQ(RunCommand(Mnemo() + " exposure --state " + state + " --fact " + std::to_string(id) +
+                           " --secret 731942 --references 63 --k 8 --lambda 0.9 --knn-temperature 0.1 --json", &out), 0)
+      << out;
+  const json e = json::parse(out);
+  EXPECT_DOUBLE_EQ(e["knn_lm"]["rank_exposure"].get<double>(), 6.0);  // first of 64
+  EXPECT_LT(e["base_lm"]["rank_exposure"].get<double>(), 6.0);
+  EXPECT_EQ(RunCommand(Mnemo() + " exposure --state " + state + " --fact " + std::to_string(id) +
+                           " --secret 999999 2>&1", &out), 2);
+  EXPECT_NE(out.find("does not occur"), std::string::npos) << out;
+  EXPECT_EQ(RunCommand(Mnemo() + " exposure --state " + state + " --text 'a b c' --secret ' ' 2>&1", &out), 2);
+  EXPECT_NE(out.find("no digit or letter"), std::string::npos) << out;
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <httplib.h>
 
 #include <atomic>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -391,6 +392,65 @@ TEST_F(ServerTest, ConcurrentCompletionsWhileFactsChange) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(failures, 0);
   EXPECT_GT(completions, 0);
+}
+
+TEST_F(ServerTest, AuditRunsBesideServingAndServesItsReports) {
+  auto read = Client(kReadKey).Post("/v1/audits", "{}", "application/json");
+  EXPECT_EQ(read->status, 403);
+  Post("/v1/audits", {{"canaries", 0}}, 400);
+  Post("/v1/audits", {{"bogus", 1}}, 400);
+  Post("/v1/audits", {{"repetitions", {1, "x"}}}, 400);
+  Post("/v1/audits", {{"knn", {{"k", 0}}}}, 400);
+  const std::string facts_before = Client().Get("/v1/facts?limit=1000")->body;
+  const json small = {{"canaries", 1},        {"references", 15},          {"repetitions", {1, 4}},
+                      {"members", 10},        {"extraction_prefixes", {4}}, {"extraction_samples", 3},
+                      {"forgetting_added", {0, 5}}, {"finetune_steps", 20}, {"seed", 3}};
+  json started = Post("/v1/audits", small, 202);
+  const std::string id = started["id"];
+  EXPECT_EQ(started["status"], "running");
+  Post("/v1/audits", small, 409);  // one at a time
+  Completion({{"prompt", "The cat"}, {"max_tokens", 4}});  // serving goes on meanwhile
+  json status;
+  for (int i = 0; i < 1200; ++i) {
+    status = json::parse(Client().Get(("/v1/audits/" + id).c_str())->body);
+    if (status["status"] != "running") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(status["status"], "succeeded") << status.dump();
+  EXPECT_EQ(status["progress"], 1.0);
+  EXPECT_NE(status["summary"].get<std::string>().find("deletion audit"), std::string::npos);
+  auto report = Client().Get(status["report_json"].get<std::string>().c_str());
+  ASSERT_EQ(report->status, 200);
+  const json r = json::parse(report->body);
+  EXPECT_EQ(r["format"], "mnemo-audit/1");
+  EXPECT_EQ(r["config"]["seed"], 3);
+  EXPECT_EQ(r["config"]["knn"]["k"], 8);  // the server's defaults
+  EXPECT_TRUE(r["deletion_audit"]["matches_rebuilt"].get<bool>());
+  auto html = Client().Get(status["report_html"].get<std::string>().c_str());
+  ASSERT_EQ(html->status, 200);
+  EXPECT_EQ(html->get_header_value("Content-Type"), "text/html; charset=utf-8");
+  EXPECT_NE(html->body.find("<svg"), std::string::npos);
+  const json list = json::parse(Client().Get("/v1/audits")->body);
+  ASSERT_EQ(list["data"].size(), 1u);
+  EXPECT_EQ(list["data"][0]["id"], id);
+  EXPECT_EQ(Client().Get("/v1/audits/audit-1-1")->status, 404);
+  EXPECT_EQ(Client().Get("/v1/audits/audit-1-1/report.json")->status, 404);
+  EXPECT_EQ(Client().Get("/v1/audits/../../state.json")->status, 404);
+  EXPECT_EQ(Client().Get("/v1/facts?limit=1000")->body, facts_before);  // the live state was only read
+
+  // Cancelling: the job ends "cancelled", its report is refused and its scratch copy is gone.
+  json second = Post("/v1/audits", {{"members", 200}, {"references", 255}}, 202);
+  const std::string id2 = second["id"];
+  EXPECT_EQ(Client().Delete(("/v1/audits/" + id2).c_str())->status, 200);
+  for (int i = 0; i < 1200; ++i) {
+    status = json::parse(Client().Get(("/v1/audits/" + id2).c_str())->body);
+    if (status["status"] != "running") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(status["status"], "cancelled") << status.dump();
+  EXPECT_EQ(Client().Get(("/v1/audits/" + id2 + "/report.json").c_str())->status, 409);
+  EXPECT_FALSE(std::filesystem::exists(dir_->File("state/audits/" + id2 + "/scratch")));
+  EXPECT_TRUE(std::filesystem::exists(dir_->File("state/audits/" + id + "/report.html")));
 }
 
 TEST(ServerBackPressureTest, FullQueueAnswers503WithRetryAfter) {
