@@ -2,9 +2,10 @@
 # kNN-LM cost relative to the base LM, measured in one run: batch scoring (eval ppl on GCIDE valid) and
 # single-stream generation (128 greedy tokens), without and with each datastore given.
 # Usage: bench/knnlm-speed.sh DATASTORE [DATASTORE...]   (e.g. data/bench-knnlm/gcide-pq32)
+# THREADS=N sets mnemo's --threads (OpenMP: LibTorch element-wise ops and FAISS searches) for every run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mnemo=build/mnemo
+mnemo="build/mnemo --threads ${THREADS:-1}"
 model=data/models/default
 text=data/corpus/gcide/valid.txt
 knn=(--k 1024 --lambda 0.25 --nprobe 8)
