@@ -744,24 +744,30 @@ std::string ParametricSection(const Json& report) {
     rows += "<tr><td class=\"l\">" + Escape(label) + "</td><td>" + Value(Get(&r, "canaries")) + "</td>" +
             ExpoCells(Get(&r, "before")) + ExpoCells(Get(&r, "after_deletion")) + "<td>" +
             NumberCell(NumberAt(&r, "extraction_before")) + "</td><td>" +
-            NumberCell(NumberAt(&r, "extraction_after_deletion")) + "</td></tr>";
-    bars.push_back(
-        {label,
-         {NumberAt(Get(&r, "before"), "mean_extrapolated"), NumberAt(Get(&r, "after_deletion"), "mean_extrapolated")}});
+            NumberCell(NumberAt(&r, "extraction_after_deletion")) + "</td><td>" +
+            NumberCell(NumberAt(Get(&r, "base_lm"), "mean_extrapolated")) + "</td><td>" +
+            NumberCell(NumberAt(Get(&r, "original_model"), "mean_extrapolated")) + "</td></tr>";
+    bars.push_back({label,
+                    {NumberAt(Get(&r, "before"), "mean_extrapolated"),
+                     NumberAt(Get(&r, "after_deletion"), "mean_extrapolated"),
+                     NumberAt(Get(&r, "base_lm"), "mean_extrapolated")}});
   }
   if (!rows.empty()) {
     body +=
         "<table><thead><tr><th class=\"l\" rowspan=\"2\">Canaries placed in</th><th rowspan=\"2\">n</th>"
         "<th colspan=\"2\">Exposure before</th><th colspan=\"2\">Exposure after deletion</th>"
-        "<th colspan=\"2\">Extraction rate</th></tr><tr><th>extrapolated</th><th>rank</th><th>extrapolated</th>"
-        "<th>rank</th><th>before</th><th>after deletion</th></tr></thead><tbody>" +
+        "<th colspan=\"2\">Extraction rate</th><th colspan=\"2\">Exposure without the datastore</th></tr>"
+        "<tr><th>extrapolated</th><th>rank</th><th>extrapolated</th><th>rank</th><th>before</th>"
+        "<th>after deletion</th><th>fine-tuned model</th><th>original model</th></tr></thead><tbody>" +
         rows + "</tbody></table>";
     std::optional<std::pair<double, std::string>> max_line;
     double max_bits = NumberAt(Get(&report, "config"), "exposure_max_bits").value_or(0);
     if (max_bits > 0) max_line = std::make_pair(max_bits, "maximum " + FormatNumber(max_bits) + " bits");
-    body += Figure(GroupedBars(bars, {"before deletion", "after deletion"}, max_bits,
+    body += Figure(GroupedBars(bars, {"kNN-LM before deletion", "kNN-LM after deletion", "fine-tuned model alone"},
+                               max_bits,
                                "mean extrapolated exposure (bits)", "Exposure by placement", 560, max_line),
-                   "Mean extrapolated exposure by where the canaries were placed.");
+                   "Mean extrapolated exposure by where the canaries were placed: under the kNN-LM before and "
+                   "after the datastore canaries are deleted, and under the fine-tuned model without any datastore.");
   }
   return Section("parametric", "Parametric vs datastore", note, body);
 }

@@ -143,6 +143,8 @@ TEST(ReportHtmlTest, NumbersFromTheReportAppear) {
   EXPECT_TRUE(Contains(SectionOf(html, "exposure"), "maximum 19.9 bits"));
   EXPECT_TRUE(Contains(SectionOf(html, "deletion"), "368"));
   EXPECT_TRUE(Contains(SectionOf(html, "parametric"), "30,720 tokens"));
+  EXPECT_TRUE(Contains(SectionOf(html, "parametric"), "<td>1.19</td>"));   // the fine-tuned model alone
+  EXPECT_TRUE(Contains(SectionOf(html, "parametric"), "<td>0.535</td>"));  // the original model
   EXPECT_TRUE(Contains(SectionOf(html, "forgetting"), "<td>0.875</td>"));
   EXPECT_TRUE(Contains(SectionOf(html, "config"), "1,000,000"));
   EXPECT_TRUE(Contains(SectionOf(html, "config"), "123 s"));  // 123.4 to 3 significant digits
