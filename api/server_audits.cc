@@ -6,7 +6,9 @@
 // Reports live in <audit dir>/<id>/ and survive restarts; a job's status does not (an id whose directory
 // holds a report is "succeeded", one without is unknown).
 #include <filesystem>
+#include <regex>
 #include <set>
+#include <system_error>
 
 #include "api/server_impl.h"
 #include "eval/audit.h"
@@ -46,15 +48,15 @@ Status ParseAuditOptions(const Json& body, const KnnOptions& knn_defaults, Audit
   }
   int64_t canaries = o->canaries, references = o->references, members = o->members,
           samples = o->extraction_samples, steps = o->finetune_steps, seed = static_cast<int64_t>(o->seed);
-  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "canaries", 1, 100, &canaries));
-  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "references", 7, 100000, &references));
-  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "members", 10, 100000, &members));
-  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "extraction_samples", 1, 100000, &samples));
-  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "finetune_steps", 0, 100000, &steps));
+  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "canaries", 1, 32, &canaries));
+  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "references", 7, 4095, &references));
+  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "members", 10, 10000, &members));
+  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "extraction_samples", 1, 10000, &samples));
+  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "finetune_steps", 0, 5000, &steps));
   MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "seed", 0, INT64_MAX, &seed));
-  MNEMO_RETURN_IF_ERROR(OptionalIntList(body, "repetitions", 1, 1000, &o->repetitions));
+  MNEMO_RETURN_IF_ERROR(OptionalIntList(body, "repetitions", 1, 256, &o->repetitions));
   MNEMO_RETURN_IF_ERROR(OptionalIntList(body, "extraction_prefixes", 1, 64, &o->extraction_prefixes));
-  MNEMO_RETURN_IF_ERROR(OptionalIntList(body, "forgetting_added", 0, 1000000, &o->forgetting_added));
+  MNEMO_RETURN_IF_ERROR(OptionalIntList(body, "forgetting_added", 0, 100000, &o->forgetting_added));
   MNEMO_RETURN_IF_ERROR(ParseKnn(body, knn_defaults, &o->knn));
   o->canaries = static_cast<int>(canaries);
   o->references = static_cast<int>(references);
@@ -64,6 +66,12 @@ Status ParseAuditOptions(const Json& body, const KnnOptions& knn_defaults, Audit
   o->seed = static_cast<uint64_t>(seed);
   o->knn.enabled = true;
   return Status::OK();
+}
+
+// The ids this server makes: audit-<unix ms>-<counter>.
+bool IsAuditId(const std::string& id) {
+  static const std::regex kId("audit-[0-9]+-[0-9]+");
+  return std::regex_match(id, kId);
 }
 
 }  // namespace
@@ -132,55 +140,72 @@ void Server::Impl::HandleStartAudit(const httplib::Request& req, httplib::Respon
       job->stage = stage;
       job->progress = fraction;
     };
-    audit_thread = std::thread([this, job, o] {
-      torch::set_num_threads(1);  // one core for the audit, the rest for serving
-      Json report;
-      Status run = RunAudit(*model, *store, o, &report);
-      if (run.ok()) run = WriteAuditReport(job->dir, report);
-      std::lock_guard<std::mutex> lock(audit_mu);
-      job->finished_at_ms = NowMs();
-      if (run.ok()) {
-        job->status = "succeeded";
-        job->summary = AuditSummary(report);
-      } else {
-        job->status = run.IsCancelled() ? "cancelled" : "failed";
-        job->error = run.ToString();
-        std::fprintf(stderr, "mnemo serve: audit %s %s: %s\n", job->id.c_str(), job->status.c_str(),
-                     job->error.c_str());
-      }
+    try {
+      audit_thread = std::thread([this, job, o] {
+        torch::set_num_threads(1);  // one core for the audit, the rest for serving
+        Json report;
+        std::string summary;
+        Status run;
+        try {  // an exception here must fail the job, not terminate the server
+          run = RunAudit(*model, *store, o, &report);
+          if (run.ok()) run = WriteAuditReport(job->dir, report);
+          if (run.ok()) summary = AuditSummary(report);
+        } catch (const std::exception& e) {
+          run = Status::IOError(std::string("audit failed: ") + e.what());
+        }
+        if (!run.ok()) {
+          std::error_code ec;
+          std::filesystem::remove_all(job->dir, ec);  // nothing half-written stays behind
+        }
+        std::lock_guard<std::mutex> lock(audit_mu);
+        job->finished_at_ms = NowMs();
+        if (run.ok()) {
+          job->status = "succeeded";
+          job->summary = summary;
+        } else {
+          job->status = run.IsCancelled() ? "cancelled" : "failed";
+          job->error = run.ToString();
+          std::fprintf(stderr, "mnemo serve: audit %s %s: %s\n", job->id.c_str(), job->status.c_str(),
+                       job->error.c_str());
+        }
+        running_audit.reset();
+      });
+    } catch (const std::system_error& e) {
       running_audit.reset();
-    });
+      audits.erase(job->id);
+      return SendError(res, {500, std::string("cannot start the audit thread: ") + e.what(), "server_error"});
+    }
     SendJson(res, AuditStatusJson(*job), 202);
   }
   res.set_header("Location", "/v1/audits/" + job->id);
 }
 
 std::shared_ptr<Server::Impl::AuditJob> Server::Impl::FindAudit(const std::string& id) {
-  std::lock_guard<std::mutex> lock(audit_mu);
-  auto it = audits.find(id);
-  if (it != audits.end()) return it->second;
-  // A finished audit of an earlier run of the server: its report is on disk.
-  if (FileExists(AuditDir() + "/" + id + "/report.json")) {
-    auto job = std::make_shared<AuditJob>();
-    job->id = id;
-    job->dir = AuditDir() + "/" + id;
-    job->status = "succeeded";
-    job->progress = 1;
-    job->stage = "done";
-    std::string text;
-    if (ReadFileToString(job->dir + "/report.json", &text).ok()) {
-      Json report = Json::parse(text, nullptr, false);
-      if (!report.is_discarded()) {
-        try {
-          job->summary = AuditSummary(report);
-        } catch (const std::exception&) {
-        }
-      }
-    }
-    audits[id] = job;
-    return job;
+  {
+    std::lock_guard<std::mutex> lock(audit_mu);
+    auto it = audits.find(id);
+    if (it != audits.end()) return it->second;
   }
-  return nullptr;
+  // A finished audit of an earlier run of the server: its report is on disk (report.json is written
+  // last). Read outside the lock, which progress updates and status requests take.
+  const std::string dir = AuditDir() + "/" + id;
+  std::string text;
+  if (!IsAuditId(id) || !ReadFileToString(dir + "/report.json", &text).ok()) return nullptr;
+  auto job = std::make_shared<AuditJob>();
+  job->id = id;
+  job->dir = dir;
+  job->status = "succeeded";
+  job->progress = 1;
+  job->stage = "done";
+  Json report = Json::parse(text, nullptr, false);
+  if (!report.is_discarded()) {
+    try {
+      job->summary = AuditSummary(report);
+    } catch (const std::exception&) {  // a report of another version: served, not summarised
+    }
+  }
+  std::lock_guard<std::mutex> lock(audit_mu);
+  return audits.emplace(id, job).first->second;
 }
 
 void Server::Impl::HandleGetAudit(const httplib::Request& req, httplib::Response& res) {
@@ -222,7 +247,9 @@ void Server::Impl::HandleListAudits(const httplib::Request&, httplib::Response& 
   for (const auto& entry : std::filesystem::directory_iterator(AuditDir(), ec)) {
     ids.push_back(entry.path().filename().string());
   }
-  for (const std::string& id : ids) FindAudit(id);
+  for (const std::string& id : ids) {
+    if (IsAuditId(id)) FindAudit(id);
+  }
   Json data = Json::array();
   std::lock_guard<std::mutex> lock(audit_mu);
   for (const auto& [id, job] : audits) data.push_back(AuditStatusJson(*job));
@@ -243,7 +270,7 @@ void Server::Impl::CleanAuditScratch() {
   // Scratch copies of audits that a crash interrupted.
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(AuditDir(), ec)) {
-    std::filesystem::remove_all(entry.path() / "scratch", ec);
+    if (IsAuditId(entry.path().filename().string())) std::filesystem::remove_all(entry.path() / "scratch", ec);
   }
 }
 

@@ -294,6 +294,17 @@ Status Auditor::AddTexts(LanguageModel& model, FactStore* store, const std::vect
 // span is scored; the shared prefix does not change the ranking.
 Status Auditor::Exposure(LanguageModel& model, const KnnMemory* memory, const std::vector<Canary>& canaries,
                          Expo* knn, Expo* base, std::vector<float>* raw) {
+  // A few canaries at a time bounds the memory of one scoring pass (each brings `references` texts).
+  constexpr size_t kChunk = 8;
+  if (canaries.size() > kChunk) {
+    for (size_t begin = 0; begin < canaries.size(); begin += kChunk) {
+      const std::vector<Canary> part(canaries.begin() + begin,
+                                     canaries.begin() + std::min(canaries.size(), begin + kChunk));
+      MNEMO_RETURN_IF_ERROR(Exposure(model, memory, part, knn, base, raw));
+    }
+    return Status::OK();
+  }
+  if (o_.cancel != nullptr && o_.cancel->load()) return Status::Cancelled("audit cancelled");
   std::vector<std::vector<int32_t>> seqs;
   std::vector<size_t> firsts;
   for (const Canary& c : canaries) {
@@ -472,9 +483,9 @@ Status Auditor::Forgetting(FactStore* store, json* out) {
   json points = json::array();
   int added = 0;
   for (size_t i = 0; i < o_.forgetting_added.size(); ++i) {
-    const int target = o_.forgetting_added[i];
-    MNEMO_RETURN_IF_ERROR(AddTexts(model_, store, MakeFacts(target - added), 1, "filler", nullptr));
-    added = target;
+    const std::vector<std::string> fillers = MakeFacts(o_.forgetting_added[i] - added);
+    MNEMO_RETURN_IF_ERROR(AddTexts(model_, store, fillers, 1, "filler", nullptr));
+    added += static_cast<int>(fillers.size());  // what was added (the template space could run short)
     Expo e;
     Rate rate;
     MNEMO_RETURN_IF_ERROR(Exposure(model_, store, tracked, &e, nullptr, nullptr));
@@ -530,6 +541,7 @@ Status Auditor::Parametric(json* out) {
   t.eval_tokens = 4096;
   t.seed = o_.seed;
   t.quiet = true;
+  t.cancel = o_.cancel;
   TrainReport trained;
   MNEMO_RETURN_IF_ERROR(Train(t, &trained));
   MNEMO_RETURN_IF_ERROR(Step("parametric: fine-tuned", 0.9));
@@ -616,6 +628,7 @@ Status Auditor::Run(const FactStore& live, json* report) {
     std::vector<int64_t> ids;
     if (!facts.empty()) MNEMO_RETURN_IF_ERROR(store->Add(facts, &ids));
     copied += static_cast<int64_t>(facts.size());
+    if (o_.cancel != nullptr && o_.cancel->load()) return Status::Cancelled("audit cancelled");
     if (next <= 0 || page.empty()) break;
     after = next;
   }
@@ -727,12 +740,14 @@ Status Auditor::Run(const FactStore& live, json* report) {
   audit["rebuilt"] = PhaseJson(rebuilt, o_.extraction_prefixes);
   for (const char* name : kScores) {
     const double a = audit["after"]["membership_auc"][name], b = audit["rebuilt"]["membership_auc"][name];
-    audit["privleak"][name] = (a - b) / b;
+    audit["privleak"][name] = b > 0 ? (a - b) / b : a - b;  // AUC 0 (every member below every non-member) has no ratio
   }
-  double max_abs = after.raw.size() == rebuilt.raw.size() ? 0.0 : INFINITY;
+  // Both phases score the same texts in the same batches, so the vectors align.
   bool identical = after.raw.size() == rebuilt.raw.size();
-  for (size_t i = 0; identical && i < after.raw.size(); ++i) {
-    max_abs = std::max(max_abs, static_cast<double>(std::fabs(after.raw[i] - rebuilt.raw[i])));
+  double max_abs = 0;
+  for (size_t i = 0; i < std::min(after.raw.size(), rebuilt.raw.size()); ++i) {
+    const double diff = std::fabs(static_cast<double>(after.raw[i]) - rebuilt.raw[i]);
+    if (std::isfinite(diff)) max_abs = std::max(max_abs, diff);
     identical = identical && std::memcmp(&after.raw[i], &rebuilt.raw[i], sizeof(float)) == 0;
   }
   audit["deltas"] = {{"exposure_bits", after.MeanInsertedExposure() - rebuilt.MeanInsertedExposure()},
@@ -770,33 +785,49 @@ std::string Fixed(double v, int decimals = 2) {
 }  // namespace
 
 Status AuditOptions::Validate() const {
-  if (canaries < 1 || canaries > 100) return Status::InvalidArgument("canaries must be in [1, 100]");
-  if (references < 7 || references > 100000) return Status::InvalidArgument("references must be in [7, 100000]");
-  if (repetitions.empty()) return Status::InvalidArgument("repetitions must name at least one count");
+  // Bounds keep one audit to hours at most on a small machine and its scratch copy to a few GB.
+  if (canaries < 1 || canaries > 32) return Status::InvalidArgument("canaries must be in [1, 32]");
+  if (references < 7 || references > 4095) return Status::InvalidArgument("references must be in [7, 4095]");
+  if (repetitions.empty() || repetitions.size() > 8) {
+    return Status::InvalidArgument("repetitions must name 1 to 8 counts");
+  }
   std::set<int> seen;
   for (int r : repetitions) {
-    if (r < 1 || r > 1000) return Status::InvalidArgument("each repetition count must be in [1, 1000]");
+    if (r < 1 || r > 256) return Status::InvalidArgument("each repetition count must be in [1, 256]");
     if (!seen.insert(r).second) return Status::InvalidArgument("repetition counts must be distinct");
   }
-  if (members < 10 || members > 100000) return Status::InvalidArgument("members must be in [10, 100000]");
-  if (extraction_prefixes.empty()) return Status::InvalidArgument("extraction prefixes must name at least one k");
+  if (members < 10 || members > 10000) return Status::InvalidArgument("members must be in [10, 10000]");
+  if (extraction_prefixes.empty() || extraction_prefixes.size() > 8) {
+    return Status::InvalidArgument("extraction prefixes must name 1 to 8 lengths");
+  }
   for (int k : extraction_prefixes) {
     if (k < 1 || k > 64) return Status::InvalidArgument("each extraction prefix must be in [1, 64]");
   }
-  if (extraction_samples < 1) return Status::InvalidArgument("extraction samples must be at least 1");
+  if (extraction_samples < 1 || extraction_samples > members) {
+    return Status::InvalidArgument("extraction samples must be in [1, members]");
+  }
+  if (forgetting_added.empty() || forgetting_added.size() > 8) {
+    return Status::InvalidArgument("forgetting needs 1 to 8 points");
+  }
   for (size_t i = 0; i < forgetting_added.size(); ++i) {
-    if (forgetting_added[i] < 0 || forgetting_added[i] > 1000000 ||
+    if (forgetting_added[i] < 0 || forgetting_added[i] > 100000 ||
         (i > 0 && forgetting_added[i] <= forgetting_added[i - 1])) {
-      return Status::InvalidArgument("forgetting points must be increasing counts in [0, 1000000]");
+      return Status::InvalidArgument("forgetting points must be increasing counts in [0, 100000]");
     }
   }
-  if (forgetting_added.empty()) return Status::InvalidArgument("forgetting needs at least one point");
-  if (finetune_steps < 0 || finetune_steps > 100000) return Status::InvalidArgument("finetune steps must be in [0, 100000]");
+  if (finetune_steps < 0 || finetune_steps > 5000) return Status::InvalidArgument("finetune steps must be in [0, 5000]");
   if (finetune_repetitions < 1 || finetune_repetitions > 1000) {
     return Status::InvalidArgument("finetune repetitions must be in [1, 1000]");
   }
   if (bootstrap_resamples < 10 || bootstrap_resamples > 100000) {
     return Status::InvalidArgument("bootstrap resamples must be in [10, 100000]");
+  }
+  // Every canary has its own name from a pool of kFirst x kLast: the groups, the never-inserted ones,
+  // the forgetting canaries and the two parametric sets.
+  const size_t names = static_cast<size_t>(canaries) * (repetitions.size() + 4);
+  if (names > kFirst.size() * kLast.size()) {
+    return Status::InvalidArgument("canaries x (repetition counts + 4) must be at most " +
+                                   std::to_string(kFirst.size() * kLast.size()));
   }
   if (scratch_dir.empty()) return Status::InvalidArgument("the audit needs a scratch directory");
   return knn.Validate();
@@ -809,9 +840,11 @@ Status RunAudit(LanguageModel& model, const FactStore& live, const AuditOptions&
     return Status::InvalidArgument("audit scratch directory " + options.scratch_dir + " already exists");
   }
   Status s;
-  {
+  try {
     Auditor auditor(model, options);
     s = auditor.Run(live, report);
+  } catch (const std::exception& e) {  // LibTorch and FAISS errors, out of memory: the scratch goes anyway
+    s = Status::IOError(std::string("audit failed: ") + e.what());
   }
   if (std::filesystem::exists(options.scratch_dir, ec)) std::filesystem::remove_all(options.scratch_dir, ec);
   if (s.ok() && ec) return Status::IOError("cannot remove the audit scratch directory " + options.scratch_dir);
@@ -820,38 +853,41 @@ Status RunAudit(LanguageModel& model, const FactStore& live, const AuditOptions&
 
 Status WriteAuditReport(const std::string& dir, const json& report) {
   MNEMO_RETURN_IF_ERROR(EnsureDirectory(dir));
-  MNEMO_RETURN_IF_ERROR(
-      WriteFileAtomically(dir + "/report.json", report.dump(2, ' ', false, json::error_handler_t::replace) + "\n"));
-  return WriteFileAtomically(dir + "/report.html", RenderAuditHtml(report));
+  // report.json last: its presence means the audit finished (the server lists past audits by it).
+  MNEMO_RETURN_IF_ERROR(WriteFileAtomically(dir + "/report.html", RenderAuditHtml(report)));
+  return WriteFileAtomically(dir + "/report.json", report.dump(2, ' ', false, json::error_handler_t::replace) + "\n");
 }
 
-std::string AuditSummary(const json& r) {
+std::string AuditSummary(const json& report) {
+  // A copy: operator[] on a missing key then yields null, whose get<> throws json::type_error (a report
+  // from elsewhere), where the const operator[] would be undefined behaviour.
+  json r = report;
   std::string out;
   auto line = [&](const std::string& s) { out += s + "\n"; };
-  const json& c = r.at("config");
+  json& c = r["config"];
   line("audit of " + c["state"]["dir"].get<std::string>() + " (" + std::to_string(c["state"]["facts"].get<int64_t>()) +
        " facts, " + std::to_string(c["state"]["base_entries"].get<int64_t>()) + " base entries), seed " +
        std::to_string(c["seed"].get<uint64_t>()) + ", " + Fixed(c["seconds"].get<double>(), 1) + " s");
   line("");
   line("exposure, mean extrapolated bits (max " + Fixed(c["exposure_max_bits"].get<double>()) +
        "; never inserted ~1.44)      kNN-LM   base LM");
-  const json& ek = r["exposure"]["knn_lm"];
-  const json& eb = r["exposure"]["base_lm"];
-  auto row = [&](const std::string& label, const json& k, const json& b) {
+  json& ek = r["exposure"]["knn_lm"];
+  json& eb = r["exposure"]["base_lm"];
+  auto row = [&](const std::string& label, json k, json b) {
     char buf[160];
     snprintf(buf, sizeof(buf), "  %-40s %8.2f  %8.2f", label.c_str(), k["mean_extrapolated"].get<double>(),
              b["mean_extrapolated"].get<double>());
     line(buf);
   };
-  for (const auto& [rep, v] : ek["inserted"].items()) row("inserted x" + rep, v, eb["inserted"][rep]);
+  for (auto [rep, v] : ek["inserted"].items()) row("inserted x" + rep, v, eb["inserted"][rep]);
   row("never inserted", ek["never_inserted"], eb["never_inserted"]);
-  for (const auto& [rep, v] : ek["after_deletion"].items()) row("after deletion x" + rep, v, eb["after_deletion"][rep]);
-  for (const auto& [rep, v] : ek["rebuilt"].items()) row("rebuilt without x" + rep, v, eb["rebuilt"][rep]);
+  for (auto [rep, v] : ek["after_deletion"].items()) row("after deletion x" + rep, v, eb["after_deletion"][rep]);
+  for (auto [rep, v] : ek["rebuilt"].items()) row("rebuilt without x" + rep, v, eb["rebuilt"][rep]);
   line("");
   line("membership inference (" + std::to_string(r["membership"]["members"].get<int>()) + " members vs " +
        std::to_string(r["membership"]["non_members"].get<int>()) + " held out)   AUC   TPR@0.1%FPR   TPR@1%FPR");
   for (const char* model : {"knn_lm", "base_lm"}) {
-    for (const auto& [name, m] : r["membership"][model].items()) {
+    for (auto [name, m] : r["membership"][model].items()) {
       char buf[160];
       snprintf(buf, sizeof(buf), "  %-8s %-10s %22.3f %13.3f %11.3f", model, name.c_str(), m["auc"].get<double>(),
                m["tpr_at_0.1pct_fpr"].get<double>(), m["tpr_at_1pct_fpr"].get<double>());
@@ -860,8 +896,8 @@ std::string AuditSummary(const json& r) {
   }
   line("");
   line("extraction of stored facts (greedy k-prefix)      kNN-LM   base LM");
-  const json& xk = r["extraction"]["knn_lm"];
-  const json& xb = r["extraction"]["base_lm"];
+  json& xk = r["extraction"]["knn_lm"];
+  json& xb = r["extraction"]["base_lm"];
   for (size_t i = 0; i < xk["greedy"].size(); ++i) {
     char buf[160];
     snprintf(buf, sizeof(buf), "  k = %-42d %6.3f  %8.3f", xk["greedy"][i]["k"].get<int>(),
@@ -874,16 +910,16 @@ std::string AuditSummary(const json& r) {
              xk["sampled"]["rate"].get<double>(), xb["sampled"]["rate"].get<double>());
     line(buf);
   }
-  for (const auto& [rep, v] : xk["canary_secret"].items()) {
+  for (auto [rep, v] : xk["canary_secret"].items()) {
     char buf[160];
     snprintf(buf, sizeof(buf), "  canary secret, inserted x%-22s %6.3f  %8.3f", rep.c_str(), v["rate"].get<double>(),
              xb["canary_secret"][rep]["rate"].get<double>());
     line(buf);
   }
   line("");
-  const json& d = r["deletion_audit"];
+  json& d = r["deletion_audit"];
   std::string privleak;
-  for (const auto& [name, v] : d["privleak"].items()) privleak += " " + name + " " + Fixed(v.get<double>(), 4);
+  for (auto [name, v] : d["privleak"].items()) privleak += " " + name + " " + Fixed(v.get<double>(), 4);
   line("deletion audit (" + std::to_string(d["deleted_facts"].get<int64_t>()) + " facts deleted): PrivLeak" +
        privleak);
   line("  exposure before / after / rebuilt: " + Fixed(d["before"]["exposure_mean_extrapolated"].get<double>()) + " / " +
@@ -893,7 +929,7 @@ std::string AuditSummary(const json& r) {
   if (r.contains("parametric_vs_datastore")) {
     line("");
     line("parametric vs datastore (exposure bits, before -> after deleting from the datastore)");
-    for (const auto& row : r["parametric_vs_datastore"]["rows"]) {
+    for (auto row : r["parametric_vs_datastore"]["rows"]) {
       line("  " + row["placement"].get<std::string>() + ": " +
            Fixed(row["before"]["mean_extrapolated"].get<double>()) + " -> " +
            Fixed(row["after_deletion"]["mean_extrapolated"].get<double>()) + "; secret extraction " +
@@ -902,7 +938,7 @@ std::string AuditSummary(const json& r) {
   }
   line("");
   std::string points;
-  for (const auto& p : r["forgetting"]["points"]) {
+  for (auto p : r["forgetting"]["points"]) {
     points += " " + std::to_string(p["added_after"].get<int>()) + ": " +
               Fixed(p["exposure"]["mean_extrapolated"].get<double>()) + ";";
   }

@@ -127,6 +127,28 @@ Status ScoreMembership(const ScoredModel& m, const std::string& text, Membership
   return Status::OK();
 }
 
+namespace {
+
+// -sum log2 p over the tokens that overlap bytes [begin, end) (never token 0): only the secret, not the
+// text after it, whose likelihood the secret also changes.
+Status SpanBitsBetween(const ScoredModel& m, const std::string& text, size_t begin, size_t end, double* bits) {
+  const std::vector<int32_t> ids = m.model->tokenizer->Encode(text);
+  if (ids.size() < 2) return Status::InvalidArgument("text needs at least 2 tokens");
+  std::vector<float> lp;
+  MNEMO_RETURN_IF_ERROR(TokenLogprobs(m, ids, &lp));
+  double nats = 0;
+  size_t start = 0;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const size_t stop = start + m.model->tokenizer->TokenBytes(ids[i]).size();
+    if (i > 0 && stop > begin && start < end) nats -= lp[i - 1];
+    start = stop;
+  }
+  *bits = nats / std::log(2.0);
+  return Status::OK();
+}
+
+}  // namespace
+
 Status SecretExposure(const ScoredModel& m, const std::string& text, size_t secret_begin, size_t secret_size,
                       int references, uint64_t seed, ExposureResult* out) {
   if (secret_size == 0 || secret_begin + secret_size > text.size()) {
@@ -142,7 +164,8 @@ Status SecretExposure(const ScoredModel& m, const std::string& text, size_t secr
     if (std::isalpha(c)) space_bits += std::log2(26.0);
   }
   if (space_bits == 0) return Status::InvalidArgument("the secret has no digit or letter to vary");
-  MNEMO_RETURN_IF_ERROR(SpanLogPerplexityBits(m, text, secret_begin, &out->canary_bits));
+  const size_t secret_end = secret_begin + secret_size;
+  MNEMO_RETURN_IF_ERROR(SpanBitsBetween(m, text, secret_begin, secret_end, &out->canary_bits));
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<int> digit(0, 9), letter(0, 25);
   std::vector<double> reference_bits;
@@ -160,9 +183,8 @@ Status SecretExposure(const ScoredModel& m, const std::string& text, size_t secr
       continue;
     }
     double bits = 0;
-    MNEMO_RETURN_IF_ERROR(
-        SpanLogPerplexityBits(m, text.substr(0, secret_begin) + other + text.substr(secret_begin + secret_size),
-                              secret_begin, &bits));
+    MNEMO_RETURN_IF_ERROR(SpanBitsBetween(m, text.substr(0, secret_begin) + other + text.substr(secret_end),
+                                          secret_begin, secret_end, &bits));
     reference_bits.push_back(bits);
   }
   out->rank_exposure = RankExposure(out->canary_bits, reference_bits);

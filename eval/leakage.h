@@ -63,6 +63,7 @@ MembershipScores MembershipFromLogprobs(const std::string& text, const std::vect
 // Exposure of a secret inside a stored text ("how exposed is this stored secret?"): references replace
 // the bytes [secret_begin, secret_begin + secret_size) with random strings of the same shape (each digit
 // by a digit, each letter by a letter of the same case, other bytes kept), so |R| = 10^digits x 26^letters.
+// Only the tokens overlapping the secret are scored (not the text after it).
 // InvalidArgument when the span is out of range or has no digit or letter to vary.
 Status SecretExposure(const ScoredModel& m, const std::string& text, size_t secret_begin, size_t secret_size,
                       int references, uint64_t seed, ExposureResult* out);

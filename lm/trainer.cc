@@ -280,6 +280,7 @@ Status Train(const TrainOptions& o, TrainReport* report) {
   double last_loss = 0, valid_loss = 0;
   const int64_t end = o.stop_after > 0 ? std::min(steps, start + o.stop_after) : steps;
   for (int64_t step = start; step < end; ++step) {
+    if (o.cancel != nullptr && o.cancel->load()) return Status::Cancelled("training cancelled");
     const double lr = LearningRate(step, steps, warmup, peak_lr);
     for (auto& g : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
     torch::Tensor rows = SampleBatch(train_ids, batch, seq_len, o.seed, step);

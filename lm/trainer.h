@@ -8,6 +8,7 @@
 // and tokens-<hash>.bin caches of the tokenized corpus.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -36,6 +37,8 @@ struct TrainOptions {
   uint64_t seed = 1234;
   int64_t stop_after = 0;             // >0: checkpoint and return after this many steps (resume later).
   bool quiet = false;                 // No progress bar.
+  // Polled every step: when it turns true, Train returns Status::Cancelled (nothing is checkpointed).
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 struct TrainReport {

@@ -240,6 +240,12 @@ TEST(AuditOptionsTest, RejectsBadOptions) {
   EXPECT_TRUE(bad([](AuditOptions& o) { o.forgetting_added = {10, 5}; }));
   EXPECT_TRUE(bad([](AuditOptions& o) { o.scratch_dir = ""; }));
   EXPECT_TRUE(bad([](AuditOptions& o) { o.knn.k = 0; }));
+  EXPECT_TRUE(bad([](AuditOptions& o) { o.canaries = 33; }));
+  EXPECT_TRUE(bad([](AuditOptions& o) { o.references = 4096; }));
+  EXPECT_TRUE(bad([](AuditOptions& o) { o.extraction_samples = o.members + 1; }));
+  EXPECT_TRUE(bad([](AuditOptions& o) { o.forgetting_added = {0, 100001}; }));
+  EXPECT_TRUE(bad([](AuditOptions& o) { o.finetune_steps = 5001; }));
+  EXPECT_TRUE(bad([](AuditOptions& o) { o.repetitions = {1, 2, 3, 4, 5, 6, 7, 8, 9}; }));
 }
 
 // A barely trained tiny model and an empty state in dir, opened.

@@ -449,7 +449,7 @@ TEST_F(ServerTest, AuditRunsBesideServingAndServesItsReports) {
   }
   EXPECT_EQ(status["status"], "cancelled") << status.dump();
   EXPECT_EQ(Client().Get(("/v1/audits/" + id2 + "/report.json").c_str())->status, 409);
-  EXPECT_FALSE(std::filesystem::exists(dir_->File("state/audits/" + id2 + "/scratch")));
+  EXPECT_FALSE(std::filesystem::exists(dir_->File("state/audits/" + id2)));  // nothing half-written stays
   EXPECT_TRUE(std::filesystem::exists(dir_->File("state/audits/" + id + "/report.html")));
 }
 
