@@ -11,6 +11,7 @@
 
 #include "lm/checkpoint.h"
 #include "retriever/datastore_builder.h"
+#include "retriever/dual_scorer.h"
 #include "retriever/recall.h"
 #include "tests/lm_fixture.h"
 #include "tests/test_util.h"
@@ -322,6 +323,55 @@ TEST(DatastoreBuildTest, MemorisedTextBecomesFarMoreLikely) {
 
   // The same directory cannot be overwritten by a second build.
   EXPECT_TRUE(BuildDatastore(model, text, "toy", dir.File("ds"), options, &report).IsInvalidArgument());
+}
+
+// Batched scoring (many short texts in padded batches, one search per batch) agrees with scoring each
+// text alone, for texts shorter and longer than the context; first_targets skips the leading positions.
+TEST(DualScorerTest, BatchedScoringMatchesOneTextAtATime) {
+  const auto& tok = testing::ToyTokenizer();
+  LanguageModel model;
+  model.config = testing::TinyConfig(tok.vocab_size());
+  model.net = testing::TinyGpt(tok.vocab_size());
+  std::unique_ptr<BpeTokenizer> copy;
+  ASSERT_TRUE(BpeTokenizer::FromVocabAndMerges(tok.tokens(), tok.merges(), &copy).ok());
+  model.tokenizer = std::move(copy);
+  ScratchDir dir;
+  DatastoreBuildOptions build;
+  build.finish.progress = false;
+  DatastoreBuildReport report;
+  ASSERT_TRUE(BuildDatastore(model, testing::ToyCorpus().substr(0, 2000), "toy", dir.File("ds"), build, &report).ok());
+  std::unique_ptr<Datastore> ds;
+  ASSERT_TRUE(Datastore::Open(dir.File("ds"), DatastoreOpenOptions(), &ds).ok());
+  KnnOptions o;
+  o.k = 8, o.lambda = 0.5;
+  const std::string corpus = testing::ToyCorpus();
+  std::vector<std::vector<int32_t>> seqs;
+  for (size_t len : {12, 40, 3, 25, 300}) seqs.push_back(tok.Encode(corpus.substr(len * 7, len)));
+  ASSERT_GT(static_cast<int64_t>(seqs.back().size()), model.config.n_positions);  // one longer than the context
+  std::vector<DualScores> batched;
+  ASSERT_TRUE(ScoreBothBatch(model, ds.get(), o, seqs, &batched, nullptr, /*batch_tokens=*/64).ok());
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    DualScores alone;
+    ASSERT_TRUE(ScoreBoth(model, ds.get(), o, seqs[i], WindowOptions(), &alone).ok());
+    ASSERT_EQ(batched[i].lm.size(), alone.lm.size());
+    for (size_t t = 0; t < alone.lm.size(); ++t) {
+      EXPECT_NEAR(batched[i].lm[t], alone.lm[t], 1e-4) << i << " " << t;
+      EXPECT_NEAR(batched[i].knn[t], alone.knn[t], 1e-3) << i << " " << t;
+    }
+  }
+  const std::vector<size_t> firsts = {5, 1, 2, 30, 1};
+  std::vector<DualScores> partial;
+  ASSERT_TRUE(ScoreBothBatch(model, ds.get(), o, seqs, &partial, &firsts).ok());
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    for (size_t t = 1; t < seqs[i].size(); ++t) {
+      if (t < firsts[i]) {
+        EXPECT_EQ(partial[i].lm[t - 1], 0.0f);
+      } else {
+        EXPECT_NEAR(partial[i].knn[t - 1], batched[i].knn[t - 1], 1e-3) << i << " " << t;
+      }
+    }
+  }
+  EXPECT_TRUE(ScoreBothBatch(model, ds.get(), o, {{1}}, &partial).IsInvalidArgument());
 }
 
 }  // namespace
