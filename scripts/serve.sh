@@ -42,6 +42,8 @@ Try:
   curl -s localhost:$port/v1/completions -H 'Content-Type: application/json' \\
     -d '{"model": "default", "prompt": "Quillon, n. The harbour town where", "max_tokens": 12, "temperature": 0, "knn": {"k": 8, "lambda": 0.5}, "return_neighbors": 2}'
   curl -s -X DELETE localhost:$port/v1/facts/1
+  curl -s -X POST localhost:$port/v1/audits -d '{}'        # leakage audit (about 3 minutes); then:
+  curl -s localhost:$port/v1/audits                        # its status, and report.json / report.html links
 Ctrl-C stops the server.
 MSG
 wait $server
