@@ -1,9 +1,5 @@
 #include "eval/report_html.h"
 
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-
 #include <algorithm>
 #include <cmath>
 #include <iterator>
@@ -12,60 +8,26 @@
 #include <utility>
 #include <vector>
 
+#include "eval/svg_plot.h"
+
 namespace mnemo {
 namespace {
 
 using Json = nlohmann::ordered_json;
-
-// ---- Text
-
-std::string Printf(const char* format, ...) __attribute__((format(printf, 1, 2)));
-std::string Printf(const char* format, ...) {
-  char buf[256];
-  va_list args;
-  va_start(args, format);
-  int n = vsnprintf(buf, sizeof(buf), format, args);
-  va_end(args);
-  if (n < 0) return "";
-  if (static_cast<size_t>(n) < sizeof(buf)) return std::string(buf, n);
-  std::string out(n + 1, '\0');
-  va_start(args, format);
-  vsnprintf(out.data(), out.size(), format, args);
-  va_end(args);
-  out.resize(n);
-  return out;
-}
-
-std::string Escape(const std::string& s) {
-  std::string out;
-  out.reserve(s.size());
-  for (char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
-
-// Three significant digits; whole numbers in full, digits grouped from 10,000 on.
-std::string FormatNumber(double v) {
-  if (std::isnan(v)) return "NaN";
-  if (std::isinf(v)) return v > 0 ? "&infin;" : "&minus;&infin;";
-  if (v == std::floor(v) && std::fabs(v) < 1e15) {
-    std::string digits = Printf("%.0f", std::fabs(v));
-    if (digits.size() > 4) {
-      for (int i = static_cast<int>(digits.size()) - 3; i > 0; i -= 3) digits.insert(i, ",");
-    }
-    return (v < 0 ? "-" : "") + digits;
-  }
-  if (std::fabs(v) >= 999.5 && std::fabs(v) < 1e15) return Printf("%.0f", v);
-  return Printf("%.3g", v);
-}
+using svg::At;
+using svg::BarGroup;
+using svg::Escape;
+using svg::Figure;
+using svg::FormatNumber;
+using svg::GroupedBars;
+using svg::kGrey;
+using svg::kPalette;
+using svg::kReferenceColour;
+using svg::LegendEntry;
+using svg::NiceTicks;
+using svg::Plot;
+using svg::Printf;
+using svg::Scale;
 
 const char kNotMeasured[] = "<span class=\"na\" title=\"not measured\">&mdash;</span>";
 
@@ -154,10 +116,6 @@ std::vector<std::string> NumericKeys(const std::vector<const Json*>& objects) {
 const std::pair<const char*, const char*> kModels[] = {{"knn_lm", "kNN-LM"}, {"base_lm", "base LM"}};
 const std::pair<const char*, const char*> kScores[] = {
     {"loss", "LOSS"}, {"zlib", "zlib ratio"}, {"reference", "reference ratio"}, {"min_k", "Min-K% (20%)"}};
-// Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
-const char* const kPalette[] = {"#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"};
-const char kGrey[] = "#8c96a3";
-const char kReferenceColour[] = "#c2410c";
 
 std::string ScoreName(const std::string& key) {
   for (const auto& [k, name] : kScores) {
@@ -173,185 +131,6 @@ const char* ScoreColour(const std::string& key, const std::vector<std::string>& 
   }
   size_t at = std::find(all_keys.begin(), all_keys.end(), key) - all_keys.begin();
   return kPalette[std::min(std::size(kScores) + at, std::size(kPalette) - 1)];
-}
-
-// ---- SVG
-
-// ` name="12.3"`: a coordinate attribute.
-std::string At(const char* name, double v) { return Printf(" %s=\"%.1f\"", name, v); }
-
-// Data value -> pixel along one axis: linear, log10, or log10(1 + x / unit) for counts that start at 0
-// (about linear below `unit`, logarithmic above). Values outside [lo, hi] are clamped onto the axis: an ROC
-// point at FPR 0 sits on the log axis' minimum.
-struct Scale {
-  enum Kind { kLinear, kLog, kLog1p } kind = kLinear;
-  double lo = 0, hi = 1;
-  double unit = 1;
-  double from = 0, to = 1;  // pixels
-  double Transform(double v) const {
-    return kind == kLog ? std::log10(v) : kind == kLog1p ? std::log10(1 + v / unit) : v;
-  }
-  double operator()(double v) const {
-    v = std::clamp(v, lo, hi);
-    double span = Transform(hi) - Transform(lo);
-    double t = span > 0 ? (Transform(v) - Transform(lo)) / span : 0.5;
-    return from + t * (to - from);
-  }
-};
-
-// 0, step, 2 step, ... covering [0, hi] in about five 1-2-5 steps; *top gets the last tick.
-std::vector<double> NiceTicks(double hi, double* top) {
-  if (!(hi > 0) || !std::isfinite(hi)) hi = 1;
-  double raw = hi / 5, magnitude = std::pow(10, std::floor(std::log10(raw))), ratio = raw / magnitude;
-  double step = magnitude * (ratio <= 1 ? 1 : ratio <= 2 ? 2 : ratio <= 5 ? 5 : 10);
-  std::vector<double> ticks;
-  for (int i = 0; ticks.empty() || ticks.back() < hi * (1 - 1e-9); ++i) ticks.push_back(i * step);
-  *top = ticks.back();
-  return ticks;
-}
-
-struct LegendEntry {
-  std::string text;  // plain text, escaped when drawn
-  std::string colour;
-  bool dashed = false;  // a reference line rather than a data series
-};
-
-// One chart: a plot area inside margins for tick labels (left, bottom) and a one-line legend (top); marks
-// are added in pixels, from X() and Y().
-class Plot {
- public:
-  Plot(int width, int height, Scale x, Scale y, double reserve_right = 0)
-      : width_(width), height_(height), x_(x), y_(y) {
-    x_.from = left();
-    x_.to = right() - reserve_right;
-    y_.from = bottom();
-    y_.to = top();
-  }
-  double X(double v) const { return x_(v); }
-  double Y(double v) const { return y_(v); }
-  double left() const { return 58; }
-  double right() const { return width_ - 18; }
-  double top() const { return 34; }
-  double bottom() const { return height_ - 48; }
-
-  void XTick(double px, const std::string& label_html, bool grid) {
-    if (grid) grid_ += "<line class=\"g\"" + At("x1", px) + At("x2", px) + At("y1", top()) + At("y2", bottom()) + "/>";
-    grid_ += "<text class=\"tk\"" + At("x", px) + At("y", bottom() + 16) + " text-anchor=\"middle\">" + label_html +
-             "</text>";
-  }
-  void YTick(double v, const std::string& label_html) {
-    grid_ += "<line class=\"g\"" + At("x1", left()) + At("x2", right()) + At("y1", Y(v)) + At("y2", Y(v)) + "/>";
-    grid_ += "<text class=\"tk\"" + At("x", left() - 6) + At("y", Y(v) + 4) + " text-anchor=\"end\">" + label_html +
-             "</text>";
-  }
-  void Add(const std::string& svg) { marks_ += svg; }
-  void Line(double x1, double y1, double x2, double y2, const std::string& style) {
-    marks_ += "<line" + At("x1", x1) + At("y1", y1) + At("x2", x2) + At("y2", y2) + " " + style + "/>";
-  }
-  void Polyline(const std::vector<std::pair<double, double>>& points, const char* colour) {
-    std::string coords, last;
-    for (const auto& [x, y] : points) {
-      std::string p = Printf("%.1f,%.1f", X(x), Y(y));
-      if (p != last) coords += (coords.empty() ? "" : " ") + p;  // clamped points often coincide
-      last = p;
-    }
-    marks_ +=
-        "<polyline fill=\"none\" stroke=\"" + std::string(colour) + "\" stroke-width=\"2\" points=\"" + coords + "\"/>";
-  }
-  void Label(double px, double py, const std::string& html, const char* anchor, const char* cls) {
-    marks_ += "<text class=\"" + std::string(cls) + "\"" + At("x", px) + At("y", py) + " text-anchor=\"" + anchor +
-              "\">" + html + "</text>";
-  }
-  // In one line above the plot area, or stacked in a box at its lower right.
-  void Legend(const std::vector<LegendEntry>& entries, bool inside_lower_right = false) {
-    const double kCharWidth = 6.6;  // 12px sans-serif, measured on DejaVu Sans
-    double widest = 0;
-    for (const auto& e : entries) widest = std::max(widest, e.text.size() * kCharWidth);
-    double x = left(), y = 14;
-    if (inside_lower_right) {
-      x = right() - widest - 34;
-      y = bottom() - 16.0 * entries.size() - 6;
-      legend_ += "<rect class=\"lg\"" + At("x", x - 6) + At("y", y - 10) + At("width", widest + 34) +
-                 At("height", 16.0 * entries.size() + 6) + "/>";
-    }
-    for (const auto& [text, colour, dashed] : entries) {
-      if (dashed) {
-        legend_ += "<line" + At("x1", x) + At("x2", x + 14) + At("y1", y - 2) + At("y2", y - 2) + " stroke=\"" +
-                   colour + "\" stroke-width=\"2\" stroke-dasharray=\"4 2\"/>";
-      } else {
-        legend_ += "<rect" + At("x", x) + At("y", y - 4) + " width=\"14\" height=\"4\" fill=\"" + colour + "\"/>";
-      }
-      legend_ += "<text" + At("x", x + 19) + At("y", y + 2) + ">" + Escape(text) + "</text>";
-      if (inside_lower_right) {
-        y += 16;
-      } else {
-        x += 19 + text.size() * kCharWidth + 18;
-      }
-    }
-  }
-  std::string Render(const std::string& x_title, const std::string& y_title, const std::string& description) const {
-    return Printf("<svg viewBox=\"0 0 %d %d\" role=\"img\"><title>", width_, height_) + Escape(description) +
-           "</title>" + grid_ + "<path class=\"ax\" d=\"M" +
-           Printf("%.1f %.1fV%.1fH%.1f", left(), top(), bottom(), right()) + "\"/>" + marks_ + legend_ +
-           "<text class=\"at\"" + At("x", (left() + right()) / 2) + At("y", height_ - 8.0) +
-           " text-anchor=\"middle\">" + Escape(x_title) + "</text><text class=\"at\" transform=\"translate(14 " +
-           Printf("%.1f", (top() + bottom()) / 2) + ") rotate(-90)\" text-anchor=\"middle\">" + Escape(y_title) +
-           "</text></svg>";
-  }
-
- private:
-  int width_, height_;
-  Scale x_, y_;
-  std::string grid_, marks_, legend_;
-};
-
-std::string Figure(const std::string& svg, const std::string& caption, bool wide = false) {
-  return std::string("<figure") + (wide ? " class=\"wide\"" : "") + ">" + svg + "<figcaption>" + caption +
-         "</figcaption></figure>";
-}
-
-// Bars of several series side by side per group, each labelled with its value; an absent value shows as a dash.
-struct BarGroup {
-  std::string label;
-  std::vector<std::optional<double>> values;  // one per series
-};
-
-std::string GroupedBars(const std::vector<BarGroup>& groups, const std::vector<std::string>& series, double y_max,
-                        const std::string& y_title, const std::string& description, int width,
-                        std::optional<std::pair<double, std::string>> reference_line = std::nullopt) {
-  for (const BarGroup& g : groups) {
-    for (const auto& v : g.values) {
-      if (v) y_max = std::max(y_max, *v);
-    }
-  }
-  double top;
-  std::vector<double> ticks = NiceTicks(y_max, &top);
-  Plot plot(width, 300, Scale{Scale::kLinear, 0, static_cast<double>(groups.size())}, Scale{Scale::kLinear, 0, top});
-  for (double t : ticks) plot.YTick(t, FormatNumber(t));
-  const double bar = 0.76 / std::max<size_t>(series.size(), 1);  // of a group's width
-  for (size_t g = 0; g < groups.size(); ++g) {
-    plot.XTick(plot.X(g + 0.5), Escape(groups[g].label), false);
-    for (size_t s = 0; s < series.size() && s < groups[g].values.size(); ++s) {
-      double x0 = plot.X(g + 0.12 + s * bar), x1 = plot.X(g + 0.12 + (s + 1) * bar) - 2;
-      const auto& v = groups[g].values[s];
-      if (!v) {
-        plot.Label((x0 + x1) / 2, plot.bottom() - 4, "&mdash;", "middle", "vl");
-        continue;
-      }
-      plot.Add("<rect" + At("x", x0) + At("y", plot.Y(*v)) + At("width", x1 - x0) +
-               At("height", plot.bottom() - plot.Y(*v)) + " fill=\"" + kPalette[s % std::size(kPalette)] + "\"/>");
-      plot.Label((x0 + x1) / 2, plot.Y(*v) - 4, FormatNumber(*v), "middle", "vl");
-    }
-  }
-  std::vector<LegendEntry> legend;
-  for (size_t s = 0; s < series.size(); ++s) legend.push_back({series[s], kPalette[s % std::size(kPalette)]});
-  if (reference_line) {
-    double y = plot.Y(reference_line->first);
-    plot.Line(plot.left(), y, plot.right(), y, "class=\"ref\"");
-    legend.push_back({reference_line->second, kReferenceColour, true});
-  }
-  plot.Legend(legend);
-  return plot.Render("", y_title, description);
 }
 
 // ---- Sections

@@ -274,15 +274,21 @@ TEST(DatastoreTest, RoundTripAndCorruption) {
   EXPECT_FALSE(w->Finish({}, {}).ok());  // No entries.
 }
 
+// A random tiny model with the toy tokenizer.
+void RandomTinyModel(LanguageModel* model) {
+  const auto& tok = testing::ToyTokenizer();
+  model->config = testing::TinyConfig(tok.vocab_size());
+  model->net = testing::TinyGpt(tok.vocab_size());
+  std::unique_ptr<BpeTokenizer> copy;
+  ASSERT_TRUE(BpeTokenizer::FromVocabAndMerges(tok.tokens(), tok.merges(), &copy).ok());
+  model->tokenizer = std::move(copy);
+}
+
 TEST(DatastoreBuildTest, MemorisedTextBecomesFarMoreLikely) {
   // A random tiny model: its keys still identify contexts exactly, which is all a datastore needs.
   const auto& tok = testing::ToyTokenizer();
   LanguageModel model;
-  model.config = testing::TinyConfig(tok.vocab_size());
-  model.net = testing::TinyGpt(tok.vocab_size());
-  std::unique_ptr<BpeTokenizer> copy;
-  ASSERT_TRUE(BpeTokenizer::FromVocabAndMerges(tok.tokens(), tok.merges(), &copy).ok());
-  model.tokenizer = std::move(copy);
+  ASSERT_NO_FATAL_FAILURE(RandomTinyModel(&model));
   const std::string text = testing::ToyCorpus().substr(0, 3000);
 
   ScratchDir dir;
@@ -330,11 +336,7 @@ TEST(DatastoreBuildTest, MemorisedTextBecomesFarMoreLikely) {
 TEST(DualScorerTest, BatchedScoringMatchesOneTextAtATime) {
   const auto& tok = testing::ToyTokenizer();
   LanguageModel model;
-  model.config = testing::TinyConfig(tok.vocab_size());
-  model.net = testing::TinyGpt(tok.vocab_size());
-  std::unique_ptr<BpeTokenizer> copy;
-  ASSERT_TRUE(BpeTokenizer::FromVocabAndMerges(tok.tokens(), tok.merges(), &copy).ok());
-  model.tokenizer = std::move(copy);
+  ASSERT_NO_FATAL_FAILURE(RandomTinyModel(&model));
   ScratchDir dir;
   DatastoreBuildOptions build;
   build.finish.progress = false;
