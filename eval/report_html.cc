@@ -542,9 +542,8 @@ std::string ParametricSection(const Json& report) {
     std::optional<std::pair<double, std::string>> max_line;
     double max_bits = NumberAt(Get(&report, "config"), "exposure_max_bits").value_or(0);
     if (max_bits > 0) max_line = std::make_pair(max_bits, "maximum " + FormatNumber(max_bits) + " bits");
-    body += Figure(GroupedBars(bars, {"kNN-LM before deletion", "kNN-LM after deletion", "fine-tuned model alone"},
-                               max_bits,
-                               "mean extrapolated exposure (bits)", "Exposure by placement", 560, max_line),
+    body += Figure(GroupedBars(bars, {"kNN-LM before", "kNN-LM after deletion", "model alone"}, max_bits,
+                               "mean extrapolated exposure (bits)", "Exposure by placement", 720, max_line),
                    "Mean extrapolated exposure by where the canaries were placed: under the kNN-LM before and "
                    "after the datastore canaries are deleted, and under the fine-tuned model without any datastore.");
   }
