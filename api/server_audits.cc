@@ -5,6 +5,7 @@
 //
 // Reports live in <audit dir>/<id>/ and survive restarts; a job's status does not (an id whose directory
 // holds a report is "succeeded", one without is unknown).
+#include <cstdint>
 #include <filesystem>
 #include <regex>
 #include <set>
@@ -46,17 +47,18 @@ Status ParseAuditOptions(const Json& body, const KnnOptions& knn_defaults, Audit
                                                  "finetune_steps", "seed", "knn"};
     if (kKnown.count(key) == 0) return Status::InvalidArgument(key + ": unknown audit option");
   }
+  // Only the JSON types and the int range are checked here; AuditOptions::Validate holds the bounds.
   int64_t canaries = o->canaries, references = o->references, members = o->members,
           samples = o->extraction_samples, steps = o->finetune_steps, seed = static_cast<int64_t>(o->seed);
-  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "canaries", 1, 32, &canaries));
-  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "references", 7, 4095, &references));
-  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "members", 10, 10000, &members));
-  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "extraction_samples", 1, 10000, &samples));
-  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "finetune_steps", 0, 5000, &steps));
+  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "canaries", 0, INT32_MAX, &canaries));
+  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "references", 0, INT32_MAX, &references));
+  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "members", 0, INT32_MAX, &members));
+  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "extraction_samples", 0, INT32_MAX, &samples));
+  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "finetune_steps", 0, INT32_MAX, &steps));
   MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "seed", 0, INT64_MAX, &seed));
-  MNEMO_RETURN_IF_ERROR(OptionalIntList(body, "repetitions", 1, 256, &o->repetitions));
-  MNEMO_RETURN_IF_ERROR(OptionalIntList(body, "extraction_prefixes", 1, 64, &o->extraction_prefixes));
-  MNEMO_RETURN_IF_ERROR(OptionalIntList(body, "forgetting_added", 0, 100000, &o->forgetting_added));
+  MNEMO_RETURN_IF_ERROR(OptionalIntList(body, "repetitions", 0, INT32_MAX, &o->repetitions));
+  MNEMO_RETURN_IF_ERROR(OptionalIntList(body, "extraction_prefixes", 0, INT32_MAX, &o->extraction_prefixes));
+  MNEMO_RETURN_IF_ERROR(OptionalIntList(body, "forgetting_added", 0, INT32_MAX, &o->forgetting_added));
   MNEMO_RETURN_IF_ERROR(ParseKnn(body, knn_defaults, &o->knn));
   o->canaries = static_cast<int>(canaries);
   o->references = static_cast<int>(references);

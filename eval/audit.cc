@@ -347,7 +347,7 @@ Status Auditor::Exposure(LanguageModel& model, const KnnMemory* memory, const st
   return Status::OK();
 }
 
-// The k-prefix extraction rate over `seqs` for every k (pooled into one rate when `rate` is a single one).
+// The k-prefix extraction rate over `seqs` for each k in `ks`, into rate[i]; sequences not longer than k are skipped.
 Status Auditor::Extraction(LanguageModel& model, const KnnMemory* memory, const std::vector<std::vector<int32_t>>& seqs,
                            const std::vector<int>& ks, double temperature, Rate* rate, std::vector<bool>* outcomes) {
   const ScoredModel m = Scored(model, memory);

@@ -24,6 +24,24 @@ Status TokenLogprobs(const ScoredModel& m, const std::vector<int32_t>& ids, std:
   return Status::OK();
 }
 
+// -sum log2 p over the tokens that overlap bytes [begin, end) (never token 0): only the secret, not the
+// text after it, whose likelihood the secret also changes.
+Status SpanBitsBetween(const ScoredModel& m, const std::string& text, size_t begin, size_t end, double* bits) {
+  const std::vector<int32_t> ids = m.model->tokenizer->Encode(text);
+  if (ids.size() < 2) return Status::InvalidArgument("text needs at least 2 tokens");
+  std::vector<float> lp;
+  MNEMO_RETURN_IF_ERROR(TokenLogprobs(m, ids, &lp));
+  double nats = 0;
+  size_t start = 0;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const size_t stop = start + m.model->tokenizer->TokenBytes(ids[i]).size();
+    if (i > 0 && stop > begin && start < end) nats -= lp[i - 1];
+    start = stop;
+  }
+  *bits = nats / std::log(2.0);
+  return Status::OK();
+}
+
 size_t ZlibBytes(const std::string& text) {
   uLongf size = compressBound(text.size());
   std::vector<Bytef> buffer(size);
@@ -68,15 +86,7 @@ size_t SpanFirstToken(const Tokenizer& tokenizer, const std::vector<int32_t>& id
 }
 
 Status SpanLogPerplexityBits(const ScoredModel& m, const std::string& text, size_t from_byte, double* bits) {
-  const std::vector<int32_t> ids = m.model->tokenizer->Encode(text);
-  if (ids.size() < 2) return Status::InvalidArgument("text needs at least 2 tokens");
-  const size_t first = SpanFirstToken(*m.model->tokenizer, ids, from_byte);
-  std::vector<float> lp;
-  MNEMO_RETURN_IF_ERROR(TokenLogprobs(m, ids, &lp));
-  double nats = 0;
-  for (size_t t = first; t < ids.size(); ++t) nats -= lp[t - 1];
-  *bits = nats / std::log(2.0);
-  return Status::OK();
+  return SpanBitsBetween(m, text, from_byte, text.size(), bits);
 }
 
 Status CanaryExposure(const ScoredModel& m, const CanaryFormat& format, const std::string& name,
@@ -126,28 +136,6 @@ Status ScoreMembership(const ScoredModel& m, const std::string& text, Membership
   *out = MembershipFromLogprobs(text, lp, base);
   return Status::OK();
 }
-
-namespace {
-
-// -sum log2 p over the tokens that overlap bytes [begin, end) (never token 0): only the secret, not the
-// text after it, whose likelihood the secret also changes.
-Status SpanBitsBetween(const ScoredModel& m, const std::string& text, size_t begin, size_t end, double* bits) {
-  const std::vector<int32_t> ids = m.model->tokenizer->Encode(text);
-  if (ids.size() < 2) return Status::InvalidArgument("text needs at least 2 tokens");
-  std::vector<float> lp;
-  MNEMO_RETURN_IF_ERROR(TokenLogprobs(m, ids, &lp));
-  double nats = 0;
-  size_t start = 0;
-  for (size_t i = 0; i < ids.size(); ++i) {
-    const size_t stop = start + m.model->tokenizer->TokenBytes(ids[i]).size();
-    if (i > 0 && stop > begin && start < end) nats -= lp[i - 1];
-    start = stop;
-  }
-  *bits = nats / std::log(2.0);
-  return Status::OK();
-}
-
-}  // namespace
 
 Status SecretExposure(const ScoredModel& m, const std::string& text, size_t secret_begin, size_t secret_size,
                       int references, uint64_t seed, ExposureResult* out) {
