@@ -15,6 +15,10 @@
 namespace mnemo::cli {
 namespace {
 
+constexpr const char* kNoOverlapHelp =
+    "Search each batch's positions on the main thread after its forward pass, instead of on a second thread "
+    "beside the next batch's";
+
 Status ParseIdList(const std::string& text, std::vector<int32_t>* ids) {
   std::stringstream in(text);
   std::string item;
@@ -56,6 +60,7 @@ void AddScoreCommand(CLI::App& app, Command* selected) {
   struct Args {
     std::string model, text, text_file, ids;
     KnnFlags knn;
+    bool no_overlap = false;
     bool json = false;
   };
   auto a = std::make_shared<Args>();
@@ -66,6 +71,7 @@ void AddScoreCommand(CLI::App& app, Command* selected) {
   t->excludes(f)->excludes(i);
   f->excludes(i);
   a->knn.Register(score);
+  score->add_flag("--no-overlap", a->no_overlap, kNoOverlapHelp);
   score->add_flag("--json", a->json, "Machine-readable output");
   score->callback([a, t, f, i, selected] {
     *selected = [a, t, f, i] {
@@ -85,7 +91,9 @@ void AddScoreCommand(CLI::App& app, Command* selected) {
       }
       if (s.ok()) s = CheckScorable(m.model->config, ids);
       DualScores scores;
-      if (s.ok()) s = ScoreBoth(*m.model, m.datastore.get(), a->knn.options, ids, {}, &scores);
+      WindowOptions window;
+      window.overlap = !a->no_overlap;
+      if (s.ok()) s = ScoreBoth(*m.model, m.datastore.get(), a->knn.options, ids, window, &scores);
       if (!s.ok()) return Fail(s);
       const std::vector<float>& main = m.datastore ? scores.knn : scores.lm;
       double nll = 0;
@@ -126,6 +134,7 @@ void AddEvalCommands(CLI::App& app, Command* selected) {
     std::string model, text_file;
     WindowOptions window;
     KnnFlags knn;
+    bool no_overlap = false;
     bool json = false;
   };
   auto a = std::make_shared<Args>();
@@ -133,6 +142,7 @@ void AddEvalCommands(CLI::App& app, Command* selected) {
   ppl->add_option("--text-file", a->text_file, "Text to evaluate")->required()->check(CLI::ExistingFile);
   RegisterWindowFlags(ppl, &a->window);
   a->knn.Register(ppl);
+  ppl->add_flag("--no-overlap", a->no_overlap, kNoOverlapHelp);
   ppl->add_flag("--json", a->json, "Machine-readable output");
   ppl->callback([a, selected] {
     *selected = [a] {
@@ -144,6 +154,7 @@ void AddEvalCommands(CLI::App& app, Command* selected) {
       std::vector<int32_t> ids = m.model->tokenizer->Encode(text);
       if (ids.size() < 2) return Fail(Status::InvalidArgument(a->text_file + ": needs at least two tokens"));
       DualScores scores;
+      a->window.overlap = !a->no_overlap;
       s = ScoreBoth(*m.model, m.datastore.get(), a->knn.options, ids, a->window, &scores);
       if (!s.ok()) return Fail(s);
       // The first token is context only: its bytes are not predicted.

@@ -1,6 +1,8 @@
 #include "lm/scorer.h"
 
 #include <cmath>
+#include <future>
+#include <utility>
 
 namespace mnemo {
 
@@ -53,6 +55,11 @@ Status ForEachScoredSpan(Gpt& net, const std::vector<int32_t>& ids, const Window
   ForwardOptions forward;
   forward.want_knn_key = request.knn_keys;
   forward.want_logits = request.logprobs;
+  // With options.overlap, the callbacks of the previous batch, running beside this batch's forward pass.
+  // Declared after everything the task uses, so an early return waits for it before those go away.
+  std::future<Status> pending;
+  auto finish_pending = [&pending]() { return pending.valid() ? pending.get() : Status::OK(); };
+  const int threads = torch::get_num_threads();
   for (size_t first = 0; first < windows.size();) {
     // Batch consecutive windows of equal length (all but possibly the last).
     size_t last = first + 1;
@@ -68,20 +75,32 @@ Status ForEachScoredSpan(Gpt& net, const std::vector<int32_t>& ids, const Window
       for (int64_t t = 0; t < len; ++t) acc[r][t] = ids[windows[first + r].begin + t];
     }
     ForwardResult out = net->Forward(input, forward);
+    std::vector<ScoredSpan> spans(static_cast<size_t>(rows));
     for (int64_t r = 0; r < rows; ++r) {
       const Window& w = windows[first + r];
       // Row position p predicts token begin + p + 1; the span's contexts end at positions p0 .. len - 2.
       const int64_t p0 = len - 1 - w.score_count;
-      ScoredSpan span;
+      ScoredSpan& span = spans[r];
       span.first_target = w.end - w.score_count;
       span.count = w.score_count;
       if (request.logprobs) span.logprobs = torch::log_softmax(out.logits[r].slice(0, p0, len - 1), -1);
       if (request.knn_keys) span.knn_keys = out.knn_key[r].slice(0, p0, len - 1);
-      MNEMO_RETURN_IF_ERROR(fn(span));
     }
     first = last;
+    if (!options.overlap) {
+      for (const ScoredSpan& span : spans) MNEMO_RETURN_IF_ERROR(fn(span));
+      continue;
+    }
+    MNEMO_RETURN_IF_ERROR(finish_pending());
+    // A new thread starts with OpenMP's default thread count, not the caller's: pass it on.
+    pending = std::async(std::launch::async, [&fn, threads, spans = std::move(spans)]() -> Status {
+      torch::set_num_threads(threads);
+      torch::InferenceMode inference;
+      for (const ScoredSpan& span : spans) MNEMO_RETURN_IF_ERROR(fn(span));
+      return Status::OK();
+    });
   }
-  return Status::OK();
+  return finish_pending();
 }
 
 Status ScoreLongSequence(Gpt& net, const std::vector<int32_t>& ids, const WindowOptions& options,

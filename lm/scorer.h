@@ -26,6 +26,11 @@ struct WindowOptions {
   int64_t window = 0;      // 0: the model's n_positions.
   int64_t stride = 0;      // 0: window / 2.
   int64_t batch_size = 8;  // Windows scored together.
+  // ForEachScoredSpan runs the callback for one batch on a second thread while the model computes the next
+  // batch (two batches in flight), so a costly callback (the kNN-LM's searches) overlaps the model instead of
+  // adding to it. The callback still sees the spans one at a time and in order, never concurrently with itself.
+  // It must not run the model. The second thread uses as many OpenMP/LibTorch threads as the caller.
+  bool overlap = false;
 };
 
 // The windows that cover ids[1..n-1]: window [begin, end) scores its last `score_count` tokens.
@@ -51,7 +56,8 @@ struct SpanRequest {
 
 // Runs the model over `ids` window by window (PlanWindows; equal-length windows batched) and calls `fn`
 // for each window's scored span, in order. Every target in [1, n) is covered exactly once. Stops at the
-// first non-OK Status from `fn` and returns it.
+// first non-OK Status from `fn` and returns it (with options.overlap, after at most one more model batch,
+// whose spans `fn` never sees).
 Status ForEachScoredSpan(Gpt& net, const std::vector<int32_t>& ids, const WindowOptions& options,
                          const SpanRequest& request, const std::function<Status(const ScoredSpan&)>& fn);
 

@@ -5,9 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <numeric>
 #include <random>
+#include <thread>
 
 #include "lm/checkpoint.h"
 #include "retriever/datastore_builder.h"
@@ -374,6 +377,64 @@ TEST(DualScorerTest, BatchedScoringMatchesOneTextAtATime) {
     }
   }
   EXPECT_TRUE(ScoreBothBatch(model, ds.get(), o, {{1}}, &partial).IsInvalidArgument());
+}
+
+// With WindowOptions::overlap the callbacks run on a second thread beside the next forward pass, but still
+// one at a time and in order, and the kNN-LM's scores are bit for bit those of the sequential pass.
+TEST(DualScorerTest, OverlappedScoringMatchesSequentialAndKeepsOrder) {
+  const auto& tok = testing::ToyTokenizer();
+  LanguageModel model;
+  ASSERT_NO_FATAL_FAILURE(RandomTinyModel(&model));
+  ScratchDir dir;
+  DatastoreBuildOptions build;
+  build.finish.progress = false;
+  DatastoreBuildReport report;
+  ASSERT_TRUE(BuildDatastore(model, testing::ToyCorpus().substr(0, 2000), "toy", dir.File("ds"), build, &report).ok());
+  std::unique_ptr<Datastore> ds;
+  ASSERT_TRUE(Datastore::Open(dir.File("ds"), DatastoreOpenOptions(), &ds).ok());
+  const std::vector<int32_t> ids = tok.Encode(testing::ToyCorpus().substr(500, 1500));
+  WindowOptions window;
+  window.window = 32, window.stride = 16, window.batch_size = 2;  // many batches
+  KnnOptions o;
+  o.k = 8, o.lambda = 0.5;
+
+  DualScores sequential, overlapped;
+  ASSERT_TRUE(ScoreBoth(model, ds.get(), o, ids, window, &sequential).ok());
+  window.overlap = true;
+  ASSERT_TRUE(ScoreBoth(model, ds.get(), o, ids, window, &overlapped).ok());
+  ASSERT_EQ(overlapped.knn.size(), ids.size() - 1);
+  EXPECT_EQ(overlapped.lm, sequential.lm);
+  EXPECT_EQ(overlapped.knn, sequential.knn);
+  EXPECT_EQ(overlapped.stats.searched, sequential.stats.searched);
+
+  // In order, each target once, off the calling thread, never two callbacks at a time.
+  std::vector<int64_t> firsts;
+  std::atomic<int> running{0};
+  bool concurrent = false, off_thread = true;
+  const auto caller = std::this_thread::get_id();
+  Status s = ForEachScoredSpan(model.net, ids, window, {true, true}, [&](const ScoredSpan& span) {
+    concurrent |= running.fetch_add(1) != 0;
+    off_thread &= std::this_thread::get_id() != caller;
+    firsts.push_back(span.first_target);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    running.fetch_sub(1);
+    return Status::OK();
+  });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_FALSE(concurrent);
+  EXPECT_TRUE(off_thread);
+  std::vector<Window> plan;
+  ASSERT_TRUE(PlanWindows(static_cast<int64_t>(ids.size()), model.config.n_positions, window, &plan).ok());
+  ASSERT_EQ(firsts.size(), plan.size());
+  for (size_t i = 0; i < plan.size(); ++i) EXPECT_EQ(firsts[i], plan[i].end - plan[i].score_count) << i;
+
+  // The first error stops the pass and is returned; no later span reaches the callback.
+  int calls = 0;
+  s = ForEachScoredSpan(model.net, ids, window, {true, false}, [&](const ScoredSpan&) {
+    return ++calls == 3 ? Status::IOError("third span") : Status::OK();
+  });
+  EXPECT_TRUE(s.IsIOError()) << s.ToString();
+  EXPECT_EQ(calls, 3);
 }
 
 }  // namespace
