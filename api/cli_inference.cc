@@ -1,4 +1,5 @@
 // Inference commands: score, eval ppl, generate — each with the base LM or, given --datastore, kNN-LM.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <iostream>
@@ -10,6 +11,7 @@
 #include "lm/generator.h"
 #include "lm/scorer.h"
 #include "retriever/dual_scorer.h"
+#include "util/blas_threads.h"
 #include "util/file_util.h"
 
 namespace mnemo::cli {
@@ -18,6 +20,13 @@ namespace {
 constexpr const char* kNoOverlapHelp =
     "Search each batch's positions on the main thread after its forward pass, instead of on a second thread "
     "beside the next batch's";
+
+// Batch scoring with a datastore overlaps the searches with the model unless --no-overlap. The search thread
+// needs a core of its own: OpenBLAS (the model's matrix products) otherwise keeps every core busy-waiting.
+void SetUpOverlap(bool no_overlap, bool knn, WindowOptions* window) {
+  window->overlap = knn && !no_overlap;
+  if (window->overlap) SetBlasThreads(std::max(1, BlasThreads() - torch::get_num_threads()));
+}
 
 Status ParseIdList(const std::string& text, std::vector<int32_t>* ids) {
   std::stringstream in(text);
@@ -92,7 +101,7 @@ void AddScoreCommand(CLI::App& app, Command* selected) {
       if (s.ok()) s = CheckScorable(m.model->config, ids);
       DualScores scores;
       WindowOptions window;
-      window.overlap = !a->no_overlap;
+      SetUpOverlap(a->no_overlap, m.datastore != nullptr, &window);
       if (s.ok()) s = ScoreBoth(*m.model, m.datastore.get(), a->knn.options, ids, window, &scores);
       if (!s.ok()) return Fail(s);
       const std::vector<float>& main = m.datastore ? scores.knn : scores.lm;
@@ -154,7 +163,7 @@ void AddEvalCommands(CLI::App& app, Command* selected) {
       std::vector<int32_t> ids = m.model->tokenizer->Encode(text);
       if (ids.size() < 2) return Fail(Status::InvalidArgument(a->text_file + ": needs at least two tokens"));
       DualScores scores;
-      a->window.overlap = !a->no_overlap;
+      SetUpOverlap(a->no_overlap, m.datastore != nullptr, &a->window);
       s = ScoreBoth(*m.model, m.datastore.get(), a->knn.options, ids, a->window, &scores);
       if (!s.ok()) return Fail(s);
       // The first token is context only: its bytes are not predicted.
