@@ -43,6 +43,7 @@ void RegisterAuditCommands(CLI::App& app, Command* selected) {
     std::string state, out, repetitions = "1,4,16", prefixes = "2,4,8", forgetting = "0,100,400,1600";
     AuditOptions options;
     KnnFlags knn;
+    DeviceFlag device;  // The parametric experiment's fine-tuning runs on the CPU whatever it is.
     bool json = false;
   };
   auto aa = std::make_shared<AuditArgs>();
@@ -72,11 +73,14 @@ void RegisterAuditCommands(CLI::App& app, Command* selected) {
       ->capture_default_str();
   audit->add_option("--seed", aa->options.seed, "Seed of every random choice")->capture_default_str();
   aa->knn.RegisterKnobs(audit);
+  aa->device.Register(audit);
   audit->add_flag("--json", aa->json, "Print report.json instead of the summary");
   audit->callback([aa, selected] {
     *selected = [aa] {
       AuditOptions& o = aa->options;
-      Status s = ParseInts("--repetitions", aa->repetitions, &o.repetitions);
+      torch::Device device = torch::kCPU;
+      Status s = aa->device.Resolve(&device);
+      if (s.ok()) s = ParseInts("--repetitions", aa->repetitions, &o.repetitions);
       if (s.ok()) s = ParseInts("--extraction-prefixes", aa->prefixes, &o.extraction_prefixes);
       if (s.ok()) s = ParseInts("--forgetting", aa->forgetting, &o.forgetting_added);
       o.knn = aa->knn.options;
@@ -92,7 +96,7 @@ void RegisterAuditCommands(CLI::App& app, Command* selected) {
       std::unique_ptr<FactStore> store;
       s = FactStore::Open(aa->state, open, &store);
       std::unique_ptr<LanguageModel> model;
-      if (s.ok()) s = LoadStateModel(*store, &model);
+      if (s.ok()) s = LoadStateModel(*store, &model, device);
       if (!s.ok()) return Fail(s);
       std::string last;
       o.progress = [&last](const std::string& stage, double fraction) {
@@ -124,6 +128,7 @@ void RegisterAuditCommands(CLI::App& app, Command* selected) {
     int references = 1000;
     uint64_t seed = 1;
     KnnFlags knn;
+    DeviceFlag device;
     bool json = false;
   };
   auto ea = std::make_shared<ExposureArgs>();
@@ -137,18 +142,21 @@ void RegisterAuditCommands(CLI::App& app, Command* selected) {
       ->capture_default_str()->check(CLI::Range(7, 1000000));
   exposure->add_option("--seed", ea->seed, "Seed of the references")->capture_default_str();
   ea->knn.RegisterKnobs(exposure);
+  ea->device.Register(exposure);
   exposure->add_flag("--json", ea->json, "Machine-readable output");
   exposure->callback([ea, selected] {
     *selected = [ea] {
       if (ea->fact <= 0 && ea->text.empty()) return Fail(Status::InvalidArgument("give --fact ID or --text TEXT"));
-      Status s = ea->knn.options.Validate();
+      torch::Device device = torch::kCPU;
+      Status s = ea->device.Resolve(&device);
+      if (s.ok()) s = ea->knn.options.Validate();
       if (!s.ok()) return Fail(s);
       FactStoreOptions open;
       open.read_only_check = true;
       std::unique_ptr<FactStore> store;
       s = FactStore::Open(ea->state, open, &store);
       std::unique_ptr<LanguageModel> model;
-      if (s.ok()) s = LoadStateModel(*store, &model);
+      if (s.ok()) s = LoadStateModel(*store, &model, device);
       std::string text = ea->text;
       if (s.ok() && ea->fact > 0) {
         FactRecord record;

@@ -18,6 +18,7 @@ void RegisterDatastoreCommands(CLI::App& app, Command* selected) {
   struct BuildArgs {
     std::string model, text_file, out;
     DatastoreBuildOptions options;
+    DeviceFlag device;
     bool json = false, quiet = false;
   };
   auto b = std::make_shared<BuildArgs>();
@@ -32,12 +33,16 @@ void RegisterDatastoreCommands(CLI::App& app, Command* selected) {
       ->check(CLI::NonNegativeNumber);
   RegisterWindowFlags(build, &b->options.window);
   build->add_option("--seed", b->options.finish.seed, "Seed of the training sample")->capture_default_str();
+  b->device.Register(build);
   build->add_flag("--quiet", b->quiet, "No progress output");
   build->add_flag("--json", b->json, "Machine-readable output");
   build->callback([b, selected] {
     *selected = [b] {
+      torch::Device device = torch::kCPU;
+      Status s = b->device.Resolve(&device);
+      if (!s.ok()) return Fail(s);
       std::unique_ptr<LanguageModel> model;
-      Status s = LoadLanguageModel(b->model, &model);
+      s = LoadLanguageModel(b->model, &model, device);
       std::string text;
       if (s.ok()) s = ReadFileToString(b->text_file, &text);
       DatastoreBuildOptions options = b->options;
@@ -64,6 +69,7 @@ void RegisterDatastoreCommands(CLI::App& app, Command* selected) {
     std::string datastore, model, text_file;
     int64_t queries = 1000;
     int k = 64, nprobe = 32;
+    DeviceFlag device;
   };
   auto r = std::make_shared<RecallArgs>();
   recall->add_option("--datastore", r->datastore, "Datastore directory")->required();
@@ -74,10 +80,14 @@ void RegisterDatastoreCommands(CLI::App& app, Command* selected) {
       ->check(CLI::PositiveNumber);
   recall->add_option("--k", r->k, "Neighbours compared")->capture_default_str()->check(CLI::Range(1, 4096));
   recall->add_option("--nprobe", r->nprobe, "IVF lists searched")->capture_default_str()->check(CLI::PositiveNumber);
+  r->device.Register(recall);
   recall->callback([r, selected] {
     *selected = [r] {
+      torch::Device device = torch::kCPU;
+      Status s = r->device.Resolve(&device);
+      if (!s.ok()) return Fail(s);
       std::unique_ptr<LanguageModel> model;
-      Status s = LoadLanguageModel(r->model, &model);
+      s = LoadLanguageModel(r->model, &model, device);
       std::unique_ptr<Datastore> ds;
       DatastoreOpenOptions open;
       if (s.ok()) open.expected_model_fingerprint = ModelFingerprint(model->net);

@@ -104,6 +104,7 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
   struct AddArgs {
     StateArgs st;
     std::string text, jsonl, client_id, metadata;
+    DeviceFlag device;
   };
   auto aa = std::make_shared<AddArgs>();
   AddStateFlags(add, &aa->st);
@@ -111,8 +112,11 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
   add->add_option("--jsonl", aa->jsonl, "A file of facts, one JSON object per line")->check(CLI::ExistingFile)->excludes(text_opt);
   add->add_option("--client-id", aa->client_id, "Client id of the fact (with --text)");
   add->add_option("--metadata", aa->metadata, "Metadata JSON object (with --text)");
+  aa->device.Register(add);
   add->callback([aa, selected] {
     *selected = [aa] {
+      torch::Device device = torch::kCPU;
+      if (Status s = aa->device.Resolve(&device); !s.ok()) return Fail(s);
       std::vector<FactText> texts;
       if (!aa->jsonl.empty()) {
         std::ifstream in(aa->jsonl);
@@ -152,7 +156,7 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
       std::unique_ptr<FactStore> store;
       Status s = OpenStore(aa->st.state, &store);
       std::unique_ptr<LanguageModel> model;
-      if (s.ok()) s = LoadStateModel(*store, &model);
+      if (s.ok()) s = LoadStateModel(*store, &model, device);
       std::vector<NewFact> encoded;
       if (s.ok()) s = EncodeFacts(*model, texts, FactEncodeOptions(), &encoded);
       std::vector<int64_t> ids;
@@ -246,6 +250,7 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
     std::vector<int64_t> ids;
     std::string client_id, where;
     bool verify = false;
+    DeviceFlag device;  // Of the model --verify runs.
   };
   auto ra = std::make_shared<RmArgs>();
   AddStateFlags(rm, &ra->st);
@@ -253,11 +258,15 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
   rm->add_option("--client-id", ra->client_id, "Delete every fact of this client")->excludes(id_opt);
   rm->add_option("--where", ra->where, "Delete every fact whose metadata field equals a value: field=value")->excludes(id_opt);
   rm->add_flag("--verify", ra->verify, "Then verify each deletion, probing with the fact's text while it is still in memory");
+  ra->device.Register(rm);
   rm->callback([ra, selected] {
     *selected = [ra] {
+      torch::Device device = torch::kCPU;
+      Status s = ra->device.Resolve(&device);
+      if (!s.ok()) return Fail(s);
       FactFilter filter;
       filter.client_id = ra->client_id;
-      Status s = ParseWhere(ra->where, &filter);
+      s = ParseWhere(ra->where, &filter);
       if (s.ok() && ra->ids.empty() && filter.empty()) s = Status::InvalidArgument("give --id, --client-id or --where");
       std::unique_ptr<FactStore> store;
       if (s.ok()) s = OpenStore(ra->st.state, &store);
@@ -270,7 +279,7 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
       bool all_passed = true;
       if (ra->verify && !deleted.empty()) {
         std::unique_ptr<LanguageModel> model;
-        s = LoadStateModel(*store, &model);
+        s = LoadStateModel(*store, &model, device);
         if (!s.ok()) return Fail(s);
         out["verification"] = Json::array();
         for (const FactRecord& f : deleted) {
@@ -299,6 +308,7 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
     int64_t id = 0;
     std::string text, text_file;
     KnnFlags knn;
+    DeviceFlag device;
   };
   auto va = std::make_shared<VerifyArgs>();
   AddStateFlags(verify, &va->st);
@@ -306,15 +316,18 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
   auto* vt = verify->add_option("--text", va->text, "The deleted fact's text (mnemo keeps no copy)");
   verify->add_option("--text-file", va->text_file, "The deleted fact's text, from a file")->check(CLI::ExistingFile)->excludes(vt);
   va->knn.RegisterKnobs(verify);
+  va->device.Register(verify);
   verify->callback([va, selected] {
     *selected = [va] {
-      Status s = va->knn.options.Validate();
+      torch::Device device = torch::kCPU;
+      Status s = va->device.Resolve(&device);
+      if (s.ok()) s = va->knn.options.Validate();
       std::string text = va->text;
       if (s.ok() && !va->text_file.empty()) s = ReadFileToString(va->text_file, &text);
       std::unique_ptr<FactStore> store;
       if (s.ok()) s = OpenStore(va->st.state, &store);
       std::unique_ptr<LanguageModel> model;
-      if (s.ok()) s = LoadStateModel(*store, &model);
+      if (s.ok()) s = LoadStateModel(*store, &model, device);
       DeletionVerdict v;
       if (s.ok()) s = VerifyDeleted(*model, *store, va->id, text.empty() ? nullptr : &text, va->knn.options, &v);
       if (!s.ok()) return Fail(s);

@@ -59,8 +59,13 @@ struct ModelAndMemory {
   std::unique_ptr<KnnMemory> datastore;
 };
 
-Status LoadAll(const std::string& model_dir, const KnnFlags& knn, ModelAndMemory* out) {
-  MNEMO_RETURN_IF_ERROR(LoadLanguageModel(model_dir, &out->model));
+// Checks the device and the kNN flags before loading anything, then loads the model onto the device and
+// opens its memory.
+Status LoadAll(const std::string& model_dir, const KnnFlags& knn, const DeviceFlag& device_flag, ModelAndMemory* out) {
+  torch::Device device = torch::kCPU;
+  MNEMO_RETURN_IF_ERROR(device_flag.Resolve(&device));
+  MNEMO_RETURN_IF_ERROR(knn.Validate());
+  MNEMO_RETURN_IF_ERROR(LoadLanguageModel(model_dir, &out->model, device));
   return knn.Open(*out->model, &out->datastore);
 }
 
@@ -70,6 +75,7 @@ void AddScoreCommand(CLI::App& app, Command* selected) {
     std::string model, text, text_file, ids;
     KnnFlags knn;
     bool no_overlap = false;
+    DeviceFlag device;
     bool json = false;
   };
   auto a = std::make_shared<Args>();
@@ -81,6 +87,7 @@ void AddScoreCommand(CLI::App& app, Command* selected) {
   f->excludes(i);
   a->knn.Register(score);
   score->add_flag("--no-overlap", a->no_overlap, kNoOverlapHelp);
+  a->device.Register(score);
   score->add_flag("--json", a->json, "Machine-readable output");
   score->callback([a, t, f, i, selected] {
     *selected = [a, t, f, i] {
@@ -88,7 +95,7 @@ void AddScoreCommand(CLI::App& app, Command* selected) {
         return Fail(Status::InvalidArgument("score needs one of --text, --text-file or --ids"));
       }
       ModelAndMemory m;
-      Status s = LoadAll(a->model, a->knn, &m);
+      Status s = LoadAll(a->model, a->knn, a->device, &m);
       if (!s.ok()) return Fail(s);
       std::vector<int32_t> ids;
       if (i->count()) {
@@ -144,6 +151,7 @@ void AddEvalCommands(CLI::App& app, Command* selected) {
     WindowOptions window;
     KnnFlags knn;
     bool no_overlap = false;
+    DeviceFlag device;
     bool json = false;
   };
   auto a = std::make_shared<Args>();
@@ -152,11 +160,12 @@ void AddEvalCommands(CLI::App& app, Command* selected) {
   RegisterWindowFlags(ppl, &a->window);
   a->knn.Register(ppl);
   ppl->add_flag("--no-overlap", a->no_overlap, kNoOverlapHelp);
+  a->device.Register(ppl);
   ppl->add_flag("--json", a->json, "Machine-readable output");
   ppl->callback([a, selected] {
     *selected = [a] {
       ModelAndMemory m;
-      Status s = LoadAll(a->model, a->knn, &m);
+      Status s = LoadAll(a->model, a->knn, a->device, &m);
       std::string text;
       if (s.ok()) s = ReadFileToString(a->text_file, &text);
       if (!s.ok()) return Fail(s);
@@ -206,6 +215,7 @@ void AddGenerateCommand(CLI::App& app, Command* selected) {
     std::string model, prompt;
     GenerateOptions options;
     KnnFlags knn;
+    DeviceFlag device;
     bool json = false;
   };
   auto a = std::make_shared<Args>();
@@ -221,11 +231,12 @@ void AddGenerateCommand(CLI::App& app, Command* selected) {
       ->check(CLI::Range(0.0, 1.0));
   gen->add_option("--seed", a->options.seed, "Random seed")->capture_default_str();
   a->knn.Register(gen);
+  a->device.Register(gen);
   gen->add_flag("--json", a->json, "Machine-readable output");
   gen->callback([a, selected] {
     *selected = [a] {
       ModelAndMemory m;
-      Status s = LoadAll(a->model, a->knn, &m);
+      Status s = LoadAll(a->model, a->knn, a->device, &m);
       if (!s.ok()) return Fail(s);
       std::vector<int32_t> prompt = m.model->tokenizer->Encode(a->prompt);
       GenerateOptions options = a->options;

@@ -31,6 +31,7 @@ void RegisterServeCommand(CLI::App& app, Command* selected) {
   struct Args {
     ServeOptions options;
     KnnFlags knn;
+    DeviceFlag device;
   };
   auto a = std::make_shared<Args>();
   ServeOptions& o = a->options;
@@ -54,9 +55,17 @@ void RegisterServeCommand(CLI::App& app, Command* selected) {
       ->capture_default_str()->check(CLI::Range(0.001, 1e6));
   serve->add_flag("!--no-log", o.log_requests, "Do not log each request to stderr");
   a->knn.RegisterKnobs(serve);
+  a->device.Register(serve);
+  serve->add_option("--gpu-index", o.gpu_index,
+                    "Search the base datastore's index on a copy on this GPU (FAISS GPU builds; facts stay on the CPU)")
+      ->check(CLI::NonNegativeNumber);
   serve->callback([a, selected] {
     *selected = [a] {
       a->options.knn = a->knn.options;
+      // A device or GPU this build or machine lacks fails here (exit 2), before the port is taken.
+      Status checked = a->device.Resolve(&a->options.device);
+      if (checked.ok()) checked = CheckGpuIndexFlag(a->options.gpu_index);
+      if (!checked.ok()) return Fail(checked);
       // SIGINT/SIGTERM: the handler only writes a byte to a pipe (async-signal-safe); a thread reading the
       // pipe stops the server, since a graceful stop needs more than a signal handler may do. (Blocking the
       // signals instead would not work: OpenBLAS starts its threads before main, with signals unblocked.)

@@ -1,5 +1,7 @@
 #include "api/common_flags.h"
 
+#include "lm/device.h"
+
 namespace mnemo::cli {
 
 void KnnFlags::Register(CLI::App* app) {
@@ -8,6 +10,33 @@ void KnnFlags::Register(CLI::App* app) {
   RegisterKnobs(app);
   app->add_flag("--no-knn", disabled, "Ignore --datastore (base LM only)");
   app->add_flag("--mmap-index", mmap_index, "Memory-map the index's inverted lists (large datastores)");
+  app->add_option("--gpu-index", gpu_index,
+                  "Search the datastore's index on a copy on this GPU (FAISS GPU builds; facts stay on the CPU)")
+      ->check(CLI::NonNegativeNumber);
+}
+
+Status KnnFlags::Validate() const {
+  if (!active()) return Status::OK();
+  MNEMO_RETURN_IF_ERROR(options.Validate());
+  return CheckGpuIndexFlag(gpu_index);
+}
+
+Status CheckGpuIndexFlag(int gpu_index) {
+  if (gpu_index < 0) return Status::OK();
+  Status s = VectorIndex::CheckGpuDevice(gpu_index);
+  if (!s.ok()) return Status::InvalidArgument("--gpu-index " + std::to_string(gpu_index) + ": " + s.message());
+  return Status::OK();
+}
+
+void DeviceFlag::Register(CLI::App* app) {
+  app->add_option("--device", name, "Where the model runs: cpu, cuda or cuda:N (needs a CUDA build of LibTorch)")
+      ->capture_default_str();
+}
+
+Status DeviceFlag::Resolve(torch::Device* device) const {
+  Status s = ParseDevice(name, device);
+  if (!s.ok()) return Status::InvalidArgument("--device: " + s.message());
+  return Status::OK();
 }
 
 void KnnFlags::RegisterKnobs(CLI::App* app) {
@@ -24,8 +53,8 @@ void KnnFlags::RegisterKnobs(CLI::App* app) {
       ->capture_default_str()->check(CLI::Range(0.0, 1.0));
 }
 
-Status LoadStateModel(const FactStore& store, std::unique_ptr<LanguageModel>* model) {
-  MNEMO_RETURN_IF_ERROR(LoadLanguageModel(store.config().model_path, model));
+Status LoadStateModel(const FactStore& store, std::unique_ptr<LanguageModel>* model, const torch::Device& device) {
+  MNEMO_RETURN_IF_ERROR(LoadLanguageModel(store.config().model_path, model, device));
   if (ModelFingerprint((*model)->net) != store.config().model_fingerprint) {
     return Status::InvalidArgument(store.config().model_path + ": model changed since the state was made " +
                                    "(fingerprint differs); its facts' keys no longer match it");
@@ -43,11 +72,12 @@ void RegisterWindowFlags(CLI::App* app, WindowOptions* window) {
 
 Status KnnFlags::Open(LanguageModel& model, std::unique_ptr<KnnMemory>* out) const {
   if (!active()) return Status::OK();
-  MNEMO_RETURN_IF_ERROR(options.Validate());
+  MNEMO_RETURN_IF_ERROR(Validate());
   const std::string fingerprint = ModelFingerprint(model.net);
   if (!state.empty()) {
     FactStoreOptions open;
     open.expected_model_fingerprint = fingerprint;
+    open.base_gpu_device = gpu_index;
     std::unique_ptr<FactStore> store;
     MNEMO_RETURN_IF_ERROR(FactStore::Open(state, open, &store));
     *out = std::move(store);
@@ -55,6 +85,7 @@ Status KnnFlags::Open(LanguageModel& model, std::unique_ptr<KnnMemory>* out) con
     DatastoreOpenOptions open;
     open.expected_model_fingerprint = fingerprint;
     open.mmap_index = mmap_index;
+    open.gpu_device = gpu_index;
     std::unique_ptr<Datastore> ds;
     MNEMO_RETURN_IF_ERROR(Datastore::Open(datastore, open, &ds));
     *out = std::move(ds);

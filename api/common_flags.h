@@ -1,5 +1,6 @@
 // Flags shared by several commands: the kNN-LM flags of score, eval ppl and generate (--datastore, --state, --k,
-// --lambda, --knn-temperature, --recompute, --nprobe, --skip-confidence, --no-knn) and the window flags.
+// --lambda, --knn-temperature, --recompute, --nprobe, --skip-confidence, --no-knn, --gpu-index), the window
+// flags, and --device of every command that runs the model for inference.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -21,9 +22,13 @@ struct KnnFlags {
   KnnOptions options;
   bool disabled = false;
   bool mmap_index = false;
+  int gpu_index = -1;  // --gpu-index: search the base datastore's index on this GPU (-1: on the CPU).
 
   void Register(CLI::App* app);
   bool active() const { return (!datastore.empty() || !state.empty()) && !disabled; }
+  // Checks what can be checked before anything is loaded: the knobs, and that --gpu-index names a GPU
+  // this build can search on (InvalidArgument, so the CLI exits 2). Commands call it first.
+  Status Validate() const;
   // Opens the datastore (or the state: datastore plus facts) and checks it was built with `model`.
   // No-op when inactive.
   Status Open(LanguageModel& model, std::unique_ptr<KnnMemory>* out) const;
@@ -32,8 +37,23 @@ struct KnnFlags {
   void RegisterKnobs(CLI::App* app);
 };
 
-// The model a state names, checked against the state's fingerprint.
-Status LoadStateModel(const FactStore& store, std::unique_ptr<LanguageModel>* model);
+// --device cpu|cuda|cuda:N: where the model runs (default cpu). Training (mnemo train) stays on the CPU.
+struct DeviceFlag {
+  std::string name = "cpu";
+
+  void Register(CLI::App* app);
+  // The device, or InvalidArgument naming the flag (unknown name; CUDA absent from this LibTorch or no GPU
+  // visible). Commands resolve it before loading anything, so a bad device costs nothing and exits 2.
+  Status Resolve(torch::Device* device) const;
+};
+
+// --gpu-index N: OK for -1 (not given) or a GPU this build can search on, else InvalidArgument naming the
+// flag (a build without FAISS GPU support, no such GPU).
+Status CheckGpuIndexFlag(int gpu_index);
+
+// The model a state names, checked against the state's fingerprint, on `device`.
+Status LoadStateModel(const FactStore& store, std::unique_ptr<LanguageModel>* model,
+                      const torch::Device& device = torch::kCPU);
 
 // --window, --stride, --batch-size of strided sliding-window passes (eval ppl, datastore build).
 void RegisterWindowFlags(CLI::App* app, WindowOptions* window);

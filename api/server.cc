@@ -211,9 +211,10 @@ void Server::Impl::Record(const std::string& endpoint, int status, double second
 Status Server::Impl::Load() {
   StateConfig config;
   MNEMO_RETURN_IF_ERROR(ReadStateConfig(options.state, &config));
-  MNEMO_RETURN_IF_ERROR(LoadLanguageModel(config.model_path, &model));
+  MNEMO_RETURN_IF_ERROR(LoadLanguageModel(config.model_path, &model, options.device));
   FactStoreOptions store_options;
   store_options.expected_model_fingerprint = ModelFingerprint(model->net);
+  store_options.base_gpu_device = options.gpu_index;
   MNEMO_RETURN_IF_ERROR(FactStore::Open(options.state, store_options, &store));
   memory = std::make_unique<TimedMemory>(
       *store, metrics.GetHistogram("mnemo_retrieval_seconds", "kNN search time per call (datastore + facts)",

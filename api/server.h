@@ -37,6 +37,8 @@ struct ServeOptions {
   KnnOptions knn;                     // Defaults of the `knn` request field.
   std::string audit_dir;              // Where audit reports go; empty: <state>/audits.
   bool log_requests = true;
+  torch::Device device = torch::kCPU;  // Where the model runs (ParseDevice, lm/device.h).
+  int gpu_index = -1;                 // >= 0: the base datastore's index is searched on this GPU.
 };
 
 class Server {

@@ -545,7 +545,8 @@ Status Auditor::Parametric(json* out) {
   MNEMO_RETURN_IF_ERROR(Train(t, &trained));
   MNEMO_RETURN_IF_ERROR(Step("parametric: fine-tuned", 0.9));
   std::unique_ptr<LanguageModel> tuned;
-  MNEMO_RETURN_IF_ERROR(LoadLanguageModel(t.out_dir, &tuned));
+  // Training ran on the CPU; the tuned copy is served where the audited model runs.
+  MNEMO_RETURN_IF_ERROR(LoadLanguageModel(t.out_dir, &tuned, model_.net->device()));
   std::unique_ptr<FactStore> store;
   MNEMO_RETURN_IF_ERROR(OpenScratchState(o_.scratch_dir + "/parametric-state", *tuned, "", &store));
   MNEMO_RETURN_IF_ERROR(AddTexts(*tuned, store.get(), corpus, 1, "training-text", nullptr));

@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <new>
 #include <shared_mutex>
@@ -32,6 +33,9 @@
 
 #include "indexes/index_file_format.h"
 #include "indexes/index_spec.h"
+#if MNEMO_FAISS_GPU
+#include "indexes/gpu_search.h"
+#endif
 #include "util/file_util.h"
 #include "util/hash.h"
 
@@ -113,6 +117,12 @@ Status CheckFinite(int64_t n, int dim, const float* vectors, const char* what) {
 Status ReadOnlyError(const char* operation) {
   return Status::FailedPrecondition(std::string(operation) +
                                     ": index was loaded memory-mapped and is read-only");
+}
+
+Status GpuCopyError(const char* operation) {
+  return Status::FailedPrecondition(std::string(operation) +
+                                    ": index is searched on a GPU copy, which would go stale; call "
+                                    "DisableGpuSearch first");
 }
 
 // FAISS's own IndexIVF::remove_ids fills each hole with the list's last entry. That reorders the list, and
@@ -215,6 +225,12 @@ struct VectorIndex::Rep {
 
   // Shared by Search and the other const methods, exclusive for Add, Remove and Train.
   mutable std::shared_mutex mu;
+
+  // The GPU searches run on (EnableGpuSearch), -1 for the CPU. While it is set, writes are refused.
+  int gpu_device = -1;
+#if MNEMO_FAISS_GPU
+  std::unique_ptr<GpuSearchCopy> gpu;  // Replaced under the exclusive lock, searched under the shared one.
+#endif
 
   // Callers hold mu (either mode).
   bool ContainsLocked(int64_t id) const;
@@ -384,6 +400,7 @@ Status VectorIndex::Add(int64_t n, const float* vectors, const int64_t* ids) {
   if (n < 0) return Status::InvalidArgument("Add: negative count " + std::to_string(n));
   std::unique_lock lock(rep.mu);
   if (rep.read_only) return ReadOnlyError("Add");
+  if (rep.gpu_device >= 0) return GpuCopyError("Add");
   if (!rep.index->is_trained) {
     return Status::FailedPrecondition("\"" + rep.spec_string +
                                       "\" index is not trained; call Train before Add");
@@ -413,6 +430,7 @@ Status VectorIndex::Remove(const int64_t* ids, int64_t n, int64_t* removed) {
   if (n < 0) return Status::InvalidArgument("Remove: negative count " + std::to_string(n));
   std::unique_lock lock(rep.mu);
   if (rep.read_only) return ReadOnlyError("Remove");
+  if (rep.gpu_device >= 0) return GpuCopyError("Remove");
   if (n == 0) return Status::OK();
   if (ids == nullptr) return Status::InvalidArgument("Remove: ids is null");
   for (int64_t i = 0; i < n; ++i) {
@@ -452,6 +470,30 @@ Status VectorIndex::Search(int64_t n, const float* queries, int k, float* distan
   }
   std::shared_lock lock(rep.mu);
   const std::string context = "searching \"" + rep.spec_string + "\"";
+#if MNEMO_FAISS_GPU
+  const int gpu_nprobe =
+      rep.flat != nullptr ? 1 : static_cast<int>(std::min(static_cast<size_t>(options.nprobe), rep.ivf->nlist));
+  if (rep.gpu != nullptr && rep.index->ntotal > 0 && k <= GpuSearchCopy::MaxSelection() &&
+      gpu_nprobe <= GpuSearchCopy::MaxSelection()) {
+    MNEMO_RETURN_IF_ERROR(rep.gpu->Search(n, queries, k, gpu_nprobe, distances, ids));
+    // The copy of a Flat index is the IndexFlat inside the id map: its labels are positions.
+    const float padding = rep.metric == Metric::kL2 ? std::numeric_limits<float>::max()
+                                                    : -std::numeric_limits<float>::max();
+    for (int64_t i = 0; i < n * k; ++i) {
+      if (ids[i] < 0) {
+        ids[i] = -1;
+        distances[i] = padding;
+      } else if (rep.flat != nullptr) {
+        if (static_cast<size_t>(ids[i]) >= rep.flat->id_map.size()) {
+          return Status::FailedPrecondition(context + ": the GPU copy returned position " + std::to_string(ids[i]) +
+                                            " of " + std::to_string(rep.flat->id_map.size()));
+        }
+        ids[i] = rep.flat->id_map[static_cast<size_t>(ids[i])];
+      }
+    }
+    return Status::OK();
+  }
+#endif
   if (rep.flat != nullptr) {
     // FAISS computes Flat distances with BLAS (|x|^2 + |y|^2 - 2xy, blocked GEMM) once a call has
     // faiss::distance_compute_blas_threshold (20) queries or more. The rounding of that GEMM depends on
@@ -482,6 +524,54 @@ Status VectorIndex::Search(int64_t n, const float* queries, int k, float* distan
     ivf.search_preassigned(n, queries, k, probes.data(), probe_distances.data(), distances, ids,
                            /*store_pairs=*/false, &params, /*stats=*/nullptr);
   });
+}
+
+const char* const VectorIndex::kNoGpuSearchSupport =
+    "this build has no FAISS GPU support (configure with -DMNEMO_FAISS_GPU=ON on a machine with faiss/gpu "
+    "headers and CUDA)";
+
+Status VectorIndex::CheckGpuDevice(int device) {
+  if (device < 0) return Status::InvalidArgument("GPU device " + std::to_string(device) + " is negative");
+#if MNEMO_FAISS_GPU
+  return GpuSearchCopy::CheckDevice(device);
+#else
+  return Status::FailedPrecondition(kNoGpuSearchSupport);
+#endif
+}
+
+Status VectorIndex::EnableGpuSearch(int device) {
+#if !MNEMO_FAISS_GPU
+  return CheckGpuDevice(device);  // Always an error in this build.
+#else
+  MNEMO_RETURN_IF_ERROR(CheckGpuDevice(device));
+  Rep& rep = *rep_;
+  std::unique_lock lock(rep.mu);
+  if (!rep.index->is_trained) {
+    return Status::FailedPrecondition("\"" + rep.spec_string + "\" index is not trained; nothing to search on a GPU");
+  }
+  // Flat: only the IndexFlat inside the id map goes to the GPU, and Search maps its positions back to ids
+  // through this index's id map (cloning the IndexIDMap2 would duplicate its maps on the host around the
+  // GPU index). IVF: the index itself; its inverted lists carry the ids.
+  const faiss::Index& source = rep.flat != nullptr ? *rep.flat->index : *rep.index;
+  std::unique_ptr<GpuSearchCopy> copy;
+  MNEMO_RETURN_IF_ERROR(GpuSearchCopy::Create(source, device, &copy));
+  rep.gpu = std::move(copy);
+  rep.gpu_device = device;
+  return Status::OK();
+#endif
+}
+
+void VectorIndex::DisableGpuSearch() {
+  std::unique_lock lock(rep_->mu);
+#if MNEMO_FAISS_GPU
+  rep_->gpu.reset();
+#endif
+  rep_->gpu_device = -1;
+}
+
+int VectorIndex::gpu_device() const {
+  std::shared_lock lock(rep_->mu);
+  return rep_->gpu_device;
 }
 
 Status VectorIndex::Save(const std::string& path) const {

@@ -16,10 +16,17 @@
 //  - Save writes one self-checking file atomically (index_file_format.h); Load verifies it and reports a
 //    damaged file as Corruption naming it, never a crash. FAISS exceptions never escape this class.
 //  - A memory-mapped load (LoadOptions::mmap) is read-only: Add, Remove and Train are FailedPrecondition.
+//  - GPU search (EnableGpuSearch, FAISS GPU builds only): searches run on a copy of the index on a GPU.
+//    While the copy exists the index is read-only (Add and Remove are FailedPrecondition), so the copy
+//    never goes stale; DisableGpuSearch drops it. The copy finds the same neighbours, but its distances
+//    are computed in another order (GPU GEMM and reductions), so they may differ from the CPU's in the
+//    last bits and equal-distance neighbours may come in another order: the removal contract above is
+//    one of the CPU path.
 //
 // Thread-safety: many concurrent Search calls (and other const methods), writes exclusive. Add, Remove and
 // Train take an internal exclusive lock, const methods a shared one, so callers need no locking of their
-// own; a long Add blocks searches until it finishes.
+// own; a long Add blocks searches until it finishes. Searches on a GPU copy run one at a time (FAISS GPU
+// indexes are not thread-safe even for search); each is a batch on the GPU, so they queue briefly.
 #pragma once
 
 #include <cstdint>
@@ -94,6 +101,24 @@ class VectorIndex {
   // padded as described at the top of this file. InvalidArgument for k < 1 or nprobe < 1.
   Status Search(int64_t n, const float* queries, int k, float* distances, int64_t* ids,
                 const SearchOptions& options = SearchOptions()) const;
+
+  // Whether GPU `device` can take a search copy: OK, or FailedPrecondition with kNoGpuSearchSupport in a
+  // build without FAISS GPU support, or naming the problem when the CUDA runtime does not see the device.
+  // InvalidArgument for a negative device.
+  static Status CheckGpuDevice(int device);
+  // The message of a build without FAISS GPU support.
+  static const char* const kNoGpuSearchSupport;
+
+  // From now on, searches run on a copy of this index on GPU `device` (faiss::gpu::index_cpu_to_gpu:
+  // Flat, IVF-Flat, and IVF-PQ with 8-bit codes), made now; a second call replaces the copy. Searches
+  // whose k or nprobe exceed what FAISS's GPU k-selection takes (GpuSearchCopy::MaxSelection, 2047), and
+  // searches of an empty index, still run on the CPU. Errors: those of CheckGpuDevice; FailedPrecondition
+  // when the index is untrained or FAISS cannot move it (its message). On error searches stay on the CPU.
+  Status EnableGpuSearch(int device);
+  // Drops the GPU copy (if any): searches run on the CPU again and writes are allowed.
+  void DisableGpuSearch();
+  // The GPU searches run on, -1 for the CPU.
+  int gpu_device() const;
 
   // Writes the index to `path` atomically (temp file, fsync, rename, directory fsync).
   Status Save(const std::string& path) const;

@@ -75,7 +75,7 @@ Status LoadWeights(const std::string& path, Gpt& net) {
 std::string ModelFingerprint(Gpt& net) {
   uint64_t h = Fnv1a64(net->config().ToJson());
   for (auto& p : net->named_parameters()) {
-    torch::Tensor t = p.value().detach().to(torch::kFloat32).contiguous();
+    torch::Tensor t = p.value().detach().to(torch::kCPU, torch::kFloat32).contiguous();
     h = Fnv1a64(p.key().data(), p.key().size(), h);
     h = Fnv1a64(t.data_ptr(), static_cast<size_t>(t.numel()) * sizeof(float), h);
   }
@@ -88,7 +88,7 @@ Status SaveWeights(const std::string& path, Gpt& net) {
   std::vector<torch::Tensor> keep_alive;
   std::vector<TensorData> tensors;
   for (auto& p : net->named_parameters()) {
-    torch::Tensor t = p.value().detach().to(torch::kFloat32).contiguous();
+    torch::Tensor t = p.value().detach().to(torch::kCPU, torch::kFloat32).contiguous();
     keep_alive.push_back(t);
     tensors.push_back({kPrefix + p.key(), DType::kF32, t.sizes().vec(), t.data_ptr(),
                        static_cast<size_t>(t.numel()) * sizeof(float)});
@@ -104,7 +104,8 @@ Status SaveCheckpoint(const std::string& dir, Gpt& net, const BpeTokenizer* toke
   return Status::OK();
 }
 
-Status LoadLanguageModel(const std::string& dir, std::unique_ptr<LanguageModel>* out) {
+Status LoadLanguageModel(const std::string& dir, std::unique_ptr<LanguageModel>* out,
+                         const torch::Device& device) {
   auto model = std::make_unique<LanguageModel>();
   model->dir = dir;
   const std::string config_path = dir + "/config.json";
@@ -121,6 +122,7 @@ Status LoadLanguageModel(const std::string& dir, std::unique_ptr<LanguageModel>*
   model->net = Gpt(model->config);
   MNEMO_RETURN_IF_ERROR(LoadWeights(dir + "/model.safetensors", model->net));
   model->net->eval();
+  if (!device.is_cpu()) model->net->to(device);
   *out = std::move(model);
   return Status::OK();
 }

@@ -24,8 +24,10 @@ struct LanguageModel {
   std::unique_ptr<BpeTokenizer> tokenizer;
 };
 
-// Loads config.json, model.safetensors and the tokenizer from `dir`; the network is put in eval mode.
-Status LoadLanguageModel(const std::string& dir, std::unique_ptr<LanguageModel>* out);
+// Loads config.json, model.safetensors and the tokenizer from `dir`; the network is put in eval mode and
+// its parameters moved to `device` (from ParseDevice, lm/device.h) once loaded.
+Status LoadLanguageModel(const std::string& dir, std::unique_ptr<LanguageModel>* out,
+                         const torch::Device& device = torch::kCPU);
 
 // Copies the weights in `path` into `net` (converting F16/BF16 to F32), checking every name and shape.
 // Buffers HF keeps in checkpoints (attn.bias, attn.masked_bias) and the tied lm_head.weight are ignored.
@@ -33,6 +35,7 @@ Status LoadWeights(const std::string& path, Gpt& net);
 
 // Identifies a model's weights: "fnv1a64:<hex>" over config.json's fields and every parameter's name and
 // float32 values. Datastores record it so keys are never searched with another model's hidden states.
+// The same on every device (parameters are read through CPU copies).
 std::string ModelFingerprint(Gpt& net);
 
 // Writes model.safetensors atomically.

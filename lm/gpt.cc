@@ -39,7 +39,7 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, torch::Te
   auto att = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(D)));
   if (T > 1) {
     // Query i (absolute position past + i) sees keys 0 .. past + i.
-    auto mask = torch::ones({T, S}, torch::TensorOptions().dtype(torch::kBool)).triu(past + 1);
+    auto mask = torch::ones({T, S}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(past + 1);
     att = att.masked_fill(mask, -std::numeric_limits<float>::infinity());
   }
   att = torch::softmax(att, -1);
@@ -104,7 +104,9 @@ void GptImpl::InitWeights(uint64_t seed) {
   }
 }
 
-ForwardResult GptImpl::Forward(const torch::Tensor& ids, const ForwardOptions& options) {
+ForwardResult GptImpl::Forward(const torch::Tensor& input, const ForwardOptions& options) {
+  const torch::Device where = device();
+  const torch::Tensor ids = input.to(where);
   const int64_t T = ids.size(1);
   KvCache* cache = options.cache;
   const int64_t past = cache != nullptr ? cache->length() : 0;
@@ -114,7 +116,7 @@ ForwardResult GptImpl::Forward(const torch::Tensor& ids, const ForwardOptions& o
     cache->keys.resize(config_.n_layer);
     cache->values.resize(config_.n_layer);
   }
-  auto pos = torch::arange(past, past + T, torch::TensorOptions().dtype(torch::kLong));
+  auto pos = torch::arange(past, past + T, torch::TensorOptions().dtype(torch::kLong).device(where));
   torch::Tensor x = wte(ids) + wpe(pos);
   ForwardResult result;
   if (options.want_attention) result.attention.resize(config_.n_layer);
@@ -126,6 +128,14 @@ ForwardResult GptImpl::Forward(const torch::Tensor& ids, const ForwardOptions& o
   }
   result.hidden = ln_f(x);
   if (options.want_logits) result.logits = Logits(result.hidden);
+  if (!options.keep_on_device && !where.is_cpu()) {
+    // Undefined tensors (results not asked for) stay undefined.
+    auto to_cpu = [](torch::Tensor& t) {
+      if (t.defined()) t = t.to(torch::kCPU);
+    };
+    to_cpu(result.logits), to_cpu(result.hidden), to_cpu(result.knn_key);
+    for (AttentionTap& tap : result.attention) to_cpu(tap.q), to_cpu(tap.k), to_cpu(tap.v);
+  }
   return result;
 }
 

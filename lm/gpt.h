@@ -7,6 +7,11 @@
 // layer norm: Khandelwal et al. 2020, best of their ablation) and per-layer attention q/k/v (for a
 // memory layer).
 //
+// Devices: the parameters live on one device (CPU unless moved with `net->to(device)`, see lm/device.h).
+// Forward takes its input on any device and runs where the parameters are; its results come back on the
+// CPU unless ForwardOptions::keep_on_device says otherwise, so callers that read results through
+// accessors or data_ptr work unchanged whatever the device. A KvCache stays on the parameters' device.
+//
 // Thread-safety: Forward() is const with respect to the parameters and may run concurrently from many
 // threads under torch::NoGradGuard / InferenceMode; training must be exclusive.
 #pragma once
@@ -19,7 +24,8 @@
 
 namespace mnemo {
 
-// Per-layer keys and values of the tokens seen so far, [batch, n_head, length, head_dim] each.
+// Per-layer keys and values of the tokens seen so far, [batch, n_head, length, head_dim] each, on the
+// model's device (they are only ever read by Forward).
 struct KvCache {
   std::vector<torch::Tensor> keys;
   std::vector<torch::Tensor> values;
@@ -37,6 +43,9 @@ struct ForwardOptions {
   bool want_knn_key = false;      // Fill ForwardResult::knn_key.
   bool want_attention = false;    // Fill ForwardResult::attention (one tap per layer).
   bool want_logits = true;        // Training computes its loss from hidden states when false.
+  // Leave the results on the model's device. Off by default: every ForwardResult tensor is then on the
+  // CPU (a no-op for a CPU model, a copy for a GPU one), which is what callers reading data_ptr need.
+  bool keep_on_device = false;
 };
 
 struct ForwardResult {
@@ -86,15 +95,19 @@ TORCH_MODULE(Block);
 
 struct GptImpl : torch::nn::Module {
   explicit GptImpl(const GptConfig& config);
-  // ids: [B, T] int64. Positions continue from options.cache's length. Fails (c10::Error) if the
-  // total length exceeds n_positions; callers check with CheckContext() first.
+  // ids: [B, T] int64, on any device (moved to the parameters' device). Positions continue from
+  // options.cache's length. Fails (c10::Error) if the total length exceeds n_positions; callers check
+  // with CheckContext() first. Results are on the CPU unless options.keep_on_device.
   ForwardResult Forward(const torch::Tensor& ids, const ForwardOptions& options = {});
   // Logits from hidden states (tied output embedding).
   torch::Tensor Logits(const torch::Tensor& hidden) { return torch::matmul(hidden, wte->weight.t()); }
-  // GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer).
+  // GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer). Parameters
+  // must be on the CPU (the generator is a CPU one), as they are after construction.
   void InitWeights(uint64_t seed);
 
   const GptConfig& config() const { return config_; }
+  // Where the parameters are (all of them are on one device).
+  torch::Device device() const { return wte->weight.device(); }
 
   torch::nn::Embedding wte{nullptr}, wpe{nullptr};
   torch::nn::ModuleList h;

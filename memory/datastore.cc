@@ -116,6 +116,13 @@ Status Datastore::Open(const std::string& dir, const DatastoreOpenOptions& optio
   load.expected_dim = m.dim;
   load.mmap = options.mmap_index;
   MNEMO_RETURN_IF_ERROR(VectorIndex::Load(dir + kIndex, load, &ds->index_));
+  if (options.gpu_device >= 0) {
+    Status s = ds->index_->EnableGpuSearch(options.gpu_device);
+    if (!s.ok()) {
+      const std::string message = dir + kIndex + ": GPU search: " + s.message();
+      return s.IsInvalidArgument() ? Status::InvalidArgument(message) : Status::FailedPrecondition(message);
+    }
+  }
   if (ds->index_->size() != m.count) {
     return Status::Corruption(dir + kIndex + ": holds " + std::to_string(ds->index_->size()) +
                               " entries, manifest says " + std::to_string(m.count));

@@ -49,6 +49,9 @@ struct DatastoreOpenOptions {
   std::string expected_model_fingerprint;
   bool mmap_index = false;      // Memory-map IVF inverted lists instead of reading them (large datastores).
   bool verify_checksums = false;  // Read keys/values fully and check their CRC32 (O(size); fsck does this).
+  // When >= 0, searches run on a copy of the index on this GPU (VectorIndex::EnableGpuSearch); Open fails
+  // when the copy cannot be made (a build without FAISS GPU support, no such GPU, an unsupported index).
+  int gpu_device = -1;
 };
 
 class Datastore : public KnnMemory {

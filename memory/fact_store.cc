@@ -200,12 +200,15 @@ Status FactStore::Open(const std::string& dir, const FactStoreOptions& options, 
     DatastoreOpenOptions ds;
     ds.expected_model_fingerprint = config.model_fingerprint;
     ds.mmap_index = options.mmap_base_index;
+    ds.gpu_device = options.base_gpu_device;
     MNEMO_RETURN_IF_ERROR(Datastore::Open(config.datastore_path, ds, &store->base_));
     if (store->base_->dim() != config.dim) {
       return Status::InvalidArgument(config.datastore_path + ": keys have dimension " +
                                      std::to_string(store->base_->dim()) + ", the state " +
                                      std::to_string(config.dim));
     }
+  } else if (options.base_gpu_device >= 0) {
+    return Status::InvalidArgument(dir + ": the state has no base datastore to search on a GPU");
   }
   MNEMO_RETURN_IF_ERROR(store->Recover());
   store->recovery_.seconds = SecondsSince(start);

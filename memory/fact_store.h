@@ -55,6 +55,9 @@ struct FactStoreOptions {
   // When non-empty, a state made for another model is InvalidArgument.
   std::string expected_model_fingerprint;
   bool mmap_base_index = true;  // Memory-map the base datastore's IVF lists.
+  // When >= 0, the base datastore's index is searched on this GPU (DatastoreOpenOptions::gpu_device); the
+  // facts' segment, which changes, stays on the CPU. InvalidArgument for a state without a base datastore.
+  int base_gpu_device = -1;
   // Changes between automatic snapshots (0: only Checkpoint and Close write them). A snapshot costs a
   // write of the whole segment; replaying the changes since the last one costs their index adds.
   int64_t snapshot_every = 10000;

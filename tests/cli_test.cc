@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "indexes/vector_index.h"
 #include "tests/lm_fixture.h"
 #include "tests/test_util.h"
 #include "util/file_util.h"
@@ -148,6 +149,63 @@ TEST_F(CliTest, ErrorsGoToStderrWithNonZeroExit) {
     EXPECT_EQ(rc, c.code) << c.args << "\nstderr: " << err;
     EXPECT_TRUE(out.empty()) << c.args << "\nstdout: " << out;
     EXPECT_NE(err.find(c.needle), std::string::npos) << c.args << "\nstderr: " << err;
+  }
+}
+
+TEST_F(CliTest, DeviceCpuGivesTheSameOutputAsNoFlag) {
+  const std::string score = Mnemo() + " score --model " + Model() + " --text 'The cat sees the bridge.' --json";
+  std::string plain, cpu;
+  ASSERT_EQ(RunCommand(score, &plain), 0) << plain;
+  ASSERT_EQ(RunCommand(score + " --device cpu", &cpu), 0) << cpu;
+  EXPECT_EQ(cpu, plain);
+  const std::string gen = Mnemo() + " generate --model " + Model() + " --prompt 'The old sailor' --max-tokens 8 "
+                          "--seed 3 --json";
+  ASSERT_EQ(RunCommand(gen, &plain), 0) << plain;
+  ASSERT_EQ(RunCommand(gen + " --device cpu", &cpu), 0) << cpu;
+  EXPECT_EQ(json::parse(cpu)["ids"], json::parse(plain)["ids"]);
+}
+
+TEST_F(CliTest, UnavailableDeviceOrGpuIndexFailsWithExit2BeforeLoadingAnything) {
+  ScratchDir d;
+  // A model directory that does not exist: had anything been loaded first, the error would be about it
+  // (exit 1). A state-dir argument that exists, for the commands that check that while parsing.
+  const std::string missing = d.File("no-model");
+  const std::string state = d.path();
+  struct Case {
+    std::string args, needle;
+  };
+  std::vector<Case> cases = {{"score --model " + missing + " --text hi --device bogus", "unknown device \"bogus\""},
+                             {"eval ppl --model " + missing + " --text-file " + dir_->File("valid.txt") +
+                                  " --device cuda:x", "unknown device"},
+                             {"serve --state " + state + " --device bogus", "--device"},
+                             {"datastore build --model " + missing + " --text-file " + dir_->File("valid.txt") +
+                                  " --out " + d.File("ds") + " --device nope", "--device"},
+                             {"facts add --state " + state + " --text hi --device nope", "--device"},
+                             {"audit --state " + state + " --out " + d.File("a") + " --device nope", "--device"}};
+  if (!torch::cuda::is_available()) {
+    // This LibTorch (Debian's is CPU-only) or this machine has no CUDA: --device cuda is a usage error.
+    const std::string cause = at::Context::hasCUDART() ? "sees no GPU" : "built without CUDA";
+    cases.push_back({"score --model " + missing + " --text hi --device cuda", cause});
+    cases.push_back({"eval ppl --model " + missing + " --text-file " + dir_->File("valid.txt") + " --device cuda",
+                     cause});
+    cases.push_back({"generate --model " + missing + " --prompt hi --device cuda:0", cause});
+    cases.push_back({"serve --state " + state + " --device cuda", cause});
+  }
+  if (VectorIndex::CheckGpuDevice(0).message() == VectorIndex::kNoGpuSearchSupport) {
+    // No FAISS GPU support in this build: --gpu-index is a usage error, checked before the datastore opens.
+    cases.push_back({"eval ppl --model " + missing + " --text-file " + dir_->File("valid.txt") + " --datastore " +
+                         d.File("no-ds") + " --gpu-index 0", "no FAISS GPU support"});
+    cases.push_back({"serve --state " + state + " --gpu-index 0", "no FAISS GPU support"});
+  }
+  for (const Case& c : cases) {
+    std::string out;
+    int rc = RunCommand(Mnemo() + " " + c.args + " 2>" + d.File("err"), &out);
+    std::string err;
+    RunCommand("cat " + d.File("err"), &err);
+    EXPECT_EQ(rc, 2) << c.args << "\nstderr: " << err;
+    EXPECT_TRUE(out.empty()) << c.args << "\nstdout: " << out;
+    EXPECT_NE(err.find(c.needle), std::string::npos) << c.args << "\nstderr: " << err;
+    EXPECT_EQ(err.find("listening"), std::string::npos) << c.args << "\nstderr: " << err;
   }
 }
 

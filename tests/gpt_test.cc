@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include "lm/checkpoint.h"
+#include "lm/generator.h"
 #include "tests/lm_fixture.h"
 
 namespace mnemo {
@@ -92,6 +94,67 @@ TEST(GptTest, ExactGeluOptionChangesActivation) {
   EXPECT_TRUE(torch::allclose(a, b, 1e-2, 1e-2));
   EXPECT_FALSE(torch::equal(a, b));
 }
+
+TEST(GptTest, ForwardResultsOfACpuModelAreCpuTensors) {
+  torch::NoGradGuard no_grad;
+  Gpt net = TinyGpt(100);
+  ASSERT_TRUE(net->device().is_cpu());
+  for (bool keep_on_device : {false, true}) {
+    ForwardOptions opts;
+    opts.want_knn_key = true;
+    opts.want_attention = true;
+    opts.keep_on_device = keep_on_device;
+    KvCache cache;
+    opts.cache = &cache;
+    ForwardResult r = net->Forward(Ids({4, 8, 15}), opts);
+    for (const torch::Tensor* t : {&r.logits, &r.hidden, &r.knn_key, &r.attention[0].q, &r.attention[1].v,
+                                   &cache.keys[0], &cache.values[1]}) {
+      ASSERT_TRUE(t->defined());
+      EXPECT_TRUE(t->is_cpu()) << t->device();
+    }
+    // Callers read results through accessors; that must work without a copy of their own.
+    auto logits = r.logits.accessor<float, 3>();
+    EXPECT_EQ(logits.size(2), 100);
+  }
+}
+
+// Compiled only against a CUDA LibTorch (tests/CMakeLists.txt); it needs a GPU at run time (bench/gpu-check.sh).
+#ifdef MNEMO_TORCH_CUDA
+TEST(GptTest, CudaModelMatchesTheCpuModelAndReturnsCpuTensors) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "LibTorch sees no CUDA GPU";
+  torch::NoGradGuard no_grad;
+  Gpt cpu = TinyGpt(100), gpu = TinyGpt(100);
+  gpu->to(torch::Device(torch::kCUDA));
+  ASSERT_TRUE(gpu->device().is_cuda());
+  EXPECT_EQ(ModelFingerprint(cpu), ModelFingerprint(gpu));
+  const std::vector<int64_t> seq = {1, 2, 3, 50, 60, 70, 80, 90, 11, 12};
+  ForwardOptions opts;
+  opts.want_knn_key = true;
+  ForwardResult a = cpu->Forward(Ids(seq), opts), b = gpu->Forward(Ids(seq), opts);
+  EXPECT_TRUE(b.logits.is_cpu() && b.knn_key.is_cpu() && b.hidden.is_cpu());
+  EXPECT_TRUE(torch::allclose(a.logits, b.logits, 1e-4, 1e-4));
+  EXPECT_TRUE(torch::allclose(a.knn_key, b.knn_key, 1e-4, 1e-4));
+  opts.keep_on_device = true;
+  EXPECT_TRUE(gpu->Forward(Ids(seq), opts).logits.is_cuda());
+  // KV-cache decoding on the GPU: the cache stays there, the logits come back.
+  KvCache cache;
+  ForwardOptions step;
+  step.cache = &cache;
+  gpu->Forward(Ids({seq.begin(), seq.begin() + 4}), step);
+  for (size_t t = 4; t < seq.size(); ++t) {
+    auto logits = gpu->Forward(Ids({seq[t]}), step).logits[0][0];
+    EXPECT_TRUE(torch::allclose(logits, a.logits[0][t], 1e-4, 1e-4)) << "position " << t;
+  }
+  EXPECT_TRUE(cache.keys[0].is_cuda());
+  GenerateOptions greedy;
+  greedy.max_tokens = 12;
+  greedy.sampling.temperature = 0;
+  std::vector<int32_t> from_cpu, from_gpu;
+  ASSERT_TRUE(Generate(cpu, {5, 17, 42}, greedy, &from_cpu).ok());
+  ASSERT_TRUE(Generate(gpu, {5, 17, 42}, greedy, &from_gpu).ok());
+  EXPECT_EQ(from_cpu, from_gpu);
+}
+#endif  // MNEMO_TORCH_CUDA
 
 TEST(GptConfigTest, JsonRoundTripAndValidation) {
   GptConfig c = testing::TinyConfig(123);
