@@ -1,7 +1,6 @@
 // Server lifecycle, authentication, errors and the small routes (health, models, metrics, tokenize).
 #include "api/server.h"
 
-#include <dlfcn.h>
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -10,19 +9,13 @@
 #include <thread>
 
 #include "api/server_impl.h"
+#include "util/blas_threads.h"
 
 namespace mnemo {
 namespace {
 
 using api::Json;
 using Clock = std::chrono::steady_clock;
-
-// OpenBLAS's thread count can only be changed through its own symbol; look it up so the build does not
-// depend on which BLAS libblas.so.3 points to.
-void SetBlasThreads(int n) {
-  using SetThreads = void (*)(int);
-  if (auto* fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) fn(n);
-}
 
 bool IsLoopback(const std::string& host) { return host == "127.0.0.1" || host == "localhost" || host == "::1"; }
 
