@@ -118,10 +118,10 @@ TEST(GptTest, ForwardResultsOfACpuModelAreCpuTensors) {
   }
 }
 
-// Compiled only against a CUDA LibTorch (tests/CMakeLists.txt); it needs a GPU at run time (bench/gpu-check.sh).
+// Compiled only against a CUDA LibTorch (tests/CMakeLists.txt), whose tests need a GPU (bench/gpu-check.sh).
 #ifdef MNEMO_TORCH_CUDA
 TEST(GptTest, CudaModelMatchesTheCpuModelAndReturnsCpuTensors) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "LibTorch sees no CUDA GPU";
+  ASSERT_TRUE(torch::cuda::is_available()) << "a CUDA build of mnemo's tests needs a GPU LibTorch can see";
   torch::NoGradGuard no_grad;
   Gpt cpu = TinyGpt(100), gpu = TinyGpt(100);
   gpu->to(torch::Device(torch::kCUDA));

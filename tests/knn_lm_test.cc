@@ -334,6 +334,15 @@ TEST(DatastoreBuildTest, MemorisedTextBecomesFarMoreLikely) {
   EXPECT_TRUE(BuildDatastore(model, text, "toy", dir.File("ds"), options, &report).IsInvalidArgument());
 }
 
+// A datastore over the first 2,000 characters of the toy corpus, opened.
+void BuildToyDatastore(LanguageModel& model, const std::string& path, std::unique_ptr<Datastore>* ds) {
+  DatastoreBuildOptions build;
+  build.finish.progress = false;
+  DatastoreBuildReport report;
+  ASSERT_TRUE(BuildDatastore(model, testing::ToyCorpus().substr(0, 2000), "toy", path, build, &report).ok());
+  ASSERT_TRUE(Datastore::Open(path, DatastoreOpenOptions(), ds).ok());
+}
+
 // Batched scoring (many short texts in padded batches, one search per batch) agrees with scoring each
 // text alone, for texts shorter and longer than the context; first_targets skips the leading positions.
 TEST(DualScorerTest, BatchedScoringMatchesOneTextAtATime) {
@@ -341,12 +350,8 @@ TEST(DualScorerTest, BatchedScoringMatchesOneTextAtATime) {
   LanguageModel model;
   ASSERT_NO_FATAL_FAILURE(RandomTinyModel(&model));
   ScratchDir dir;
-  DatastoreBuildOptions build;
-  build.finish.progress = false;
-  DatastoreBuildReport report;
-  ASSERT_TRUE(BuildDatastore(model, testing::ToyCorpus().substr(0, 2000), "toy", dir.File("ds"), build, &report).ok());
   std::unique_ptr<Datastore> ds;
-  ASSERT_TRUE(Datastore::Open(dir.File("ds"), DatastoreOpenOptions(), &ds).ok());
+  ASSERT_NO_FATAL_FAILURE(BuildToyDatastore(model, dir.File("ds"), &ds));
   KnnOptions o;
   o.k = 8, o.lambda = 0.5;
   const std::string corpus = testing::ToyCorpus();
@@ -386,12 +391,8 @@ TEST(DualScorerTest, OverlappedScoringMatchesSequentialAndKeepsOrder) {
   LanguageModel model;
   ASSERT_NO_FATAL_FAILURE(RandomTinyModel(&model));
   ScratchDir dir;
-  DatastoreBuildOptions build;
-  build.finish.progress = false;
-  DatastoreBuildReport report;
-  ASSERT_TRUE(BuildDatastore(model, testing::ToyCorpus().substr(0, 2000), "toy", dir.File("ds"), build, &report).ok());
   std::unique_ptr<Datastore> ds;
-  ASSERT_TRUE(Datastore::Open(dir.File("ds"), DatastoreOpenOptions(), &ds).ok());
+  ASSERT_NO_FATAL_FAILURE(BuildToyDatastore(model, dir.File("ds"), &ds));
   const std::vector<int32_t> ids = tok.Encode(testing::ToyCorpus().substr(500, 1500));
   WindowOptions window;
   window.window = 32, window.stride = 16, window.batch_size = 2;  // many batches
