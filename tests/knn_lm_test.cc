@@ -334,24 +334,28 @@ TEST(DatastoreBuildTest, MemorisedTextBecomesFarMoreLikely) {
   EXPECT_TRUE(BuildDatastore(model, text, "toy", dir.File("ds"), options, &report).IsInvalidArgument());
 }
 
-// A datastore over the first 2,000 characters of the toy corpus, opened.
-void BuildToyDatastore(LanguageModel& model, const std::string& path, std::unique_ptr<Datastore>* ds) {
-  DatastoreBuildOptions build;
-  build.finish.progress = false;
-  DatastoreBuildReport report;
-  ASSERT_TRUE(BuildDatastore(model, testing::ToyCorpus().substr(0, 2000), "toy", path, build, &report).ok());
-  ASSERT_TRUE(Datastore::Open(path, DatastoreOpenOptions(), ds).ok());
-}
+// A random tiny model and a datastore over the first 2,000 characters of the toy corpus, opened.
+class DualScorerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_NO_FATAL_FAILURE(RandomTinyModel(&model));
+    DatastoreBuildOptions build;
+    build.finish.progress = false;
+    DatastoreBuildReport report;
+    const std::string path = dir.File("ds");
+    ASSERT_TRUE(BuildDatastore(model, testing::ToyCorpus().substr(0, 2000), "toy", path, build, &report).ok());
+    ASSERT_TRUE(Datastore::Open(path, DatastoreOpenOptions(), &ds).ok());
+  }
+
+  const BpeTokenizer& tok = testing::ToyTokenizer();
+  LanguageModel model;
+  ScratchDir dir;
+  std::unique_ptr<Datastore> ds;
+};
 
 // Batched scoring (many short texts in padded batches, one search per batch) agrees with scoring each
 // text alone, for texts shorter and longer than the context; first_targets skips the leading positions.
-TEST(DualScorerTest, BatchedScoringMatchesOneTextAtATime) {
-  const auto& tok = testing::ToyTokenizer();
-  LanguageModel model;
-  ASSERT_NO_FATAL_FAILURE(RandomTinyModel(&model));
-  ScratchDir dir;
-  std::unique_ptr<Datastore> ds;
-  ASSERT_NO_FATAL_FAILURE(BuildToyDatastore(model, dir.File("ds"), &ds));
+TEST_F(DualScorerTest, BatchedScoringMatchesOneTextAtATime) {
   KnnOptions o;
   o.k = 8, o.lambda = 0.5;
   const std::string corpus = testing::ToyCorpus();
@@ -386,13 +390,7 @@ TEST(DualScorerTest, BatchedScoringMatchesOneTextAtATime) {
 
 // With WindowOptions::overlap the callbacks run on a second thread beside the next forward pass, but still
 // one at a time and in order, and the kNN-LM's scores are bit for bit those of the sequential pass.
-TEST(DualScorerTest, OverlappedScoringMatchesSequentialAndKeepsOrder) {
-  const auto& tok = testing::ToyTokenizer();
-  LanguageModel model;
-  ASSERT_NO_FATAL_FAILURE(RandomTinyModel(&model));
-  ScratchDir dir;
-  std::unique_ptr<Datastore> ds;
-  ASSERT_NO_FATAL_FAILURE(BuildToyDatastore(model, dir.File("ds"), &ds));
+TEST_F(DualScorerTest, OverlappedScoringMatchesSequentialAndKeepsOrder) {
   const std::vector<int32_t> ids = tok.Encode(testing::ToyCorpus().substr(500, 1500));
   WindowOptions window;
   window.window = 32, window.stride = 16, window.batch_size = 2;  // many batches
