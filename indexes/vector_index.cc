@@ -33,6 +33,7 @@
 
 #include "indexes/index_file_format.h"
 #include "indexes/index_spec.h"
+#include "indexes/ivfpq_search.h"
 #if MNEMO_FAISS_GPU
 #include "indexes/gpu_search.h"
 #endif
@@ -232,11 +233,30 @@ struct VectorIndex::Rep {
   std::unique_ptr<GpuSearchCopy> gpu;  // Replaced under the exclusive lock, searched under the shared one.
 #endif
 
+  // IVF-PQ indexes that IvfPqSearch handles (all that Create makes): searched by it, once trained.
+  std::unique_ptr<IvfPqSearch> pq_search;
+
   // Callers hold mu (either mode).
   bool ContainsLocked(int64_t id) const;
+  // Called with mu held exclusively once the index is trained (trained, loaded or copied): sets up
+  // pq_search and drops FAISS's precomputed distance tables, which only FAISS's own search reads
+  // (4 bytes x nlist x M x 256: 128 MB for IVF4096,PQ32). An index pq_search cannot handle keeps them.
+  void PrepareSearch();
   // Checks a freshly loaded index against its file header; see the definition.
   Status CheckLoaded(const IndexFileHeader& header, bool mapped, const std::string& path) const;
 };
+
+void VectorIndex::Rep::PrepareSearch() {
+  if (spec.kind != IndexSpec::Kind::kIvfPq) return;
+  auto* ivfpq = static_cast<faiss::IndexIVFPQ*>(ivf);
+  pq_search = IvfPqSearch::Create(*ivfpq);
+  if (pq_search != nullptr) {
+    ivfpq->use_precomputed_table = 0;  // FAISS's search, if ever called, then computes tables per list
+    ivfpq->precomputed_table.resize(0);
+  } else if (ivfpq->by_residual && ivfpq->precomputed_table.size() == 0) {
+    ivfpq->precompute_table();  // loaded without the tables (IO_FLAG_SKIP_PRECOMPUTE_TABLE)
+  }
+}
 
 bool VectorIndex::Rep::ContainsLocked(int64_t id) const {
   if (id < 0) return false;
@@ -391,8 +411,10 @@ Status VectorIndex::Train(int64_t n, const float* vectors) {
   }
   if (vectors == nullptr) return Status::InvalidArgument("Train: vectors is null");
   MNEMO_RETURN_IF_ERROR(CheckFinite(n, rep.dim, vectors, "training vector"));
-  return RunFaiss(Status::InvalidArgument, "training \"" + rep.spec_string + "\"",
-                  [&] { rep.index->train(n, vectors); });
+  return RunFaiss(Status::InvalidArgument, "training \"" + rep.spec_string + "\"", [&] {
+    rep.index->train(n, vectors);
+    rep.PrepareSearch();
+  });
 }
 
 Status VectorIndex::Add(int64_t n, const float* vectors, const int64_t* ids) {
@@ -515,6 +537,10 @@ Status VectorIndex::Search(int64_t n, const float* queries, int k, float* distan
   const faiss::IndexIVF& ivf = *rep.ivf;
   const size_t nprobe = std::min(static_cast<size_t>(options.nprobe), ivf.nlist);
   return RunFaiss(Status::InvalidArgument, context, [&] {
+    if (rep.pq_search != nullptr && ivf.is_trained) {
+      rep.pq_search->Search(n, queries, k, nprobe, distances, ids);
+      return;
+    }
     std::vector<idx_t> probes(static_cast<size_t>(n) * nprobe);
     std::vector<float> probe_distances(probes.size());
     ivf.quantizer->search(n, queries, static_cast<idx_t>(nprobe), probe_distances.data(), probes.data());
@@ -657,7 +683,8 @@ Status VectorIndex::Load(const std::string& path, const LoadOptions& options,
     // IO_FLAG_MMAP maps the file and records each list's offset from the current file position, so the
     // header in front of the payload is fine. The mapping outlives the FILE.
     MNEMO_RETURN_IF_ERROR(RunFaiss(Status::Corruption, context, [&] {
-      rep->index.reset(faiss::read_index(file.get(), faiss::IO_FLAG_MMAP | faiss::IO_FLAG_READ_ONLY));
+      rep->index.reset(faiss::read_index(file.get(), faiss::IO_FLAG_MMAP | faiss::IO_FLAG_READ_ONLY |
+                                                   faiss::IO_FLAG_SKIP_PRECOMPUTE_TABLE));
     }));
   } else {
     faiss::VectorIOReader reader;
@@ -669,12 +696,17 @@ Status VectorIndex::Load(const std::string& path, const LoadOptions& options,
                                 Hex(header.payload_crc) + ", got " + Hex(crc) + ")");
     }
     MNEMO_RETURN_IF_ERROR(
-        RunFaiss(Status::Corruption, context, [&] { rep->index.reset(faiss::read_index(&reader)); }));
+        RunFaiss(Status::Corruption, context, [&] {
+          rep->index.reset(faiss::read_index(&reader, faiss::IO_FLAG_SKIP_PRECOMPUTE_TABLE));
+        }));
   }
   if (rep->index == nullptr) return Status::Corruption(context);
   rep->flat = dynamic_cast<faiss::IndexIDMap2*>(rep->index.get());
   rep->ivf = dynamic_cast<faiss::IndexIVF*>(rep->index.get());
   MNEMO_RETURN_IF_ERROR(rep->CheckLoaded(header, mapped, path));
+  if (rep->index->is_trained) {
+    MNEMO_RETURN_IF_ERROR(RunFaiss(Status::Corruption, context, [&] { rep->PrepareSearch(); }));
+  }
   if (mapped) {
     const auto* on_disk = static_cast<const faiss::OnDiskInvertedLists*>(rep->ivf->invlists);
     if (on_disk->totsize != file_size) return Status::Corruption(path + ": file changed while loading");
@@ -709,11 +741,10 @@ Status VectorIndex::CreateEmptyLike(std::unique_ptr<VectorIndex>* out) const {
       auto* target_pq = static_cast<faiss::IndexIVFPQ*>(target);
       target_pq->pq.centroids = source_pq->pq.centroids;
       target_pq->by_residual = source_pq->by_residual;
-      target_pq->use_precomputed_table = source_pq->use_precomputed_table;
       target_pq->is_trained = true;
-      target_pq->precompute_table();  // the same tables the source computed from the same codebooks
     }
     target->is_trained = true;
+    copy->rep_->PrepareSearch();
   }));
   *out = std::move(copy);
   return Status::OK();

@@ -1,0 +1,343 @@
+#include "indexes/ivfpq_search.h"
+
+#include <faiss/IndexFlat.h>
+#include <faiss/IndexIVFPQ.h>
+#include <faiss/invlists/InvertedLists.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+// The distance loops are compiled twice, for baseline x86-64 and for AVX2 with fused multiply-add, and
+// the CPU's features pick one when a searcher is made. (GCC's target_clones("arch=...") dispatches on the
+// exact CPU model, so a Cooper Lake ran the baseline clone.) The two can differ in the last bits.
+#if defined(__GNUC__) && defined(__x86_64__)
+#define MNEMO_HAVE_AVX2_KERNELS 1
+#define MNEMO_AVX2_FMA __attribute__((target("avx2,fma")))
+#endif
+
+namespace mnemo {
+namespace {
+
+constexpr size_t kCodes = 256;  // 8-bit PQ codes
+
+// FAISS's IndexFlat switches to BLAS (one GEMM for the whole batch) at 20 queries
+// (faiss::distance_compute_blas_threshold); under it, it runs a scalar loop per centroid, which is what the
+// transposed loop in Probe replaces.
+constexpr int64_t kBlasQueries = 20;
+
+struct Candidate {
+  float distance;
+  int64_t id;
+};
+
+bool Closer(const Candidate& a, const Candidate& b) {
+  return a.distance < b.distance || (a.distance == b.distance && a.id < b.id);
+}
+
+// out[i] = sum over c of (query[c] - columns[c * n + i])^2, for i < n: the squared distances from the query
+// to n points stored coordinate-major, so the inner loop runs over points and vectorizes. Inlined into
+// each multi-versioned caller, so it is compiled for that caller's instruction set.
+inline __attribute__((always_inline)) void SquaredDistancesColumnMajor(const float* __restrict query,
+                                                                       const float* __restrict columns,
+                                                                       size_t dims, size_t n,
+                                                                       float* __restrict out) {
+  std::fill(out, out + n, 0.0f);
+  for (size_t c = 0; c < dims; ++c) {
+    const float q = query[c];
+    const float* column = columns + c * n;
+    for (size_t i = 0; i < n; ++i) {
+      const float diff = q - column[i];
+      out[i] += diff * diff;
+    }
+  }
+}
+
+// The same for kDims known at compile time (the sub-vector lengths of the usual PQ shapes): each output is
+// summed in a register, with the same additions in the same order as the loop above.
+template <size_t kDims>
+inline __attribute__((always_inline)) void SquaredDistancesColumnMajorFixed(const float* __restrict query,
+                                                                            const float* __restrict columns,
+                                                                            size_t n, float* __restrict out) {
+  for (size_t i = 0; i < n; ++i) {
+    float sum = 0;
+    for (size_t c = 0; c < kDims; ++c) {
+      const float diff = query[c] - columns[c * n + i];
+      sum += diff * diff;
+    }
+    out[i] = sum;
+  }
+}
+
+// table[m][j] = squared distance from the m-th sub-vector of `residual` to PQ centroid j of subquantizer m.
+inline __attribute__((always_inline)) void DistanceTableBody(const float* residual, const float* codebook_t,
+                                                             size_t m, size_t dsub, float* table) {
+  for (size_t s = 0; s < m; ++s) {
+    const float* sub = residual + s * dsub;
+    const float* columns = codebook_t + s * dsub * kCodes;
+    float* out = table + s * kCodes;
+    switch (dsub) {
+      case 2: SquaredDistancesColumnMajorFixed<2>(sub, columns, kCodes, out); break;
+      case 4: SquaredDistancesColumnMajorFixed<4>(sub, columns, kCodes, out); break;
+      case 8: SquaredDistancesColumnMajorFixed<8>(sub, columns, kCodes, out); break;
+      default: SquaredDistancesColumnMajor(sub, columns, dsub, kCodes, out); break;
+    }
+  }
+}
+
+void DistanceTableBaseline(const float* residual, const float* codebook_t, size_t m, size_t dsub,
+                           float* table) {
+  DistanceTableBody(residual, codebook_t, m, dsub, table);
+}
+
+void CentroidDistancesBaseline(const float* query, const float* centroids_t, size_t d, size_t nlist,
+                               float* out) {
+  SquaredDistancesColumnMajor(query, centroids_t, d, nlist, out);
+}
+
+#if MNEMO_HAVE_AVX2_KERNELS
+MNEMO_AVX2_FMA void DistanceTableAvx2(const float* residual, const float* codebook_t, size_t m, size_t dsub,
+                                      float* table) {
+  DistanceTableBody(residual, codebook_t, m, dsub, table);
+}
+
+MNEMO_AVX2_FMA void CentroidDistancesAvx2(const float* query, const float* centroids_t, size_t d,
+                                          size_t nlist, float* out) {
+  SquaredDistancesColumnMajor(query, centroids_t, d, nlist, out);
+}
+#endif
+
+// out[i] = {sum over s of table[s][codes[i * m + s]], ids[i]}: four running sums, so consecutive lookups do
+// not wait on one another's additions. A NaN distance (from a non-finite query) becomes +infinity so that
+// candidates stay ordered.
+void ScanCodes(const float* table, const uint8_t* codes, const int64_t* ids, size_t count, size_t m,
+               Candidate* out) {
+  auto finish = [](float distance) {
+    return std::isnan(distance) ? std::numeric_limits<float>::infinity() : distance;
+  };
+  size_t i = 0;
+  // Two codes at a time: eight independent sums in flight.
+  for (; i + 2 <= count; i += 2) {
+    const uint8_t* a = codes + i * m;
+    const uint8_t* b = a + m;
+    float a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+    size_t s = 0;
+    for (; s + 4 <= m; s += 4) {
+      const float* t = table + s * kCodes;
+      a0 += t[a[s]];
+      b0 += t[b[s]];
+      a1 += t[kCodes + a[s + 1]];
+      b1 += t[kCodes + b[s + 1]];
+      a2 += t[2 * kCodes + a[s + 2]];
+      b2 += t[2 * kCodes + b[s + 2]];
+      a3 += t[3 * kCodes + a[s + 3]];
+      b3 += t[3 * kCodes + b[s + 3]];
+    }
+    for (; s < m; ++s) {
+      a0 += table[s * kCodes + a[s]];
+      b0 += table[s * kCodes + b[s]];
+    }
+    out[i] = {finish((a0 + a1) + (a2 + a3)), ids[i]};
+    out[i + 1] = {finish((b0 + b1) + (b2 + b3)), ids[i + 1]};
+  }
+  for (; i < count; ++i) {
+    const uint8_t* a = codes + i * m;
+    float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    size_t s = 0;
+    for (; s + 4 <= m; s += 4) {
+      const float* t = table + s * kCodes;
+      a0 += t[a[s]];
+      a1 += t[kCodes + a[s + 1]];
+      a2 += t[2 * kCodes + a[s + 2]];
+      a3 += t[3 * kCodes + a[s + 3]];
+    }
+    for (; s < m; ++s) a0 += table[s * kCodes + a[s]];
+    out[i] = {finish((a0 + a1) + (a2 + a3)), ids[i]};
+  }
+}
+
+// A float's bits as an unsigned key that orders like the float (negative values flipped).
+inline uint32_t OrderedBits(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof(bits));
+  return bits ^ ((bits >> 31) != 0 ? 0xFFFFFFFFu : 0x80000000u);
+}
+
+// Sorts `items` by (distance, id). An LSD radix sort over the distance bits, 8 at a time (stable, passes
+// where every key has the same byte skipped), then runs of equal distance, which are rare, by id. For a
+// kNN-LM probe's ~1,000 to ~10,000 candidates this is several times cheaper than comparison sorting,
+// whose branches on random distances mispredict about half the time.
+void SortCandidates(std::vector<Candidate>* items, std::vector<Candidate>* scratch) {
+  const size_t n = items->size();
+  if (n < 64) {
+    std::sort(items->begin(), items->end(), Closer);
+    return;
+  }
+  scratch->resize(n);
+  Candidate* from = items->data();
+  Candidate* to = scratch->data();
+  for (int shift = 0; shift < 32; shift += 8) {
+    size_t counts[256] = {};
+    for (size_t i = 0; i < n; ++i) ++counts[(OrderedBits(from[i].distance) >> shift) & 0xFF];
+    if (counts[(OrderedBits(from[0].distance) >> shift) & 0xFF] == n) continue;
+    size_t offset = 0;
+    for (size_t& count : counts) {
+      const size_t c = count;
+      count = offset;
+      offset += c;
+    }
+    for (size_t i = 0; i < n; ++i) to[counts[(OrderedBits(from[i].distance) >> shift) & 0xFF]++] = from[i];
+    std::swap(from, to);
+  }
+  if (from != items->data()) std::copy(from, from + n, items->data());
+  Candidate* data = items->data();
+  for (size_t begin = 0; begin < n;) {
+    size_t end = begin + 1;
+    while (end < n && data[end].distance == data[begin].distance) ++end;
+    if (end - begin > 1) {
+      std::sort(data + begin, data + end, [](const Candidate& a, const Candidate& b) { return a.id < b.id; });
+    }
+    begin = end;
+  }
+}
+
+// Drops candidates that cannot be among the k best, cheaply, so that only about k are sorted when a probe
+// scans many more codes than k (IVF1024 with 8 probes: ~9,000 per query at 1M entries). Distances are
+// bucketed linearly between their minimum and maximum; the bucket function never decreases with the
+// distance, so every candidate in a bucket past the one where the count reaches k is farther than all
+// those kept, and the k best are kept exactly.
+void KeepAtLeastBest(std::vector<Candidate>* items, size_t k) {
+  constexpr size_t kBuckets = 1024;
+  const size_t n = items->size();
+  if (n <= 2 * k) return;
+  float lo = std::numeric_limits<float>::infinity(), hi = -lo;
+  for (const Candidate& c : *items) {
+    lo = std::min(lo, c.distance);
+    hi = std::max(hi, c.distance);
+  }
+  if (!(hi > lo) || !std::isfinite(hi - lo)) return;  // all equal, or an infinite distance: sort them all
+  const float scale = static_cast<float>(kBuckets - 1) / (hi - lo);
+  auto bucket = [&](float d) { return std::min(static_cast<size_t>((d - lo) * scale), kBuckets - 1); };
+  uint32_t counts[kBuckets] = {};
+  for (const Candidate& c : *items) ++counts[bucket(c.distance)];
+  size_t last = 0, seen = 0;
+  while (seen + counts[last] < k) seen += counts[last++];
+  items->erase(std::remove_if(items->begin(), items->end(),
+                              [&](const Candidate& c) { return bucket(c.distance) > last; }),
+               items->end());
+}
+
+}  // namespace
+
+std::unique_ptr<IvfPqSearch> IvfPqSearch::Create(const faiss::IndexIVFPQ& index) {
+  const auto* quantizer = dynamic_cast<const faiss::IndexFlat*>(index.quantizer);
+  if (!index.is_trained || index.metric_type != faiss::METRIC_L2 || !index.by_residual ||
+      index.pq.nbits != 8 || index.pq.ksub != kCodes || quantizer == nullptr ||
+      quantizer->metric_type != faiss::METRIC_L2 || quantizer->ntotal != static_cast<int64_t>(index.nlist) ||
+      index.invlists == nullptr || index.code_size != index.pq.M) {
+    return nullptr;
+  }
+  return std::unique_ptr<IvfPqSearch>(new IvfPqSearch(index));
+}
+
+IvfPqSearch::IvfPqSearch(const faiss::IndexIVFPQ& index)
+    : index_(index),
+      centroids_(static_cast<const faiss::IndexFlat*>(index.quantizer)->get_xb()),
+      d_(index.d),
+      nlist_(index.nlist),
+      m_(index.pq.M),
+      dsub_(index.pq.dsub),
+      distance_table_(DistanceTableBaseline),
+      centroid_distances_(CentroidDistancesBaseline) {
+#if MNEMO_HAVE_AVX2_KERNELS
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    distance_table_ = DistanceTableAvx2;
+    centroid_distances_ = CentroidDistancesAvx2;
+  }
+#endif
+  // FAISS stores PQ centroids as [m][256][dsub].
+  codebook_t_.resize(m_ * dsub_ * kCodes);
+  for (size_t s = 0; s < m_; ++s) {
+    for (size_t j = 0; j < kCodes; ++j) {
+      for (size_t c = 0; c < dsub_; ++c) {
+        codebook_t_[(s * dsub_ + c) * kCodes + j] = index.pq.centroids[(s * kCodes + j) * dsub_ + c];
+      }
+    }
+  }
+  centroids_t_.resize(static_cast<size_t>(d_) * nlist_);
+  for (size_t l = 0; l < nlist_; ++l) {
+    for (int c = 0; c < d_; ++c) centroids_t_[c * nlist_ + l] = centroids_[l * d_ + c];
+  }
+}
+
+void IvfPqSearch::Probe(int64_t n, const float* queries, size_t nprobe, int64_t* probes) const {
+  if (n >= kBlasQueries) {
+    std::vector<float> unused(static_cast<size_t>(n) * nprobe);
+    index_.quantizer->search(n, queries, static_cast<int64_t>(nprobe), unused.data(), probes);
+    return;
+  }
+  std::vector<float> distances(nlist_);
+  std::vector<Candidate> best;
+  best.reserve(nprobe + 1);
+  for (int64_t q = 0; q < n; ++q) {
+    centroid_distances_(queries + q * d_, centroids_t_.data(), static_cast<size_t>(d_), nlist_,
+                      distances.data());
+    // A sorted run of the best so far: most lists lose to its last element with one comparison.
+    best.clear();
+    for (size_t l = 0; l < nlist_; ++l) {
+      const Candidate c{distances[l], static_cast<int64_t>(l)};
+      if (best.size() == nprobe && !Closer(c, best.back())) continue;
+      best.insert(std::upper_bound(best.begin(), best.end(), c, Closer), c);
+      if (best.size() > nprobe) best.pop_back();
+    }
+    for (size_t p = 0; p < nprobe; ++p) probes[q * nprobe + p] = best[p].id;
+  }
+}
+
+void IvfPqSearch::Search(int64_t n, const float* queries, int k, size_t nprobe, float* distances,
+                         int64_t* ids) const {
+  nprobe = std::min(nprobe, nlist_);
+  std::vector<int64_t> probes(static_cast<size_t>(n) * nprobe);
+  Probe(n, queries, nprobe, probes.data());
+  const faiss::InvertedLists& lists = *index_.invlists;
+
+#pragma omp parallel if (n > 1)
+  {
+    std::vector<float> residual(d_);
+    std::vector<float> table(m_ * kCodes);
+    std::vector<Candidate> candidates, scratch;
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t q = 0; q < n; ++q) {
+      const float* query = queries + q * d_;
+      candidates.clear();
+      for (size_t p = 0; p < nprobe; ++p) {
+        const int64_t list = probes[q * nprobe + p];
+        if (list < 0) continue;
+        const size_t size = lists.list_size(list);
+        if (size == 0) continue;
+        const float* centroid = centroids_ + list * d_;
+        for (int c = 0; c < d_; ++c) residual[c] = query[c] - centroid[c];
+        distance_table_(residual.data(), codebook_t_.data(), m_, dsub_, table.data());
+        faiss::InvertedLists::ScopedCodes codes(&lists, list);
+        faiss::InvertedLists::ScopedIds list_ids(&lists, list);
+        const size_t first = candidates.size();
+        candidates.resize(first + size);
+        ScanCodes(table.data(), codes.get(), list_ids.get(), size, m_, candidates.data() + first);
+      }
+      KeepAtLeastBest(&candidates, static_cast<size_t>(k));
+      SortCandidates(&candidates, &scratch);
+      const size_t kept = std::min(candidates.size(), static_cast<size_t>(k));
+      float* out_distances = distances + q * k;
+      int64_t* out_ids = ids + q * k;
+      for (size_t j = 0; j < kept; ++j) {
+        out_distances[j] = candidates[j].distance;
+        out_ids[j] = candidates[j].id;
+      }
+      std::fill(out_distances + kept, out_distances + k, std::numeric_limits<float>::max());
+      std::fill(out_ids + kept, out_ids + k, int64_t{-1});
+    }
+  }
+}
+
+}  // namespace mnemo
