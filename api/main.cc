@@ -5,6 +5,7 @@
 #include <exception>
 
 #include "api/cli.h"
+#include "util/blas_kernels.h"
 
 namespace mnemo::cli {
 
@@ -18,6 +19,7 @@ int Fail(const Status& status) {
 }  // namespace mnemo::cli
 
 int main(int argc, char** argv) {
+  mnemo::RunWithBestBlasKernels(argv);
   CLI::App app{"mnemo: a language model with explicit, editable memory (kNN-LM, facts, leakage audits)"};
   app.require_subcommand(0, 1);  // Unknown words then fail as "not expected", not as "subcommand required".
   app.set_version_flag("--version", "mnemo 0.1.0");

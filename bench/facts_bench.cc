@@ -20,6 +20,7 @@
 #include "lm/checkpoint.h"
 #include "memory/fact_store.h"
 #include "retriever/fact_encoder.h"
+#include "util/blas_kernels.h"
 #include "util/file_util.h"
 #include "util/half.h"
 
@@ -88,6 +89,7 @@ int EncodeRates(const std::string& model_dir, const std::string& text_file) {
 }
 
 int main(int argc, char** argv) {
+  mnemo::RunWithBestBlasKernels(argv);  // the kernels `mnemo` runs, so the two are comparable
   if (argc == 4 && std::string(argv[1]) == "encode") {
     torch::set_num_threads(getenv("MNEMO_THREADS") ? std::atoi(getenv("MNEMO_THREADS")) : 1);
     return EncodeRates(argv[2], argv[3]);
