@@ -17,15 +17,22 @@
 #define MNEMO_AVX2_FMA __attribute__((target("avx2,fma")))
 #endif
 
+// The BLAS FAISS links (Fortran interface, as FAISS declares it).
+extern "C" {
+int sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const float* alpha,
+           const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c,
+           const int* ldc);
+int sgemv_(const char* trans, const int* m, const int* n, const float* alpha, const float* a, const int* lda,
+           const float* x, const int* incx, const float* beta, float* y, const int* incy);
+}
+
 namespace mnemo {
 namespace {
 
 constexpr size_t kCodes = 256;  // 8-bit PQ codes
 
-// FAISS's IndexFlat switches to BLAS (one GEMM for the whole batch) at 20 queries
-// (faiss::distance_compute_blas_threshold); under it, it runs a scalar loop per centroid, which is what the
-// transposed loop in Probe replaces.
-constexpr int64_t kBlasQueries = 20;
+// Queries whose centroid scores one BLAS call computes: 4 MB of scores at nlist 4,096.
+constexpr int64_t kProbeBlock = 256;
 
 struct Candidate {
   float distance;
@@ -91,10 +98,6 @@ void DistanceTableBaseline(const float* residual, const float* codebook_t, size_
   DistanceTableBody(residual, codebook_t, m, dsub, table);
 }
 
-void CentroidDistancesBaseline(const float* query, const float* centroids_t, size_t d, size_t nlist,
-                               float* out) {
-  SquaredDistancesColumnMajor(query, centroids_t, d, nlist, out);
-}
 
 #if MNEMO_HAVE_AVX2_KERNELS
 MNEMO_AVX2_FMA void DistanceTableAvx2(const float* residual, const float* codebook_t, size_t m, size_t dsub,
@@ -102,10 +105,6 @@ MNEMO_AVX2_FMA void DistanceTableAvx2(const float* residual, const float* codebo
   DistanceTableBody(residual, codebook_t, m, dsub, table);
 }
 
-MNEMO_AVX2_FMA void CentroidDistancesAvx2(const float* query, const float* centroids_t, size_t d,
-                                          size_t nlist, float* out) {
-  SquaredDistancesColumnMajor(query, centroids_t, d, nlist, out);
-}
 #endif
 
 // out[i] = {sum over s of table[s][codes[i * m + s]], ids[i]}: four running sums, so consecutive lookups do
@@ -248,13 +247,9 @@ IvfPqSearch::IvfPqSearch(const faiss::IndexIVFPQ& index)
       nlist_(index.nlist),
       m_(index.pq.M),
       dsub_(index.pq.dsub),
-      distance_table_(DistanceTableBaseline),
-      centroid_distances_(CentroidDistancesBaseline) {
+      distance_table_(DistanceTableBaseline) {
 #if MNEMO_HAVE_AVX2_KERNELS
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    distance_table_ = DistanceTableAvx2;
-    centroid_distances_ = CentroidDistancesAvx2;
-  }
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) distance_table_ = DistanceTableAvx2;
 #endif
   // FAISS stores PQ centroids as [m][256][dsub].
   codebook_t_.resize(m_ * dsub_ * kCodes);
@@ -265,33 +260,52 @@ IvfPqSearch::IvfPqSearch(const faiss::IndexIVFPQ& index)
       }
     }
   }
-  centroids_t_.resize(static_cast<size_t>(d_) * nlist_);
+  centroid_norms_.resize(nlist_);
   for (size_t l = 0; l < nlist_; ++l) {
-    for (int c = 0; c < d_; ++c) centroids_t_[c * nlist_ + l] = centroids_[l * d_ + c];
+    float norm = 0;
+    for (int c = 0; c < d_; ++c) norm += centroids_[l * d_ + c] * centroids_[l * d_ + c];
+    centroid_norms_[l] = norm;
+  }
+}
+
+void IvfPqSearch::CentroidProducts(int64_t n, const float* queries, float* out) const {
+  const float one = 1, zero = 0;
+  const int d = d_, nlist = static_cast<int>(nlist_), count = static_cast<int>(n), inc = 1;
+  if (n == 1) {
+    // A matrix-vector product: OpenBLAS 0.3.21's sgemm would first copy all the centroids into its
+    // packed layout (2 MB at nlist 4,096), which costs more than the product.
+    sgemv_("T", &d, &nlist, &one, centroids_, &d, queries, &inc, &zero, out, &inc);
+  } else {
+    sgemm_("T", "N", &nlist, &count, &d, &one, centroids_, &d, queries, &d, &zero, out, &nlist);
   }
 }
 
 void IvfPqSearch::Probe(int64_t n, const float* queries, size_t nprobe, int64_t* probes) const {
-  if (n >= kBlasQueries) {
-    std::vector<float> unused(static_cast<size_t>(n) * nprobe);
-    index_.quantizer->search(n, queries, static_cast<int64_t>(nprobe), unused.data(), probes);
-    return;
-  }
-  std::vector<float> distances(nlist_);
+  std::vector<float> products(static_cast<size_t>(std::min(n, kProbeBlock)) * nlist_);
   std::vector<Candidate> best;
-  best.reserve(nprobe + 1);
-  for (int64_t q = 0; q < n; ++q) {
-    centroid_distances_(queries + q * d_, centroids_t_.data(), static_cast<size_t>(d_), nlist_,
-                      distances.data());
-    // A sorted run of the best so far: most lists lose to its last element with one comparison.
-    best.clear();
-    for (size_t l = 0; l < nlist_; ++l) {
-      const Candidate c{distances[l], static_cast<int64_t>(l)};
-      if (best.size() == nprobe && !Closer(c, best.back())) continue;
-      best.insert(std::upper_bound(best.begin(), best.end(), c, Closer), c);
-      if (best.size() > nprobe) best.pop_back();
+  for (int64_t begin = 0; begin < n; begin += kProbeBlock) {
+    const int64_t count = std::min(kProbeBlock, n - begin);
+    CentroidProducts(count, queries + begin * d_, products.data());
+    for (int64_t q = 0; q < count; ++q) {
+      // |q - c|^2 - |q|^2 = |c|^2 - 2 <q, c>: the same order of lists, one product per list.
+      const float* product = products.data() + q * nlist_;
+      best.clear();
+      if (nprobe <= 32) {
+        // A sorted run of the best so far: most lists lose to its last element with one comparison.
+        for (size_t l = 0; l < nlist_; ++l) {
+          const Candidate c{centroid_norms_[l] - 2 * product[l], static_cast<int64_t>(l)};
+          if (best.size() == nprobe && !Closer(c, best.back())) continue;
+          best.insert(std::upper_bound(best.begin(), best.end(), c, Closer), c);
+          if (best.size() > nprobe) best.pop_back();
+        }
+      } else {
+        for (size_t l = 0; l < nlist_; ++l) {
+          best.push_back({centroid_norms_[l] - 2 * product[l], static_cast<int64_t>(l)});
+        }
+        std::partial_sort(best.begin(), best.begin() + nprobe, best.end(), Closer);
+      }
+      for (size_t p = 0; p < nprobe; ++p) probes[(begin + q) * nprobe + p] = best[p].id;
     }
-    for (size_t p = 0; p < nprobe; ++p) probes[q * nprobe + p] = best[p].id;
   }
 }
 

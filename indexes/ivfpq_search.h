@@ -49,6 +49,8 @@ class IvfPqSearch {
 
   // Writes the nprobe nearest lists of each query, nearest first (ties by list number), to probes[i*nprobe..].
   void Probe(int64_t n, const float* queries, size_t nprobe, int64_t* probes) const;
+  // out[q * nlist + l] = <query q, centroid l> for n queries, by BLAS.
+  void CentroidProducts(int64_t n, const float* queries, float* out) const;
 
   const faiss::IndexIVFPQ& index_;
   const float* centroids_;         // nlist x d, the coarse quantizer's
@@ -57,10 +59,9 @@ class IvfPqSearch {
   size_t m_ = 0;                   // subquantizers
   size_t dsub_ = 0;                // d / m
   std::vector<float> codebook_t_;  // [m][dsub][256]: PQ centroid coordinates, contiguous over the 256 codes
-  std::vector<float> centroids_t_; // [d][nlist]: coarse centroids, contiguous over lists (few-query probes)
-  // The distance kernels for this CPU (see the .cc).
+  std::vector<float> centroid_norms_;  // |c|^2 of each coarse centroid
+  // The distance-table kernel for this CPU (see the .cc).
   void (*distance_table_)(const float* residual, const float* codebook_t, size_t m, size_t dsub, float* table);
-  void (*centroid_distances_)(const float* query, const float* centroids_t, size_t d, size_t nlist, float* out);
 };
 
 }  // namespace mnemo
