@@ -9,9 +9,10 @@
 #include <cstring>
 #include <limits>
 
-// The distance loops are compiled twice, for baseline x86-64 and for AVX2 with fused multiply-add, and
+// The distance-table loop is compiled twice, for baseline x86-64 and for AVX2 with fused multiply-add, and
 // the CPU's features pick one when a searcher is made. (GCC's target_clones("arch=...") dispatches on the
-// exact CPU model, so a Cooper Lake ran the baseline clone.) The two can differ in the last bits.
+// CPU model it knows, and ran the baseline clone on this project's build machine, family 6 model 207.)
+// The two can differ in the last bits.
 #if defined(__GNUC__) && defined(__x86_64__)
 #define MNEMO_HAVE_AVX2_KERNELS 1
 #define MNEMO_AVX2_FMA __attribute__((target("avx2,fma")))
