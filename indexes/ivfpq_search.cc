@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <limits>
 
 // The distance-table loop is compiled twice, for baseline x86-64 and for AVX2 with fused multiply-add, and
@@ -32,8 +33,16 @@ namespace {
 
 constexpr size_t kCodes = 256;  // 8-bit PQ codes
 
-// Queries whose centroid scores one BLAS call computes: 4 MB of scores at nlist 4,096.
-constexpr int64_t kProbeBlock = 256;
+// Queries whose centroid scores one BLAS call computes: at most 256, and at most 16 MB of scores (4 MB at
+// nlist 4,096), so a huge nlist does not need a huge buffer.
+int64_t ProbeBlock(size_t nlist) {
+  constexpr size_t kScoreBudget = size_t{1} << 22;  // floats
+  return static_cast<int64_t>(std::clamp<size_t>(kScoreBudget / nlist, 1, 256));
+}
+
+// Codes scanned between two prunings of a query's candidates (KeepAtLeastBest), so its buffer stays
+// O(k + this) whatever the lists' lengths, as FAISS's k-entry heap does.
+constexpr size_t kScanChunk = size_t{1} << 16;
 
 struct Candidate {
   float distance;
@@ -217,8 +226,11 @@ void KeepAtLeastBest(std::vector<Candidate>* items, size_t k) {
     hi = std::max(hi, c.distance);
   }
   if (!(hi > lo) || !std::isfinite(hi - lo)) return;  // all equal, or an infinite distance: sort them all
-  const float scale = static_cast<float>(kBuckets - 1) / (hi - lo);
-  auto bucket = [&](float d) { return std::min(static_cast<size_t>((d - lo) * scale), kBuckets - 1); };
+  // In double: 1,023 / (hi - lo) overflows a float when the spread is under ~3e-36.
+  const double scale = static_cast<double>(kBuckets - 1) / (static_cast<double>(hi) - lo);
+  auto bucket = [&](float d) {
+    return std::min(static_cast<size_t>((static_cast<double>(d) - lo) * scale), kBuckets - 1);
+  };
   uint32_t counts[kBuckets] = {};
   for (const Candidate& c : *items) ++counts[bucket(c.distance)];
   size_t last = 0, seen = 0;
@@ -282,10 +294,11 @@ void IvfPqSearch::CentroidProducts(int64_t n, const float* queries, float* out) 
 }
 
 void IvfPqSearch::Probe(int64_t n, const float* queries, size_t nprobe, int64_t* probes) const {
-  std::vector<float> products(static_cast<size_t>(std::min(n, kProbeBlock)) * nlist_);
+  const int64_t block = ProbeBlock(nlist_);
+  std::vector<float> products(static_cast<size_t>(std::min(n, block)) * nlist_);
   std::vector<Candidate> best;
-  for (int64_t begin = 0; begin < n; begin += kProbeBlock) {
-    const int64_t count = std::min(kProbeBlock, n - begin);
+  for (int64_t begin = 0; begin < n; begin += block) {
+    const int64_t count = std::min(block, n - begin);
     CentroidProducts(count, queries + begin * d_, products.data());
     for (int64_t q = 0; q < count; ++q) {
       // |q - c|^2 - |q|^2 = |c|^2 - 2 <q, c>: the same order of lists, one product per list.
@@ -310,49 +323,72 @@ void IvfPqSearch::Probe(int64_t n, const float* queries, size_t nprobe, int64_t*
   }
 }
 
+struct IvfPqSearch::Buffers {
+  std::vector<float> residual;
+  std::vector<float> table;
+  std::vector<Candidate> candidates, scratch;
+};
+
 void IvfPqSearch::Search(int64_t n, const float* queries, int k, size_t nprobe, float* distances,
                          int64_t* ids) const {
   nprobe = std::min(nprobe, nlist_);
   std::vector<int64_t> probes(static_cast<size_t>(n) * nprobe);
   Probe(n, queries, nprobe, probes.data());
-  const faiss::InvertedLists& lists = *index_.invlists;
-
+  // An exception (bad_alloc) must not leave an OpenMP region, which would terminate the process: the
+  // first one is kept and rethrown after it, as FAISS's own search does.
+  std::exception_ptr error;
 #pragma omp parallel if (n > 1)
   {
-    std::vector<float> residual(d_);
-    std::vector<float> table(m_ * kCodes);
-    std::vector<Candidate> candidates, scratch;
+    Buffers buffers;
 #pragma omp for schedule(dynamic, 4)
     for (int64_t q = 0; q < n; ++q) {
-      const float* query = queries + q * d_;
-      candidates.clear();
-      for (size_t p = 0; p < nprobe; ++p) {
-        const int64_t list = probes[q * nprobe + p];
-        if (list < 0) continue;
-        const size_t size = lists.list_size(list);
-        if (size == 0) continue;
-        const float* centroid = centroids_ + list * d_;
-        for (int c = 0; c < d_; ++c) residual[c] = query[c] - centroid[c];
-        distance_table_(residual.data(), codebook_t_.data(), m_, dsub_, table.data());
-        faiss::InvertedLists::ScopedCodes codes(&lists, list);
-        faiss::InvertedLists::ScopedIds list_ids(&lists, list);
-        const size_t first = candidates.size();
-        candidates.resize(first + size);
-        ScanCodes(table.data(), codes.get(), list_ids.get(), size, m_, candidates.data() + first);
+      try {
+        SearchOne(queries + q * d_, probes.data() + q * nprobe, nprobe, k, &buffers, distances + q * k,
+                  ids + q * k);
+      } catch (...) {
+#pragma omp critical(mnemo_ivfpq_search_error)
+        if (error == nullptr) error = std::current_exception();
       }
-      KeepAtLeastBest(&candidates, static_cast<size_t>(k));
-      SortCandidates(&candidates, &scratch);
-      const size_t kept = std::min(candidates.size(), static_cast<size_t>(k));
-      float* out_distances = distances + q * k;
-      int64_t* out_ids = ids + q * k;
-      for (size_t j = 0; j < kept; ++j) {
-        out_distances[j] = candidates[j].distance;
-        out_ids[j] = candidates[j].id;
-      }
-      std::fill(out_distances + kept, out_distances + k, std::numeric_limits<float>::max());
-      std::fill(out_ids + kept, out_ids + k, int64_t{-1});
     }
   }
+  if (error != nullptr) std::rethrow_exception(error);
+}
+
+void IvfPqSearch::SearchOne(const float* query, const int64_t* probes, size_t nprobe, int k, Buffers* buffers,
+                            float* distances, int64_t* ids) const {
+  const faiss::InvertedLists& lists = *index_.invlists;
+  std::vector<Candidate>& candidates = buffers->candidates;
+  buffers->residual.resize(d_);
+  buffers->table.resize(m_ * kCodes);
+  const size_t prune_above = std::max(4 * static_cast<size_t>(k), 2 * kScanChunk);
+  candidates.clear();
+  for (size_t p = 0; p < nprobe; ++p) {
+    const int64_t list = probes[p];
+    const size_t size = lists.list_size(list);
+    if (size == 0) continue;
+    const float* centroid = centroids_ + list * d_;
+    for (int c = 0; c < d_; ++c) buffers->residual[c] = query[c] - centroid[c];
+    distance_table_(buffers->residual.data(), codebook_t_.data(), m_, dsub_, buffers->table.data());
+    faiss::InvertedLists::ScopedCodes codes(&lists, list);
+    faiss::InvertedLists::ScopedIds list_ids(&lists, list);
+    for (size_t begin = 0; begin < size; begin += kScanChunk) {
+      const size_t count = std::min(kScanChunk, size - begin);
+      const size_t first = candidates.size();
+      candidates.resize(first + count);
+      ScanCodes(buffers->table.data(), codes.get() + begin * m_, list_ids.get() + begin, count, m_,
+                candidates.data() + first);
+      if (candidates.size() > prune_above) KeepAtLeastBest(&candidates, static_cast<size_t>(k));
+    }
+  }
+  KeepAtLeastBest(&candidates, static_cast<size_t>(k));
+  SortCandidates(&candidates, &buffers->scratch);
+  const size_t kept = std::min(candidates.size(), static_cast<size_t>(k));
+  for (size_t j = 0; j < kept; ++j) {
+    distances[j] = candidates[j].distance;
+    ids[j] = candidates[j].id;
+  }
+  std::fill(distances + kept, distances + k, std::numeric_limits<float>::max());
+  std::fill(ids + kept, ids + k, int64_t{-1});
 }
 
 }  // namespace mnemo

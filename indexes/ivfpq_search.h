@@ -51,6 +51,10 @@ class IvfPqSearch {
   void Probe(int64_t n, const float* queries, size_t nprobe, int64_t* probes) const;
   // out[q * nlist + l] = <query q, centroid l> for n queries, by BLAS.
   void CentroidProducts(int64_t n, const float* queries, float* out) const;
+  // One query over its nprobe probed lists; k results to distances[0..k) and ids[0..k).
+  struct Buffers;  // per-thread scratch space
+  void SearchOne(const float* query, const int64_t* probes, size_t nprobe, int k, Buffers* buffers,
+                 float* distances, int64_t* ids) const;
 
   const faiss::IndexIVFPQ& index_;
   const float* centroids_;         // nlist x d, the coarse quantizer's

@@ -319,6 +319,11 @@ Status VectorIndex::Rep::CheckLoaded(const IndexFileHeader& header, bool mapped,
         static_cast<int>(ivfpq->pq.nbits) != rep.spec.pq_bits) {
       return corrupt(type_error + " (PQ parameters differ)");
     }
+    const faiss::ProductQuantizer& pq = ivfpq->pq;
+    if (static_cast<int>(pq.d) != rep.dim || pq.dsub * pq.M != pq.d || pq.ksub != (size_t{1} << pq.nbits) ||
+        (ivf->is_trained && pq.centroids.size() != pq.M * pq.ksub * pq.dsub)) {
+      return corrupt(type_error + " (PQ codebook shape differs)");
+    }
   }
   const faiss::Index* quantizer = ivf->quantizer;
   if (quantizer == nullptr || quantizer->d != rep.dim ||

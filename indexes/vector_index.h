@@ -126,7 +126,7 @@ class VectorIndex {
   Status Save(const std::string& path) const;
 
   // A new writable, empty index with this one's spec, metric and trained structures (IVF centroids, PQ
-  // codebooks, precomputed tables) copied bit for bit. Searching it together with this index and merging
+  // codebooks) copied bit for bit. Searching it together with this index and merging
   // by distance gives what one index holding both sets of vectors would return: every vector is assigned
   // to the same list and encoded with the same codes. Works on memory-mapped (read-only) indexes too.
   // FailedPrecondition when this index is not trained.

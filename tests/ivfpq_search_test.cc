@@ -19,7 +19,7 @@ namespace mnemo {
 namespace {
 
 constexpr int kDim = 32;
-constexpr size_t kLists = 16;
+constexpr size_t kLists = 16;  // unless a test says otherwise
 
 std::vector<float> RandomVectors(int64_t n, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -29,16 +29,16 @@ std::vector<float> RandomVectors(int64_t n, uint32_t seed) {
   return v;
 }
 
-// An IVF16,PQ8 (8-bit codes) index holding `n` random vectors under ids 1000, 1003, 1006, ...
+// An IVF<nlist>,PQ8 (8-bit codes) index holding `n` random vectors under ids 1000, 1003, 1006, ...
 struct TestIndex {
   faiss::IndexFlatL2 quantizer{kDim};
   std::unique_ptr<faiss::IndexIVFPQ> index;
   std::vector<float> vectors;
   std::vector<int64_t> ids;
 
-  explicit TestIndex(int64_t n, size_t m = 8, size_t nbits = 8,
-                     faiss::MetricType metric = faiss::METRIC_L2) {
-    index = std::make_unique<faiss::IndexIVFPQ>(&quantizer, kDim, kLists, m, nbits, metric);
+  explicit TestIndex(int64_t n, size_t m = 8, size_t nbits = 8, faiss::MetricType metric = faiss::METRIC_L2,
+                     size_t nlist = kLists) {
+    index = std::make_unique<faiss::IndexIVFPQ>(&quantizer, kDim, nlist, m, nbits, metric);
     index->verbose = false;
     index->cp.max_points_per_centroid = 1000000;  // no subsampling warnings
     const std::vector<float> training = RandomVectors(2000, 1);
@@ -70,18 +70,18 @@ Results Faiss(const faiss::IndexIVFPQ& index, const std::vector<float>& queries,
   return r;
 }
 
-TEST(IvfPqSearchTest, FindsWhatFaissFindsWithTheSameDistances) {
-  TestIndex t(3000);
-  t.index->use_precomputed_table = 0;  // FAISS's table-less path computes the distances the same way
-  std::unique_ptr<IvfPqSearch> search = IvfPqSearch::Create(*t.index);
+// Checks IvfPqSearch against FAISS's search of the same index for n queries at each k and nprobe.
+void ExpectSameAsFaiss(faiss::IndexIVFPQ* index, const std::vector<int64_t>& query_counts,
+                       const std::vector<int>& ks, const std::vector<size_t>& nprobes) {
+  index->use_precomputed_table = 0;  // FAISS's table-less path computes the distances the same way
+  std::unique_ptr<IvfPqSearch> search = IvfPqSearch::Create(*index);
   ASSERT_NE(search, nullptr);
-  // 3 queries take the per-query probe, 40 the batched (BLAS) one.
-  for (int64_t n : {3, 40}) {
-    const std::vector<float> queries = RandomVectors(n, 3 + n);
-    for (int k : {1, 10, 200}) {
-      for (size_t nprobe : {size_t{1}, size_t{4}, kLists}) {
+  for (int64_t n : query_counts) {
+    const std::vector<float> queries = RandomVectors(n, 3 + static_cast<uint32_t>(n));
+    for (int k : ks) {
+      for (size_t nprobe : nprobes) {
         const Results ours = Ours(*search, queries, k, nprobe);
-        const Results ref = Faiss(*t.index, queries, k, nprobe);
+        const Results ref = Faiss(*index, queries, k, nprobe);
         for (int64_t q = 0; q < n; ++q) {
           std::map<int64_t, float> ref_distance;
           for (int j = 0; j < k; ++j) ref_distance[ref.ids[q * k + j]] = ref.distances[q * k + j];
@@ -103,6 +103,18 @@ TEST(IvfPqSearchTest, FindsWhatFaissFindsWithTheSameDistances) {
       }
     }
   }
+}
+
+TEST(IvfPqSearchTest, FindsWhatFaissFindsWithTheSameDistances) {
+  TestIndex t(3000);
+  // One query probes by a BLAS matrix-vector product, more by a matrix product.
+  ExpectSameAsFaiss(t.index.get(), {1, 3, 40}, {1, 10, 200}, {1, 4, kLists});
+}
+
+TEST(IvfPqSearchTest, FindsWhatFaissFindsWhenProbingManyListsForManyQueries) {
+  // nprobe over 32 ranks the lists with partial_sort; 300 queries take two blocks of centroid products.
+  TestIndex t(3000, 8, 8, faiss::METRIC_L2, /*nlist=*/64);
+  ExpectSameAsFaiss(t.index.get(), {300}, {50}, {40});
 }
 
 TEST(IvfPqSearchTest, ReturnsEveryProbedVectorSortedThenPadding) {
@@ -152,6 +164,26 @@ TEST(IvfPqSearchTest, KBestAreThePrefixOfTheFullRankingWhenProbesScanManyMore) {
   for (int k : {1, 7, 64, 500, 2400}) {  // every k under half the candidates takes the pre-selection
     const Results top = Ours(*search, queries, k, kLists);
     for (int q = 0; q < 5; ++q) {
+      for (int j = 0; j < k; ++j) {
+        ASSERT_EQ(top.ids[q * k + j], full.ids[q * all + j]) << "k=" << k << " q=" << q << " j=" << j;
+        ASSERT_EQ(top.distances[q * k + j], full.distances[q * all + j]);
+      }
+    }
+  }
+}
+
+TEST(IvfPqSearchTest, PruningWhileScanningLongListsKeepsTheKBest) {
+  // 140,000 codes per query: past the 131,072 at which a query's candidates are pruned while its lists
+  // are still being scanned (in chunks of 65,536).
+  TestIndex t(140000);
+  std::unique_ptr<IvfPqSearch> search = IvfPqSearch::Create(*t.index);
+  ASSERT_NE(search, nullptr);
+  const std::vector<float> queries = RandomVectors(2, 13);
+  const int all = 140000;  // no pruning: it keeps at least 4k
+  const Results full = Ours(*search, queries, all, kLists);
+  for (int k : {1, 100, 20000}) {
+    const Results top = Ours(*search, queries, k, kLists);
+    for (int q = 0; q < 2; ++q) {
       for (int j = 0; j < k; ++j) {
         ASSERT_EQ(top.ids[q * k + j], full.ids[q * all + j]) << "k=" << k << " q=" << q << " j=" << j;
         ASSERT_EQ(top.distances[q * k + j], full.distances[q * all + j]);

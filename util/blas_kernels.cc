@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 
@@ -31,8 +32,14 @@ void RunWithBestBlasKernels(char** argv) {
   const bool avx2_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   const char* better = BetterBlasCoreType(BlasCoreName(), avx512, avx2_fma);
   if (better == nullptr) return;
+  // The program's own path, not /proc/self/exe: the kernel names the new process after the path it was
+  // started from, and ps, pgrep and killall look for "mnemo", not "exe".
+  char path[PATH_MAX];
+  const ssize_t length = readlink("/proc/self/exe", path, sizeof(path) - 1);
+  if (length <= 0) return;
+  path[length] = '\0';
   if (setenv("OPENBLAS_CORETYPE", better, /*overwrite=*/1) != 0) return;
-  execv("/proc/self/exe", argv);
+  execv(path, argv);
   unsetenv("OPENBLAS_CORETYPE");  // exec failed: say nothing untrue to child processes
 #else
   (void)argv;

@@ -14,9 +14,10 @@ namespace mnemo {
 const char* BetterBlasCoreType(const char* current, bool avx512, bool avx2_fma);
 
 // When the BLAS is OpenBLAS, OPENBLAS_CORETYPE is unset and BetterBlasCoreType names better kernels for
-// this CPU, sets OPENBLAS_CORETYPE and re-executes this program (/proc/self/exe) with `argv`; the variable
-// being set, the new process keeps its kernels. Returns when there is nothing to do, or when exec fails
-// (the process then goes on with the kernels it has). Call first thing in main, before any threads exist.
+// this CPU, sets OPENBLAS_CORETYPE and re-executes this program (the file /proc/self/exe names) with
+// `argv`; the variable being set, the new process keeps its kernels. Returns when there is nothing to
+// do, or when exec fails (the process then goes on with the kernels it has). Call first thing in main,
+// before any threads exist.
 // Costs one more program start (about 0.45 s for mnemo, most of it loading LibTorch), on such CPUs only.
 void RunWithBestBlasKernels(char** argv);
 
