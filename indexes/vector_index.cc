@@ -33,7 +33,7 @@
 
 #include "indexes/index_file_format.h"
 #include "indexes/index_spec.h"
-#include "indexes/ivfpq_search.h"
+#include "indexes/ivf_search.h"
 #if MNEMO_FAISS_GPU
 #include "indexes/gpu_search.h"
 #endif
@@ -233,24 +233,27 @@ struct VectorIndex::Rep {
   std::unique_ptr<GpuSearchCopy> gpu;  // Replaced under the exclusive lock, searched under the shared one.
 #endif
 
-  // IVF-PQ indexes that IvfPqSearch handles (all that Create makes): searched by it, once trained.
-  std::unique_ptr<IvfPqSearch> pq_search;
+  // The L2 IVF indexes IvfSearch handles (IVF-Flat, and IVF-PQ with 8-bit codes): searched by it, once
+  // trained.
+  std::unique_ptr<IvfSearch> ivf_search;
 
   // Callers hold mu (either mode).
   bool ContainsLocked(int64_t id) const;
   // Called with mu held exclusively once the index is trained (trained, loaded or copied): sets up
-  // pq_search and drops FAISS's precomputed distance tables, which only FAISS's own search reads
-  // (4 bytes x nlist x M x 256: 128 MB for IVF4096,PQ32). An index pq_search cannot handle keeps them.
+  // ivf_search and, for IVF-PQ, drops FAISS's precomputed distance tables, which only FAISS's own search
+  // reads (4 bytes x nlist x M x 256: 128 MB for IVF4096,PQ32). An index ivf_search cannot handle keeps
+  // them.
   void PrepareSearch();
   // Checks a freshly loaded index against its file header; see the definition.
   Status CheckLoaded(const IndexFileHeader& header, bool mapped, const std::string& path) const;
 };
 
 void VectorIndex::Rep::PrepareSearch() {
+  if (ivf == nullptr) return;
+  ivf_search = IvfSearch::Create(*ivf);
   if (spec.kind != IndexSpec::Kind::kIvfPq) return;
   auto* ivfpq = static_cast<faiss::IndexIVFPQ*>(ivf);
-  pq_search = IvfPqSearch::Create(*ivfpq);
-  if (pq_search != nullptr) {
+  if (ivf_search != nullptr) {
     ivfpq->use_precomputed_table = 0;  // FAISS's search, if ever called, then computes tables per list
     ivfpq->precomputed_table.resize(0);
   } else if (ivfpq->by_residual && ivfpq->precomputed_table.size() == 0) {
@@ -542,8 +545,8 @@ Status VectorIndex::Search(int64_t n, const float* queries, int k, float* distan
   const faiss::IndexIVF& ivf = *rep.ivf;
   const size_t nprobe = std::min(static_cast<size_t>(options.nprobe), ivf.nlist);
   return RunFaiss(Status::InvalidArgument, context, [&] {
-    if (rep.pq_search != nullptr && ivf.is_trained) {
-      rep.pq_search->Search(n, queries, k, nprobe, distances, ids);
+    if (rep.ivf_search != nullptr && ivf.is_trained) {
+      rep.ivf_search->Search(n, queries, k, nprobe, distances, ids);
       return;
     }
     std::vector<idx_t> probes(static_cast<size_t>(n) * nprobe);

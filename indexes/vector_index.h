@@ -13,8 +13,8 @@
 //    inner product. When fewer than k vectors are reachable (small index, or IVF lists not probed) the
 //    tail is padded with id -1 and distance +FLT_MAX (L2) or -FLT_MAX (inner product), FAISS's
 //    convention.
-//  - L2 IVF-PQ indexes with 8-bit codes (every "IVF<n>,PQ<m>" spec) are searched by IvfPqSearch
-//    (ivfpq_search.h) rather than FAISS, without FAISS's precomputed tables; the others by FAISS.
+//  - L2 IVF-Flat and IVF-PQ with 8-bit codes ("IVF<n>,Flat", "IVF<n>,PQ<m>") are searched by IvfSearch
+//    (ivf_search.h) rather than FAISS (IVF-PQ without FAISS's precomputed tables); the others by FAISS.
 //  - Save writes one self-checking file atomically (index_file_format.h); Load verifies it and reports a
 //    damaged file as Corruption naming it, never a crash. FAISS exceptions never escape this class.
 //  - A memory-mapped load (LoadOptions::mmap) is read-only: Add, Remove and Train are FailedPrecondition.

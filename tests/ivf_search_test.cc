@@ -1,9 +1,10 @@
-// IvfPqSearch: the IVF-PQ search VectorIndex uses instead of FAISS's. Checked against FAISS's own search of
-// the same index, for the ordering and padding contract, tie order, the pre-selection of candidates when a
-// probe scans many more codes than k, and which indexes it declines.
-#include "indexes/ivfpq_search.h"
+// IvfSearch: the IVF-PQ and IVF-Flat search VectorIndex uses instead of FAISS's. Checked against FAISS's
+// own search of the same index (IVF-Flat bit for bit), for the ordering and padding contract, tie order,
+// the pruning of candidates when a probe scans many more codes than k, and which indexes it declines.
+#include "indexes/ivf_search.h"
 
 #include <faiss/IndexFlat.h>
+#include <faiss/IndexIVFFlat.h>
 #include <faiss/IndexIVFPQ.h>
 #include <gtest/gtest.h>
 
@@ -54,7 +55,7 @@ struct Results {
   std::vector<int64_t> ids;
 };
 
-Results Ours(const IvfPqSearch& search, const std::vector<float>& queries, int k, size_t nprobe) {
+Results Ours(const IvfSearch& search, const std::vector<float>& queries, int k, size_t nprobe) {
   const int64_t n = static_cast<int64_t>(queries.size() / kDim);
   Results r{std::vector<float>(n * k), std::vector<int64_t>(n * k)};
   search.Search(n, queries.data(), k, nprobe, r.distances.data(), r.ids.data());
@@ -70,11 +71,11 @@ Results Faiss(const faiss::IndexIVFPQ& index, const std::vector<float>& queries,
   return r;
 }
 
-// Checks IvfPqSearch against FAISS's search of the same index for n queries at each k and nprobe.
+// Checks IvfSearch against FAISS's search of the same index for n queries at each k and nprobe.
 void ExpectSameAsFaiss(faiss::IndexIVFPQ* index, const std::vector<int64_t>& query_counts,
                        const std::vector<int>& ks, const std::vector<size_t>& nprobes) {
   index->use_precomputed_table = 0;  // FAISS's table-less path computes the distances the same way
-  std::unique_ptr<IvfPqSearch> search = IvfPqSearch::Create(*index);
+  std::unique_ptr<IvfSearch> search = IvfSearch::Create(*index);
   ASSERT_NE(search, nullptr);
   for (int64_t n : query_counts) {
     const std::vector<float> queries = RandomVectors(n, 3 + static_cast<uint32_t>(n));
@@ -105,21 +106,57 @@ void ExpectSameAsFaiss(faiss::IndexIVFPQ* index, const std::vector<int64_t>& que
   }
 }
 
-TEST(IvfPqSearchTest, FindsWhatFaissFindsWithTheSameDistances) {
+TEST(IvfSearchTest, FindsWhatFaissFindsWithTheSameDistances) {
   TestIndex t(3000);
   // One query probes by a BLAS matrix-vector product, more by a matrix product.
   ExpectSameAsFaiss(t.index.get(), {1, 3, 40}, {1, 10, 200}, {1, 4, kLists});
 }
 
-TEST(IvfPqSearchTest, FindsWhatFaissFindsWhenProbingManyListsForManyQueries) {
+TEST(IvfSearchTest, FindsWhatFaissFindsWhenProbingManyListsForManyQueries) {
   // nprobe over 32 ranks the lists with partial_sort; 300 queries take two blocks of centroid products.
   TestIndex t(3000, 8, 8, faiss::METRIC_L2, /*nlist=*/64);
   ExpectSameAsFaiss(t.index.get(), {300}, {50}, {40});
 }
 
-TEST(IvfPqSearchTest, ReturnsEveryProbedVectorSortedThenPadding) {
+// IVF-Flat distances are FAISS's own, bit for bit (both compute fvec_L2sqr_ref's sum), so the results
+// are identical; 30 dimensions also take the path for a dimension that is not a multiple of 4.
+TEST(IvfSearchTest, IvfFlatResultsAreFaissResultsBitForBit) {
+  for (int dim : {32, 30}) {
+    faiss::IndexFlatL2 quantizer(dim);
+    faiss::IndexIVFFlat index(&quantizer, dim, kLists, faiss::METRIC_L2);
+    index.verbose = false;
+    std::mt19937 rng(21);
+    std::normal_distribution<float> normal;
+    std::vector<float> vectors(3001 * dim);
+    for (float& x : vectors) x = normal(rng);
+    index.train(3001, vectors.data());
+    std::vector<int64_t> ids(3001);
+    for (int i = 0; i < 3001; ++i) ids[i] = 5 * i + 2;
+    index.add_with_ids(3001, vectors.data(), ids.data());
+    std::unique_ptr<IvfSearch> search = IvfSearch::Create(index);
+    ASSERT_NE(search, nullptr);
+    for (int64_t n : {1, 3, 40}) {
+      std::vector<float> queries(n * dim);
+      for (float& x : queries) x = normal(rng);
+      for (int k : {1, 10, 300}) {
+        for (size_t nprobe : {size_t{1}, size_t{4}, kLists}) {
+          std::vector<float> ours_d(n * k), ref_d(n * k);
+          std::vector<int64_t> ours_i(n * k), ref_i(n * k);
+          search->Search(n, queries.data(), k, nprobe, ours_d.data(), ours_i.data());
+          faiss::SearchParametersIVF params;
+          params.nprobe = nprobe;
+          index.search(n, queries.data(), k, ref_d.data(), ref_i.data(), &params);
+          EXPECT_EQ(ours_i, ref_i) << "dim=" << dim << " n=" << n << " k=" << k << " nprobe=" << nprobe;
+          EXPECT_EQ(ours_d, ref_d) << "dim=" << dim << " n=" << n << " k=" << k << " nprobe=" << nprobe;
+        }
+      }
+    }
+  }
+}
+
+TEST(IvfSearchTest, ReturnsEveryProbedVectorSortedThenPadding) {
   TestIndex t(300);
-  std::unique_ptr<IvfPqSearch> search = IvfPqSearch::Create(*t.index);
+  std::unique_ptr<IvfSearch> search = IvfSearch::Create(*t.index);
   ASSERT_NE(search, nullptr);
   const int k = 310;  // more than the index holds; every list probed
   const Results r = Ours(*search, RandomVectors(1, 9), k, kLists);
@@ -137,7 +174,7 @@ TEST(IvfPqSearchTest, ReturnsEveryProbedVectorSortedThenPadding) {
   }
 }
 
-TEST(IvfPqSearchTest, EqualDistancesComeInIdOrder) {
+TEST(IvfSearchTest, EqualDistancesComeInIdOrder) {
   TestIndex t(0);
   // 100 copies of one vector (one code, one distance) under shuffled ids: more than the radix sort's
   // cut-over to std::sort, so its tie pass is what orders them.
@@ -146,7 +183,7 @@ TEST(IvfPqSearchTest, EqualDistancesComeInIdOrder) {
   for (int i = 0; i < 100; ++i) ids[i] = 7 * i + 1;
   std::shuffle(ids.begin(), ids.end(), std::mt19937(4));
   for (int64_t id : ids) t.index->add_with_ids(1, v.data(), &id);
-  std::unique_ptr<IvfPqSearch> search = IvfPqSearch::Create(*t.index);
+  std::unique_ptr<IvfSearch> search = IvfSearch::Create(*t.index);
   ASSERT_NE(search, nullptr);
   const Results r = Ours(*search, RandomVectors(1, 6), 100, kLists);
   std::sort(ids.begin(), ids.end());
@@ -154,9 +191,9 @@ TEST(IvfPqSearchTest, EqualDistancesComeInIdOrder) {
   for (float d : r.distances) EXPECT_EQ(d, r.distances[0]);
 }
 
-TEST(IvfPqSearchTest, KBestAreThePrefixOfTheFullRankingWhenProbesScanManyMore) {
+TEST(IvfSearchTest, KBestAreThePrefixOfTheFullRankingWhenProbesScanManyMore) {
   TestIndex t(5000);
-  std::unique_ptr<IvfPqSearch> search = IvfPqSearch::Create(*t.index);
+  std::unique_ptr<IvfSearch> search = IvfSearch::Create(*t.index);
   ASSERT_NE(search, nullptr);
   const std::vector<float> queries = RandomVectors(5, 11);
   const int all = 5000;
@@ -172,11 +209,11 @@ TEST(IvfPqSearchTest, KBestAreThePrefixOfTheFullRankingWhenProbesScanManyMore) {
   }
 }
 
-TEST(IvfPqSearchTest, PruningWhileScanningLongListsKeepsTheKBest) {
+TEST(IvfSearchTest, PruningWhileScanningLongListsKeepsTheKBest) {
   // 140,000 codes per query: past the 131,072 at which a query's candidates are pruned while its lists
   // are still being scanned (in chunks of 65,536).
   TestIndex t(140000);
-  std::unique_ptr<IvfPqSearch> search = IvfPqSearch::Create(*t.index);
+  std::unique_ptr<IvfSearch> search = IvfSearch::Create(*t.index);
   ASSERT_NE(search, nullptr);
   const std::vector<float> queries = RandomVectors(2, 13);
   const int all = 140000;  // no pruning: it keeps at least 4k
@@ -192,9 +229,9 @@ TEST(IvfPqSearchTest, PruningWhileScanningLongListsKeepsTheKBest) {
   }
 }
 
-TEST(IvfPqSearchTest, NonFiniteQueryRanksEverythingLastWithoutCrashing) {
+TEST(IvfSearchTest, NonFiniteQueryRanksEverythingLastWithoutCrashing) {
   TestIndex t(200);
-  std::unique_ptr<IvfPqSearch> search = IvfPqSearch::Create(*t.index);
+  std::unique_ptr<IvfSearch> search = IvfSearch::Create(*t.index);
   ASSERT_NE(search, nullptr);
   std::vector<float> query = RandomVectors(1, 12);
   query[3] = std::numeric_limits<float>::quiet_NaN();
@@ -204,14 +241,19 @@ TEST(IvfPqSearchTest, NonFiniteQueryRanksEverythingLastWithoutCrashing) {
   }
 }
 
-TEST(IvfPqSearchTest, LeavesOtherIndexesToFaiss) {
+TEST(IvfSearchTest, LeavesOtherIndexesToFaiss) {
   TestIndex inner_product(10, 8, 8, faiss::METRIC_INNER_PRODUCT);
-  EXPECT_EQ(IvfPqSearch::Create(*inner_product.index), nullptr);
+  EXPECT_EQ(IvfSearch::Create(*inner_product.index), nullptr);
   TestIndex four_bit(10, 8, 4);
-  EXPECT_EQ(IvfPqSearch::Create(*four_bit.index), nullptr);
+  EXPECT_EQ(IvfSearch::Create(*four_bit.index), nullptr);
   faiss::IndexFlatL2 quantizer(kDim);
   faiss::IndexIVFPQ untrained(&quantizer, kDim, kLists, 8, 8);
-  EXPECT_EQ(IvfPqSearch::Create(untrained), nullptr);
+  EXPECT_EQ(IvfSearch::Create(untrained), nullptr);
+  faiss::IndexFlatL2 flat_quantizer(kDim);
+  faiss::IndexIVFFlat flat_inner_product(&flat_quantizer, kDim, kLists, faiss::METRIC_INNER_PRODUCT);
+  const std::vector<float> training = RandomVectors(200, 1);
+  flat_inner_product.train(200, training.data());
+  EXPECT_EQ(IvfSearch::Create(flat_inner_product), nullptr);
 }
 
 }  // namespace

@@ -1,14 +1,20 @@
-#include "indexes/ivfpq_search.h"
+#include "indexes/ivf_search.h"
 
 #include <faiss/IndexFlat.h>
+#include <faiss/IndexIVFFlat.h>
 #include <faiss/IndexIVFPQ.h>
 #include <faiss/invlists/InvertedLists.h>
+
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <exception>
 #include <limits>
+#include <typeinfo>
 
 // The distance-table loop is compiled twice, for baseline x86-64 and for AVX2 with fused multiply-add, and
 // the CPU's features pick one when a searcher is made. (GCC's target_clones("arch=...") dispatches on the
@@ -166,6 +172,78 @@ void ScanCodes(const float* table, const uint8_t* codes, const int64_t* ids, siz
   }
 }
 
+#if defined(__SSE2__)
+// sums[g * 4 + j] = squared L2 distance from x to the (g * 4 + j)-th of 4 * kGroups consecutive d-vectors,
+// computed lane by lane exactly as the scalar loop in ScanVectors: four vectors share the four lanes of
+// an SSE register (a 4 x 4 transpose per four coordinates), and kGroups independent sums are in flight.
+template <size_t kGroups>
+inline void SquaredL2Lanes(const float* x, const float* vectors, size_t d, float* sums) {
+  __m128 sum[kGroups];
+  for (size_t g = 0; g < kGroups; ++g) sum[g] = _mm_setzero_ps();
+  const size_t d4 = d & ~size_t{3};
+  size_t i = 0;
+  for (; i < d4; i += 4) {
+    const __m128 x0 = _mm_set1_ps(x[i]), x1 = _mm_set1_ps(x[i + 1]), x2 = _mm_set1_ps(x[i + 2]),
+                 x3 = _mm_set1_ps(x[i + 3]);
+    for (size_t g = 0; g < kGroups; ++g) {
+      const float* y = vectors + g * 4 * d + i;
+      __m128 r0 = _mm_loadu_ps(y), r1 = _mm_loadu_ps(y + d), r2 = _mm_loadu_ps(y + 2 * d),
+             r3 = _mm_loadu_ps(y + 3 * d);
+      _MM_TRANSPOSE4_PS(r0, r1, r2, r3);  // r_j: coordinate i + j of the four vectors
+      __m128 t = _mm_sub_ps(x0, r0);
+      sum[g] = _mm_add_ps(sum[g], _mm_mul_ps(t, t));
+      t = _mm_sub_ps(x1, r1);
+      sum[g] = _mm_add_ps(sum[g], _mm_mul_ps(t, t));
+      t = _mm_sub_ps(x2, r2);
+      sum[g] = _mm_add_ps(sum[g], _mm_mul_ps(t, t));
+      t = _mm_sub_ps(x3, r3);
+      sum[g] = _mm_add_ps(sum[g], _mm_mul_ps(t, t));
+    }
+  }
+  for (; i < d; ++i) {
+    const __m128 xi = _mm_set1_ps(x[i]);
+    for (size_t g = 0; g < kGroups; ++g) {
+      const float* y = vectors + g * 4 * d + i;
+      const __m128 t = _mm_sub_ps(xi, _mm_set_ps(y[3 * d], y[2 * d], y[d], y[0]));
+      sum[g] = _mm_add_ps(sum[g], _mm_mul_ps(t, t));
+    }
+  }
+  for (size_t g = 0; g < kGroups; ++g) _mm_storeu_ps(sums + 4 * g, sum[g]);
+}
+#endif
+
+// out[i] = {squared L2 distance from x to vectors[i], ids[i]}, computed exactly as FAISS's scalar
+// fvec_L2sqr_ref (what Debian's baseline build of FAISS 1.7.3 runs for Flat and IVF-Flat): coordinates in
+// order, each product rounded to float before it is added to a running float sum. This function is
+// compiled for baseline x86-64, which has no fused multiply-add to change that.
+void ScanVectors(const float* x, const float* vectors, const int64_t* ids, size_t count, size_t d,
+                 Candidate* out) {
+  auto finish = [](float distance) {
+    return std::isnan(distance) ? std::numeric_limits<float>::infinity() : distance;
+  };
+  size_t v = 0;
+#if defined(__SSE2__)
+  float sums[8];
+  for (; v + 8 <= count; v += 8) {
+    SquaredL2Lanes<2>(x, vectors + v * d, d, sums);
+    for (size_t j = 0; j < 8; ++j) out[v + j] = {finish(sums[j]), ids[v + j]};
+  }
+  for (; v + 4 <= count; v += 4) {
+    SquaredL2Lanes<1>(x, vectors + v * d, d, sums);
+    for (size_t j = 0; j < 4; ++j) out[v + j] = {finish(sums[j]), ids[v + j]};
+  }
+#endif
+  for (; v < count; ++v) {
+    const float* y = vectors + v * d;
+    float sum = 0;
+    for (size_t i = 0; i < d; ++i) {
+      const float t = x[i] - y[i];
+      sum += t * t;
+    }
+    out[v] = {finish(sum), ids[v]};
+  }
+}
+
 // A float's bits as an unsigned key that orders like the float (negative values flipped).
 inline uint32_t OrderedBits(float f) {
   uint32_t bits;
@@ -242,34 +320,49 @@ void KeepAtLeastBest(std::vector<Candidate>* items, size_t k) {
 
 }  // namespace
 
-std::unique_ptr<IvfPqSearch> IvfPqSearch::Create(const faiss::IndexIVFPQ& index) {
+std::unique_ptr<IvfSearch> IvfSearch::Create(const faiss::IndexIVF& index) {
   const auto* quantizer = dynamic_cast<const faiss::IndexFlat*>(index.quantizer);
-  if (!index.is_trained || index.metric_type != faiss::METRIC_L2 || !index.by_residual ||
-      index.pq.nbits != 8 || index.pq.ksub != kCodes || quantizer == nullptr ||
+  if (!index.is_trained || index.metric_type != faiss::METRIC_L2 || quantizer == nullptr ||
       quantizer->metric_type != faiss::METRIC_L2 || quantizer->ntotal != static_cast<int64_t>(index.nlist) ||
-      index.invlists == nullptr || index.code_size != index.pq.M) {
+      quantizer->d != index.d || index.invlists == nullptr || index.invlists->code_size != index.code_size) {
     return nullptr;
   }
-  return std::unique_ptr<IvfPqSearch>(new IvfPqSearch(index));
+  if (const auto* ivfpq = dynamic_cast<const faiss::IndexIVFPQ*>(&index)) {
+    const faiss::ProductQuantizer& pq = ivfpq->pq;
+    if (typeid(index) != typeid(faiss::IndexIVFPQ) || !ivfpq->by_residual || pq.nbits != 8 ||
+        pq.ksub != kCodes || index.code_size != pq.M || pq.d != static_cast<size_t>(index.d) ||
+        pq.centroids.size() != pq.M * pq.ksub * pq.dsub) {
+      return nullptr;
+    }
+    return std::unique_ptr<IvfSearch>(new IvfSearch(index, /*pq=*/true));
+  }
+  if (typeid(index) == typeid(faiss::IndexIVFFlat) && index.code_size == sizeof(float) * index.d) {
+    return std::unique_ptr<IvfSearch>(new IvfSearch(index, /*pq=*/false));
+  }
+  return nullptr;
 }
 
-IvfPqSearch::IvfPqSearch(const faiss::IndexIVFPQ& index)
+IvfSearch::IvfSearch(const faiss::IndexIVF& index, bool pq)
     : index_(index),
+      pq_(pq),
       centroids_(static_cast<const faiss::IndexFlat*>(index.quantizer)->get_xb()),
       d_(index.d),
       nlist_(index.nlist),
-      m_(index.pq.M),
-      dsub_(index.pq.dsub),
       distance_table_(DistanceTableBaseline) {
 #if MNEMO_HAVE_AVX2_KERNELS
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) distance_table_ = DistanceTableAvx2;
 #endif
-  // FAISS stores PQ centroids as [m][256][dsub].
-  codebook_t_.resize(m_ * dsub_ * kCodes);
-  for (size_t s = 0; s < m_; ++s) {
-    for (size_t j = 0; j < kCodes; ++j) {
-      for (size_t c = 0; c < dsub_; ++c) {
-        codebook_t_[(s * dsub_ + c) * kCodes + j] = index.pq.centroids[(s * kCodes + j) * dsub_ + c];
+  if (pq_) {
+    const faiss::ProductQuantizer& product_quantizer = static_cast<const faiss::IndexIVFPQ&>(index).pq;
+    m_ = product_quantizer.M;
+    dsub_ = product_quantizer.dsub;
+    // FAISS stores PQ centroids as [m][256][dsub].
+    codebook_t_.resize(m_ * dsub_ * kCodes);
+    for (size_t s = 0; s < m_; ++s) {
+      for (size_t j = 0; j < kCodes; ++j) {
+        for (size_t c = 0; c < dsub_; ++c) {
+          codebook_t_[(s * dsub_ + c) * kCodes + j] = product_quantizer.centroids[(s * kCodes + j) * dsub_ + c];
+        }
       }
     }
   }
@@ -281,7 +374,7 @@ IvfPqSearch::IvfPqSearch(const faiss::IndexIVFPQ& index)
   }
 }
 
-void IvfPqSearch::CentroidProducts(int64_t n, const float* queries, float* out) const {
+void IvfSearch::CentroidProducts(int64_t n, const float* queries, float* out) const {
   const float one = 1, zero = 0;
   const int d = d_, nlist = static_cast<int>(nlist_), count = static_cast<int>(n), inc = 1;
   if (n == 1) {
@@ -293,7 +386,7 @@ void IvfPqSearch::CentroidProducts(int64_t n, const float* queries, float* out) 
   }
 }
 
-void IvfPqSearch::Probe(int64_t n, const float* queries, size_t nprobe, int64_t* probes) const {
+void IvfSearch::Probe(int64_t n, const float* queries, size_t nprobe, int64_t* probes) const {
   const int64_t block = ProbeBlock(nlist_);
   std::vector<float> products(static_cast<size_t>(std::min(n, block)) * nlist_);
   std::vector<Candidate> best;
@@ -323,13 +416,13 @@ void IvfPqSearch::Probe(int64_t n, const float* queries, size_t nprobe, int64_t*
   }
 }
 
-struct IvfPqSearch::Buffers {
+struct IvfSearch::Buffers {
   std::vector<float> residual;
   std::vector<float> table;
   std::vector<Candidate> candidates, scratch;
 };
 
-void IvfPqSearch::Search(int64_t n, const float* queries, int k, size_t nprobe, float* distances,
+void IvfSearch::Search(int64_t n, const float* queries, int k, size_t nprobe, float* distances,
                          int64_t* ids) const {
   nprobe = std::min(nprobe, nlist_);
   std::vector<int64_t> probes(static_cast<size_t>(n) * nprobe);
@@ -346,7 +439,7 @@ void IvfPqSearch::Search(int64_t n, const float* queries, int k, size_t nprobe, 
         SearchOne(queries + q * d_, probes.data() + q * nprobe, nprobe, k, &buffers, distances + q * k,
                   ids + q * k);
       } catch (...) {
-#pragma omp critical(mnemo_ivfpq_search_error)
+#pragma omp critical(mnemo_ivf_search_error)
         if (error == nullptr) error = std::current_exception();
       }
     }
@@ -354,29 +447,38 @@ void IvfPqSearch::Search(int64_t n, const float* queries, int k, size_t nprobe, 
   if (error != nullptr) std::rethrow_exception(error);
 }
 
-void IvfPqSearch::SearchOne(const float* query, const int64_t* probes, size_t nprobe, int k, Buffers* buffers,
+void IvfSearch::SearchOne(const float* query, const int64_t* probes, size_t nprobe, int k, Buffers* buffers,
                             float* distances, int64_t* ids) const {
   const faiss::InvertedLists& lists = *index_.invlists;
   std::vector<Candidate>& candidates = buffers->candidates;
-  buffers->residual.resize(d_);
-  buffers->table.resize(m_ * kCodes);
+  if (pq_) {
+    buffers->residual.resize(d_);
+    buffers->table.resize(m_ * kCodes);
+  }
   const size_t prune_above = std::max(4 * static_cast<size_t>(k), 2 * kScanChunk);
   candidates.clear();
   for (size_t p = 0; p < nprobe; ++p) {
     const int64_t list = probes[p];
     const size_t size = lists.list_size(list);
     if (size == 0) continue;
-    const float* centroid = centroids_ + list * d_;
-    for (int c = 0; c < d_; ++c) buffers->residual[c] = query[c] - centroid[c];
-    distance_table_(buffers->residual.data(), codebook_t_.data(), m_, dsub_, buffers->table.data());
+    if (pq_) {
+      const float* centroid = centroids_ + list * d_;
+      for (int c = 0; c < d_; ++c) buffers->residual[c] = query[c] - centroid[c];
+      distance_table_(buffers->residual.data(), codebook_t_.data(), m_, dsub_, buffers->table.data());
+    }
     faiss::InvertedLists::ScopedCodes codes(&lists, list);
     faiss::InvertedLists::ScopedIds list_ids(&lists, list);
     for (size_t begin = 0; begin < size; begin += kScanChunk) {
       const size_t count = std::min(kScanChunk, size - begin);
       const size_t first = candidates.size();
       candidates.resize(first + count);
-      ScanCodes(buffers->table.data(), codes.get() + begin * m_, list_ids.get() + begin, count, m_,
-                candidates.data() + first);
+      const uint8_t* chunk = codes.get() + begin * index_.code_size;
+      if (pq_) {
+        ScanCodes(buffers->table.data(), chunk, list_ids.get() + begin, count, m_, candidates.data() + first);
+      } else {
+        ScanVectors(query, reinterpret_cast<const float*>(chunk), list_ids.get() + begin, count,
+                    static_cast<size_t>(d_), candidates.data() + first);
+      }
       if (candidates.size() > prune_above) KeepAtLeastBest(&candidates, static_cast<size_t>(k));
     }
   }
