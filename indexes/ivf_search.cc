@@ -123,14 +123,15 @@ MNEMO_AVX2_FMA void DistanceTableAvx2(const float* residual, const float* codebo
 
 #endif
 
+// A candidate's distance: NaN (from a non-finite query) becomes +infinity, so that candidates stay ordered.
+inline float finish(float distance) {
+  return std::isnan(distance) ? std::numeric_limits<float>::infinity() : distance;
+}
+
 // out[i] = {sum over s of table[s][codes[i * m + s]], ids[i]}: four running sums, so consecutive lookups do
-// not wait on one another's additions. A NaN distance (from a non-finite query) becomes +infinity so that
-// candidates stay ordered.
+// not wait on one another's additions.
 void ScanCodes(const float* table, const uint8_t* codes, const int64_t* ids, size_t count, size_t m,
                Candidate* out) {
-  auto finish = [](float distance) {
-    return std::isnan(distance) ? std::numeric_limits<float>::infinity() : distance;
-  };
   size_t i = 0;
   // Two codes at a time: eight independent sums in flight.
   for (; i + 2 <= count; i += 2) {
@@ -218,9 +219,6 @@ inline void SquaredL2Lanes(const float* x, const float* vectors, size_t d, float
 // compiled for baseline x86-64, which has no fused multiply-add to change that.
 void ScanVectors(const float* x, const float* vectors, const int64_t* ids, size_t count, size_t d,
                  Candidate* out) {
-  auto finish = [](float distance) {
-    return std::isnan(distance) ? std::numeric_limits<float>::infinity() : distance;
-  };
   size_t v = 0;
 #if defined(__SSE2__)
   float sums[8];

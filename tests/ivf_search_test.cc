@@ -191,42 +191,33 @@ TEST(IvfSearchTest, EqualDistancesComeInIdOrder) {
   for (float d : r.distances) EXPECT_EQ(d, r.distances[0]);
 }
 
-TEST(IvfSearchTest, KBestAreThePrefixOfTheFullRankingWhenProbesScanManyMore) {
-  TestIndex t(5000);
+// For an index of `size` vectors probed in full, the k best of each query at every k in `ks` are exactly
+// the first k of the full ranking (k = size, where nothing can be pruned).
+void ExpectKBestArePrefixes(const TestIndex& t, int size, const std::vector<int>& ks, int queries_count) {
   std::unique_ptr<IvfSearch> search = IvfSearch::Create(*t.index);
   ASSERT_NE(search, nullptr);
-  const std::vector<float> queries = RandomVectors(5, 11);
-  const int all = 5000;
-  const Results full = Ours(*search, queries, all, kLists);
-  for (int k : {1, 7, 64, 500, 2400}) {  // every k under half the candidates takes the pre-selection
+  const std::vector<float> queries = RandomVectors(queries_count, 11);
+  const Results full = Ours(*search, queries, size, kLists);
+  for (int k : ks) {
     const Results top = Ours(*search, queries, k, kLists);
-    for (int q = 0; q < 5; ++q) {
+    for (int q = 0; q < queries_count; ++q) {
       for (int j = 0; j < k; ++j) {
-        ASSERT_EQ(top.ids[q * k + j], full.ids[q * all + j]) << "k=" << k << " q=" << q << " j=" << j;
-        ASSERT_EQ(top.distances[q * k + j], full.distances[q * all + j]);
+        ASSERT_EQ(top.ids[q * k + j], full.ids[q * size + j]) << "k=" << k << " q=" << q << " j=" << j;
+        ASSERT_EQ(top.distances[q * k + j], full.distances[q * size + j]);
       }
     }
   }
 }
 
+TEST(IvfSearchTest, KBestAreThePrefixOfTheFullRankingWhenProbesScanManyMore) {
+  // Every k under half the candidates takes the pruning before the sort.
+  ExpectKBestArePrefixes(TestIndex(5000), 5000, {1, 7, 64, 500, 2400}, 5);
+}
+
 TEST(IvfSearchTest, PruningWhileScanningLongListsKeepsTheKBest) {
   // 140,000 codes per query: past the 131,072 at which a query's candidates are pruned while its lists
   // are still being scanned (in chunks of 65,536).
-  TestIndex t(140000);
-  std::unique_ptr<IvfSearch> search = IvfSearch::Create(*t.index);
-  ASSERT_NE(search, nullptr);
-  const std::vector<float> queries = RandomVectors(2, 13);
-  const int all = 140000;  // no pruning: it keeps at least 4k
-  const Results full = Ours(*search, queries, all, kLists);
-  for (int k : {1, 100, 20000}) {
-    const Results top = Ours(*search, queries, k, kLists);
-    for (int q = 0; q < 2; ++q) {
-      for (int j = 0; j < k; ++j) {
-        ASSERT_EQ(top.ids[q * k + j], full.ids[q * all + j]) << "k=" << k << " q=" << q << " j=" << j;
-        ASSERT_EQ(top.distances[q * k + j], full.distances[q * all + j]);
-      }
-    }
-  }
+  ExpectKBestArePrefixes(TestIndex(140000), 140000, {1, 100, 20000}, 2);
 }
 
 TEST(IvfSearchTest, NonFiniteQueryRanksEverythingLastWithoutCrashing) {
