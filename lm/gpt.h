@@ -100,7 +100,7 @@ struct GptImpl : torch::nn::Module {
   // with CheckContext() first. Results are on the CPU unless options.keep_on_device.
   ForwardResult Forward(const torch::Tensor& ids, const ForwardOptions& options = {});
   // Logits from hidden states (tied output embedding).
-  torch::Tensor Logits(const torch::Tensor& hidden) { return torch::matmul(hidden, wte->weight.t()); }
+  torch::Tensor Logits(const torch::Tensor& hidden);
   // GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer). Parameters
   // must be on the CPU (the generator is a CPU one), as they are after construction.
   void InitWeights(uint64_t seed);
