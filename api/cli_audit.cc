@@ -8,27 +8,18 @@
 #include "api/common_flags.h"
 #include "eval/audit.h"
 #include "eval/leakage.h"
+#include "retriever/state_service.h"
+#include "util/parse.h"
 
 namespace mnemo::cli {
 namespace {
 
 // "1,4,16" -> {1, 4, 16}.
 Status ParseInts(const std::string& flag, const std::string& text, std::vector<int>* out) {
-  out->clear();
-  size_t at = 0;
-  while (at <= text.size()) {
-    const size_t comma = std::min(text.find(',', at), text.size());
-    const std::string item = text.substr(at, comma - at);
-    try {
-      size_t used = 0;
-      const int v = std::stoi(item, &used);
-      if (used != item.size()) throw std::invalid_argument(item);
-      out->push_back(v);
-    } catch (const std::exception&) {
-      return Status::InvalidArgument(flag + " takes comma-separated integers, got \"" + text + "\"");
-    }
-    at = comma + 1;
-  }
+  std::vector<int64_t> values;
+  Status s = ParseInt64List(text, INT32_MIN, INT32_MAX, &values);
+  if (!s.ok()) return Status::InvalidArgument(flag + " takes comma-separated integers, got \"" + text + "\"");
+  out->assign(values.begin(), values.end());
   return Status::OK();
 }
 
@@ -90,13 +81,12 @@ void RegisterAuditCommands(CLI::App& app, Command* selected) {
       // A scratch copy left by an interrupted run of this command is ours to remove.
       std::error_code ec;
       std::filesystem::remove_all(o.scratch_dir, ec);
-      FactStoreOptions open;
-      open.snapshot_every = 0;
-      open.read_only_check = true;  // never write to the live state
-      std::unique_ptr<FactStore> store;
-      s = FactStore::Open(aa->state, open, &store);
-      std::unique_ptr<LanguageModel> model;
-      if (s.ok()) s = LoadStateModel(*store, &model, device);
+      StateOptions open;
+      open.device = device;
+      open.store.snapshot_every = 0;
+      open.store.read_only_check = true;  // never write to the live state
+      std::unique_ptr<StateService> state;
+      s = StateService::Open(aa->state, open, &state);
       if (!s.ok()) return Fail(s);
       std::string last;
       o.progress = [&last](const std::string& stage, double fraction) {
@@ -105,7 +95,7 @@ void RegisterAuditCommands(CLI::App& app, Command* selected) {
         fprintf(stderr, "audit: %3.0f%% %s\n", 100 * fraction, stage.c_str());
       };
       Json report;
-      s = RunAudit(*model, *store, o, &report);
+      s = RunAudit(state->model(), state->store(), o, &report);
       if (s.ok()) s = WriteAuditReport(aa->out, report);
       if (!s.ok()) return Fail(s);
       if (aa->json) {
@@ -151,16 +141,15 @@ void RegisterAuditCommands(CLI::App& app, Command* selected) {
       Status s = ea->device.Resolve(&device);
       if (s.ok()) s = ea->knn.options.Validate();
       if (!s.ok()) return Fail(s);
-      FactStoreOptions open;
-      open.read_only_check = true;
-      std::unique_ptr<FactStore> store;
-      s = FactStore::Open(ea->state, open, &store);
-      std::unique_ptr<LanguageModel> model;
-      if (s.ok()) s = LoadStateModel(*store, &model, device);
+      StateOptions open;
+      open.device = device;
+      open.store.read_only_check = true;
+      std::unique_ptr<StateService> state;
+      s = StateService::Open(ea->state, open, &state);
       std::string text = ea->text;
       if (s.ok() && ea->fact > 0) {
         FactRecord record;
-        s = store->Get(ea->fact, false, &record);
+        s = state->store().Get(ea->fact, false, &record);
         text = record.text;
       }
       if (!s.ok()) return Fail(s);
@@ -168,7 +157,8 @@ void RegisterAuditCommands(CLI::App& app, Command* selected) {
       if (ea->secret.empty() || at == std::string::npos) {
         return Fail(Status::InvalidArgument("the secret \"" + ea->secret + "\" does not occur in the text"));
       }
-      ScoredModel knn{model.get(), store.get(), ea->knn.options}, base{model.get(), nullptr, ea->knn.options};
+      ScoredModel knn{&state->model(), &state->store(), ea->knn.options};
+      ScoredModel base{&state->model(), nullptr, ea->knn.options};
       base.knn.enabled = false;
       ExposureResult with_knn, without;
       s = SecretExposure(knn, text, at, ea->secret.size(), ea->references, ea->seed, &with_knn);

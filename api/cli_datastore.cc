@@ -78,7 +78,7 @@ void RegisterDatastoreCommands(CLI::App& app, Command* selected) {
       ->check(CLI::ExistingFile);
   recall->add_option("--queries", r->queries, "Number of queries (the text's first contexts)")->capture_default_str()
       ->check(CLI::PositiveNumber);
-  recall->add_option("--k", r->k, "Neighbours compared")->capture_default_str()->check(CLI::Range(1, 4096));
+  recall->add_option("--k", r->k, "Neighbours compared")->capture_default_str()->check(CLI::Range(1, KnnOptions::kMaxK));
   recall->add_option("--nprobe", r->nprobe, "IVF lists searched")->capture_default_str()->check(CLI::PositiveNumber);
   r->device.Register(recall);
   recall->callback([r, selected] {

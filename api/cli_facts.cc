@@ -9,19 +9,11 @@
 #include "api/fact_json.h"
 #include "lm/checkpoint.h"
 #include "memory/fact_store.h"
-#include "retriever/deletion_verifier.h"
-#include "retriever/fact_encoder.h"
+#include "retriever/state_service.h"
 #include "util/file_util.h"
 
 namespace mnemo::cli {
 namespace {
-
-std::string Absolute(const std::string& path) {
-  if (path.empty()) return path;
-  std::error_code ec;
-  auto p = std::filesystem::weakly_canonical(path, ec);
-  return ec ? std::filesystem::absolute(path).string() : p.string();
-}
 
 Status OpenStore(const std::string& dir, std::unique_ptr<FactStore>* out) {
   return FactStore::Open(dir, FactStoreOptions(), out);
@@ -63,28 +55,8 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
   init->add_flag("--json", ia->json, "Machine-readable output");
   init->callback([ia, selected] {
     *selected = [ia] {
-      std::unique_ptr<LanguageModel> model;
-      Status s = LoadLanguageModel(ia->model, &model);
-      if (!s.ok()) return Fail(s);
       StateConfig config;
-      config.model_path = Absolute(ia->model);
-      config.datastore_path = Absolute(ia->datastore);
-      config.model_fingerprint = ModelFingerprint(model->net);
-      config.dim = static_cast<int>(model->config.n_embd);
-      config.created_at_ms = static_cast<int64_t>(
-          std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
-      if (!config.datastore_path.empty()) {
-        // Fail now, not at the first start, when the datastore belongs to another model.
-        DatastoreOpenOptions ds;
-        ds.expected_model_fingerprint = config.model_fingerprint;
-        std::unique_ptr<Datastore> datastore;
-        s = Datastore::Open(config.datastore_path, ds, &datastore);
-        if (!s.ok()) return Fail(s);
-      }
-      s = CreateStateDir(ia->state, config);
-      std::unique_ptr<FactStore> store;
-      if (s.ok()) s = OpenStore(ia->state, &store);  // creates the database
-      if (s.ok()) s = store->Close();
+      Status s = StateService::Create(ia->state, ia->model, ia->datastore, &config);
       if (!s.ok()) return Fail(s);
       if (ia->json) {
         std::cout << DumpJson(Json::parse(config.ToJson())) << "\n";
@@ -153,15 +125,13 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
       } else {
         return Fail(Status::InvalidArgument("give --text or --jsonl"));
       }
-      std::unique_ptr<FactStore> store;
-      Status s = OpenStore(aa->st.state, &store);
-      std::unique_ptr<LanguageModel> model;
-      if (s.ok()) s = LoadStateModel(*store, &model, device);
-      std::vector<NewFact> encoded;
-      if (s.ok()) s = EncodeFacts(*model, texts, FactEncodeOptions(), &encoded);
+      StateOptions open;
+      open.device = device;
+      std::unique_ptr<StateService> state;
+      Status s = StateService::Open(aa->st.state, open, &state);
       std::vector<int64_t> ids;
-      if (s.ok()) s = store->Add(encoded, &ids);
-      if (s.ok()) s = store->Close();
+      if (s.ok()) s = state->AddFacts(texts, &ids);
+      if (s.ok()) s = state->Close();
       if (!s.ok()) return Fail(s);
       if (aa->st.json) {
         std::cout << DumpJson(ids.size() == 1 ? Json{{"id", ids[0]}} : Json{{"ids", ids}}) << "\n";
@@ -268,8 +238,19 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
       filter.client_id = ra->client_id;
       s = ParseWhere(ra->where, &filter);
       if (s.ok() && ra->ids.empty() && filter.empty()) s = Status::InvalidArgument("give --id, --client-id or --where");
-      std::unique_ptr<FactStore> store;
-      if (s.ok()) s = OpenStore(ra->st.state, &store);
+      // --verify probes with the model, so it opens the state with it (checked before anything is deleted).
+      std::unique_ptr<StateService> state;
+      std::unique_ptr<FactStore> owned;
+      FactStore* store = nullptr;
+      if (s.ok() && ra->verify) {
+        StateOptions open;
+        open.device = device;
+        s = StateService::Open(ra->st.state, open, &state);
+        if (s.ok()) store = &state->store();
+      } else if (s.ok()) {
+        s = OpenStore(ra->st.state, &owned);
+        store = owned.get();
+      }
       std::vector<FactRecord> deleted;
       if (s.ok()) s = ra->ids.empty() ? store->DeleteMatching(filter, &deleted) : store->Delete(ra->ids, &deleted);
       if (s.ok()) s = store->Close();
@@ -277,17 +258,14 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
       Json out = {{"deleted", Json::array()}};
       for (const FactRecord& f : deleted) out["deleted"].push_back(f.id);
       bool all_passed = true;
-      if (ra->verify && !deleted.empty()) {
-        std::unique_ptr<LanguageModel> model;
-        s = LoadStateModel(*store, &model, device);
-        if (!s.ok()) return Fail(s);
+      if (state != nullptr && !deleted.empty()) {
         out["verification"] = Json::array();
         for (const FactRecord& f : deleted) {
           DeletionVerdict v;
-          s = VerifyDeleted(*model, *store, f.id, &f.text, KnnOptions(), &v);
+          s = state->VerifyDeleted(f.id, &f.text, KnnOptions(), &v);
           if (!s.ok()) return Fail(s);
           all_passed = all_passed && v.passed;
-          out["verification"].push_back(Json::parse(v.ToJson()));
+          out["verification"].push_back(api::DeletionVerdictToJson(v));
         }
       }
       if (ra->st.json) {
@@ -324,18 +302,15 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
       if (s.ok()) s = va->knn.options.Validate();
       std::string text = va->text;
       if (s.ok() && !va->text_file.empty()) s = ReadFileToString(va->text_file, &text);
-      std::unique_ptr<FactStore> store;
-      if (s.ok()) s = OpenStore(va->st.state, &store);
-      std::unique_ptr<LanguageModel> model;
-      if (s.ok()) s = LoadStateModel(*store, &model, device);
+      StateOptions open;
+      open.device = device;
+      std::unique_ptr<StateService> state;
+      if (s.ok()) s = StateService::Open(va->st.state, open, &state);
       DeletionVerdict v;
-      if (s.ok()) s = VerifyDeleted(*model, *store, va->id, text.empty() ? nullptr : &text, va->knn.options, &v);
+      if (s.ok()) s = state->VerifyDeleted(va->id, text.empty() ? nullptr : &text, va->knn.options, &v);
       if (!s.ok()) return Fail(s);
-      if (va->st.json) {
-        std::cout << DumpJson(Json::parse(v.ToJson())) << "\n";
-      } else {
-        std::cout << v.ToJson() << "\n";
-      }
+      const Json evidence = api::DeletionVerdictToJson(v);
+      std::cout << (va->st.json ? DumpJson(evidence) : evidence.dump(2)) << "\n";
       return v.passed ? 0 : 1;
     };
   });

@@ -12,6 +12,7 @@
 #include "lm/scorer.h"
 #include "retriever/dual_scorer.h"
 #include "util/blas_threads.h"
+#include "util/parse.h"
 #include "util/file_util.h"
 
 namespace mnemo::cli {
@@ -29,27 +30,15 @@ void SetUpOverlap(bool no_overlap, bool knn, WindowOptions* window) {
 }
 
 Status ParseIdList(const std::string& text, std::vector<int32_t>* ids) {
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    try {
-      size_t used = 0;
-      long v = std::stol(item, &used);
-      if (used != item.size() || v < 0 || v > INT32_MAX) throw std::invalid_argument(item);
-      ids->push_back(static_cast<int32_t>(v));
-    } catch (const std::exception&) {
-      return Status::InvalidArgument("--ids: \"" + item + "\" is not a token id");
-    }
-  }
-  if (ids->empty()) return Status::InvalidArgument("--ids: no token ids given");
+  std::vector<int64_t> values;
+  Status s = ParseInt64List(text, 0, INT32_MAX, &values);
+  if (!s.ok()) return Status::InvalidArgument("--ids: " + s.message() + ": not a token id (give comma-separated ids)");
+  ids->assign(values.begin(), values.end());
   return Status::OK();
 }
 
 Json PerplexityJson(const std::vector<float>& logprobs, int64_t bytes) {
-  PerplexityReport r;
-  r.tokens = static_cast<int64_t>(logprobs.size());
-  r.bytes = bytes;
-  for (float lp : logprobs) r.nll -= lp;
+  const PerplexityReport r = PerplexityReport::FromLogprobs(logprobs, bytes);
   return {{"tokens", r.tokens}, {"bytes", r.bytes}, {"nll", r.nll}, {"perplexity", r.perplexity()},
           {"bits_per_byte", r.bits_per_byte()}};
 }
@@ -112,9 +101,8 @@ void AddScoreCommand(CLI::App& app, Command* selected) {
       if (s.ok()) s = ScoreBoth(*m.model, m.datastore.get(), a->knn.options, ids, window, &scores);
       if (!s.ok()) return Fail(s);
       const std::vector<float>& main = m.datastore ? scores.knn : scores.lm;
-      double nll = 0;
-      for (float lp : main) nll -= lp;
-      const double ppl = main.empty() ? 1.0 : std::exp(nll / main.size());
+      const PerplexityReport report = PerplexityReport::FromLogprobs(main);
+      const double nll = report.nll, ppl = report.perplexity();
       if (a->json) {
         Json tokens = Json::array(), lp = Json::array({nullptr}), base = Json::array({nullptr});
         for (int32_t id : ids) tokens.push_back(m.model->tokenizer->TokenBytes(id));

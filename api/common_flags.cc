@@ -1,6 +1,7 @@
 #include "api/common_flags.h"
 
 #include "lm/device.h"
+#include "retriever/state_service.h"
 
 namespace mnemo::cli {
 
@@ -40,7 +41,7 @@ Status DeviceFlag::Resolve(torch::Device* device) const {
 }
 
 void KnnFlags::RegisterKnobs(CLI::App* app) {
-  app->add_option("--k", options.k, "Neighbours per position")->capture_default_str()->check(CLI::Range(1, 4096));
+  app->add_option("--k", options.k, "Neighbours per position")->capture_default_str()->check(CLI::Range(1, KnnOptions::kMaxK));
   app->add_option("--lambda", options.lambda, "Interpolation weight of p_kNN")->capture_default_str()
       ->check(CLI::Range(0.0, 1.0));
   app->add_option("--knn-temperature", options.temperature, "Softmax temperature over -distance")
@@ -51,15 +52,6 @@ void KnnFlags::RegisterKnobs(CLI::App* app) {
   app->add_option("--skip-confidence", options.skip_confidence,
                   "Adaptive retrieval: skip the search where max p_LM >= this (0: never)")
       ->capture_default_str()->check(CLI::Range(0.0, 1.0));
-}
-
-Status LoadStateModel(const FactStore& store, std::unique_ptr<LanguageModel>* model, const torch::Device& device) {
-  MNEMO_RETURN_IF_ERROR(LoadLanguageModel(store.config().model_path, model, device));
-  if (ModelFingerprint((*model)->net) != store.config().model_fingerprint) {
-    return Status::InvalidArgument(store.config().model_path + ": model changed since the state was made " +
-                                   "(fingerprint differs); its facts' keys no longer match it");
-  }
-  return Status::OK();
 }
 
 void RegisterWindowFlags(CLI::App* app, WindowOptions* window) {
@@ -73,17 +65,15 @@ void RegisterWindowFlags(CLI::App* app, WindowOptions* window) {
 Status KnnFlags::Open(LanguageModel& model, std::unique_ptr<KnnMemory>* out) const {
   if (!active()) return Status::OK();
   MNEMO_RETURN_IF_ERROR(Validate());
-  const std::string fingerprint = ModelFingerprint(model.net);
   if (!state.empty()) {
-    FactStoreOptions open;
-    open.expected_model_fingerprint = fingerprint;
-    open.base_gpu_device = gpu_index;
-    std::unique_ptr<FactStore> store;
-    MNEMO_RETURN_IF_ERROR(FactStore::Open(state, open, &store));
-    *out = std::move(store);
+    StateOptions open;
+    open.store.base_gpu_device = gpu_index;
+    std::unique_ptr<StateService> service;
+    MNEMO_RETURN_IF_ERROR(StateService::OpenWithModel(state, &model, open, &service));
+    *out = service->ReleaseStore();
   } else {
     DatastoreOpenOptions open;
-    open.expected_model_fingerprint = fingerprint;
+    open.expected_model_fingerprint = ModelFingerprint(model.net);
     open.mmap_index = mmap_index;
     open.gpu_device = gpu_index;
     std::unique_ptr<Datastore> ds;

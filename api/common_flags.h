@@ -51,10 +51,6 @@ struct DeviceFlag {
 // flag (a build without FAISS GPU support, no such GPU).
 Status CheckGpuIndexFlag(int gpu_index);
 
-// The model a state names, checked against the state's fingerprint, on `device`.
-Status LoadStateModel(const FactStore& store, std::unique_ptr<LanguageModel>* model,
-                      const torch::Device& device = torch::kCPU);
-
 // --window, --stride, --batch-size of strided sliding-window passes (eval ppl, datastore build).
 void RegisterWindowFlags(CLI::App* app, WindowOptions* window);
 

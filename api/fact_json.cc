@@ -16,4 +16,30 @@ std::string MetadataMatchValue(const std::string& text) {
   return !v.is_discarded() && v.is_primitive() && !v.is_null() ? text : Dump(text);
 }
 
+Json DeletionVerdictToJson(const DeletionVerdict& v) {
+  const FactTraces& t = v.traces;
+  Json j;
+  j["fact_id"] = t.fact_id;
+  j["verdict"] = v.passed ? "deleted" : "NOT deleted";
+  j["passed"] = v.passed;
+  if (!v.reason.empty()) j["reason"] = v.reason;
+  j["structural"] = {{"tombstone", t.tombstone},       {"deleted_seq", t.deleted_seq},
+                     {"entries", t.entries},           {"in_database", t.in_database},
+                     {"in_segment", t.in_segment},     {"snapshots_checked", t.snapshots_checked},
+                     {"snapshots_holding", t.snapshots_holding}};
+  if (v.probed) {
+    j["probe"] = {{"text_in_database_files", t.text_in_database_files},
+                  {"probes", v.probes},
+                  {"neighbors_compared", v.neighbors_compared},
+                  {"neighbors_differing_from_rebuilt", v.neighbors_differing},
+                  {"neighbors_from_deleted_fact", v.neighbors_from_fact},
+                  {"max_abs_logprob_diff_vs_rebuilt", v.max_abs_logprob_diff},
+                  {"mean_logprob_knn_lm", v.mean_logprob_live},
+                  {"mean_logprob_base_lm", v.mean_logprob_base_lm}};
+  } else {
+    j["probe"] = "skipped: give the fact's text to probe with its prefixes (mnemo keeps no copy of it)";
+  }
+  return j;
+}
+
 }  // namespace mnemo::api

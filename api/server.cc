@@ -202,20 +202,19 @@ void Server::Impl::Record(const std::string& endpoint, int status, double second
 }
 
 Status Server::Impl::Load() {
-  StateConfig config;
-  MNEMO_RETURN_IF_ERROR(ReadStateConfig(options.state, &config));
-  MNEMO_RETURN_IF_ERROR(LoadLanguageModel(config.model_path, &model, options.device));
-  FactStoreOptions store_options;
-  store_options.expected_model_fingerprint = ModelFingerprint(model->net);
-  store_options.base_gpu_device = options.gpu_index;
-  MNEMO_RETURN_IF_ERROR(FactStore::Open(options.state, store_options, &store));
+  StateOptions open;
+  open.device = options.device;
+  open.store.base_gpu_device = options.gpu_index;
+  MNEMO_RETURN_IF_ERROR(StateService::Open(options.state, open, &state));
+  model = &state->model();
+  store = &state->store();
   memory = std::make_unique<TimedMemory>(
       *store, metrics.GetHistogram("mnemo_retrieval_seconds", "kNN search time per call (datastore + facts)",
                                    DefaultLatencyBuckets()));
   CleanAuditScratch();
-  model_id = std::filesystem::path(config.model_path).filename().string();
+  model_id = std::filesystem::path(store->config().model_path).filename().string();
   if (model_id.empty()) model_id = "mnemo";
-  FactStore* s = store.get();
+  FactStore* s = store;
   metrics.AddGaugeCallback("mnemo_facts", "Facts stored", [s] {
     int64_t n = 0;
     return s->Count(FactFilter(), &n).ok() ? static_cast<double>(n) : -1.0;

@@ -153,7 +153,7 @@ void Server::Impl::HandleStartAudit(const httplib::Request& req, httplib::Respon
           if (run.ok()) run = WriteAuditReport(job->dir, report);
           if (run.ok()) summary = AuditSummary(report);
         } catch (const std::exception& e) {
-          run = Status::IOError(std::string("audit failed: ") + e.what());
+          run = Status::Internal(std::string("audit failed: ") + e.what());
         }
         if (!run.ok()) {
           std::error_code ec;

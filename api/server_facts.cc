@@ -2,8 +2,7 @@
 // verify a deletion. All admin-only (the pre-routing handler checks the role).
 #include "api/fact_json.h"
 #include "api/server_impl.h"
-#include "retriever/deletion_verifier.h"
-#include "retriever/fact_encoder.h"
+#include "util/parse.h"
 
 namespace mnemo {
 namespace {
@@ -40,12 +39,13 @@ Status ParseFilter(const Json& body, FactFilter* filter) {
   return Status::OK();
 }
 
-int64_t IdFromPath(const httplib::Request& req) {
-  try {
-    return std::stoll(req.matches[1].str());
-  } catch (const std::exception&) {
-    return -1;  // more digits than an id can have: no such fact
+// The id in /v1/facts/{id}; NotFound for digits past any id (the route's pattern admits only digits).
+Status IdFromPath(const httplib::Request& req, int64_t* id) {
+  const std::string text = req.matches[1].str();
+  if (!ParseInt64(text, 1, INT64_MAX, id).ok()) {
+    return Status::NotFound("fact " + text.substr(0, 32) + (text.size() > 32 ? "..." : "") + " does not exist");
   }
+  return Status::OK();
 }
 
 }  // namespace
@@ -73,11 +73,7 @@ void Server::Impl::HandleAddFacts(const httplib::Request& req, httplib::Response
   if (!s.ok()) return SendError(res, ErrorFromStatus(s));
   std::vector<int64_t> ids;
   Status run;
-  if (!RunOnWorker(res, [&](const std::atomic<bool>&) {
-        std::vector<NewFact> encoded;
-        run = EncodeFacts(*model, texts, FactEncodeOptions(), &encoded);
-        if (run.ok()) run = store->Add(encoded, &ids);
-      })) {
+  if (!RunOnWorker(res, [&](const std::atomic<bool>&) { run = state->AddFacts(texts, &ids); })) {
     return;
   }
   if (!run.ok()) return SendError(res, ErrorFromStatus(run));
@@ -87,7 +83,8 @@ void Server::Impl::HandleAddFacts(const httplib::Request& req, httplib::Response
 }
 
 void Server::Impl::HandleGetFact(const httplib::Request& req, httplib::Response& res) {
-  const int64_t id = IdFromPath(req);
+  int64_t id = 0;
+  if (Status bad = IdFromPath(req, &id); !bad.ok()) return SendError(res, ErrorFromStatus(bad));
   FactRecord f;
   Status s = store->Get(id, false, &f);
   if (s.IsNotFound()) {
@@ -104,13 +101,7 @@ void Server::Impl::HandleListFacts(const httplib::Request& req, httplib::Respons
   Status s;
   auto int_param = [&](const char* name, int64_t min, int64_t max, int64_t* out) {
     if (!s.ok() || !req.has_param(name)) return;
-    const std::string v = req.get_param_value(name);
-    try {
-      size_t used = 0;
-      const long long x = std::stoll(v, &used);
-      if (used != v.size() || x < min || x > max) throw std::out_of_range(v);
-      *out = x;
-    } catch (const std::exception&) {
+    if (!ParseInt64(req.get_param_value(name), min, max, out).ok()) {
       s = Status::InvalidArgument(std::string(name) + ": must be an integer in [" + std::to_string(min) + ", " +
                                   std::to_string(max) + "]");
     }
@@ -135,7 +126,8 @@ void Server::Impl::HandleListFacts(const httplib::Request& req, httplib::Respons
 }
 
 void Server::Impl::HandleDeleteFact(const httplib::Request& req, httplib::Response& res) {
-  const int64_t id = IdFromPath(req);
+  int64_t id = 0;
+  if (Status bad = IdFromPath(req, &id); !bad.ok()) return SendError(res, ErrorFromStatus(bad));
   std::vector<FactRecord> deleted;
   Status s = store->Delete({id}, &deleted);
   if (!s.ok()) return SendError(res, ErrorFromStatus(s));
@@ -160,7 +152,8 @@ void Server::Impl::HandleDeleteMatching(const httplib::Request& req, httplib::Re
 }
 
 void Server::Impl::HandleVerifyDeleted(const httplib::Request& req, httplib::Response& res) {
-  const int64_t id = IdFromPath(req);
+  int64_t id = 0;
+  if (Status bad = IdFromPath(req, &id); !bad.ok()) return SendError(res, ErrorFromStatus(bad));
   Json body = Json::object();
   if (!req.body.empty() && !ParseBody(req, res, &body)) return;
   std::string text;
@@ -172,12 +165,12 @@ void Server::Impl::HandleVerifyDeleted(const httplib::Request& req, httplib::Res
   DeletionVerdict verdict;
   Status run;
   if (!RunOnWorker(res, [&](const std::atomic<bool>&) {
-        run = VerifyDeleted(*model, *store, id, has_text ? &text : nullptr, knn, &verdict);
+        run = state->VerifyDeleted(id, has_text ? &text : nullptr, knn, &verdict);
       })) {
     return;
   }
   if (!run.ok()) return SendError(res, ErrorFromStatus(run));
-  SendJson(res, Json::parse(verdict.ToJson()));
+  SendJson(res, api::DeletionVerdictToJson(verdict));
 }
 
 }  // namespace mnemo

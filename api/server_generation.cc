@@ -1,8 +1,10 @@
 // POST /v1/completions (OpenAI completions API, with streaming) and POST /v1/score.
 #include <chrono>
+#include <cmath>
 #include <random>
 
 #include "api/server_impl.h"
+#include "lm/scorer.h"
 #include "retriever/completion.h"
 #include "retriever/dual_scorer.h"
 
@@ -44,8 +46,9 @@ Status ParseCompletion(const Json& body, const Tokenizer& tokenizer, int64_t con
     r.prompt = tokenizer.Encode(one->get<std::string>());
   } else if (one->is_array()) {
     for (const Json& t : *one) {
+      // Types only here; the vocabulary is CompletionRequest::Validate's to check.
       if (!t.is_number_integer() || (t.is_number_unsigned() && t.get<uint64_t>() > INT32_MAX) ||
-          t.get<int64_t>() < 0 || t.get<int64_t>() >= tokenizer.vocab_size()) {
+          t.get<int64_t>() < INT32_MIN) {
         return Status::InvalidArgument("prompt: token ids must be integers in [0, " +
                                        std::to_string(tokenizer.vocab_size()) + ")");
       }
@@ -54,16 +57,15 @@ Status ParseCompletion(const Json& body, const Tokenizer& tokenizer, int64_t con
   } else {
     return Status::InvalidArgument("prompt: must be a string or an array of token ids");
   }
-  if (r.prompt.empty()) return Status::InvalidArgument("prompt: must not be empty");
   r.max_tokens = std::min<int64_t>(16, options.max_tokens_cap);  // OpenAI's default, within the cap
   MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "max_tokens", 0, options.max_tokens_cap, &r.max_tokens));
-  MNEMO_RETURN_IF_ERROR(api::OptionalNumber(body, "temperature", 0, 2, &r.sampling.temperature));
-  MNEMO_RETURN_IF_ERROR(api::OptionalNumber(body, "top_p", 0, 1, &r.sampling.top_p));
-  if (r.sampling.top_p <= 0) return Status::InvalidArgument("top_p: must be greater than 0");
+  MNEMO_RETURN_IF_ERROR(api::OptionalNumber(body, "temperature", -HUGE_VAL, HUGE_VAL, &r.sampling.temperature));
+  MNEMO_RETURN_IF_ERROR(api::OptionalNumber(body, "top_p", -HUGE_VAL, HUGE_VAL, &r.sampling.top_p));
+  // Wide ranges: the request's Validate() owns the limits; these only keep the values in int.
   int64_t n = 1, logprobs = -1, seed = 0;
-  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "n", 1, 16, &n));
+  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "n", INT32_MIN, INT32_MAX, &n));
   r.n = static_cast<int>(n);
-  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "logprobs", 0, 20, &logprobs));
+  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "logprobs", 0, CompletionRequest::kMaxLogprobs, &logprobs));
   r.logprobs = static_cast<int>(logprobs);
   MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "seed", INT64_MIN, INT64_MAX, &seed, &r.has_seed));
   r.seed = static_cast<uint64_t>(seed);
@@ -72,7 +74,7 @@ Status ParseCompletion(const Json& body, const Tokenizer& tokenizer, int64_t con
   MNEMO_RETURN_IF_ERROR(api::OptionalBool(body, "truncate_prompt", &out->truncate));
   MNEMO_RETURN_IF_ERROR(api::OptionalBool(body, "ignore_eos", &r.ignore_eos));
   int64_t best_of = r.n;
-  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "best_of", 1, 16, &best_of));
+  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "best_of", INT32_MIN, INT32_MAX, &best_of));
   if (best_of != r.n) return Status::InvalidArgument("best_of: only best_of = n is supported");
   for (const char* penalty : {"presence_penalty", "frequency_penalty"}) {
     double v = 0;
@@ -96,10 +98,6 @@ Status ParseCompletion(const Json& body, const Tokenizer& tokenizer, int64_t con
     } else {
       return Status::InvalidArgument("stop: must be a string or an array of strings");
     }
-    if (r.stop.size() > 4) return Status::InvalidArgument("stop: at most 4 sequences");
-    for (const std::string& stop_sequence : r.stop) {
-      if (stop_sequence.empty()) return Status::InvalidArgument("stop: sequences must not be empty");
-    }
   }
   MNEMO_RETURN_IF_ERROR(ParseKnn(body, options.knn, &r.knn));
   if (body.contains("return_neighbors") && !body["return_neighbors"].is_null()) {
@@ -108,7 +106,7 @@ Status ParseCompletion(const Json& body, const Tokenizer& tokenizer, int64_t con
       r.return_neighbors = v.get<bool>() ? 8 : 0;
     } else {
       int64_t k = 0;
-      MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "return_neighbors", 0, 64, &k));
+      MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "return_neighbors", INT32_MIN, INT32_MAX, &k));
       r.return_neighbors = static_cast<int>(k);
     }
   }
@@ -120,7 +118,7 @@ Status ParseCompletion(const Json& body, const Tokenizer& tokenizer, int64_t con
     }
     r.prompt.erase(r.prompt.begin(), r.prompt.end() - context);
   }
-  return Status::OK();
+  return r.Validate(tokenizer.vocab_size(), context);
 }
 
 Json LogprobsJson(const CompletionChoice& c, const Tokenizer& tokenizer) {
@@ -266,7 +264,7 @@ void Server::Impl::HandleCompletions(const httplib::Request& req, httplib::Respo
         },
         &channel->cancel, &result);
     } catch (const std::exception& e) {
-      run = Status::IOError(std::string("internal error: ") + e.what());
+      run = Status::Internal(e.what());
     }
     if (!run.ok() && !run.IsCancelled()) {
       const ApiError e = ErrorFromStatus(run);
@@ -349,11 +347,7 @@ void Server::Impl::HandleScore(const httplib::Request& req, httplib::Response& r
     return;
   }
   if (!run.ok()) return SendError(res, ErrorFromStatus(run));
-  auto perplexity = [](const std::vector<float>& lp) {
-    double nll = 0;
-    for (float x : lp) nll -= x;
-    return lp.empty() ? 0.0 : std::exp(nll / lp.size());
-  };
+  auto perplexity = [](const std::vector<float>& lp) { return PerplexityReport::FromLogprobs(lp).perplexity(); };
   Json tokens = Json::array();
   for (int32_t id : ids) tokens.push_back(model->tokenizer->TokenBytes(id));
   Json out = {{"object", "score"}, {"model", model_id}, {"ids", ids}, {"tokens", tokens},

@@ -20,6 +20,7 @@
 #include "api/server.h"
 #include "lm/checkpoint.h"
 #include "memory/fact_store.h"
+#include "retriever/state_service.h"
 #include "util/metrics.h"
 #include "util/work_queue.h"
 
@@ -53,8 +54,9 @@ struct Server::Impl {
   std::mutex load_mu;
   Status load_status;  // guarded by load_mu
   std::string model_id;
-  std::unique_ptr<LanguageModel> model;
-  std::unique_ptr<FactStore> store;
+  std::unique_ptr<StateService> state;  // the state with its model, once loaded
+  LanguageModel* model = nullptr;       // state->model()
+  FactStore* store = nullptr;           // state->store()
   std::unique_ptr<KnnMemory> memory;  // the store, timed for the retrieval metric
 
   // server.cc

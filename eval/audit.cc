@@ -19,7 +19,7 @@
 #include "memory/fact_store.h"
 #include "memory/state_dir.h"
 #include "retriever/dual_scorer.h"
-#include "retriever/fact_encoder.h"
+#include "retriever/state_service.h"
 #include "util/file_util.h"
 
 namespace mnemo {
@@ -123,10 +123,11 @@ double ScoreField(const MembershipScores& s, const std::string& name) {
   return s.min_k;
 }
 
-json MiaJson(const std::vector<double>& members, const std::vector<double>& non_members, int resamples,
-             uint64_t seed) {
-  const MembershipSummary s = SummarizeMembership(members, non_members, resamples, seed);
-  json j;
+Status MiaJson(const std::vector<double>& members, const std::vector<double>& non_members, int resamples,
+               uint64_t seed, json* out) {
+  MembershipSummary s;
+  MNEMO_RETURN_IF_ERROR(SummarizeMembership(members, non_members, resamples, seed, &s));
+  json& j = *out;
   j["auc"] = s.auc;
   j["auc_ci"] = {s.auc_ci.low, s.auc_ci.high};
   j["tpr_at_0.1pct_fpr"] = s.tpr_at_0_1pct_fpr;
@@ -139,7 +140,7 @@ json MiaJson(const std::vector<double>& members, const std::vector<double>& non_
   for (size_t i = 0; i < n; i += step) roc.push_back({s.curve[i].fpr, s.curve[i].tpr});
   if ((n - 1) % step != 0) roc.push_back({s.curve.back().fpr, s.curve.back().tpr});
   j["roc"] = roc;
-  return j;
+  return Status::OK();
 }
 
 struct Canary {
@@ -187,9 +188,9 @@ class Auditor {
   Status MakeCanaries(LanguageModel& model, int n, std::vector<Canary>* out);
   std::vector<std::string> MakeFacts(int n);
   Status OpenScratchState(const std::string& dir, LanguageModel& model, const std::string& datastore,
-                          std::unique_ptr<FactStore>* out);
-  Status AddTexts(LanguageModel& model, FactStore* store, const std::vector<std::string>& texts, int copies,
-                  const std::string& kind, std::vector<int64_t>* ids);
+                          std::unique_ptr<StateService>* out);
+  Status AddTexts(StateService* scratch, const std::vector<std::string>& texts, int copies, const std::string& kind,
+                  std::vector<int64_t>* ids);
   Status Exposure(LanguageModel& model, const KnnMemory* memory, const std::vector<Canary>& canaries, Expo* knn,
                   Expo* base, std::vector<float>* raw);
   Status Extraction(LanguageModel& model, const KnnMemory* memory, const std::vector<std::vector<int32_t>>& seqs,
@@ -197,7 +198,7 @@ class Auditor {
   Status SecretExtraction(LanguageModel& model, const KnnMemory* memory, const std::vector<Canary>& canaries,
                           Rate* rate, std::vector<bool>* outcomes);
   Status MeasurePhase(const KnnMemory* memory, bool full, Phase* out);
-  Status Forgetting(FactStore* store, json* out);
+  Status Forgetting(StateService* scratch, json* out);
   Status Parametric(json* out);
 
   ScoredModel Scored(LanguageModel& model, const KnnMemory* memory) const {
@@ -254,21 +255,14 @@ std::vector<std::string> Auditor::MakeFacts(int n) {
 }
 
 Status Auditor::OpenScratchState(const std::string& dir, LanguageModel& model, const std::string& datastore,
-                                 std::unique_ptr<FactStore>* out) {
-  StateConfig config;
-  config.model_path = model.dir;
-  config.datastore_path = datastore;
-  config.model_fingerprint = ModelFingerprint(model.net);
-  config.dim = static_cast<int>(model.config.n_embd);
-  config.created_at_ms = static_cast<int64_t>(std::time(nullptr)) * 1000;
-  MNEMO_RETURN_IF_ERROR(CreateStateDir(dir, config));
-  FactStoreOptions options;
-  options.expected_model_fingerprint = config.model_fingerprint;
-  options.snapshot_every = 0;
-  return FactStore::Open(dir, options, out);
+                                 std::unique_ptr<StateService>* out) {
+  MNEMO_RETURN_IF_ERROR(StateService::Create(dir, model, datastore, nullptr));
+  StateOptions options;
+  options.store.snapshot_every = 0;
+  return StateService::OpenWithModel(dir, &model, options, out);
 }
 
-Status Auditor::AddTexts(LanguageModel& model, FactStore* store, const std::vector<std::string>& texts, int copies,
+Status Auditor::AddTexts(StateService* scratch, const std::vector<std::string>& texts, int copies,
                          const std::string& kind, std::vector<int64_t>* ids) {
   const size_t chunk = 512;
   for (size_t begin = 0; begin < texts.size(); begin += chunk) {
@@ -276,13 +270,8 @@ Status Auditor::AddTexts(LanguageModel& model, FactStore* store, const std::vect
     for (size_t i = begin; i < std::min(texts.size(), begin + chunk); ++i) {
       facts.push_back({texts[i], "", json{{"audit", kind}}.dump()});
     }
-    std::vector<NewFact> encoded, repeated;
-    MNEMO_RETURN_IF_ERROR(EncodeFacts(model, facts, FactEncodeOptions(), &encoded));
-    for (const NewFact& f : encoded) {
-      for (int c = 0; c < copies; ++c) repeated.push_back(f);
-    }
     std::vector<int64_t> added;
-    MNEMO_RETURN_IF_ERROR(store->Add(repeated, &added));
+    MNEMO_RETURN_IF_ERROR(scratch->AddFacts(facts, &added, copies));
     if (ids != nullptr) ids->insert(ids->end(), added.begin(), added.end());
     if (o_.cancel != nullptr && o_.cancel->load()) return Status::Cancelled("audit cancelled");
   }
@@ -438,10 +427,14 @@ Status Auditor::MeasurePhase(const KnnMemory* memory, bool full, Phase* out) {
   return Status::OK();
 }
 
-json PhaseJson(const Phase& p, const std::vector<int>& prefixes) {
-  json j;
+Status PhaseJson(const Phase& p, const std::vector<int>& prefixes, json* out) {
+  json& j = *out;
   json aucs;
-  for (const char* name : kScores) aucs[name] = RocAuc(p.knn_members.at(name), p.knn_non_members.at(name));
+  for (const char* name : kScores) {
+    double auc = 0;
+    MNEMO_RETURN_IF_ERROR(RocAuc(p.knn_members.at(name), p.knn_non_members.at(name), &auc));
+    aucs[name] = auc;
+  }
   j["membership_auc"] = aucs;
   j["exposure_mean_extrapolated"] = p.MeanInsertedExposure();
   j["extraction_rate"] = p.knn_greedy.empty() ? 0.0 : p.knn_greedy[0].rate();
@@ -449,7 +442,7 @@ json PhaseJson(const Phase& p, const std::vector<int>& prefixes) {
   Rate secrets;
   for (const auto& [r, rate] : p.knn_secret) secrets.extracted += rate.extracted, secrets.total += rate.total;
   j["secret_extraction_rate"] = secrets.rate();
-  return j;
+  return Status::OK();
 }
 
 json ExtractionJson(const std::vector<Rate>& greedy, const Rate& sampled, const std::map<int, Rate>& secret,
@@ -472,18 +465,19 @@ json ExtractionJson(const std::vector<Rate>& greedy, const Rate& sampled, const 
   return j;
 }
 
-Status Auditor::Forgetting(FactStore* store, json* out) {
+Status Auditor::Forgetting(StateService* scratch, json* out) {
+  FactStore* store = &scratch->store();
   std::vector<Canary> tracked;
   MNEMO_RETURN_IF_ERROR(MakeCanaries(model_, o_.canaries, &tracked));
   std::vector<std::string> texts;
   for (const Canary& c : tracked) texts.push_back(c.text);
   std::vector<int64_t> ids;
-  MNEMO_RETURN_IF_ERROR(AddTexts(model_, store, texts, 1, "forgetting-canary", &ids));
+  MNEMO_RETURN_IF_ERROR(AddTexts(scratch, texts, 1, "forgetting-canary", &ids));
   json points = json::array();
   int added = 0;
   for (size_t i = 0; i < o_.forgetting_added.size(); ++i) {
     const std::vector<std::string> fillers = MakeFacts(o_.forgetting_added[i] - added);
-    MNEMO_RETURN_IF_ERROR(AddTexts(model_, store, fillers, 1, "filler", nullptr));
+    MNEMO_RETURN_IF_ERROR(AddTexts(scratch, fillers, 1, "filler", nullptr));
     added += static_cast<int>(fillers.size());  // what was added (the template space could run short)
     Expo e;
     Rate rate;
@@ -547,25 +541,26 @@ Status Auditor::Parametric(json* out) {
   std::unique_ptr<LanguageModel> tuned;
   // Training ran on the CPU; the tuned copy is served where the audited model runs.
   MNEMO_RETURN_IF_ERROR(LoadLanguageModel(t.out_dir, &tuned, model_.net->device()));
-  std::unique_ptr<FactStore> store;
-  MNEMO_RETURN_IF_ERROR(OpenScratchState(o_.scratch_dir + "/parametric-state", *tuned, "", &store));
-  MNEMO_RETURN_IF_ERROR(AddTexts(*tuned, store.get(), corpus, 1, "training-text", nullptr));
+  std::unique_ptr<StateService> scratch;
+  MNEMO_RETURN_IF_ERROR(OpenScratchState(o_.scratch_dir + "/parametric-state", *tuned, "", &scratch));
+  FactStore* store = &scratch->store();
+  MNEMO_RETURN_IF_ERROR(AddTexts(scratch.get(), corpus, 1, "training-text", nullptr));
   std::vector<std::string> texts;
   for (const Canary& c : in_store) texts.push_back(c.text);
   std::vector<int64_t> ids;
-  MNEMO_RETURN_IF_ERROR(AddTexts(*tuned, store.get(), texts, 1, "parametric-canary", &ids));
+  MNEMO_RETURN_IF_ERROR(AddTexts(scratch.get(), texts, 1, "parametric-canary", &ids));
   // Token ids are the same under the fine-tuned copy (same tokenizer).
   Expo store_before, text_before, store_after, text_after, text_original, store_base, text_base;
   Rate store_x_before, text_x_before, store_x_after, text_x_after;
-  MNEMO_RETURN_IF_ERROR(Exposure(*tuned, store.get(), in_store, &store_before, &store_base, nullptr));
-  MNEMO_RETURN_IF_ERROR(Exposure(*tuned, store.get(), in_text, &text_before, &text_base, nullptr));
-  MNEMO_RETURN_IF_ERROR(SecretExtraction(*tuned, store.get(), in_store, &store_x_before, nullptr));
-  MNEMO_RETURN_IF_ERROR(SecretExtraction(*tuned, store.get(), in_text, &text_x_before, nullptr));
+  MNEMO_RETURN_IF_ERROR(Exposure(*tuned, store, in_store, &store_before, &store_base, nullptr));
+  MNEMO_RETURN_IF_ERROR(Exposure(*tuned, store, in_text, &text_before, &text_base, nullptr));
+  MNEMO_RETURN_IF_ERROR(SecretExtraction(*tuned, store, in_store, &store_x_before, nullptr));
+  MNEMO_RETURN_IF_ERROR(SecretExtraction(*tuned, store, in_text, &text_x_before, nullptr));
   MNEMO_RETURN_IF_ERROR(store->Delete(ids, nullptr));
-  MNEMO_RETURN_IF_ERROR(Exposure(*tuned, store.get(), in_store, &store_after, nullptr, nullptr));
-  MNEMO_RETURN_IF_ERROR(Exposure(*tuned, store.get(), in_text, &text_after, nullptr, nullptr));
-  MNEMO_RETURN_IF_ERROR(SecretExtraction(*tuned, store.get(), in_store, &store_x_after, nullptr));
-  MNEMO_RETURN_IF_ERROR(SecretExtraction(*tuned, store.get(), in_text, &text_x_after, nullptr));
+  MNEMO_RETURN_IF_ERROR(Exposure(*tuned, store, in_store, &store_after, nullptr, nullptr));
+  MNEMO_RETURN_IF_ERROR(Exposure(*tuned, store, in_text, &text_after, nullptr, nullptr));
+  MNEMO_RETURN_IF_ERROR(SecretExtraction(*tuned, store, in_store, &store_x_after, nullptr));
+  MNEMO_RETURN_IF_ERROR(SecretExtraction(*tuned, store, in_text, &text_x_after, nullptr));
   // The (b) canaries under the model before fine-tuning: what training added.
   MNEMO_RETURN_IF_ERROR(Exposure(model_, nullptr, in_text, nullptr, &text_original, nullptr));
   (*out)["finetune"] = {{"steps", trained.steps},
@@ -609,8 +604,9 @@ Status Auditor::Run(const FactStore& live, json* report) {
   MNEMO_RETURN_IF_ERROR(Step("copying the state", 0));
 
   // The scratch copy: the live facts with their stored keys.
-  std::unique_ptr<FactStore> store;
-  MNEMO_RETURN_IF_ERROR(OpenScratchState(o_.scratch_dir + "/state", model_, live_config_.datastore_path, &store));
+  std::unique_ptr<StateService> scratch;
+  MNEMO_RETURN_IF_ERROR(OpenScratchState(o_.scratch_dir + "/state", model_, live_config_.datastore_path, &scratch));
+  FactStore* store = &scratch->store();
   int64_t copied = 0;
   for (int64_t after = 0;;) {
     ListOptions list;
@@ -647,9 +643,9 @@ Status Auditor::Run(const FactStore& live, json* report) {
   for (const auto& [r, g] : groups_) {
     std::vector<std::string> texts;
     for (const Canary& c : g) texts.push_back(c.text);
-    MNEMO_RETURN_IF_ERROR(AddTexts(model_, store.get(), texts, r, "canary", &inserted));
+    MNEMO_RETURN_IF_ERROR(AddTexts(scratch.get(), texts, r, "canary", &inserted));
   }
-  MNEMO_RETURN_IF_ERROR(AddTexts(model_, store.get(), members_, 1, "member", &inserted));
+  MNEMO_RETURN_IF_ERROR(AddTexts(scratch.get(), members_, 1, "member", &inserted));
 
   std::map<std::string, double> timings;
   auto lap = [&, last = start](const std::string& name) mutable {
@@ -660,12 +656,12 @@ Status Auditor::Run(const FactStore& live, json* report) {
   lap("setup");
   MNEMO_RETURN_IF_ERROR(Step("measuring before deletion", 0.1));
   Phase before, after, rebuilt;
-  MNEMO_RETURN_IF_ERROR(MeasurePhase(store.get(), /*full=*/true, &before));
+  MNEMO_RETURN_IF_ERROR(MeasurePhase(store, /*full=*/true, &before));
   lap("before_deletion");
   MNEMO_RETURN_IF_ERROR(Step("deleting", 0.35));
   MNEMO_RETURN_IF_ERROR(store->Delete(inserted, nullptr));
   MNEMO_RETURN_IF_ERROR(Step("measuring after deletion", 0.4));
-  MNEMO_RETURN_IF_ERROR(MeasurePhase(store.get(), false, &after));
+  MNEMO_RETURN_IF_ERROR(MeasurePhase(store, false, &after));
   lap("after_deletion");
   MNEMO_RETURN_IF_ERROR(Step("measuring the rebuilt memory", 0.5));
   std::unique_ptr<KnnMemory> fresh;
@@ -719,13 +715,13 @@ Status Auditor::Run(const FactStore& live, json* report) {
   membership["members"] = o_.members;
   membership["non_members"] = o_.members;
   for (const char* name : kScores) {
-    membership["knn_lm"][name] =
-        MiaJson(before.knn_members[name], before.knn_non_members[name], o_.bootstrap_resamples, o_.seed);
+    MNEMO_RETURN_IF_ERROR(MiaJson(before.knn_members[name], before.knn_non_members[name], o_.bootstrap_resamples,
+                                  o_.seed, &membership["knn_lm"][name]));
   }
   for (const char* name : kScores) {
     if (std::string(name) == "reference") continue;
-    membership["base_lm"][name] =
-        MiaJson(before.base_members[name], before.base_non_members[name], o_.bootstrap_resamples, o_.seed);
+    MNEMO_RETURN_IF_ERROR(MiaJson(before.base_members[name], before.base_non_members[name], o_.bootstrap_resamples,
+                                  o_.seed, &membership["base_lm"][name]));
   }
 
   r["extraction"]["knn_lm"] =
@@ -735,9 +731,9 @@ Status Auditor::Run(const FactStore& live, json* report) {
 
   json& audit = r["deletion_audit"];
   audit["deleted_facts"] = inserted.size();
-  audit["before"] = PhaseJson(before, o_.extraction_prefixes);
-  audit["after"] = PhaseJson(after, o_.extraction_prefixes);
-  audit["rebuilt"] = PhaseJson(rebuilt, o_.extraction_prefixes);
+  MNEMO_RETURN_IF_ERROR(PhaseJson(before, o_.extraction_prefixes, &audit["before"]));
+  MNEMO_RETURN_IF_ERROR(PhaseJson(after, o_.extraction_prefixes, &audit["after"]));
+  MNEMO_RETURN_IF_ERROR(PhaseJson(rebuilt, o_.extraction_prefixes, &audit["rebuilt"]));
   for (const char* name : kScores) {
     const double a = audit["after"]["membership_auc"][name], b = audit["rebuilt"]["membership_auc"][name];
     audit["privleak"][name] = b > 0 ? (a - b) / b : a - b;  // AUC 0 (every member below every non-member) has no ratio
@@ -758,9 +754,9 @@ Status Auditor::Run(const FactStore& live, json* report) {
 
   MNEMO_RETURN_IF_ERROR(Step("forgetting", 0.6));
   json forgetting;
-  MNEMO_RETURN_IF_ERROR(Forgetting(store.get(), &forgetting));
+  MNEMO_RETURN_IF_ERROR(Forgetting(scratch.get(), &forgetting));
   lap("forgetting");
-  store.reset();
+  scratch.reset();
   if (o_.finetune_steps > 0) {
     MNEMO_RETURN_IF_ERROR(Step("parametric: fine-tuning a copy of the model", 0.8));
     json parametric;
@@ -839,7 +835,7 @@ Status RunAudit(LanguageModel& model, const FactStore& live, const AuditOptions&
     Auditor auditor(model, options);
     s = auditor.Run(live, report);
   } catch (const std::exception& e) {  // LibTorch and FAISS errors, out of memory: the scratch goes anyway
-    s = Status::IOError(std::string("audit failed: ") + e.what());
+    s = Status::Internal(std::string("audit failed: ") + e.what());
   }
   if (std::filesystem::exists(options.scratch_dir, ec)) std::filesystem::remove_all(options.scratch_dir, ec);
   if (s.ok() && ec) return Status::IOError("cannot remove the audit scratch directory " + options.scratch_dir);

@@ -11,15 +11,21 @@
 #include <cstdint>
 #include <vector>
 
+#include "util/status.h"
+
 namespace mnemo {
 
 struct RocPoint {
   double fpr = 0, tpr = 0;
 };
 
-// The curve from (0,0) to (1,1), one point per distinct threshold. Needs at least one score of each kind.
-std::vector<RocPoint> RocCurve(const std::vector<double>& members, const std::vector<double>& non_members);
-double RocAuc(const std::vector<double>& members, const std::vector<double>& non_members);
+// The curve from (0,0) to (1,1), one point per distinct threshold. InvalidArgument unless there is at least
+// one score of each kind and none is NaN (an empty side has no rate; NaN has no order). These are caller
+// errors that an audit can reach with odd options, so they are values, not exceptions.
+Status RocCurve(const std::vector<double>& members, const std::vector<double>& non_members,
+                std::vector<RocPoint>* curve);
+// The area under RocCurve (the Mann-Whitney statistic); the same errors.
+Status RocAuc(const std::vector<double>& members, const std::vector<double>& non_members, double* auc);
 // The largest TPR reachable at FPR <= max_fpr (thresholds only, no interpolation: a conservative figure).
 double TprAtFpr(const std::vector<RocPoint>& curve, double max_fpr);
 
@@ -28,10 +34,11 @@ struct Interval {
 };
 
 // Percentile bootstrap (members and non-members resampled separately) of a statistic of the two score
-// sets; `level` e.g. 0.95. Deterministic for a seed.
+// sets; `level` e.g. 0.95. Deterministic for a seed. InvalidArgument for an empty score set, resamples < 1
+// or a level outside (0, 1). `statistic` sees resamples of the same sizes as the inputs.
 template <typename Statistic>
-Interval Bootstrap(const std::vector<double>& members, const std::vector<double>& non_members, Statistic statistic,
-                   int resamples, double level, uint64_t seed);
+Status Bootstrap(const std::vector<double>& members, const std::vector<double>& non_members, Statistic statistic,
+                 int resamples, double level, uint64_t seed, Interval* out);
 
 struct MembershipSummary {
   double auc = 0.5;
@@ -40,8 +47,10 @@ struct MembershipSummary {
   std::vector<RocPoint> curve;
 };
 
-MembershipSummary SummarizeMembership(const std::vector<double>& members, const std::vector<double>& non_members,
-                                      int resamples = 200, uint64_t seed = 1);
+// RocCurve, RocAuc, TPR at 0.1% and 1% FPR and their bootstrap intervals (e.g. 200 resamples); the errors
+// of RocCurve and Bootstrap.
+Status SummarizeMembership(const std::vector<double>& members, const std::vector<double>& non_members,
+                           int resamples, uint64_t seed, MembershipSummary* out);
 
 }  // namespace mnemo
 

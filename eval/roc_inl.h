@@ -7,8 +7,14 @@
 namespace mnemo {
 
 template <typename Statistic>
-Interval Bootstrap(const std::vector<double>& members, const std::vector<double>& non_members, Statistic statistic,
-                   int resamples, double level, uint64_t seed) {
+Status Bootstrap(const std::vector<double>& members, const std::vector<double>& non_members, Statistic statistic,
+                 int resamples, double level, uint64_t seed, Interval* out) {
+  // Checked here because an empty side would make the uniform distributions below [0, SIZE_MAX].
+  if (members.empty() || non_members.empty()) {
+    return Status::InvalidArgument("bootstrap: needs at least one member and one non-member score");
+  }
+  if (resamples < 1) return Status::InvalidArgument("bootstrap: needs at least one resample");
+  if (!(level > 0 && level < 1)) return Status::InvalidArgument("bootstrap: the level must be in (0, 1)");
   std::mt19937_64 rng(seed);
   std::vector<double> values;
   values.reserve(resamples);
@@ -25,7 +31,8 @@ Interval Bootstrap(const std::vector<double>& members, const std::vector<double>
     const size_t i = std::min(values.size() - 1, static_cast<size_t>(q * (values.size() - 1) + 0.5));
     return values[i];
   };
-  return {at(tail), at(1 - tail)};
+  *out = {at(tail), at(1 - tail)};
+  return Status::OK();
 }
 
 }  // namespace mnemo

@@ -49,6 +49,13 @@ Status ToFloatTensor(const TensorView& view, const std::string& file, torch::Ten
 
 }  // namespace
 
+namespace {
+
+// The memorizing layer's own parameters (attn.mem_gate, attn.mem_scale).
+bool IsMemoryParameter(const std::string& name) { return name.find(".attn.mem_") != std::string::npos; }
+
+}  // namespace
+
 Status LoadWeights(const std::string& path, Gpt& net) {
   std::unique_ptr<SafetensorsFile> file;
   MNEMO_RETURN_IF_ERROR(SafetensorsFile::Open(path, &file));
@@ -57,6 +64,7 @@ Status LoadWeights(const std::string& path, Gpt& net) {
     const std::string& name = p.key();
     const TensorView* view = file->Find(name);
     if (view == nullptr) view = file->Find(kPrefix + name);
+    if (view == nullptr && IsMemoryParameter(name)) continue;  // a plain model becoming a memorizing one
     if (view == nullptr) {
       return Status::Corruption(path + ": missing tensor \"" + name + "\" (also looked for \"" + kPrefix + name +
                                 "\")");

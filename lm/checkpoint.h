@@ -31,6 +31,8 @@ Status LoadLanguageModel(const std::string& dir, std::unique_ptr<LanguageModel>*
 
 // Copies the weights in `path` into `net` (converting F16/BF16 to F32), checking every name and shape.
 // Buffers HF keeps in checkpoints (attn.bias, attn.masked_bias) and the tied lm_head.weight are ignored.
+// The memorizing layer's gate and scale may be absent (a plain model turned into a memorizing one): they
+// keep their initial values.
 Status LoadWeights(const std::string& path, Gpt& net);
 
 // Identifies a model's weights: "fnv1a64:<hex>" over config.json's fields and every parameter's name and

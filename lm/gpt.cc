@@ -3,6 +3,13 @@
 #include <cmath>
 
 namespace mnemo {
+namespace {
+
+// The memory branch's initial per-head scale of cosine similarities (its queries and keys are unit
+// vectors, so 1/sqrt(head_dim) would make its softmax nearly uniform; 10 lets a near-duplicate key win).
+constexpr float kInitialMemoryScale = 10.0f;
+
+}  // namespace
 
 Conv1DImpl::Conv1DImpl(int64_t in, int64_t out) {
   weight = register_parameter("weight", torch::empty({in, out}));
@@ -15,19 +22,26 @@ torch::Tensor Conv1DImpl::forward(const torch::Tensor& x) {
   return torch::addmm(bias, x.reshape({-1, x.size(-1)}), weight).view(shape);
 }
 
-CausalSelfAttentionImpl::CausalSelfAttentionImpl(const GptConfig& config)
-    : n_head(config.n_head), n_embd(config.n_embd) {
+CausalSelfAttentionImpl::CausalSelfAttentionImpl(const GptConfig& config, bool memorizing_)
+    : n_head(config.n_head), n_embd(config.n_embd), memorizing(memorizing_),
+      gated(memorizing_ && config.memory_mode == "gated"), memory_topk(config.memory_topk) {
   c_attn = register_module("c_attn", Conv1D(n_embd, 3 * n_embd));
   c_proj = register_module("c_proj", Conv1D(n_embd, n_embd));
+  if (gated) {
+    mem_gate = register_parameter("mem_gate", torch::zeros({n_head}));
+    mem_scale = register_parameter("mem_scale", torch::full({n_head}, kInitialMemoryScale));
+  }
 }
 
 torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, torch::Tensor* past_k,
-                                               torch::Tensor* past_v, AttentionTap* tap) {
+                                               torch::Tensor* past_v, AttentionTap* tap,
+                                               const MemoryAccess* memory) {
   const int64_t B = x.size(0), T = x.size(1), D = n_embd / n_head;
   auto qkv = c_attn(x).split(n_embd, /*dim=*/2);
   auto heads = [&](const torch::Tensor& t) { return t.view({B, T, n_head, D}).transpose(1, 2); };
   torch::Tensor q = heads(qkv[0]), k = heads(qkv[1]), v = heads(qkv[2]);
   if (tap != nullptr) *tap = {q, k, v};
+  const torch::Tensor k_new = k, v_new = v;
   int64_t past = 0;
   if (past_k != nullptr && past_k->defined()) {
     past = past_k->size(2);
@@ -42,9 +56,91 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, torch::Te
     auto mask = torch::ones({T, S}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(past + 1);
     att = att.masked_fill(mask, -std::numeric_limits<float>::infinity());
   }
-  att = torch::softmax(att, -1);
-  auto y = torch::matmul(att, v).transpose(1, 2).reshape({B, T, n_embd});
-  return c_proj(y);
+  const bool use_memory = memorizing && memory != nullptr && memory->memory != nullptr;
+  torch::Tensor y;
+  if (use_memory) {
+    y = AttendWithMemory(q, k, v, att, *memory);
+    if (memory->write) WriteMemory(k_new, v_new, past, *memory);
+  } else {
+    y = torch::matmul(torch::softmax(att, -1), v);
+  }
+  return c_proj(y.transpose(1, 2).reshape({B, T, n_embd}));
+}
+
+torch::Tensor CausalSelfAttentionImpl::AttendWithMemory(const torch::Tensor& q, const torch::Tensor& k,
+                                                        const torch::Tensor& v, const torch::Tensor& local_scores,
+                                                        const MemoryAccess& access) {
+  KvMemory& memory = *access.memory;
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
+  const int64_t K = access.topk > 0 ? access.topk : memory_topk;
+  TORCH_CHECK(memory.lanes() >= B && memory.heads() == H && memory.head_dim() == D, "memory of ", memory.lanes(),
+              " lanes x ", memory.heads(), " heads x ", memory.head_dim(), " dims does not fit a batch of ", B,
+              " x ", H, " heads x ", D);
+  bool any = false;
+  for (int64_t b = 0; b < B; ++b) any = any || memory.size(b) > 0;
+  if (!any) {
+    // Nothing to retrieve: exactly local attention (the gate applies only to retrieved pairs).
+    if (access.retrieved_tags != nullptr) *access.retrieved_tags = torch::full({B, H, T, K}, -1, torch::kLong);
+    if (access.retrieved_weights != nullptr) *access.retrieved_weights = torch::zeros({B, H, T, K});
+    return torch::matmul(torch::softmax(local_scores, -1), v);
+  }
+  // The memory branch searches with normalised queries in "gated" mode (its keys were normalised when
+  // written), with the raw ones in "joint" mode.
+  const torch::Tensor qm = gated ? torch::nn::functional::normalize(
+                                       q, torch::nn::functional::NormalizeFuncOptions().p(2).dim(-1))
+                                 : q;
+  const torch::Tensor queries = qm.detach().to(torch::kCPU, torch::kFloat32).contiguous();
+  torch::Tensor km = torch::zeros({B, H, T, K, D}), vm = torch::zeros({B, H, T, K, D});
+  torch::Tensor tags = torch::full({B, H, T, K}, -1, torch::kLong);
+  for (int64_t b = 0; b < B; ++b) {
+    if (memory.size(b) == 0) continue;
+    const Status s = memory.Search(b, queries[b].data_ptr<float>(), T, K, km[b].data_ptr<float>(),
+                                   vm[b].data_ptr<float>(), tags[b].data_ptr<int64_t>());
+    TORCH_CHECK(s.ok(), "memory search: ", s.ToString());
+  }
+  const torch::Device where = q.device();
+  km = km.to(where), vm = vm.to(where);
+  const torch::Tensor valid = tags.to(where).ge(0);  // [B, H, T, K]
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  // [B, H, T, 1, D] x [B, H, T, D, K] -> [B, H, T, K]
+  torch::Tensor mem_scores = torch::matmul(qm.unsqueeze(-2), km.transpose(-2, -1)).squeeze(-2);
+  torch::Tensor y, weights;
+  if (gated) {
+    mem_scores = (mem_scores * mem_scale.view({1, H, 1, 1})).masked_fill(valid.logical_not(), neg_inf);
+    const torch::Tensor has = valid.any(-1, /*keepdim=*/true);  // [B, H, T, 1]
+    // A query with nothing retrieved (its lane is empty) gets a zero row instead of NaNs, and no gate.
+    weights = torch::softmax(mem_scores.masked_fill(has.logical_not(), 0.0), -1) * has;
+    const torch::Tensor y_mem = torch::matmul(weights.unsqueeze(-2), vm).squeeze(-2);
+    const torch::Tensor y_local = torch::matmul(torch::softmax(local_scores, -1), v);
+    const torch::Tensor g = torch::sigmoid(mem_gate).view({1, H, 1, 1}) * has;
+    y = g * y_mem + (1 - g) * y_local;
+  } else {
+    mem_scores = (mem_scores * (1.0 / std::sqrt(static_cast<double>(D)))).masked_fill(valid.logical_not(), neg_inf);
+    const int64_t S = local_scores.size(-1);
+    // Local scores always hold the query's own position, so no row is all -inf.
+    const torch::Tensor p = torch::softmax(torch::cat({local_scores, mem_scores}, -1), -1);
+    weights = p.narrow(-1, S, K);
+    y = torch::matmul(p.narrow(-1, 0, S), v) + torch::matmul(weights.unsqueeze(-2), vm).squeeze(-2);
+  }
+  if (access.retrieved_tags != nullptr) *access.retrieved_tags = tags;
+  if (access.retrieved_weights != nullptr) *access.retrieved_weights = weights.detach().to(torch::kCPU);
+  return y;
+}
+
+void CausalSelfAttentionImpl::WriteMemory(const torch::Tensor& k, const torch::Tensor& v, int64_t past,
+                                          const MemoryAccess& access) {
+  const int64_t B = k.size(0), T = k.size(2);
+  const torch::Tensor keys =
+      (gated ? torch::nn::functional::normalize(k, torch::nn::functional::NormalizeFuncOptions().p(2).dim(-1)) : k)
+          .detach().to(torch::kCPU, torch::kFloat32).contiguous();
+  const torch::Tensor values = v.detach().to(torch::kCPU, torch::kFloat32).contiguous();
+  std::vector<int64_t> positions(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) positions[t] = past + t;
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t* tags = access.tags != nullptr ? access.tags + b * T : positions.data();
+    const Status s = access.memory->Append(b, keys[b].data_ptr<float>(), values[b].data_ptr<float>(), tags, T);
+    TORCH_CHECK(s.ok(), "memory append: ", s.ToString());
+  }
 }
 
 MlpImpl::MlpImpl(const GptConfig& config) : tanh_gelu(config.activation_function != "gelu") {
@@ -56,17 +152,17 @@ torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
   return c_proj(torch::gelu(c_fc(x), tanh_gelu ? "tanh" : "none"));
 }
 
-BlockImpl::BlockImpl(const GptConfig& config) {
+BlockImpl::BlockImpl(const GptConfig& config, bool memorizing) {
   auto ln = torch::nn::LayerNormOptions({config.n_embd}).eps(config.layer_norm_epsilon);
   ln_1 = register_module("ln_1", torch::nn::LayerNorm(ln));
-  attn = register_module("attn", CausalSelfAttention(config));
+  attn = register_module("attn", CausalSelfAttention(config, memorizing));
   ln_2 = register_module("ln_2", torch::nn::LayerNorm(ln));
   mlp = register_module("mlp", Mlp(config));
 }
 
 torch::Tensor BlockImpl::forward(const torch::Tensor& x, torch::Tensor* past_k, torch::Tensor* past_v,
-                                 AttentionTap* tap, torch::Tensor* ffn_input) {
-  auto h = x + attn(ln_1(x), past_k, past_v, tap);
+                                 AttentionTap* tap, torch::Tensor* ffn_input, const MemoryAccess* memory) {
+  auto h = x + attn(ln_1(x), past_k, past_v, tap, memory);
   auto normed = ln_2(h);
   if (ffn_input != nullptr) *ffn_input = normed;
   return h + mlp(normed);
@@ -77,7 +173,7 @@ GptImpl::GptImpl(const GptConfig& config) : config_(config) {
   wpe = register_module("wpe", torch::nn::Embedding(config.n_positions, config.n_embd));
   h = register_module("h", torch::nn::ModuleList());
   for (int64_t i = 0; i < config.n_layer; ++i) {
-    blocks.push_back(Block(config));
+    blocks.push_back(Block(config, /*memorizing=*/i == config.memory_layer));
     h->push_back(blocks.back());
   }
   ln_f = register_module(
@@ -92,7 +188,11 @@ void GptImpl::InitWeights(uint64_t seed) {
   for (auto& p : named_parameters()) {
     const std::string& name = p.key();
     torch::Tensor& t = p.value();
-    if (name.find("ln_") != std::string::npos) {
+    if (name.find("attn.mem_gate") != std::string::npos) {
+      t.zero_();  // g = sigmoid(0) = 0.5, as in the paper
+    } else if (name.find("attn.mem_scale") != std::string::npos) {
+      t.fill_(kInitialMemoryScale);
+    } else if (name.find("ln_") != std::string::npos) {
       t.fill_(name.size() >= 6 && name.compare(name.size() - 6, 6, "weight") == 0 ? 1.0 : 0.0);
     } else if (name.size() >= 4 && name.compare(name.size() - 4, 4, "bias") == 0) {
       t.zero_();
@@ -137,7 +237,8 @@ ForwardResult GptImpl::Forward(const torch::Tensor& input, const ForwardOptions&
     const bool last = i + 1 == config_.n_layer;
     x = blocks[i](x, cache ? &cache->keys[i] : nullptr, cache ? &cache->values[i] : nullptr,
                   options.want_attention ? &result.attention[i] : nullptr,
-                  last && options.want_knn_key ? &result.knn_key : nullptr);
+                  last && options.want_knn_key ? &result.knn_key : nullptr,
+                  i == config_.memory_layer ? &options.memory : nullptr);
   }
   result.hidden = ln_f(x);
   if (options.want_logits) result.logits = Logits(result.hidden);

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "lm/gpt_config.h"
+#include "lm/kv_memory.h"
 
 namespace mnemo {
 
@@ -38,11 +39,30 @@ struct AttentionTap {
   torch::Tensor q, k, v;
 };
 
+// How the memorizing layer (GptConfig::memory_layer) uses its memory in one Forward call. Batch row b
+// reads and writes memory lane b. Order within the call: the layer's queries search the memory first,
+// then this call's keys and values are appended (the paper's query-then-insert), so a segment never
+// retrieves itself; its own tokens are covered by local attention.
+struct MemoryAccess {
+  KvMemory* memory = nullptr;  // Null: the layer is plain local attention.
+  int64_t topk = 0;            // Pairs per query; 0: the config's memory_topk.
+  bool write = true;           // Append this call's pairs after the search.
+  // Tags of this call's tokens, [B, T] row-major (a document id and position, chosen by the caller);
+  // null: the tokens' positions in the window.
+  const int64_t* tags = nullptr;
+  // When set, receives the tags of the retrieved pairs, [B, n_head, T, topk] int64 (-1: empty slot), and
+  // their attention weights, [B, n_head, T, topk] float (within the memory softmax for "gated", within the
+  // joint softmax for "joint").
+  torch::Tensor* retrieved_tags = nullptr;
+  torch::Tensor* retrieved_weights = nullptr;
+};
+
 struct ForwardOptions {
   KvCache* cache = nullptr;       // When set: continue from it, then append the new keys/values.
   bool want_knn_key = false;      // Fill ForwardResult::knn_key.
   bool want_attention = false;    // Fill ForwardResult::attention (one tap per layer).
   bool want_logits = true;        // Training computes its loss from hidden states when false.
+  MemoryAccess memory;            // The memorizing layer's memory (ignored by a model without one).
   // Leave the results on the model's device. Off by default: every ForwardResult tensor is then on the
   // CPU (a no-op for a CPU model, a copy for a GPU one), which is what callers reading data_ptr need.
   bool keep_on_device = false;
@@ -64,13 +84,25 @@ struct Conv1DImpl : torch::nn::Module {
 TORCH_MODULE(Conv1D);
 
 struct CausalSelfAttentionImpl : torch::nn::Module {
-  explicit CausalSelfAttentionImpl(const GptConfig& config);
+  // `memorizing`: this is the config's memory layer (it then owns mem_gate and mem_scale in "gated" mode).
+  CausalSelfAttentionImpl(const GptConfig& config, bool memorizing);
   // x: [B, T, C]. `past_k/past_v` (may be undefined) hold earlier positions; the new full keys and
-  // values are written back to them. `tap` (may be null) receives this call's q/k/v.
+  // values are written back to them. `tap` (may be null) receives this call's q/k/v. `memory` (may be
+  // null) is read and written only by the memorizing layer.
   torch::Tensor forward(const torch::Tensor& x, torch::Tensor* past_k, torch::Tensor* past_v,
-                        AttentionTap* tap);
+                        AttentionTap* tap, const MemoryAccess* memory = nullptr);
   int64_t n_head, n_embd;
+  bool memorizing = false, gated = false;
+  int64_t memory_topk = 0;
   Conv1D c_attn{nullptr}, c_proj{nullptr};
+  torch::Tensor mem_gate, mem_scale;  // [n_head] each, "gated" memory layer only: b_h and the scale.
+
+ private:
+  // Local attention plus attention over the pairs retrieved from memory->memory, before c_proj.
+  torch::Tensor AttendWithMemory(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                 const torch::Tensor& local_scores, const MemoryAccess& memory);
+  // Appends this call's keys and values [B, H, T, D] to the memory.
+  void WriteMemory(const torch::Tensor& k, const torch::Tensor& v, int64_t past, const MemoryAccess& memory);
 };
 TORCH_MODULE(CausalSelfAttention);
 
@@ -83,10 +115,10 @@ struct MlpImpl : torch::nn::Module {
 TORCH_MODULE(Mlp);
 
 struct BlockImpl : torch::nn::Module {
-  explicit BlockImpl(const GptConfig& config);
+  BlockImpl(const GptConfig& config, bool memorizing = false);
   // `ffn_input` (may be null) receives ln_2's output: the kNN-LM key when this is the last block.
   torch::Tensor forward(const torch::Tensor& x, torch::Tensor* past_k, torch::Tensor* past_v,
-                        AttentionTap* tap, torch::Tensor* ffn_input);
+                        AttentionTap* tap, torch::Tensor* ffn_input, const MemoryAccess* memory = nullptr);
   torch::nn::LayerNorm ln_1{nullptr}, ln_2{nullptr};
   CausalSelfAttention attn{nullptr};
   Mlp mlp{nullptr};

@@ -11,7 +11,8 @@ int64_t GptConfig::NumParameters() const {
                             + d * d + d              // attn c_proj
                             + d * 4 * d + 4 * d      // mlp c_fc
                             + 4 * d * d + d;         // mlp c_proj
-  return vocab_size * d + n_positions * d + n_layer * per_block + 2 * d;
+  const int64_t memory = has_memory() && memory_mode == "gated" ? 2 * n_head : 0;  // mem_gate, mem_scale
+  return vocab_size * d + n_positions * d + n_layer * per_block + 2 * d + memory;
 }
 
 Status GptConfig::Validate() const {
@@ -27,6 +28,17 @@ Status GptConfig::Validate() const {
       activation_function != "gelu") {
     return Status::InvalidArgument("unsupported activation_function \"" + activation_function +
                                    "\" (expected gelu_new, gelu_pytorch_tanh or gelu)");
+  }
+  if (memory_layer < -1 || memory_layer >= n_layer) {
+    return Status::InvalidArgument("memory layer " + std::to_string(memory_layer) + " is out of range: the model has " +
+                                   std::to_string(n_layer) + " layers (0.." + std::to_string(n_layer - 1) +
+                                   "; -1 for none)");
+  }
+  if (memory_topk < 1 || memory_topk > 4096) {
+    return Status::InvalidArgument("memory top-k " + std::to_string(memory_topk) + " must be in [1, 4096]");
+  }
+  if (memory_mode != "gated" && memory_mode != "joint") {
+    return Status::InvalidArgument("memory mode \"" + memory_mode + "\" must be \"gated\" or \"joint\"");
   }
   return Status::OK();
 }
@@ -74,6 +86,11 @@ std::string GptConfig::ToJson() const {
   j["initializer_range"] = 0.02;
   j["scale_attn_weights"] = true;
   j["torch_dtype"] = "float32";
+  if (has_memory()) {
+    j["mnemo_memory_layer"] = memory_layer;
+    j["mnemo_memory_topk"] = memory_topk;
+    j["mnemo_memory_mode"] = memory_mode;
+  }
   return j.dump(2) + "\n";
 }
 
@@ -125,6 +142,13 @@ Status GptConfig::FromJson(const std::string& json_text, const std::string& sour
   if (act != j.end()) {
     if (!act->is_string()) return Status::Corruption(source + ": activation_function must be a string");
     c.activation_function = act->get<std::string>();
+  }
+  MNEMO_RETURN_IF_ERROR(ReadInt(j, "mnemo_memory_layer", source, false, &c.memory_layer));
+  MNEMO_RETURN_IF_ERROR(ReadInt(j, "mnemo_memory_topk", source, false, &c.memory_topk));
+  auto mode = j.find("mnemo_memory_mode");
+  if (mode != j.end()) {
+    if (!mode->is_string()) return Status::Corruption(source + ": mnemo_memory_mode must be a string");
+    c.memory_mode = mode->get<std::string>();
   }
   Status s = c.Validate();
   if (!s.ok()) return Status::InvalidArgument(source + ": " + s.message());

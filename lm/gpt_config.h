@@ -21,6 +21,20 @@ struct GptConfig {
   int64_t bos_token_id = 50256;
   int64_t eos_token_id = 50256;
 
+  // The memorizing layer (Wu et al. 2022): the 0-based block whose attention also reads a KvMemory
+  // (lm/kv_memory.h) of past keys and values; -1 for none. Stored in config.json as the extra fields
+  // "mnemo_memory_layer", "mnemo_memory_topk" and "mnemo_memory_mode" (only when there is a layer, so
+  // configs without one are byte-for-byte GPT-2's and GPT-2 tooling ignores the fields).
+  int64_t memory_layer = -1;
+  int64_t memory_topk = 32;  // Pairs each query retrieves (per head).
+  // "gated": the paper's design: queries and memory keys L2-normalised, a learned per-head scale, a
+  // separate softmax over the retrieved pairs, mixed with local attention by a learned per-head gate
+  // sigmoid(b_h) (parameters attn.mem_gate, attn.mem_scale). "joint": the retrieved pairs join the local
+  // softmax with the layer's own 1/sqrt(head_dim) scaling and no new parameters (Focused Transformer;
+  // Unlimiformer), so a pretrained layer's copying attention reaches the memory as it is.
+  std::string memory_mode = "gated";
+
+  bool has_memory() const { return memory_layer >= 0; }
   int64_t head_dim() const { return n_embd / n_head; }
   int64_t NumParameters() const;  // Tied embeddings counted once.
   Status Validate() const;

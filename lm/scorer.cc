@@ -1,5 +1,6 @@
 #include "lm/scorer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <future>
 #include <utility>
@@ -35,10 +36,16 @@ Status PlanWindows(int64_t num_tokens, int64_t n_positions, const WindowOptions&
     return Status::InvalidArgument("window " + std::to_string(window) + " exceeds the model's context of " +
                                    std::to_string(n_positions));
   }
+  // A window's first token is context only: no position inside the window predicts it. A window of one
+  // token therefore scores nothing, and a window that started exactly where the previous one ended would
+  // be handed a target it cannot score (stride == window: non-overlapping chunks). So consecutive windows
+  // share at least one token, and stride == window advances by window - 1.
+  if (window < 2) return Status::InvalidArgument("window must be at least 2 tokens (its first token is context only)");
   if (stride > window) return Status::InvalidArgument("stride must not exceed the window");
+  const int64_t step = std::min(stride, window - 1);
   windows->clear();
   int64_t scored_until = 1;  // Token 0 has no context and is never scored.
-  for (int64_t begin = 0; scored_until < num_tokens; begin += stride) {
+  for (int64_t begin = 0; scored_until < num_tokens; begin += step) {
     const int64_t end = std::min(begin + window, num_tokens);
     windows->push_back({begin, end, end - scored_until});
     scored_until = end;
@@ -119,5 +126,13 @@ Status ScoreLongSequence(Gpt& net, const std::vector<int32_t>& ids, const Window
 double PerplexityReport::perplexity() const { return tokens > 0 ? std::exp(nll / tokens) : 0.0; }
 
 double PerplexityReport::bits_per_byte() const { return bytes > 0 ? nll / std::log(2.0) / bytes : 0.0; }
+
+PerplexityReport PerplexityReport::FromLogprobs(const std::vector<float>& logprobs, int64_t bytes) {
+  PerplexityReport r;
+  r.tokens = static_cast<int64_t>(logprobs.size());
+  r.bytes = bytes;
+  for (float lp : logprobs) r.nll -= lp;
+  return r;
+}
 
 }  // namespace mnemo

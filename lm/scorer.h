@@ -1,7 +1,9 @@
 // Scoring: log p(x_i | x_<i) for every token of a text, and strided sliding-window perplexity for
 // texts longer than the context window (the Hugging Face recipe: windows of W tokens advancing by
 // S, each scoring only the tokens not scored before, so every token after the first window sees at
-// least W - S tokens of context).
+// least W - S tokens of context). A window's first token has no context inside it, so windows always
+// share at least one token: S = W (non-overlapping chunks, which the Hugging Face recipe handles by
+// silently not scoring each chunk's first token) advances by W - 1, and every token still gets scored.
 //
 // Thread-safety: functions only read the model; callers serialise training against them.
 #pragma once
@@ -23,8 +25,8 @@ Status CheckScorable(const GptConfig& config, const std::vector<int32_t>& ids);
 Status ScoreIds(Gpt& net, const std::vector<int32_t>& ids, std::vector<float>* logprobs);
 
 struct WindowOptions {
-  int64_t window = 0;      // 0: the model's n_positions.
-  int64_t stride = 0;      // 0: window / 2.
+  int64_t window = 0;      // 0: the model's n_positions; at least 2.
+  int64_t stride = 0;      // 0: window / 2; at most window (window - 1 is used for window).
   int64_t batch_size = 8;  // Windows scored together.
   // ForEachScoredSpan runs the callback for one batch on a second thread while the model computes the next
   // batch (two batches in flight), so a costly callback (the kNN-LM's searches) overlaps the model instead of
@@ -33,7 +35,9 @@ struct WindowOptions {
   bool overlap = false;
 };
 
-// The windows that cover ids[1..n-1]: window [begin, end) scores its last `score_count` tokens.
+// The windows that cover ids[1..n-1]: window [begin, end) scores its last `score_count` tokens, always
+// fewer than end - begin (its first token is context). InvalidArgument for a window under 2 tokens or
+// over n_positions, or a stride over the window.
 struct Window {
   int64_t begin, end, score_count;
 };
@@ -69,8 +73,10 @@ struct PerplexityReport {
   int64_t tokens = 0;  // Scored tokens.
   int64_t bytes = 0;   // UTF-8 bytes of the text the scored tokens cover.
   double nll = 0;      // Summed negative log-likelihood, nats.
-  double perplexity() const;
-  double bits_per_byte() const;
+  double perplexity() const;      // exp(nll / tokens); 0 when nothing was scored
+  double bits_per_byte() const;   // 0 when bytes is 0
+  // The report of these per-token log-probabilities (natural log) covering `bytes` bytes of text.
+  static PerplexityReport FromLogprobs(const std::vector<float>& logprobs, int64_t bytes = 0);
 };
 
 }  // namespace mnemo

@@ -39,9 +39,9 @@
 
 #include "util/status.h"
 
-struct sqlite3;
-
 namespace mnemo {
+
+class SqliteDb;  // memory/sqlite_db.h
 
 struct NewFact {
   std::string text;
@@ -156,7 +156,7 @@ class FactDb {
  private:
   FactDb() = default;
   std::string path_;
-  sqlite3* db_ = nullptr;
+  std::unique_ptr<SqliteDb> db_;  // The one connection; every use is under mu_.
   int dim_ = 0;
   int64_t page_size_ = 4096;  // Length of each row's leading zero pad (see fact_db.cc, Delete).
   std::mutex mu_;

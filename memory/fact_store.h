@@ -65,6 +65,25 @@ struct FactStoreOptions {
   bool read_only_check = false;
 };
 
+// Where a deleted fact could still be: the structural half of verify-deleted (retriever/deletion_verifier
+// adds the model probe). Filled by FactStore::FindTraces.
+struct FactTraces {
+  int64_t fact_id = 0;
+  bool tombstone = false;
+  int64_t deleted_seq = 0;
+  int64_t entries = 0;              // The fact's entry count, from its tombstone.
+  bool in_database = false;         // A live row with this id.
+  bool in_segment = false;          // Any of its entries in the live index.
+  int64_t snapshots_checked = 0;
+  int64_t snapshots_holding = 0;    // Snapshot files holding any of its entries.
+  bool text_checked = false;        // The caller gave the text (mnemo keeps no copy of it).
+  bool text_in_database_files = false;  // The text's bytes in facts.db or facts.db-wal.
+
+  bool clean() const {
+    return tombstone && !in_database && !in_segment && snapshots_holding == 0 && !text_in_database_files;
+  }
+};
+
 // What Open found and did.
 struct RecoveryReport {
   int64_t snapshot_seq = -1;       // The snapshot loaded, -1 when none was usable.
@@ -101,6 +120,10 @@ class FactStore : public KnnMemory {
   }
   Status Count(const FactFilter& filter, int64_t* count) const { return db_->Count(filter, count); }
   Status GetTombstone(int64_t id, Tombstone* out) const { return db_->GetTombstone(id, out); }
+  // The traces a deleted fact may have left in this state's memory and files: its tombstone, a row, entries
+  // in the live segment or any snapshot file and, when `text` is given, its bytes in the database files.
+  // NotFound when `fact_id` never existed; FailedPrecondition when it is still stored. (fact_traces.cc)
+  Status FindTraces(int64_t fact_id, const std::string* text, FactTraces* out) const;
   // The snapshot files on disk, oldest first.
   std::vector<std::string> SnapshotPaths() const;
 

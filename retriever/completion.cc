@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <random>
+#include <utility>
 
 #include "lm/generator.h"
 #include "lm/scorer.h"
@@ -20,6 +21,21 @@ size_t Utf8SafeEnd(const std::string& text, size_t limit) {
   const size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
   const size_t have = end - (lead - 1);
   return have >= need ? end : lead - 1;
+}
+
+// The length of the longest suffix of text[from..] that is a proper prefix of a stop sequence: bytes that
+// may yet become one. O(sum of |stop|^2) per call at worst, like the search in Append.
+size_t StopPrefixSuffix(const std::string& text, size_t from, const std::vector<std::string>& stop) {
+  size_t held = 0;
+  for (const std::string& s : stop) {
+    for (size_t k = std::min(s.size() - 1, text.size() - from); k > held; --k) {
+      if (text.compare(text.size() - k, k, s, 0, k) == 0) {
+        held = k;
+        break;
+      }
+    }
+  }
+  return held;
 }
 
 TokenLogprob MakeLogprob(int32_t token, const torch::Tensor& distribution, int top_n) {
@@ -62,29 +78,84 @@ Status PromptLogprobs(LanguageModel& model, const KnnMemory* memory, const Compl
 
 }  // namespace
 
+StreamedText::StreamedText(std::vector<std::string> stop) : stop_(std::move(stop)) {
+  // An empty sequence would match before anything (Complete rejects them): ignored rather than trusted.
+  stop_.erase(std::remove(stop_.begin(), stop_.end(), std::string()), stop_.end());
+  for (const std::string& s : stop_) longest_stop_ = std::max(longest_stop_, s.size());
+}
+
+bool StreamedText::Append(const std::string& bytes) {
+  if (stopped_) return true;
+  const size_t before = text_.size();
+  text_ += bytes;
+  // No stop sequence lies wholly in the old text (it would have stopped there), so the search starts where
+  // one straddling the old end could begin.
+  const size_t from = before >= longest_stop_ ? before - longest_stop_ + 1 : 0;
+  size_t stop_at = std::string::npos;
+  for (const std::string& s : stop_) stop_at = std::min(stop_at, text_.find(s, from));
+  if (stop_at == std::string::npos) return false;
+  // Nothing at or after stop_at was taken: it was either new or a held-back stop prefix.
+  text_.resize(stop_at);
+  stopped_ = true;
+  return true;
+}
+
+std::string StreamedText::TakeSafe() {
+  const size_t held = stopped_ ? 0 : StopPrefixSuffix(text_, taken_, stop_);
+  const size_t safe = Utf8SafeEnd(text_, text_.size() - held);
+  if (safe <= taken_) return std::string();
+  std::string out = text_.substr(taken_, safe - taken_);
+  taken_ = safe;
+  return out;
+}
+
+std::string StreamedText::TakeRest() {
+  std::string out = text_.substr(std::min(taken_, text_.size()));
+  taken_ = text_.size();
+  return out;
+}
+
+Status CompletionRequest::Validate(int64_t vocab_size, int64_t context) const {
+  auto range = [](const char* field, int64_t lo, int64_t hi) {
+    return Status::InvalidArgument(std::string(field) + ": must be in [" + std::to_string(lo) + ", " +
+                                   std::to_string(hi) + "]");
+  };
+  if (prompt.empty()) return Status::InvalidArgument("prompt: must not be empty");
+  if (static_cast<int64_t>(prompt.size()) > context) {
+    return Status::InvalidArgument("prompt: " + std::to_string(prompt.size()) + " tokens exceed the context of " +
+                                   std::to_string(context));
+  }
+  for (int32_t id : prompt) {
+    if (id < 0 || id >= vocab_size) {
+      return Status::InvalidArgument("prompt: token ids must be integers in [0, " + std::to_string(vocab_size) +
+                                     ") (got " + std::to_string(id) + ")");
+    }
+  }
+  if (max_tokens < 0) return Status::InvalidArgument("max_tokens: must not be negative");
+  if (n < 1 || n > kMaxChoices) return range("n", 1, kMaxChoices);
+  if (logprobs < -1 || logprobs > kMaxLogprobs) return range("logprobs", 0, kMaxLogprobs);
+  if (return_neighbors < 0 || return_neighbors > kMaxReturnNeighbors) {
+    return range("return_neighbors", 0, kMaxReturnNeighbors);
+  }
+  if (!(sampling.temperature >= 0 && sampling.temperature <= kMaxTemperature)) {
+    return Status::InvalidArgument("temperature: must be in [0, " + std::to_string(kMaxTemperature).substr(0, 3) + "]");
+  }
+  if (!(sampling.top_p > 0 && sampling.top_p <= 1)) return Status::InvalidArgument("top_p: must be in (0, 1]");
+  if (stop.size() > kMaxStops) {
+    return Status::InvalidArgument("stop: at most " + std::to_string(kMaxStops) + " sequences");
+  }
+  for (const std::string& s : stop) {
+    if (s.empty()) return Status::InvalidArgument("stop: sequences must not be empty");
+  }
+  if (knn.enabled) MNEMO_RETURN_IF_ERROR(knn.Validate());
+  return Status::OK();
+}
+
 Status Complete(LanguageModel& model, const KnnMemory* memory, const CompletionRequest& request,
                 const CompletionEventFn& on_event, const std::atomic<bool>* cancel, CompletionResult* out) {
   const Tokenizer& tokenizer = *model.tokenizer;
-  if (request.prompt.empty()) return Status::InvalidArgument("prompt: has no tokens");
-  if (request.n < 1 || request.n > 16) return Status::InvalidArgument("n: must be in [1, 16]");
-  if (request.logprobs < -1 || request.logprobs > 20) return Status::InvalidArgument("logprobs: must be in [0, 20]");
-  if (request.max_tokens < 0) return Status::InvalidArgument("max_tokens: must not be negative");
-  if (request.stop.size() > 4) return Status::InvalidArgument("stop: at most 4 sequences");
-  for (const std::string& s : request.stop) {
-    if (s.empty()) return Status::InvalidArgument("stop: sequences must not be empty");
-  }
+  MNEMO_RETURN_IF_ERROR(request.Validate(model.config.vocab_size, model.config.n_positions));
   const bool knn = request.knn.enabled && request.knn.lambda > 0 && memory != nullptr;
-  if (knn) MNEMO_RETURN_IF_ERROR(request.knn.Validate());
-  if (static_cast<int64_t>(request.prompt.size()) > model.config.n_positions) {
-    return Status::InvalidArgument("prompt: " + std::to_string(request.prompt.size()) +
-                                   " tokens, longer than the model's context of " +
-                                   std::to_string(model.config.n_positions));
-  }
-  for (int32_t id : request.prompt) {
-    if (id < 0 || id >= model.config.vocab_size) {
-      return Status::InvalidArgument("prompt: token id " + std::to_string(id) + " outside the vocabulary");
-    }
-  }
   out->choices.assign(request.n, CompletionChoice());
   out->prompt_tokens = static_cast<int64_t>(request.prompt.size());
   out->completion_tokens = 0;
@@ -93,8 +164,6 @@ Status Complete(LanguageModel& model, const KnnMemory* memory, const CompletionR
   if (request.echo && request.logprobs >= 0) {
     MNEMO_RETURN_IF_ERROR(PromptLogprobs(model, knn ? memory : nullptr, request, &prompt_logprobs));
   }
-  size_t longest_stop = 0;
-  for (const std::string& s : request.stop) longest_stop = std::max(longest_stop, s.size());
   std::unique_ptr<KnnLm> knn_lm;
   if (knn) knn_lm = std::make_unique<KnnLm>(*memory);
 
@@ -123,10 +192,8 @@ Status Complete(LanguageModel& model, const KnnMemory* memory, const CompletionR
       step_distribution = *dist;
       return Status::OK();
     };
-    std::string generated;  // decoded generated tokens
-    size_t emitted = 0;     // bytes of `generated` already sent in events
+    StreamedText generated(request.stop);
     std::string finish_reason;
-    size_t stop_at = std::string::npos;
     bool cancelled = false;
     auto on_token = [&](int32_t token, float) -> bool {
       if (cancel != nullptr && cancel->load()) {
@@ -138,15 +205,7 @@ Status Complete(LanguageModel& model, const KnnMemory* memory, const CompletionR
         finish_reason = "stop";
         return false;
       }
-      const std::string before = generated;
-      generated += tokenizer.TokenBytes(token);
-      // A stop sequence may straddle earlier tokens: search from where one could have started.
-      const size_t from = before.size() >= longest_stop ? before.size() - longest_stop + 1 : 0;
-      for (const std::string& s : request.stop) {
-        const size_t at = generated.find(s, from);
-        if (at != std::string::npos && at < stop_at) stop_at = at;
-      }
-      if (stop_at != std::string::npos) {
+      if (generated.Append(tokenizer.TokenBytes(token))) {
         finish_reason = "stop";
         return false;
       }
@@ -157,15 +216,9 @@ Status Complete(LanguageModel& model, const KnnMemory* memory, const CompletionR
                                   step_neighbors.begin() + std::min<size_t>(step_neighbors.size(), request.return_neighbors));
         choice.neighbors.push_back(std::move(top));
       }
-      // Hold back what could still become a stop sequence, and partial UTF-8 characters.
-      const size_t hold = longest_stop > 0 ? longest_stop - 1 : 0;
-      const size_t safe = Utf8SafeEnd(generated, generated.size() >= hold ? generated.size() - hold : 0);
       CompletionEvent e;
       e.choice = c;
-      if (safe > emitted) {
-        e.text = generated.substr(emitted, safe - emitted);
-        emitted = safe;
-      }
+      e.text = generated.TakeSafe();
       if (request.logprobs >= 0) e.logprob = &choice.logprobs.back();
       if (request.return_neighbors > 0) e.neighbors = &choice.neighbors.back();
       if (on_event && !on_event(e)) {
@@ -180,9 +233,8 @@ Status Complete(LanguageModel& model, const KnnMemory* memory, const CompletionR
     }
     if (cancelled) return Status::Cancelled("request cancelled");
     if (finish_reason.empty()) finish_reason = "length";
-    if (stop_at != std::string::npos) generated.resize(stop_at);
     choice.finish_reason = finish_reason;
-    choice.text = prompt_text + generated;
+    choice.text = prompt_text + generated.text();
     // Byte offsets of each logprobs token in the choice's text.
     int64_t offset = 0;
     for (const TokenLogprob& t : choice.logprobs) {
@@ -191,7 +243,7 @@ Status Complete(LanguageModel& model, const KnnMemory* memory, const CompletionR
     }
     CompletionEvent last;
     last.choice = c;
-    last.text = emitted < generated.size() ? generated.substr(emitted) : std::string();
+    last.text = generated.TakeRest();
     last.finished = true;
     last.finish_reason = finish_reason;
     if (on_event && !on_event(last)) return Status::Cancelled("client went away");

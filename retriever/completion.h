@@ -23,6 +23,19 @@
 namespace mnemo {
 
 struct CompletionRequest {
+  // The contract's limits, named once (the server's parser and Complete both rely on Validate).
+  static constexpr int kMaxChoices = 16;           // n
+  static constexpr int kMaxLogprobs = 20;          // top-N alternatives per token
+  static constexpr size_t kMaxStops = 4;           // stop sequences
+  static constexpr int kMaxReturnNeighbors = 64;   // neighbours per generated token
+  static constexpr double kMaxTemperature = 2.0;
+
+  // InvalidArgument naming the field for anything outside the contract: an empty prompt, one longer than
+  // `context` tokens or with ids outside [0, vocab_size), n, logprobs, max_tokens, stop sequences,
+  // return_neighbors, temperature or top_p out of range, or kNN options that KnnOptions::Validate refuses
+  // (when knn.enabled).
+  Status Validate(int64_t vocab_size, int64_t context) const;
+
   std::vector<int32_t> prompt;
   int64_t max_tokens = 16;
   SamplingOptions sampling;  // temperature (0: greedy), top_p
@@ -68,11 +81,34 @@ struct CompletionResult {
   int64_t completion_tokens = 0;
 };
 
+// The text side of one streamed choice, without the model (Complete uses one per choice): token bytes go
+// in, and out comes the text that may be shown. Text that could still be the start of a stop sequence is
+// held back until it is known not to be one, and shown text never ends inside a UTF-8 character (a token
+// may end in the middle of one). Once a stop sequence appears the text ends before it. Everything taken
+// (TakeSafe, then TakeRest) concatenates to text().
+class StreamedText {
+ public:
+  explicit StreamedText(std::vector<std::string> stop);  // empty sequences are ignored
+  // Appends one token's bytes; true when a stop sequence has now appeared (the earliest one: the text is
+  // cut before it, keeping the token's bytes before it). Appending after that does nothing.
+  bool Append(const std::string& bytes);
+  std::string TakeSafe();  // the text that became safe to show since the last take (may be empty)
+  std::string TakeRest();  // at the end: all not yet taken, held-back bytes and an unfinished character too
+  bool stopped() const { return stopped_; }
+  const std::string& text() const { return text_; }
+
+ private:
+  std::vector<std::string> stop_;
+  size_t longest_stop_ = 0;
+  std::string text_;
+  size_t taken_ = 0;
+  bool stopped_ = false;
+};
+
 // Returns false to cancel (e.g. the client went away); Complete then stops and returns Cancelled.
 using CompletionEventFn = std::function<bool(const CompletionEvent&)>;
 
-// InvalidArgument for a bad request (empty prompt, prompt longer than the context, n or logprobs out of
-// range). `memory` may be null when knn.enabled is false. `cancel` (may be null) is polled every token.
+// InvalidArgument for a bad request (request.Validate against the model's vocabulary and context). `memory` may be null when knn.enabled is false. `cancel` (may be null) is polled every token.
 Status Complete(LanguageModel& model, const KnnMemory* memory, const CompletionRequest& request,
                 const CompletionEventFn& on_event, const std::atomic<bool>* cancel, CompletionResult* out);
 

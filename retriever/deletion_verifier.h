@@ -1,7 +1,7 @@
 // Deletion verification: evidence that a deleted fact left no trace in the serving memory.
 //
-// Structural checks (always): the fact has a tombstone, no row in the database, no entry in the live
-// segment, and no snapshot file holds any of its entries. Probe checks (when the caller supplies the
+// Structural checks (always; FactStore::FindTraces in memory/): the fact has a tombstone, no row in the
+// database, no entry in the live segment, and no snapshot file holds any of its entries. Probe checks (when the caller supplies the
 // fact's text; mnemo keeps no copy of a deleted fact, not even a hash, which would let anyone holding
 // the state test guesses of a short secret): the fact's own prefixes are run through the model and
 // searched in the live memory and in a memory freshly rebuilt from the database (a state in which the
@@ -22,19 +22,11 @@
 namespace mnemo {
 
 struct DeletionVerdict {
-  int64_t fact_id = 0;
   bool passed = false;
-  // Structural evidence.
-  bool tombstone = false;
-  int64_t deleted_seq = 0;
-  int64_t entries = 0;               // The fact's entry count, from its tombstone.
-  bool in_database = false;
-  bool in_segment = false;
-  int64_t snapshots_checked = 0;
-  int64_t snapshots_holding = 0;
+  std::string reason;   // Why it failed, empty when passed.
+  FactTraces traces;    // Structural evidence (FactStore::FindTraces).
   // Probe evidence (probed = the text was given).
   bool probed = false;
-  bool text_in_database_files = false;  // The text's bytes found in facts.db / -wal.
   int64_t probes = 0;                   // Prefixes searched.
   int64_t neighbors_compared = 0;
   int64_t neighbors_differing = 0;      // Live vs rebuilt, id or distance.
@@ -42,9 +34,6 @@ struct DeletionVerdict {
   double max_abs_logprob_diff = 0;      // Interpolated log-probs, live vs rebuilt.
   double mean_logprob_live = 0;         // Mean kNN-LM log-prob of the fact's tokens now.
   double mean_logprob_base_lm = 0;      // The same under the base LM alone.
-  std::string reason;                   // Why it failed, empty when passed.
-
-  std::string ToJson() const;
 };
 
 // NotFound when `fact_id` never existed; FailedPrecondition when it is still stored. `text` may be null.

@@ -16,7 +16,7 @@ bool Confident(const torch::Tensor& lm_logprobs_row, double threshold) {
 }  // namespace
 
 Status KnnOptions::Validate() const {
-  if (k < 1 || k > 4096) return Status::InvalidArgument("k must be in [1, 4096]");
+  if (k < 1 || k > kMaxK) return Status::InvalidArgument("k must be in [1, " + std::to_string(kMaxK) + "]");
   if (!(lambda >= 0 && lambda <= 1)) return Status::InvalidArgument("lambda must be in [0, 1]");
   if (!(temperature > 0)) return Status::InvalidArgument("knn temperature must be positive");
   if (nprobe < 1) return Status::InvalidArgument("nprobe must be positive");

@@ -25,6 +25,7 @@ namespace mnemo {
 
 struct KnnOptions {
   bool enabled = true;
+  static constexpr int kMaxK = 4096;  // The largest k any caller may ask for.
   int k = 1024;                  // The paper's k.
   double lambda = 0.25;          // The paper's in-domain value (0.65 for domain adaptation).
   double temperature = 1.0;      // The paper's T.

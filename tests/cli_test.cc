@@ -109,6 +109,37 @@ TEST_F(CliTest, EvalPplReportsBitsPerByte) {
   EXPECT_LT(j["perplexity"].get<double>(), 100.0);
 }
 
+// Non-overlapping windows (--stride equal to --window) used to crash in LibTorch ("Size does not match at
+// dimension 0"): each window after the first was handed a target it had no context for. Every target is
+// scored once, and consecutive windows share one token, so --stride W is --stride W-1.
+TEST_F(CliTest, EvalPplWithStrideEqualToWindowScoresEveryToken) {
+  const std::string eval = Mnemo() + " eval ppl --model " + Model() + " --text-file " + dir_->File("valid.txt") + " --json";
+  std::string out;
+  ASSERT_EQ(RunCommand(eval, &out), 0) << out;
+  const int64_t tokens = json::parse(out)["tokens"].get<int64_t>();  // n - 1 with the default windows
+  ASSERT_GT(tokens, 500);
+  for (int w : {32, 63, 64}) {
+    const std::string window = " --window " + std::to_string(w);
+    ASSERT_EQ(RunCommand(eval + window + " --stride " + std::to_string(w), &out), 0) << "W=" << w << ": " << out;
+    const json same = json::parse(out);
+    EXPECT_EQ(same["tokens"].get<int64_t>(), tokens) << "W=" << w;
+    if (w != 64) continue;  // one process per run: compare the numbers once
+    ASSERT_EQ(RunCommand(eval + window + " --stride " + std::to_string(w - 1), &out), 0) << out;
+    EXPECT_NEAR(same["nll"].get<double>(), json::parse(out)["nll"].get<double>(), 1e-6 * tokens) << "W=" << w;
+  }
+  // The datastore is built over the same windows: one entry per target.
+  ScratchDir d;
+  ASSERT_EQ(RunCommand(Mnemo() + " datastore build --model " + Model() + " --text-file " + dir_->File("valid.txt") +
+                           " --out " + d.File("ds") + " --index Flat --window 32 --stride 32 --quiet --json", &out), 0)
+      << out;
+  EXPECT_EQ(json::parse(out)["entries"].get<int64_t>(), tokens);
+  // A window of one token has nothing to score: a usage error, not a crash.
+  ASSERT_EQ(RunCommand(eval + " --window 1 --stride 1 2>" + d.File("err"), &out), 2) << out;
+  std::string err;
+  RunCommand("cat " + d.File("err"), &err);
+  EXPECT_NE(err.find("window must be at least 2"), std::string::npos) << err;
+}
+
 TEST_F(CliTest, GenerateIsDeterministicForASeed) {
   std::string a, b, c;
   const std::string cmd = Mnemo() + " generate --model " + Model() + " --prompt 'The old sailor' --max-tokens 12 --json";

@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <random>
+#include <string>
+#include <vector>
 
 #include "eval/exposure.h"
 #include "eval/roc.h"
@@ -11,11 +13,20 @@
 namespace mnemo {
 namespace {
 
+// RocAuc of scores that must be valid.
+double Auc(const std::vector<double>& members, const std::vector<double>& non_members) {
+  double auc = -1;
+  const Status s = RocAuc(members, non_members, &auc);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  return auc;
+}
+
 TEST(RocTest, HandComputedExample) {
   // Members 0.9 0.8 0.4, non-members 0.7 0.3 0.2 0.1: 11 of 12 pairs ordered right -> AUC 11/12.
   const std::vector<double> members = {0.9, 0.8, 0.4}, non_members = {0.7, 0.3, 0.2, 0.1};
-  EXPECT_NEAR(RocAuc(members, non_members), 11.0 / 12.0, 1e-12);
-  const auto curve = RocCurve(members, non_members);
+  EXPECT_NEAR(Auc(members, non_members), 11.0 / 12.0, 1e-12);
+  std::vector<RocPoint> curve;
+  ASSERT_TRUE(RocCurve(members, non_members, &curve).ok());
   ASSERT_EQ(curve.size(), 8u);  // origin + one point per distinct score
   EXPECT_DOUBLE_EQ(curve[2].tpr, 2.0 / 3.0);
   EXPECT_DOUBLE_EQ(curve[2].fpr, 0.0);
@@ -27,8 +38,8 @@ TEST(RocTest, HandComputedExample) {
 }
 
 TEST(RocTest, TiesCountHalf) {
-  EXPECT_DOUBLE_EQ(RocAuc({1, 1}, {1, 1, 1}), 0.5);
-  EXPECT_DOUBLE_EQ(RocAuc({2, 1}, {1, 0}), (1 + 1 + 0.5 + 1) / 4.0);
+  EXPECT_DOUBLE_EQ(Auc({1, 1}, {1, 1, 1}), 0.5);
+  EXPECT_DOUBLE_EQ(Auc({2, 1}, {1, 0}), (1 + 1 + 0.5 + 1) / 4.0);
 }
 
 TEST(RocTest, SameDistributionGivesHalfAndSeparatedGivesOne) {
@@ -38,15 +49,60 @@ TEST(RocTest, SameDistributionGivesHalfAndSeparatedGivesOne) {
   for (double& x : a) x = normal(rng);
   for (double& x : b) x = normal(rng);
   for (double& x : c) x = normal(rng) + 100;
-  EXPECT_NEAR(RocAuc(a, b), 0.5, 0.03);
-  EXPECT_DOUBLE_EQ(RocAuc(c, b), 1.0);
-  const MembershipSummary s = SummarizeMembership(a, b, 100, 7);
+  EXPECT_NEAR(Auc(a, b), 0.5, 0.03);
+  EXPECT_DOUBLE_EQ(Auc(c, b), 1.0);
+  MembershipSummary s;
+  ASSERT_TRUE(SummarizeMembership(a, b, 100, 7, &s).ok());
   EXPECT_LE(s.auc_ci.low, s.auc);
   EXPECT_GE(s.auc_ci.high, s.auc);
   EXPECT_LT(s.auc_ci.high - s.auc_ci.low, 0.1);
   EXPECT_NEAR(s.tpr_at_1pct_fpr, 0.01, 0.02);  // chance level
-  const MembershipSummary again = SummarizeMembership(a, b, 100, 7);
+  MembershipSummary again;
+  ASSERT_TRUE(SummarizeMembership(a, b, 100, 7, &again).ok());
   EXPECT_EQ(again.auc_ci.low, s.auc_ci.low);  // deterministic for a seed
+}
+
+// A side with no scores (an audit with no members, say) or a NaN score is the caller's error: an
+// InvalidArgument naming the problem, and the outputs are left alone.
+TEST(RocTest, EmptySidesAndNanScoresAreInvalidArguments) {
+  const std::vector<double> some = {0.3, 0.7}, none;
+  const double nan = std::nan("");
+  struct Case {
+    std::vector<double> members, non_members;
+    std::string needle;
+  };
+  const std::vector<Case> cases = {{none, some, "member"}, {some, none, "non-member"}, {none, none, "member"},
+                                   {{0.1, nan}, some, "NaN"}, {some, {nan}, "NaN"}};
+  for (const Case& c : cases) {
+    std::vector<RocPoint> curve = {{0.25, 0.75}};
+    Status s = RocCurve(c.members, c.non_members, &curve);
+    EXPECT_TRUE(s.IsInvalidArgument()) << s.ToString();
+    EXPECT_NE(s.message().find(c.needle), std::string::npos) << s.message();
+    ASSERT_EQ(curve.size(), 1u);
+    EXPECT_EQ(curve[0].tpr, 0.75);
+    double auc = -1;
+    EXPECT_TRUE(RocAuc(c.members, c.non_members, &auc).IsInvalidArgument());
+    EXPECT_EQ(auc, -1);
+    MembershipSummary summary;
+    summary.auc = -1;
+    EXPECT_TRUE(SummarizeMembership(c.members, c.non_members, 10, 1, &summary).IsInvalidArgument());
+    EXPECT_EQ(summary.auc, -1);
+  }
+  // The bootstrap has its own guards: an empty side, no resamples, a level outside (0, 1).
+  auto mean = [](const std::vector<double>& m, const std::vector<double>&) { return m[0]; };
+  Interval ci;
+  EXPECT_TRUE(Bootstrap(none, some, mean, 10, 0.95, 1, &ci).IsInvalidArgument());
+  EXPECT_TRUE(Bootstrap(some, none, mean, 10, 0.95, 1, &ci).IsInvalidArgument());
+  EXPECT_TRUE(Bootstrap(some, some, mean, 0, 0.95, 1, &ci).IsInvalidArgument());
+  EXPECT_TRUE(Bootstrap(some, some, mean, 10, 1.0, 1, &ci).IsInvalidArgument());
+  EXPECT_TRUE(Bootstrap(some, some, mean, 10, 0.0, 1, &ci).IsInvalidArgument());
+  ASSERT_TRUE(Bootstrap(some, some, mean, 10, 0.95, 1, &ci).ok());
+  EXPECT_GE(ci.low, 0.3);
+  EXPECT_LE(ci.high, 0.7);
+  // One score of each kind is enough.
+  double auc = 0;
+  ASSERT_TRUE(RocAuc({1.0}, {0.0}, &auc).ok());
+  EXPECT_EQ(auc, 1.0);
 }
 
 TEST(ExposureTest, RankExposureCountsTiesAgainstTheCanary) {

@@ -3,7 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <set>
+#include <string>
 
 #include "lm/generator.h"
 #include "lm/sampler.h"
@@ -20,27 +22,106 @@ std::vector<int32_t> Sequence(int n, int vocab) {
   return ids;
 }
 
-TEST(PlanWindowsTest, EveryTokenAfterTheFirstIsScoredExactlyOnce) {
-  for (int64_t n : {2, 10, 64, 65, 100, 1000}) {
-    for (auto [window, stride] : std::vector<std::pair<int64_t, int64_t>>{{64, 32}, {64, 64}, {16, 5}, {64, 1}}) {
-      std::vector<Window> windows;
-      ASSERT_TRUE(PlanWindows(n, 64, {window, stride, 1}, &windows).ok());
-      std::vector<int> seen(n, 0);
-      for (const Window& w : windows) {
-        ASSERT_LE(w.end - w.begin, window);
-        for (int64_t t = w.end - w.score_count; t < w.end; ++t) seen[t]++;
-        // Each scored token after the first window has at least window - stride tokens of context.
-        if (w.begin > 0) {
-          EXPECT_GE(w.end - w.score_count - w.begin, window - stride);
+// Every (window, stride, length) in a small range against a brute-force enumeration of the recipe: windows
+// start at multiples of the advance (the stride, but at most window - 1, so that consecutive windows share a
+// token) and run for `window` tokens or to the end of the text; each target is scored by the first of them
+// that holds it after its first token, which is the window that gives it the most context.
+TEST(PlanWindowsTest, MatchesBruteForceForEveryWindowStrideAndLength) {
+  constexpr int64_t kPositions = 12;
+  for (int64_t window = 0; window <= kPositions; ++window) {  // 0: the model's n_positions
+    for (int64_t stride = 0; stride <= (window > 0 ? window : kPositions); ++stride) {  // 0: window / 2
+      for (int64_t n = 0; n <= 40; ++n) {
+        SCOPED_TRACE("window=" + std::to_string(window) + " stride=" + std::to_string(stride) + " n=" + std::to_string(n));
+        std::vector<Window> windows;
+        const Status s = PlanWindows(n, kPositions, {window, stride, 1}, &windows);
+        if (window == 1) {  // one token is context only: nothing to score
+          EXPECT_TRUE(s.IsInvalidArgument()) << s.ToString();
+          continue;
+        }
+        ASSERT_TRUE(s.ok()) << s.ToString();
+        const int64_t w = window > 0 ? window : kPositions;
+        const int64_t st = stride > 0 ? stride : std::max<int64_t>(1, w / 2);
+        const int64_t advance = std::min(st, w - 1);
+
+        // Brute force: which window scores each target.
+        std::vector<int64_t> want_begin(n, -1);
+        for (int64_t t = 1; t < n; ++t) {
+          for (int64_t b = 0; b < t; b += advance) {
+            if (t < b + w) {
+              want_begin[t] = b;
+              break;
+            }
+          }
+          ASSERT_GE(want_begin[t], 0) << "no window of the recipe holds target " << t;
+        }
+
+        // The plan: which window scores each target, and how often.
+        std::vector<int64_t> got_begin(n, -1), got_end(n, -1);
+        std::vector<int> times(n, 0);
+        int64_t next_target = 1;
+        for (const Window& win : windows) {
+          ASSERT_GE(win.score_count, 1) << "a window that scores nothing";
+          ASSERT_LT(win.score_count, win.end - win.begin) << "a window's first token has no context";
+          EXPECT_EQ(win.end - win.begin, std::min(w, n - win.begin)) << "windows are full length up to the text's end";
+          EXPECT_EQ(win.end - win.score_count, next_target) << "scored spans are consecutive, in order";
+          next_target = win.end;
+          for (int64_t t = win.end - win.score_count; t < win.end; ++t) {
+            ASSERT_GE(t, 1);
+            ASSERT_LT(t, n);
+            ++times[t];
+            got_begin[t] = win.begin;
+            got_end[t] = win.end;
+          }
+        }
+        EXPECT_EQ(windows.empty(), n < 2);
+        for (int64_t t = 1; t < n; ++t) {
+          ASSERT_EQ(times[t], 1) << "target " << t << " scored " << times[t] << " times";
+          EXPECT_EQ(got_begin[t], want_begin[t]) << "target " << t;
+          EXPECT_EQ(got_end[t], std::min(want_begin[t] + w, n)) << "target " << t;
+          // The recipe's promise: window - stride tokens of context (at least one), or all of the prefix.
+          EXPECT_GE(t - got_begin[t], std::min(t, std::max<int64_t>(w - st, 1))) << "target " << t;
         }
       }
-      EXPECT_EQ(seen[0], 0);
-      for (int64_t t = 1; t < n; ++t) ASSERT_EQ(seen[t], 1) << "n=" << n << " token " << t;
     }
   }
+}
+
+TEST(PlanWindowsTest, RejectsWindowsItCannotScore) {
   std::vector<Window> windows;
-  EXPECT_TRUE(PlanWindows(100, 64, {128, 32, 1}, &windows).IsInvalidArgument());
-  EXPECT_TRUE(PlanWindows(100, 64, {32, 64, 1}, &windows).IsInvalidArgument());
+  EXPECT_TRUE(PlanWindows(100, 64, {128, 32, 1}, &windows).IsInvalidArgument());  // longer than the context
+  EXPECT_TRUE(PlanWindows(100, 64, {32, 64, 1}, &windows).IsInvalidArgument());   // stride over the window
+  EXPECT_TRUE(PlanWindows(100, 64, {1, 1, 1}, &windows).IsInvalidArgument());     // context only
+  EXPECT_TRUE(PlanWindows(100, 1, {0, 0, 1}, &windows).IsInvalidArgument());      // a 1-position model
+}
+
+// Non-overlapping windows (stride == window), the case that crashed: every target is scored, each window
+// exactly as if its chunk were scored on its own; consecutive chunks share one token, the context of the
+// next chunk's first target.
+TEST(ScoreTest, StrideEqualToWindowScoresEachChunkIndependently) {
+  Gpt net = TinyGpt(100);
+  for (int64_t n : {64, 65, 150}) {
+    const auto ids = Sequence(static_cast<int>(n), 100);
+    for (int64_t window : {2, 5, 32, 63, 64}) {
+      SCOPED_TRACE("n=" + std::to_string(n) + " window=" + std::to_string(window));
+      std::vector<float> chunked;
+      for (int64_t begin = 0; begin + 1 < n; begin += window - 1) {
+        std::vector<int32_t> chunk(ids.begin() + begin, ids.begin() + std::min(begin + window, n));
+        std::vector<float> lp;
+        ASSERT_TRUE(ScoreIds(net, chunk, &lp).ok());
+        chunked.insert(chunked.end(), lp.begin(), lp.end());
+      }
+      ASSERT_EQ(chunked.size(), ids.size() - 1);
+      for (int64_t batch : {1, 4}) {
+        std::vector<float> strided;
+        const Status s = ScoreLongSequence(net, ids, {window, window, batch}, &strided);
+        ASSERT_TRUE(s.ok()) << s.ToString();
+        ASSERT_EQ(strided.size(), chunked.size());
+        for (size_t i = 0; i < chunked.size(); ++i) EXPECT_NEAR(strided[i], chunked[i], 1e-5) << "target " << i + 1;
+      }
+    }
+  }
+  std::vector<float> lp;
+  EXPECT_TRUE(ScoreLongSequence(net, Sequence(10, 100), {1, 1, 1}, &lp).IsInvalidArgument());
 }
 
 TEST(ScoreTest, SlidingWindowMatchesDirectScoringOfEachWindow) {

@@ -12,6 +12,7 @@ std::string Status::ToString() const {
     case Code::kIOError: kind = "IO error"; break;
     case Code::kFailedPrecondition: kind = "Failed precondition"; break;
     case Code::kCancelled: kind = "Cancelled"; break;
+    case Code::kInternal: kind = "Internal error"; break;
   }
   return std::string(kind) + ": " + message_;
 }

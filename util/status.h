@@ -10,9 +10,10 @@
 
 namespace mnemo {
 
-class Status {
+class [[nodiscard]] Status {
  public:
-  enum class Code { kOk = 0, kNotFound, kCorruption, kInvalidArgument, kIOError, kFailedPrecondition, kCancelled };
+  enum class Code { kOk = 0, kNotFound, kCorruption, kInvalidArgument, kIOError, kFailedPrecondition, kCancelled,
+                    kInternal };
 
   Status() = default;
   static Status OK() { return Status(); }
@@ -25,6 +26,9 @@ class Status {
   }
   // The caller gave up (client disconnected, deadline passed).
   static Status Cancelled(std::string msg) { return Status(Code::kCancelled, std::move(msg)); }
+  // A bug or a resource failure inside mnemo or a library it calls (an exception caught at a boundary:
+  // LibTorch, FAISS, out of memory), not something the caller did or the file system said.
+  static Status Internal(std::string msg) { return Status(Code::kInternal, std::move(msg)); }
 
   bool ok() const { return code_ == Code::kOk; }
   Code code() const { return code_; }
@@ -34,6 +38,7 @@ class Status {
   bool IsInvalidArgument() const { return code_ == Code::kInvalidArgument; }
   bool IsIOError() const { return code_ == Code::kIOError; }
   bool IsCancelled() const { return code_ == Code::kCancelled; }
+  bool IsInternal() const { return code_ == Code::kInternal; }
 
   // "Corruption: model.safetensors: header length 9999 exceeds file size 120".
   std::string ToString() const;

@@ -1,0 +1,56 @@
+// FactStore::FindTraces: the file and index checks of verify-deleted. They live beside the store because
+// only the store knows its files (facts.db and its WAL, the snapshot directory) and its segment.
+#include <string>
+
+#include "indexes/vector_index.h"
+#include "memory/fact_store.h"
+#include "util/file_util.h"
+
+namespace mnemo {
+namespace {
+
+// False when the file is absent (a WAL after a TRUNCATE checkpoint may be).
+bool FileContains(const std::string& path, const std::string& needle) {
+  std::string data;
+  if (!ReadFileToString(path, &data).ok()) return false;
+  return data.find(needle) != std::string::npos;
+}
+
+}  // namespace
+
+Status FactStore::FindTraces(int64_t fact_id, const std::string* text, FactTraces* out) const {
+  FactTraces t;
+  t.fact_id = fact_id;
+  FactRecord live;
+  Status got = Get(fact_id, false, &live);
+  if (got.ok()) return Status::FailedPrecondition("fact " + std::to_string(fact_id) + " is still stored; delete it first");
+  if (!got.IsNotFound()) return got;
+  Tombstone tomb;
+  Status s = GetTombstone(fact_id, &tomb);
+  if (s.IsNotFound()) return Status::NotFound("fact " + std::to_string(fact_id) + " was never added");
+  MNEMO_RETURN_IF_ERROR(s);
+  t.tombstone = true;
+  t.deleted_seq = tomb.deleted_seq;
+  t.entries = tomb.entries;
+  t.in_segment = SegmentHoldsFact(fact_id, tomb.entries);
+  for (const std::string& path : SnapshotPaths()) {
+    std::unique_ptr<VectorIndex> snapshot;
+    MNEMO_RETURN_IF_ERROR(VectorIndex::Load(path, LoadOptions(), &snapshot));
+    ++t.snapshots_checked;
+    for (int64_t p = 0; p < tomb.entries; ++p) {
+      if (snapshot->Contains(FactEntryId(fact_id, p))) {
+        ++t.snapshots_holding;
+        break;
+      }
+    }
+  }
+  if (text != nullptr) {
+    t.text_checked = true;
+    const std::string db = FactDbPath(dir_);
+    t.text_in_database_files = FileContains(db, *text) || FileContains(db + "-wal", *text);
+  }
+  *out = t;
+  return Status::OK();
+}
+
+}  // namespace mnemo

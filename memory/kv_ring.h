@@ -1,0 +1,68 @@
+// KvRing: the memorizing layer's memory (lm/kv_memory.h): for each lane, a FIFO ring of at most
+// `capacity` tokens (0: unbounded), each token one (key, value) pair per head, stored as fp32 or fp16.
+//
+// Search is exact: per head, one matrix product of the lane's keys with the queries (BLAS sgemm), then a
+// top-k selection by (score descending, insertion order ascending) — a total order, so results do not
+// depend on where in the ring a token sits. With fp16 storage the stored keys and values are the
+// fp16-rounded ones, and they are what a search returns and scores with.
+//
+// Removal: RemoveTags(lane, first, last) forgets the lane's tokens whose tags lie in [first, last] (a
+// document, when tags are document-major) and compacts the rest in insertion order, so every later
+// search answers exactly as a ring that was given the same appends without those tokens and evicted the
+// same older ones (tested). A FIFO ring does not bring back tokens it already evicted: a memory that
+// must answer as if a deleted document had never been read keeps its documents elsewhere and rebuilds
+// the ring from them.
+//
+// Thread-safety: as KvMemory: concurrent const calls; writes exclusive.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "lm/kv_memory.h"
+
+namespace mnemo {
+
+struct KvRingOptions {
+  int64_t lanes = 1;
+  int64_t heads = 1;
+  int64_t head_dim = 1;
+  int64_t capacity = 0;  // Tokens per lane; 0: unbounded.
+  bool fp16 = false;     // Store keys and values as IEEE half floats (half the bytes).
+};
+
+class KvRing : public KvMemory {
+ public:
+  static Status Create(const KvRingOptions& options, std::unique_ptr<KvRing>* out);
+  ~KvRing() override;
+
+  int64_t lanes() const override { return options_.lanes; }
+  int64_t heads() const override { return options_.heads; }
+  int64_t head_dim() const override { return options_.head_dim; }
+  int64_t size(int64_t lane) const override;
+  Status Search(int64_t lane, const float* queries, int64_t n, int64_t k, float* keys_out, float* values_out,
+                int64_t* tags_out) const override;
+  Status Append(int64_t lane, const float* keys, const float* values, const int64_t* tags, int64_t n) override;
+  void Clear(int64_t lane) override;
+
+  // Forgets `lane`'s tokens whose tags are in [first, last]; *removed (may be null) gets their count.
+  Status RemoveTags(int64_t lane, int64_t first, int64_t last, int64_t* removed);
+  // Tokens evicted from `lane` since it was created or last cleared.
+  int64_t evicted(int64_t lane) const;
+  // The lane's tags, oldest first.
+  std::vector<int64_t> Tags(int64_t lane) const;
+  // Bytes of keys, values and bookkeeping per stored token (all heads).
+  int64_t bytes_per_token() const;
+  const KvRingOptions& options() const { return options_; }
+
+ private:
+  struct Lane;
+  explicit KvRing(const KvRingOptions& options);
+  Status CheckLane(int64_t lane) const;
+
+  KvRingOptions options_;
+  std::vector<Lane> lanes_;
+};
+
+}  // namespace mnemo

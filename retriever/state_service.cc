@@ -1,0 +1,112 @@
+#include "retriever/state_service.h"
+
+#include <chrono>
+#include <filesystem>
+
+namespace mnemo {
+namespace {
+
+std::string Absolute(const std::string& path) {
+  if (path.empty()) return path;
+  std::error_code ec;
+  auto p = std::filesystem::weakly_canonical(path, ec);
+  return ec ? std::filesystem::absolute(path).string() : p.string();
+}
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+Status StateService::Create(const std::string& dir, const std::string& model_dir, const std::string& datastore_dir,
+                            StateConfig* config) {
+  std::unique_ptr<LanguageModel> model;
+  MNEMO_RETURN_IF_ERROR(LoadLanguageModel(model_dir, &model));
+  return Create(dir, *model, datastore_dir, config);
+}
+
+Status StateService::Create(const std::string& dir, LanguageModel& model, const std::string& datastore_dir,
+                            StateConfig* config_out) {
+  StateConfig config;
+  config.model_path = Absolute(model.dir);
+  config.datastore_path = Absolute(datastore_dir);
+  config.model_fingerprint = ModelFingerprint(model.net);
+  config.dim = static_cast<int>(model.config.n_embd);
+  config.created_at_ms = NowMs();
+  if (!config.datastore_path.empty()) {
+    // Fail now, not at the first start, when the datastore belongs to another model.
+    DatastoreOpenOptions ds;
+    ds.expected_model_fingerprint = config.model_fingerprint;
+    std::unique_ptr<Datastore> datastore;
+    MNEMO_RETURN_IF_ERROR(Datastore::Open(config.datastore_path, ds, &datastore));
+  }
+  MNEMO_RETURN_IF_ERROR(CreateStateDir(dir, config));
+  std::unique_ptr<FactStore> store;
+  FactStoreOptions options;
+  options.expected_model_fingerprint = config.model_fingerprint;
+  MNEMO_RETURN_IF_ERROR(FactStore::Open(dir, options, &store));  // creates the database
+  MNEMO_RETURN_IF_ERROR(store->Close());
+  if (config_out != nullptr) *config_out = config;
+  return Status::OK();
+}
+
+Status StateService::Open(const std::string& dir, const StateOptions& options, std::unique_ptr<StateService>* out) {
+  StateConfig config;
+  MNEMO_RETURN_IF_ERROR(ReadStateConfig(dir, &config));
+  std::unique_ptr<LanguageModel> model;
+  MNEMO_RETURN_IF_ERROR(LoadLanguageModel(config.model_path, &model, options.device));
+  const std::string fingerprint = ModelFingerprint(model->net);
+  if (fingerprint != config.model_fingerprint) {
+    return Status::InvalidArgument(config.model_path + ": model changed since the state was made " +
+                                   "(fingerprint differs); its facts' keys no longer match it");
+  }
+  std::unique_ptr<StateService> service;
+  MNEMO_RETURN_IF_ERROR(OpenStore(dir, model.get(), fingerprint, options, &service));
+  service->owned_model_ = std::move(model);
+  *out = std::move(service);
+  return Status::OK();
+}
+
+Status StateService::OpenWithModel(const std::string& dir, LanguageModel* model, const StateOptions& options,
+                                   std::unique_ptr<StateService>* out) {
+  return OpenStore(dir, model, ModelFingerprint(model->net), options, out);
+}
+
+Status StateService::OpenStore(const std::string& dir, LanguageModel* model, const std::string& fingerprint,
+                               const StateOptions& options, std::unique_ptr<StateService>* out) {
+  std::unique_ptr<StateService> service(new StateService());
+  service->model_ = model;
+  FactStoreOptions store_options = options.store;
+  store_options.expected_model_fingerprint = fingerprint;
+  MNEMO_RETURN_IF_ERROR(FactStore::Open(dir, store_options, &service->store_));
+  if (service->store_->dim() != model->config.n_embd) {
+    return Status::InvalidArgument(dir + ": key dimension " + std::to_string(service->store_->dim()) +
+                                   " does not match the model's n_embd " + std::to_string(model->config.n_embd));
+  }
+  *out = std::move(service);
+  return Status::OK();
+}
+
+Status StateService::AddFacts(const std::vector<FactText>& facts, std::vector<int64_t>* ids, int copies) {
+  if (copies < 1) return Status::InvalidArgument("copies must be at least 1");
+  std::vector<NewFact> encoded;
+  MNEMO_RETURN_IF_ERROR(EncodeFacts(*model_, facts, FactEncodeOptions(), &encoded));
+  if (copies > 1) {
+    std::vector<NewFact> repeated;
+    repeated.reserve(encoded.size() * copies);
+    for (const NewFact& f : encoded) {
+      for (int c = 0; c < copies; ++c) repeated.push_back(f);
+    }
+    encoded = std::move(repeated);
+  }
+  return store_->Add(encoded, ids);
+}
+
+Status StateService::VerifyDeleted(int64_t fact_id, const std::string* text, const KnnOptions& knn,
+                                   DeletionVerdict* out) const {
+  return mnemo::VerifyDeleted(*model_, *store_, fact_id, text, knn, out);
+}
+
+}  // namespace mnemo
