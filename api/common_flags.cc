@@ -57,7 +57,10 @@ void KnnFlags::RegisterKnobs(CLI::App* app) {
 void RegisterWindowFlags(CLI::App* app, WindowOptions* window) {
   app->add_option("--window", window->window, "Window length in tokens (default: n_positions)")
       ->check(CLI::PositiveNumber);
-  app->add_option("--stride", window->stride, "Stride in tokens (default: window / 2)")->check(CLI::PositiveNumber);
+  app->add_option("--stride", window->stride,
+                  "Stride in tokens (default: window / 2; at most window - 1 is used, so consecutive windows share "
+                  "a token)")
+      ->check(CLI::PositiveNumber);
   app->add_option("--batch-size", window->batch_size, "Windows per forward pass")->capture_default_str()
       ->check(CLI::PositiveNumber);
 }

@@ -183,16 +183,6 @@ TEST(StreamedTextTest, MatchesBruteForceOnRandomTextsSplitsAndStops) {
   EXPECT_GT(stopped_runs, 300);  // the random stops do match often
 }
 
-// A random tiny model with the toy tokenizer (as in knn_lm_test.cc).
-void RandomTinyModel(LanguageModel* model) {
-  const auto& tok = testing::ToyTokenizer();
-  model->config = testing::TinyConfig(tok.vocab_size());
-  model->net = testing::TinyGpt(tok.vocab_size());
-  std::unique_ptr<BpeTokenizer> copy;
-  ASSERT_TRUE(BpeTokenizer::FromVocabAndMerges(tok.tokens(), tok.merges(), &copy).ok());
-  model->tokenizer = std::move(copy);
-}
-
 struct Streamed {
   std::vector<std::string> texts;  // per event of choice 0
   std::string finish_reason;
@@ -211,7 +201,7 @@ Status CompleteAndStream(LanguageModel& model, const CompletionRequest& request,
 
 TEST(CompleteTest, EventsAddUpToTheTextAndAStopSequenceCutsIt) {
   LanguageModel model;
-  ASSERT_NO_FATAL_FAILURE(RandomTinyModel(&model));
+  ASSERT_NO_FATAL_FAILURE(testing::RandomTinyModel(&model));
   CompletionRequest request;
   request.prompt = model.tokenizer->Encode("The cat sees");
   request.max_tokens = 30;

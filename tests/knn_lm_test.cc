@@ -277,21 +277,11 @@ TEST(DatastoreTest, RoundTripAndCorruption) {
   EXPECT_FALSE(w->Finish({}, {}).ok());  // No entries.
 }
 
-// A random tiny model with the toy tokenizer.
-void RandomTinyModel(LanguageModel* model) {
-  const auto& tok = testing::ToyTokenizer();
-  model->config = testing::TinyConfig(tok.vocab_size());
-  model->net = testing::TinyGpt(tok.vocab_size());
-  std::unique_ptr<BpeTokenizer> copy;
-  ASSERT_TRUE(BpeTokenizer::FromVocabAndMerges(tok.tokens(), tok.merges(), &copy).ok());
-  model->tokenizer = std::move(copy);
-}
-
 TEST(DatastoreBuildTest, MemorisedTextBecomesFarMoreLikely) {
   // A random tiny model: its keys still identify contexts exactly, which is all a datastore needs.
   const auto& tok = testing::ToyTokenizer();
   LanguageModel model;
-  ASSERT_NO_FATAL_FAILURE(RandomTinyModel(&model));
+  ASSERT_NO_FATAL_FAILURE(testing::RandomTinyModel(&model));
   const std::string text = testing::ToyCorpus().substr(0, 3000);
 
   ScratchDir dir;
@@ -338,7 +328,7 @@ TEST(DatastoreBuildTest, MemorisedTextBecomesFarMoreLikely) {
 class DualScorerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_NO_FATAL_FAILURE(RandomTinyModel(&model));
+    ASSERT_NO_FATAL_FAILURE(testing::RandomTinyModel(&model));
     DatastoreBuildOptions build;
     build.finish.progress = false;
     DatastoreBuildReport report;

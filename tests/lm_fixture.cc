@@ -50,6 +50,15 @@ Gpt TinyGpt(int64_t vocab_size, uint64_t seed) {
   return net;
 }
 
+void RandomTinyModel(LanguageModel* model) {
+  const auto& tok = ToyTokenizer();
+  model->config = TinyConfig(tok.vocab_size());
+  model->net = TinyGpt(tok.vocab_size());
+  std::unique_ptr<BpeTokenizer> copy;
+  ASSERT_TRUE(BpeTokenizer::FromVocabAndMerges(tok.tokens(), tok.merges(), &copy).ok());
+  model->tokenizer = std::move(copy);
+}
+
 void TrainTinyModelWithCli(const std::string& dir, int steps, const std::string& valid) {
   const std::string train = dir + "/train.txt";
   WriteFileOrDie(train, ToyCorpus());

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "lm/bpe_tokenizer.h"
+#include "lm/checkpoint.h"
 #include "lm/gpt.h"
 
 namespace mnemo::testing {
@@ -18,6 +19,10 @@ const BpeTokenizer& ToyTokenizer();
 // The "tiny" preset (d=32, 2 layers, 2 heads, 64 positions) with `vocab_size` tokens, seeded init.
 GptConfig TinyConfig(int64_t vocab_size);
 Gpt TinyGpt(int64_t vocab_size, uint64_t seed = 7);
+
+// A randomly initialised tiny model with its own copy of the toy tokenizer, in memory (no checkpoint
+// directory). Fails the current test on error.
+void RandomTinyModel(LanguageModel* model);
 
 // Trains the "tiny" preset on ToyCorpus() through the mnemo binary: writes dir/train.txt, then a model in
 // dir/model (validated on `valid`, default the training text). A few steps give a barely trained model
