@@ -44,10 +44,28 @@ void RegisterServeCommand(CLI::App& app, Command* selected) {
       ->capture_default_str()->check(CLI::Range(1, 64));
   serve->add_option("--queue", o.queue, "Requests that may wait for a worker before 503")->capture_default_str()
       ->check(CLI::Range(1, 100000));
-  serve->add_option("--http-threads", o.http_threads, "Connection-handling threads")->capture_default_str()
-      ->check(CLI::Range(1, 1024));
-  serve->add_option("--max-body", o.max_body_bytes, "Largest request body in bytes")->capture_default_str()
-      ->check(CLI::Range(1024, 1 << 30));
+  serve->add_option("--http-threads", o.http_threads,
+                    "Threads that run requests and write responses (idle and half-read connections hold none)")
+      ->capture_default_str()->check(CLI::Range(1, 1024));
+  serve->add_option("--max-body", o.max_body_bytes, "Largest request body in bytes, however it is framed (413)")
+      ->capture_default_str()->check(CLI::Range(1024, 1 << 30));
+  serve->add_option("--header-timeout", o.header_timeout_s,
+                    "Seconds from a request's first byte to the end of its head (408)")
+      ->capture_default_str()->check(CLI::Range(0.001, 1e6));
+  serve->add_option("--body-timeout", o.body_timeout_s,
+                    "Seconds from the end of a request's head to the end of its body (408)")
+      ->capture_default_str()->check(CLI::Range(0.001, 1e6));
+  serve->add_option("--keep-alive-timeout", o.keep_alive_timeout_s,
+                    "Seconds a connection may sit idle before and between requests")
+      ->capture_default_str()->check(CLI::Range(0.001, 1e6));
+  serve->add_option("--write-timeout", o.write_timeout_s, "Seconds each write of a response may take")
+      ->capture_default_str()->check(CLI::Range(0.001, 1e6));
+  serve->add_option("--max-connections", o.max_connections,
+                    "Open connections in total (past it the longest idle one is closed, else 503)")
+      ->capture_default_str()->check(CLI::Range(1, 1000000));
+  serve->add_option("--max-connections-per-ip", o.max_connections_per_ip,
+                    "Open connections from one client address (503 past it)")
+      ->capture_default_str()->check(CLI::Range(1, 1000000));
   serve->add_option("--max-tokens-cap", o.max_tokens_cap, "Largest max_tokens a request may ask for")
       ->capture_default_str()->check(CLI::Range(1, 1 << 20));
   serve->add_option("--audit-dir", o.audit_dir, "Where audit reports are kept (default: <state>/audits)");

@@ -231,8 +231,9 @@ void Server::Impl::Routes() {
     t_request_start = Clock::now();
     t_request_started = true;
     ++in_flight;
-    // A request rejected here has not had its body read (cpp-httplib reads it after pre-routing): close
-    // the connection so those bytes are never parsed as the next request.
+    // The front has read the whole body (within the limit) before this runs, so none of it can be taken
+    // for a next request; a refusal of a request with a body still closes the connection, so a client
+    // sending bodies it may not send pays a new connection (and its caps) for each try.
     const std::string length = req.get_header_value("Content-Length");
     const bool has_body = (!length.empty() && length != "0") || req.has_header("Transfer-Encoding");
     auto reject = [&](const ApiError& e) {
@@ -376,13 +377,24 @@ Status Server::Bind(int* port) {
   }
   if (m.keys.empty()) std::fprintf(stderr, "mnemo serve: no API keys: loopback only, every client is admin\n");
   MNEMO_RETURN_IF_ERROR(o.knn.Validate());
-  m.http.set_payload_max_length(o.max_body_bytes);
-  m.http.set_keep_alive_max_count(1000);  // cpp-httplib's default of 5 makes busy clients reconnect constantly
-  m.http.set_tcp_nodelay(true);  // a response goes out in two writes; Nagle + delayed ACK would add ~40 ms
-  m.http.set_read_timeout(30, 0);
-  m.http.set_write_timeout(30, 0);
-  const int http_threads = o.http_threads;
-  m.http.new_task_queue = [http_threads] { return new httplib::ThreadPool(http_threads); };
+  HttpFrontOptions front;
+  front.threads = o.http_threads;
+  front.max_body_bytes = o.max_body_bytes;
+  front.header_timeout_s = o.header_timeout_s;
+  front.body_timeout_s = o.body_timeout_s;
+  front.idle_timeout_s = o.keep_alive_timeout_s;
+  front.write_timeout_s = o.write_timeout_s;
+  front.max_connections = o.max_connections;
+  front.max_connections_per_ip = o.max_connections_per_ip;
+  front.max_requests_per_connection = 1000;  // cpp-httplib's default of 5 makes busy clients reconnect constantly
+  MNEMO_RETURN_IF_ERROR(m.http.Configure(front, [&m](int status, const std::string& reason, const std::string& ip) {
+    m.metrics.GetCounter("mnemo_http_refused_total", "Requests and connections refused by the HTTP front",
+                         {{"status", std::to_string(status)}})
+        .Increment();
+    if (m.options.log_requests) std::fprintf(stderr, "%s refused: %d %s\n", ip.c_str(), status, reason.c_str());
+  }));
+  m.metrics.AddGaugeCallback("mnemo_http_connections", "Open HTTP connections",
+                             [&m] { return static_cast<double>(m.http.connections()); });
   m.Routes();
   if (o.port == 0) {
     const int bound = m.http.bind_to_any_port(o.host);
@@ -414,40 +426,31 @@ Status Server::Run() {
     } else {
       std::fprintf(stderr, "mnemo serve: loading failed: %s\n", s.ToString().c_str());
       m.stop_requested = true;
+      m.http.Stop();
     }
   });
-  // cpp-httplib's stop() does nothing before the listener runs, so a stop requested early (a signal
-  // during start-up, a failed load) is re-issued by this guard once the listener is up.
-  std::atomic<bool> listen_returned{false};
-  std::thread guard([&m, &listen_returned] {
-    while (!listen_returned) {
-      if (m.stop_requested && m.http.is_running()) m.http.stop();
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-  });
-  if (!m.stop_requested && !m.http.listen_after_bind() && !m.stop_requested) {
-    std::fprintf(stderr, "mnemo serve: the listener failed\n");
-  }
-  listen_returned = true;
-  guard.join();
+  // Returns at once when a stop came first (a signal during start-up, a failed load).
+  const Status served = m.http.Serve();
+  if (!served.ok()) std::fprintf(stderr, "mnemo serve: the listener failed: %s\n", served.ToString().c_str());
   m.loader.join();
   m.StopAudits();
   m.work->Shutdown();
   m.work.reset();  // joins the workers after they finish what was queued
   if (m.store != nullptr) MNEMO_RETURN_IF_ERROR(m.store->Close());
   std::lock_guard<std::mutex> lock(m.load_mu);
-  return m.load_status;
+  return m.load_status.ok() ? served : m.load_status;
 }
 
 void Server::Stop() {
   Impl& m = *impl_;
   if (m.stop_requested.exchange(true)) return;
-  // Drain: new requests get 503 while in-flight ones (streams included) finish, for up to 30 s; then
-  // close the listener.
+  // Drain: new requests get 503 while in-flight ones (streams included) finish, for up to 30 s; then the
+  // front closes the listener and every connection. Idle and half-read connections are not in flight
+  // (no handler has seen them), so nothing waits for them.
   m.draining = true;
   const auto deadline = Clock::now() + std::chrono::seconds(30);
   while (m.in_flight > 0 && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  m.http.stop();
+  m.http.Stop();
 }
 
 }  // namespace mnemo

@@ -1,9 +1,10 @@
 // The HTTP server: an OpenAI-compatible completions endpoint over the kNN-LM, scoring, fact management,
 // tokenization, leakage audits, health and Prometheus metrics (cpp-httplib + nlohmann/json).
 //
-// Threading: cpp-httplib's pool of HTTP threads only parses, authenticates and validates requests and
-// writes responses. Model work (completions, scoring, fact encoding, verification) runs on a WorkQueue of
-// `threads` workers with a bounded queue: when it is full the request gets 503 with Retry-After at once.
+// Threading: one thread reads requests off the connections (api/http_front.h); a pool of HTTP threads
+// authenticates and validates complete requests and writes responses. Model work (completions, scoring,
+// fact encoding, verification) runs on a WorkQueue of `threads` workers with a bounded queue: when it is
+// full the request gets 503 with Retry-After at once.
 // Each worker sets LibTorch to one intra-op thread; OpenBLAS gets cores / workers threads, so the
 // machine's cores are divided, not oversubscribed. A request that waits longer than `request_timeout_s`
 // gets 504 and its work is cancelled; a streaming request is cancelled when its client disconnects.
@@ -30,8 +31,15 @@ struct ServeOptions {
   std::string api_key_file;           // Empty: no authentication, loopback only.
   int threads = 2;                    // Model workers.
   size_t queue = 32;                  // Requests waiting for a worker before 503.
-  int http_threads = 16;
-  size_t max_body_bytes = 1 << 20;
+  int http_threads = 16;              // Run requests, write responses (idle connections hold none).
+  size_t max_body_bytes = 1 << 20;    // Decoded request body, however it is framed (413 past it).
+  // Connection limits (api/http_front.h), so that slow or idle clients cannot take the HTTP threads.
+  double header_timeout_s = 10;       // A request's first byte -> the end of its head (408 past it).
+  double body_timeout_s = 30;         // The end of the head -> the end of the body (408 past it).
+  double keep_alive_timeout_s = 5;    // How long a connection may sit idle before (and between) requests.
+  double write_timeout_s = 30;        // Each write of a response (a whole non-streamed body is one write).
+  int max_connections = 512;          // Open connections in total (503 past it, after closing an idle one).
+  int max_connections_per_ip = 64;    // Open connections from one client address (503 past it).
   int64_t max_tokens_cap = 1024;      // Largest max_tokens a request may ask for.
   double request_timeout_s = 120;
   KnnOptions knn;                     // Defaults of the `knn` request field.

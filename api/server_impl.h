@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "api/api_keys.h"
+#include "api/http_front.h"
 #include "api/json_fields.h"
 #include "api/server.h"
 #include "lm/checkpoint.h"
@@ -43,7 +44,7 @@ struct Server::Impl {
 
   ServeOptions options;
   ApiKeys keys;
-  httplib::Server http;
+  HttpFront http;  // cpp-httplib's routing behind our own connection handling (api/http_front.h)
   std::unique_ptr<WorkQueue> work;
   MetricsRegistry metrics;
   std::thread loader;
