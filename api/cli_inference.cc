@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "api/cli.h"
+#include "api/cli_memory.h"
 #include "api/common_flags.h"
 #include "lm/checkpoint.h"
 #include "lm/generator.h"
@@ -138,13 +139,16 @@ void AddEvalCommands(CLI::App& app, Command* selected) {
     std::string model, text_file;
     WindowOptions window;
     KnnFlags knn;
+    MemoryFlags memory;
     bool no_overlap = false;
     DeviceFlag device;
     bool json = false;
   };
   auto a = std::make_shared<Args>();
   ppl->add_option("--model", a->model, "Model directory")->required();
-  ppl->add_option("--text-file", a->text_file, "Text to evaluate")->required()->check(CLI::ExistingFile);
+  auto* text_file = ppl->add_option("--text-file", a->text_file, "Text to evaluate")->check(CLI::ExistingFile);
+  a->memory.Register(ppl);
+  text_file->excludes(ppl->get_option("--documents"));
   RegisterWindowFlags(ppl, &a->window);
   a->knn.Register(ppl);
   ppl->add_flag("--no-overlap", a->no_overlap, kNoOverlapHelp);
@@ -152,6 +156,17 @@ void AddEvalCommands(CLI::App& app, Command* selected) {
   ppl->add_flag("--json", a->json, "Machine-readable output");
   ppl->callback([a, selected] {
     *selected = [a] {
+      if (a->memory.active()) {
+        if (a->knn.active()) {
+          return Fail(Status::InvalidArgument("--documents scores with the memory layer; the kNN-LM datastore "
+                                              "(--datastore) takes --text-file"));
+        }
+        return RunDocumentPerplexity(a->model, a->memory, a->window, a->device, a->json);
+      }
+      if (a->text_file.empty()) return Fail(Status::InvalidArgument("eval ppl needs --text-file or --documents"));
+      if (a->memory.memory_size > 0 || a->memory.copy) {
+        return Fail(Status::InvalidArgument("--memory-size and --copy need --documents"));
+      }
       ModelAndMemory m;
       Status s = LoadAll(a->model, a->knn, a->device, &m);
       std::string text;

@@ -6,7 +6,9 @@
 #include "lm/bpe_trainer.h"
 #include "lm/checkpoint.h"
 #include "lm/corpus.h"
+#include "lm/documents.h"
 #include "lm/trainer.h"
+#include "memory/kv_ring.h"
 #include "util/file_util.h"
 
 namespace mnemo::cli {
@@ -96,24 +98,32 @@ void AddTokenizerCommands(CLI::App& app, Command* selected) {
 }
 
 void AddCorpusCommands(CLI::App& app, Command* selected) {
-  auto* corpus = app.add_subcommand("corpus", "Training corpora from Debian's dictionary packages");
+  auto* corpus = app.add_subcommand("corpus", "Training corpora from Debian packages");
   corpus->require_subcommand(1);
   auto* prepare = corpus->add_subcommand(
-      "prepare", "Write train/valid/test splits of GCIDE (general English) and FOLDOC (computing)");
+      "prepare", "Write train/valid/test splits: GCIDE and FOLDOC (dictionaries, text) or the Python standard "
+                 "library (python-stdlib: one JSONL document per .py file, for the memory layer)");
   auto out = std::make_shared<std::string>();
+  auto source = std::make_shared<std::string>("dictionaries");
   auto opts = std::make_shared<CorpusOptions>();
+  auto doc_opts = std::make_shared<DocumentCorpusOptions>();
   auto json = std::make_shared<bool>(false);
   prepare->add_option("--out", *out, "Output directory")->required();
+  prepare->add_option("--source", *source, "dictionaries (-> OUT/gcide, OUT/foldoc) or python-stdlib "
+                                           "(-> OUT/python-stdlib/{train,valid,test}.jsonl)")
+      ->capture_default_str()->check(CLI::IsMember({"dictionaries", "python-stdlib"}));
   prepare->add_option("--dictd-dir", opts->dictd_dir, "Where dict-gcide and dict-foldoc put their files")
       ->capture_default_str();
+  prepare->add_option("--python-dir", doc_opts->python_dir, "The standard library (libpython3.11-stdlib)")
+      ->capture_default_str();
   prepare->add_flag("--json", *json, "Machine-readable output");
-  prepare->callback([out, opts, json, selected] {
-    *selected = [out, opts, json] {
-      CorpusStats stats;
-      Status s = PrepareCorpus(*out, *opts, &stats);
+  prepare->callback([out, source, opts, doc_opts, json, selected] {
+    *selected = [out, source, opts, doc_opts, json] {
+      const bool stdlib = *source == "python-stdlib";
+      Status s = stdlib ? PreparePythonStdlib(*out, *doc_opts, nullptr) : PrepareCorpus(*out, *opts, nullptr);
       if (!s.ok()) return Fail(s);
       std::string text;
-      s = ReadFileToString(*out + "/stats.json", &text);
+      s = ReadFileToString(*out + (stdlib ? "/python-stdlib/stats.json" : "/stats.json"), &text);
       if (!s.ok()) return Fail(s);
       std::cout << (*json ? DumpJson(Json::parse(text)) : text) << (*json ? "\n" : "");
       return 0;
@@ -125,8 +135,23 @@ void AddTrainCommand(CLI::App& app, Command* selected) {
   auto* train = app.add_subcommand("train", "Train a GPT-2-architecture model (resumes if --out has a run)");
   auto o = std::make_shared<TrainOptions>();
   auto json = std::make_shared<bool>(false);
-  train->add_option("--corpus", o->train_path, "Training text file")->required()->check(CLI::ExistingFile);
-  train->add_option("--valid", o->valid_path, "Validation text file")->required()->check(CLI::ExistingFile);
+  train->add_option("--corpus", o->train_path, "Training text file (or --documents)")->check(CLI::ExistingFile);
+  train->add_option("--valid", o->valid_path, "Validation text file (or --valid-documents)")->check(CLI::ExistingFile);
+  train->add_option("--documents", o->train_documents,
+                    "Training documents, JSONL {\"text\", \"source\"?}: each batch lane reads one document at a "
+                    "time in consecutive segments (the memory layer's regime)")->check(CLI::ExistingFile);
+  train->add_option("--valid-documents", o->valid_documents, "Validation documents (JSONL)")->check(CLI::ExistingFile);
+  train->add_option("--memory-layer", o->memory_layer,
+                    "Make layer L (0-based) a memorizing layer (default: the model's own; about 3/4 of the depth "
+                    "is the usual choice, e.g. 2 of 4)")->check(CLI::NonNegativeNumber);
+  train->add_option("--memory-size", o->memory_size,
+                    "Tokens of each lane's memory while training (0: none)")->check(CLI::NonNegativeNumber);
+  train->add_option("--memory-topk", o->memory_topk, "Pairs each query retrieves from memory (default 32)")
+      ->check(CLI::Range(1, 4096));
+  train->add_option("--memory-mode", o->memory_mode,
+                    "joint: retrieved pairs join the layer's own softmax (no new parameters); gated: the paper's "
+                    "separate, normalised memory softmax and learned gate (default: joint for a new layer)")
+      ->check(CLI::IsMember({"joint", "gated"}));
   train->add_option("--out", o->out_dir, "Output model directory (HF GPT-2 layout)")->required();
   train->add_option("--tokenizer", o->tokenizer_dir, "Existing tokenizer; default: train a BPE vocabulary first");
   train->add_option("--vocab-size", o->vocab_size, "Vocabulary size when training a tokenizer")
@@ -150,6 +175,9 @@ void AddTrainCommand(CLI::App& app, Command* selected) {
   train->add_flag("--json", *json, "Print the training report as JSON");
   train->callback([o, json, selected] {
     *selected = [o, json] {
+      if (o->memory_layer >= 0 && o->memory_mode.empty()) o->memory_mode = "joint";
+      o->make_memory = [](int64_t lanes, int64_t heads, int64_t head_dim, int64_t capacity,
+                          std::unique_ptr<KvMemory>* out) { return MakeKvRing(lanes, heads, head_dim, capacity, out); };
       TrainReport report;
       Status s = Train(*o, &report);
       if (!s.ok()) return Fail(s);

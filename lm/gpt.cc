@@ -73,11 +73,12 @@ torch::Tensor CausalSelfAttentionImpl::AttendWithMemory(const torch::Tensor& q, 
   KvMemory& memory = *access.memory;
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
   const int64_t K = access.topk > 0 ? access.topk : memory_topk;
-  TORCH_CHECK(memory.lanes() >= B && memory.heads() == H && memory.head_dim() == D, "memory of ", memory.lanes(),
+  const int64_t L0 = access.first_lane;
+  TORCH_CHECK(L0 >= 0 && memory.lanes() >= L0 + B && memory.heads() == H && memory.head_dim() == D, "memory of ", memory.lanes(),
               " lanes x ", memory.heads(), " heads x ", memory.head_dim(), " dims does not fit a batch of ", B,
               " x ", H, " heads x ", D);
   bool any = false;
-  for (int64_t b = 0; b < B; ++b) any = any || memory.size(b) > 0;
+  for (int64_t b = 0; b < B; ++b) any = any || memory.size(L0 + b) > 0;
   if (!any) {
     // Nothing to retrieve: exactly local attention (the gate applies only to retrieved pairs).
     if (access.retrieved_tags != nullptr) *access.retrieved_tags = torch::full({B, H, T, K}, -1, torch::kLong);
@@ -93,8 +94,8 @@ torch::Tensor CausalSelfAttentionImpl::AttendWithMemory(const torch::Tensor& q, 
   torch::Tensor km = torch::zeros({B, H, T, K, D}), vm = torch::zeros({B, H, T, K, D});
   torch::Tensor tags = torch::full({B, H, T, K}, -1, torch::kLong);
   for (int64_t b = 0; b < B; ++b) {
-    if (memory.size(b) == 0) continue;
-    const Status s = memory.Search(b, queries[b].data_ptr<float>(), T, K, km[b].data_ptr<float>(),
+    if (memory.size(L0 + b) == 0) continue;
+    const Status s = memory.Search(L0 + b, queries[b].data_ptr<float>(), T, K, km[b].data_ptr<float>(),
                                    vm[b].data_ptr<float>(), tags[b].data_ptr<int64_t>());
     TORCH_CHECK(s.ok(), "memory search: ", s.ToString());
   }
@@ -130,15 +131,20 @@ torch::Tensor CausalSelfAttentionImpl::AttendWithMemory(const torch::Tensor& q, 
 void CausalSelfAttentionImpl::WriteMemory(const torch::Tensor& k, const torch::Tensor& v, int64_t past,
                                           const MemoryAccess& access) {
   const int64_t B = k.size(0), T = k.size(2);
+  const int64_t begin = access.write_begin, end = access.write_end < 0 ? T : access.write_end;
+  TORCH_CHECK(0 <= begin && begin <= end && end <= T, "memory write range [", begin, ", ", end,
+              ") outside the call's ", T, " tokens");
+  const int64_t n = end - begin;
+  if (n == 0) return;
   const torch::Tensor keys =
       (gated ? torch::nn::functional::normalize(k, torch::nn::functional::NormalizeFuncOptions().p(2).dim(-1)) : k)
-          .detach().to(torch::kCPU, torch::kFloat32).contiguous();
-  const torch::Tensor values = v.detach().to(torch::kCPU, torch::kFloat32).contiguous();
-  std::vector<int64_t> positions(static_cast<size_t>(T));
-  for (int64_t t = 0; t < T; ++t) positions[t] = past + t;
+          .narrow(2, begin, n).detach().to(torch::kCPU, torch::kFloat32).contiguous();
+  const torch::Tensor values = v.narrow(2, begin, n).detach().to(torch::kCPU, torch::kFloat32).contiguous();
+  std::vector<int64_t> positions(static_cast<size_t>(n));
+  for (int64_t t = 0; t < n; ++t) positions[t] = past + begin + t;
   for (int64_t b = 0; b < B; ++b) {
-    const int64_t* tags = access.tags != nullptr ? access.tags + b * T : positions.data();
-    const Status s = access.memory->Append(b, keys[b].data_ptr<float>(), values[b].data_ptr<float>(), tags, T);
+    const int64_t* tags = access.tags != nullptr ? access.tags + b * n : positions.data();
+    const Status s = access.memory->Append(access.first_lane + b, keys[b].data_ptr<float>(), values[b].data_ptr<float>(), tags, n);
     TORCH_CHECK(s.ok(), "memory append: ", s.ToString());
   }
 }

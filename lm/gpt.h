@@ -40,14 +40,19 @@ struct AttentionTap {
 };
 
 // How the memorizing layer (GptConfig::memory_layer) uses its memory in one Forward call. Batch row b
-// reads and writes memory lane b. Order within the call: the layer's queries search the memory first,
+// reads and writes memory lane first_lane + b. Order within the call: the layer's queries search the memory first,
 // then this call's keys and values are appended (the paper's query-then-insert), so a segment never
 // retrieves itself; its own tokens are covered by local attention.
 struct MemoryAccess {
   KvMemory* memory = nullptr;  // Null: the layer is plain local attention.
   int64_t topk = 0;            // Pairs per query; 0: the config's memory_topk.
+  int64_t first_lane = 0;      // Batch row b uses lane first_lane + b.
   bool write = true;           // Append this call's pairs after the search.
-  // Tags of this call's tokens, [B, T] row-major (a document id and position, chosen by the caller);
+  // Which of this call's T tokens are appended: [write_begin, write_end) (write_end < 0: T). A sliding
+  // window appends the tokens that leave it, so memory and local window never hold the same token.
+  int64_t write_begin = 0;
+  int64_t write_end = -1;
+  // Tags of the appended tokens, [B, write_end - write_begin] row-major (a document id and position, chosen by the caller);
   // null: the tokens' positions in the window.
   const int64_t* tags = nullptr;
   // When set, receives the tags of the retrieved pairs, [B, n_head, T, topk] int64 (-1: empty slot), and

@@ -3,6 +3,17 @@
 // checkpoints. Deterministic for a seed: the batch of step s is drawn from an RNG seeded by (seed, s),
 // so a run resumed from a checkpoint continues exactly as the uninterrupted run would have.
 //
+// Documents (the memorizing layer's regime, Wu et al. 2022): with train_documents, each batch lane reads
+// one document at a time in consecutive segments of seq_len tokens (lane b's document order is a
+// permutation drawn from (seed, b, epoch); a document's tail shorter than a segment is skipped, documents
+// shorter than one segment too). With a memory layer, lane b has its own memory of memory_size tokens,
+// cleared when the lane starts a new document; each step searches it, then appends the segment's keys and
+// values (no gradient flows into memory). The lane schedule is a function of the step, so a resumed run
+// reads the same segments; its memories are refilled by re-reading (no gradient) the segments the lanes
+// read of their current documents, with the checkpoint's weights: the resumed run is deterministic, but
+// not bit-identical to one that was never interrupted (the memories were written by older weights).
+// Validation then scores the first eval_tokens of the validation documents with a fresh memory.
+//
 // Output directory: a HF GPT-2 checkpoint (config.json, model.safetensors, vocab.json, merges.txt) of
 // the latest step, plus train_state.json (step, losses) and optimizer.pt (AdamW moments) for resuming,
 // and tokens-<hash>.bin caches of the tokenized corpus.
@@ -10,9 +21,12 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "lm/kv_memory.h"
 #include "util/status.h"
 
 namespace mnemo {
@@ -20,11 +34,22 @@ namespace mnemo {
 struct TrainOptions {
   std::string train_path, valid_path, out_dir;
   std::string tokenizer_dir;          // Empty: train a BPE vocabulary of `vocab_size` on the corpus first.
+  // JSONL documents (lm/documents.h) instead of the text files above; both or neither.
+  std::string train_documents, valid_documents;
   int64_t vocab_size = 4096;
   std::string config = "default";     // GptConfig preset.
   // Fine-tuning: start from this model directory's config, tokenizer and weights instead of a preset and
   // a random initialisation (ignored when resuming, which continues the run in out_dir).
   std::string init_from;
+  // The memorizing layer (needs documents): -1 keeps the model's own (none for a preset; init_from's or
+  // the resumed run's otherwise); L >= 0 makes layer L memorizing.
+  int64_t memory_layer = -1;
+  int64_t memory_size = 0;            // Tokens per lane's memory; 0: the layer trains without memory.
+  int64_t memory_topk = 0;            // 0: keep the config's (default 32).
+  std::string memory_mode;            // "joint" or "gated"; empty: keep the config's.
+  // Makes the training memory (memory/kv_ring.h in the CLI): lanes x heads x head_dim, capacity tokens.
+  std::function<Status(int64_t lanes, int64_t heads, int64_t head_dim, int64_t capacity,
+                       std::unique_ptr<KvMemory>* out)> make_memory;
   int64_t steps = 0;                  // 0: the preset's default.
   int64_t batch_size = 0;             // Sequences per step; 0: the preset's default.
   int64_t seq_len = 0;                // 0: n_positions.
@@ -49,6 +74,8 @@ struct TrainReport {
   double final_train_loss = 0;
   double final_valid_loss = 0;        // nats/token on the validation slice
   double final_valid_bits_per_byte = 0;
+  int64_t memory_layer = -1;          // The trained model's memory layer (-1: none).
+  int64_t memory_size = 0;
   int64_t parameters = 0;
   bool resumed = false;
   std::string ToJson() const;

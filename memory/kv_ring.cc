@@ -242,4 +242,18 @@ void KvRing::Clear(int64_t lane) {
   l.next_order = 0;
 }
 
+Status MakeKvRing(int64_t lanes, int64_t heads, int64_t head_dim, int64_t capacity, bool fp16,
+                  std::unique_ptr<KvMemory>* out) {
+  KvRingOptions o;
+  o.lanes = lanes, o.heads = heads, o.head_dim = head_dim, o.capacity = capacity, o.fp16 = fp16;
+  std::unique_ptr<KvRing> ring;
+  MNEMO_RETURN_IF_ERROR(KvRing::Create(o, &ring));
+  *out = std::move(ring);
+  return Status::OK();
+}
+
+Status MakeKvRing(int64_t lanes, int64_t heads, int64_t head_dim, int64_t capacity, std::unique_ptr<KvMemory>* out) {
+  return MakeKvRing(lanes, heads, head_dim, capacity, /*fp16=*/false, out);
+}
+
 }  // namespace mnemo

@@ -65,4 +65,10 @@ class KvRing : public KvMemory {
   std::vector<Lane> lanes_;
 };
 
+// A KvRing as a KvMemory of `lanes` x `heads` x `head_dim` and `capacity` tokens per lane (fp32 unless
+// fp16): the factory lm/trainer.h's TrainOptions::make_memory and the CLI's scorers take.
+Status MakeKvRing(int64_t lanes, int64_t heads, int64_t head_dim, int64_t capacity, std::unique_ptr<KvMemory>* out);
+Status MakeKvRing(int64_t lanes, int64_t heads, int64_t head_dim, int64_t capacity, bool fp16,
+                  std::unique_ptr<KvMemory>* out);
+
 }  // namespace mnemo

@@ -1,0 +1,33 @@
+// The memorizing layer's flags on `eval ppl` (and what runs them): documents read in order with a
+// memory of their earlier tokens (lm/memory_scorer.h), base and memory side by side.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <string>
+
+#include "api/common_flags.h"
+#include "lm/scorer.h"
+
+namespace mnemo::cli {
+
+struct MemoryFlags {
+  std::string documents;     // JSONL (lm/documents.h); set: score documents instead of --text-file
+  int64_t memory_size = 0;   // tokens; 0: no memory (base only)
+  int64_t memory_topk = 0;   // 0: the model's
+  bool fp16 = false;
+  bool copy = false;
+  int64_t max_tokens = 0;
+  int64_t examples = 0;
+
+  void Register(CLI::App* app);
+  bool active() const { return !documents.empty(); }
+};
+
+// `eval ppl --documents`: prints base and memory perplexity and bits/byte (JSON with `json`); returns the
+// process exit code.
+int RunDocumentPerplexity(const std::string& model_dir, const MemoryFlags& flags, const WindowOptions& window,
+                          const DeviceFlag& device, bool json);
+
+}  // namespace mnemo::cli

@@ -1,0 +1,366 @@
+// Documents for the memorizing layer (lm/documents.h), scoring them with a memory (lm/memory_scorer.h)
+// and training on them (lm/trainer.h with documents and a memory), through the library and the CLI.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "lm/bpe_tokenizer.h"
+#include "lm/checkpoint.h"
+#include "lm/documents.h"
+#include "lm/memory_scorer.h"
+#include "lm/trainer.h"
+#include "memory/kv_ring.h"
+#include "tests/lm_fixture.h"
+#include "tests/test_util.h"
+#include "util/file_util.h"
+
+namespace mnemo {
+namespace {
+
+using testing::ScratchDir;
+using testing::WriteFileOrDie;
+
+TEST(DocumentsTest, ReadsJsonLinesAndNamesTheBadLine) {
+  ScratchDir dir;
+  WriteFileOrDie(dir.File("ok.jsonl"), "{\"text\": \"a\\nb\", \"source\": \"x.py\"}\n\n{\"text\": \"\", \"id\": 7}\n"
+                                       "{\"text\": \"c\", \"metadata\": {\"k\": 1}}");
+  std::vector<Document> docs;
+  ASSERT_TRUE(ReadDocuments(dir.File("ok.jsonl"), &docs).ok());
+  ASSERT_EQ(docs.size(), 3u);
+  EXPECT_EQ(docs[0].text, "a\nb");
+  EXPECT_EQ(docs[0].source, "x.py");
+  EXPECT_EQ(docs[1].source, "7");
+  EXPECT_EQ(docs[2].source, "line 4");
+  // Round trip through the writer.
+  WriteFileOrDie(dir.File("rt.jsonl"), DocumentJsonLine(docs[0]) + DocumentJsonLine(docs[2]));
+  std::vector<Document> again;
+  ASSERT_TRUE(ReadDocuments(dir.File("rt.jsonl"), &again).ok());
+  ASSERT_EQ(again.size(), 2u);
+  EXPECT_EQ(again[1].text, "c");
+
+  const std::pair<const char*, const char*> bad[] = {
+      {"{\"text\": \"a\"}\nplain text\n", ":2: not a JSON line"},
+      {"[1, 2]\n", ":1: a document must be a JSON object"},
+      {"{\"body\": \"a\"}\n", ":1: a document needs a string \"text\""},
+      {"{\"text\": 3}\n", "needs a string \"text\""},
+      {"{\"text\": \"a\", \"source\": [1]}\n", "\"source\" must be a string or an integer"},
+  };
+  for (const auto& [content, message] : bad) {
+    WriteFileOrDie(dir.File("bad.jsonl"), content);
+    const Status s = ReadDocuments(dir.File("bad.jsonl"), &docs);
+    EXPECT_TRUE(s.IsInvalidArgument()) << content;
+    EXPECT_NE(s.message().find(message), std::string::npos) << s.ToString();
+  }
+  EXPECT_TRUE(ReadDocuments(dir.File("missing.jsonl"), &docs).IsNotFound());
+}
+
+TEST(DocumentsTest, PythonStdlibSourceSplitsFilesByPathAndIsReproducible) {
+  ScratchDir dir;
+  const std::string root = dir.File("lib");
+  std::filesystem::create_directories(root + "/pkg/__pycache__");
+  for (int i = 0; i < 60; ++i) WriteFileOrDie(root + "/m" + std::to_string(i) + ".py", "x = " + std::to_string(i) + "\n");
+  WriteFileOrDie(root + "/pkg/__init__.py", "");                         // empty: skipped
+  WriteFileOrDie(root + "/pkg/bad.py", std::string("s = '\x92'\n"));      // cp1252 byte: repaired
+  WriteFileOrDie(root + "/pkg/__pycache__/c.py", "cached = 1\n");         // cache: skipped
+  WriteFileOrDie(root + "/notes.txt", "not python\n");
+  std::filesystem::create_symlink(root + "/m0.py", root + "/link.py");   // symlink: skipped
+  DocumentCorpusOptions o;
+  o.python_dir = root;
+  o.valid_fraction = 0.2;
+  o.test_fraction = 0.2;
+  DocumentCorpusStats stats;
+  ASSERT_TRUE(PreparePythonStdlib(dir.File("out"), o, &stats).ok());
+  EXPECT_EQ(stats.files, 62);
+  EXPECT_EQ(stats.skipped_empty, 1);
+  EXPECT_EQ(stats.repaired_bytes, 1);
+  EXPECT_EQ(stats.train.documents + stats.valid.documents + stats.test.documents, 61);
+  EXPECT_GT(stats.valid.documents, 0);
+  EXPECT_GT(stats.test.documents, 0);
+  std::vector<Document> train, valid, test;
+  ASSERT_TRUE(ReadDocuments(dir.File("out/python-stdlib/train.jsonl"), &train).ok());
+  ASSERT_TRUE(ReadDocuments(dir.File("out/python-stdlib/valid.jsonl"), &valid).ok());
+  ASSERT_TRUE(ReadDocuments(dir.File("out/python-stdlib/test.jsonl"), &test).ok());
+  EXPECT_EQ(static_cast<int64_t>(train.size()), stats.train.documents);
+  for (const auto* split : {&train, &valid, &test}) {
+    for (const Document& d : *split) {
+      EXPECT_EQ(d.source.find("__pycache__"), std::string::npos);
+      EXPECT_NE(d.source, "link.py");
+      EXPECT_EQ(d.source.front() != '/', true) << "sources are relative paths";
+    }
+  }
+  // Sorted by path within a split, and the same bytes on a second run.
+  for (size_t i = 1; i < train.size(); ++i) EXPECT_LT(train[i - 1].source, train[i].source);
+  std::string first, second;
+  ASSERT_TRUE(ReadFileToString(dir.File("out/python-stdlib/train.jsonl"), &first).ok());
+  ASSERT_TRUE(PreparePythonStdlib(dir.File("out"), o, nullptr).ok());
+  ASSERT_TRUE(ReadFileToString(dir.File("out/python-stdlib/train.jsonl"), &second).ok());
+  EXPECT_EQ(first, second);
+  o.python_dir = dir.File("nowhere");
+  EXPECT_TRUE(PreparePythonStdlib(dir.File("out2"), o, nullptr).IsNotFound());
+}
+
+// A memory that records what each search saw, around a KvRing.
+class RecordingMemory : public KvMemory {
+ public:
+  explicit RecordingMemory(std::unique_ptr<KvRing> ring) : ring_(std::move(ring)) {}
+  int64_t lanes() const override { return ring_->lanes(); }
+  int64_t heads() const override { return ring_->heads(); }
+  int64_t head_dim() const override { return ring_->head_dim(); }
+  int64_t size(int64_t lane) const override { return ring_->size(lane); }
+  Status Search(int64_t lane, const float* q, int64_t n, int64_t k, float* keys, float* values,
+                int64_t* tags) const override {
+    searched_tags.push_back(ring_->Tags(lane));
+    return ring_->Search(lane, q, n, k, keys, values, tags);
+  }
+  Status Append(int64_t lane, const float* keys, const float* values, const int64_t* tags, int64_t n) override {
+    return ring_->Append(lane, keys, values, tags, n);
+  }
+  void Clear(int64_t lane) override { ring_->Clear(lane); }
+  mutable std::vector<std::vector<int64_t>> searched_tags;
+
+ private:
+  std::unique_ptr<KvRing> ring_;
+};
+
+std::unique_ptr<RecordingMemory> MakeRecording(const GptConfig& c, int64_t capacity) {
+  KvRingOptions o;
+  o.lanes = 1, o.heads = c.n_head, o.head_dim = c.n_embd / c.n_head, o.capacity = capacity;
+  std::unique_ptr<KvRing> ring;
+  EXPECT_TRUE(KvRing::Create(o, &ring).ok());
+  return std::make_unique<RecordingMemory>(std::move(ring));
+}
+
+std::vector<int32_t> RandomIds(int64_t n, int32_t vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (auto& id : ids) id = static_cast<int32_t>(rng() % static_cast<uint32_t>(vocab - 1));
+  return ids;
+}
+
+TEST(MemoryScorerTest, MemoryHoldsExactlyTheTokensBeforeTheWindow) {
+  LanguageModel m;
+  testing::RandomTinyModel(&m);
+  m.config.memory_layer = 1;
+  m.config.memory_mode = "joint";
+  Gpt net(m.config);
+  net->InitWeights(3);
+  net->eval();
+  const std::vector<std::vector<int32_t>> docs = {RandomIds(150, m.config.vocab_size, 1),
+                                                  RandomIds(90, m.config.vocab_size, 2)};
+  auto memory = MakeRecording(m.config, 0);
+  MemoryScoreOptions o;
+  o.window.window = 32;
+  o.window.stride = 16;
+  o.memory = memory.get();
+  MemoryScoreReport r;
+  ASSERT_TRUE(ScoreDocumentsWithMemory(net, *m.tokenizer, docs, o, &r).ok());
+  EXPECT_EQ(r.documents, 2);
+  EXPECT_EQ(r.base.tokens, 240);  // every document token, after <|endoftext|>
+  EXPECT_EQ(r.memory.tokens, 240);
+  EXPECT_EQ(r.memory.bytes, r.base.bytes);
+  // Each search saw exactly the positions before its window, of its own document, in order.
+  const int64_t eot = m.tokenizer->eot_id();
+  (void)eot;
+  std::vector<Window> windows;
+  ASSERT_TRUE(PlanWindows(151, m.config.n_positions, o.window, &windows).ok());
+  size_t call = 0;
+  for (int64_t d = 0; d < 2; ++d) {
+    std::vector<Window> w;
+    ASSERT_TRUE(PlanWindows(d == 0 ? 151 : 91, m.config.n_positions, o.window, &w).ok());
+    for (const Window& win : w) {
+      if (win.begin == 0) continue;  // an empty memory is not searched
+      ASSERT_LT(call, memory->searched_tags.size());
+      const std::vector<int64_t>& tags = memory->searched_tags[call++];
+      ASSERT_EQ(static_cast<int64_t>(tags.size()), win.begin);
+      for (int64_t p = 0; p < win.begin; ++p) EXPECT_EQ(tags[p], d << 32 | p);
+    }
+  }
+  EXPECT_EQ(call, memory->searched_tags.size());
+  // The base pass is the plain sliding-window scorer's.
+  std::vector<int32_t> seq = {static_cast<int32_t>(m.tokenizer->eot_id())};
+  seq.insert(seq.end(), docs[0].begin(), docs[0].end());
+  std::vector<float> plain;
+  ASSERT_TRUE(ScoreLongSequence(net, seq, o.window, &plain).ok());
+  MemoryScoreReport first_only;
+  ASSERT_TRUE(ScoreDocumentsWithMemory(net, *m.tokenizer, {docs[0]}, MemoryScoreOptions{o.window}, &first_only).ok());
+  EXPECT_NEAR(first_only.base.nll, PerplexityReport::FromLogprobs(plain).nll, 1e-3);
+  EXPECT_EQ(first_only.memory.tokens, 0);  // no memory: base only
+}
+
+TEST(MemoryScorerTest, AnEmptyOrTooSmallMemoryChangesNothingAndTheCopyModeScoresTheSecondCopy) {
+  LanguageModel m;
+  testing::RandomTinyModel(&m);
+  m.config.memory_layer = 1;
+  m.config.memory_mode = "joint";
+  Gpt net(m.config);
+  net->InitWeights(5);
+  net->eval();
+  const std::vector<std::vector<int32_t>> docs = {RandomIds(40, m.config.vocab_size, 3)};
+  // A document that fits one window never searches: memory scores equal base scores exactly.
+  auto memory = MakeRecording(m.config, 0);
+  MemoryScoreOptions o;
+  o.window.window = 64;
+  o.memory = memory.get();
+  MemoryScoreReport r;
+  ASSERT_TRUE(ScoreDocumentsWithMemory(net, *m.tokenizer, docs, o, &r).ok());
+  EXPECT_EQ(r.memory.nll, r.base.nll);
+  // Copy mode: only the second copy is scored, and with the first copy in memory it scores differently.
+  o.window.window = 32;
+  o.copy = true;
+  o.examples = 3;
+  ASSERT_TRUE(ScoreDocumentsWithMemory(net, *m.tokenizer, docs, o, &r).ok());
+  EXPECT_EQ(r.base.tokens, 40);
+  EXPECT_NE(r.memory.nll, r.base.nll);
+  ASSERT_EQ(r.examples.size(), 3u);
+  EXPECT_GE(r.examples[0].memory_logprob - r.examples[0].base_logprob,
+            r.examples[2].memory_logprob - r.examples[2].base_logprob);
+  EXPECT_GE(r.examples[0].position, 41);  // in the second copy
+  ASSERT_FALSE(r.examples[0].hits.empty());
+  EXPECT_LT(r.examples[0].hits[0].position, r.examples[0].position);
+  // Memory options on a model without the layer are refused.
+  Gpt plain_net(testing::TinyConfig(m.config.vocab_size));
+  EXPECT_TRUE(ScoreDocumentsWithMemory(plain_net, *m.tokenizer, docs, o, &r).IsInvalidArgument());
+}
+
+std::string DocumentsJsonl(int count, int sentences, uint32_t seed) {
+  const std::string corpus = testing::ToyCorpus();
+  std::mt19937 rng(seed);
+  std::string out;
+  for (int d = 0; d < count; ++d) {
+    Document doc;
+    doc.source = "doc" + std::to_string(d);
+    for (int s = 0; s < sentences; ++s) {
+      const size_t at = rng() % (corpus.size() - 200);
+      doc.text += corpus.substr(at, 60) + " ";
+    }
+    out += DocumentJsonLine(doc);
+  }
+  return out;
+}
+
+TEST(TrainerDocumentsTest, TrainsAMemorizingLayerOnDocumentsAndResumes) {
+  ScratchDir dir;
+  WriteFileOrDie(dir.File("train.jsonl"), DocumentsJsonl(6, 30, 1));
+  WriteFileOrDie(dir.File("valid.jsonl"), DocumentsJsonl(2, 20, 2));
+  ASSERT_TRUE(testing::ToyTokenizer().Save(dir.File("tok")).ok());
+  TrainOptions o;
+  o.train_documents = dir.File("train.jsonl");
+  o.valid_documents = dir.File("valid.jsonl");
+  o.tokenizer_dir = dir.File("tok");
+  o.config = "tiny";
+  o.steps = 6;
+  o.batch_size = 2;
+  o.seq_len = 16;
+  o.eval_tokens = 256;
+  o.memory_layer = 1;
+  o.memory_size = 64;
+  o.memory_mode = "joint";
+  o.quiet = true;
+  o.make_memory = [](int64_t lanes, int64_t heads, int64_t head_dim, int64_t capacity,
+                     std::unique_ptr<KvMemory>* out) { return MakeKvRing(lanes, heads, head_dim, capacity, out); };
+  // Straight through, and in two halves.
+  o.out_dir = dir.File("whole");
+  TrainReport whole;
+  ASSERT_TRUE(Train(o, &whole).ok());
+  EXPECT_EQ(whole.steps, 6);
+  EXPECT_TRUE(std::isfinite(whole.final_valid_loss));
+  EXPECT_GT(whole.final_valid_bits_per_byte, 0);
+  EXPECT_EQ(whole.memory_layer, 1);
+  std::unique_ptr<LanguageModel> model;
+  ASSERT_TRUE(LoadLanguageModel(dir.File("whole"), &model).ok());
+  EXPECT_EQ(model->config.memory_layer, 1);
+  EXPECT_EQ(model->config.memory_mode, "joint");
+  o.out_dir = dir.File("halves");
+  o.stop_after = 3;
+  TrainReport half;
+  ASSERT_TRUE(Train(o, &half).ok());
+  EXPECT_EQ(half.steps, 3);
+  ASSERT_TRUE(Train(o, &half).ok());
+  EXPECT_TRUE(half.resumed);
+  EXPECT_EQ(half.steps, 6);
+  EXPECT_TRUE(std::isfinite(half.final_valid_loss));
+  // Deterministic: a second uninterrupted run is bit-identical.
+  o.stop_after = 0;
+  o.out_dir = dir.File("again");
+  TrainReport again;
+  ASSERT_TRUE(Train(o, &again).ok());
+  EXPECT_EQ(again.final_valid_loss, whole.final_valid_loss);
+
+  // Bad input changes nothing and says why.
+  TrainOptions bad = o;
+  bad.out_dir = dir.File("bad");
+  bad.memory_layer = 7;
+  Status s = Train(bad, &again);
+  EXPECT_TRUE(s.IsInvalidArgument());
+  EXPECT_NE(s.message().find("out of range"), std::string::npos) << s.ToString();
+  bad.memory_layer = -1;
+  bad.memory_size = 64;  // a preset has no memory layer
+  s = Train(bad, &again);
+  EXPECT_TRUE(s.IsInvalidArgument());
+  EXPECT_NE(s.message().find("--memory-layer"), std::string::npos) << s.ToString();
+  bad = o;
+  bad.out_dir = dir.File("bad2");
+  bad.valid_documents.clear();
+  EXPECT_TRUE(Train(bad, &again).IsInvalidArgument());
+  WriteFileOrDie(dir.File("notjsonl.txt"), "def f():\n    return 1\n");
+  bad = o;
+  bad.out_dir = dir.File("bad3");
+  bad.train_documents = dir.File("notjsonl.txt");
+  s = Train(bad, &again);
+  EXPECT_TRUE(s.IsInvalidArgument());
+  EXPECT_NE(s.message().find("notjsonl.txt:1"), std::string::npos) << s.ToString();
+}
+
+TEST(MemoryCliTest, EvalPplWithDocumentsAndClearErrors) {
+  ScratchDir dir;
+  WriteFileOrDie(dir.File("train.jsonl"), DocumentsJsonl(4, 20, 3));
+  WriteFileOrDie(dir.File("test.jsonl"), DocumentsJsonl(2, 20, 4));
+  ASSERT_TRUE(testing::ToyTokenizer().Save(dir.File("tok")).ok());
+  const std::string bin = MNEMO_BINARY;
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(bin + " train --documents " + dir.File("train.jsonl") + " --valid-documents " +
+                                    dir.File("test.jsonl") + " --tokenizer " + dir.File("tok") + " --out " +
+                                    dir.File("m") + " --config tiny --steps 2 --batch-size 2 --seq-len 16 "
+                                    "--eval-tokens 64 --memory-layer 1 --memory-size 32 --quiet --json",
+                                &out, true),
+            0)
+      << out;
+  ASSERT_EQ(testing::RunCommand(bin + " eval ppl --model " + dir.File("m") + " --documents " + dir.File("test.jsonl") +
+                                    " --memory-size 4096 --window 32 --examples 2 --json",
+                                &out),
+            0)
+      << out;
+  const auto j = nlohmann::json::parse(out);
+  EXPECT_GT(j["base"]["tokens"].get<int64_t>(), 0);
+  EXPECT_EQ(j["memory"]["tokens"], j["base"]["tokens"]);
+  EXPECT_GT(j["memory"]["bits_per_byte"].get<double>(), 0);
+  EXPECT_GT(j["memory"]["max_memory_tokens"].get<int64_t>(), 0);
+  EXPECT_EQ(j["memory_mode"], "joint");
+  EXPECT_EQ(j["examples"].size(), 2u);
+  // Errors: non-zero exit and a message.
+  std::filesystem::create_directories(dir.File("plain"));
+  testing::TrainTinyModelWithCli(dir.File("plain"), 2);
+  EXPECT_EQ(testing::RunCommand(bin + " eval ppl --model " + dir.File("plain/model") + " --documents " +
+                                    dir.File("test.jsonl") + " --memory-size 64",
+                                &out, true),
+            2);
+  EXPECT_NE(out.find("no memory layer"), std::string::npos) << out;
+  WriteFileOrDie(dir.File("bad.jsonl"), "just text\n");
+  EXPECT_EQ(testing::RunCommand(bin + " eval ppl --model " + dir.File("m") + " --documents " + dir.File("bad.jsonl"),
+                                &out, true),
+            2);
+  EXPECT_NE(out.find("bad.jsonl:1"), std::string::npos) << out;
+  EXPECT_EQ(testing::RunCommand(bin + " train --documents " + dir.File("train.jsonl") + " --valid-documents " +
+                                    dir.File("test.jsonl") + " --tokenizer " + dir.File("tok") + " --out " +
+                                    dir.File("m2") + " --config tiny --steps 1 --memory-layer 9 --quiet",
+                                &out, true),
+            2);
+  EXPECT_NE(out.find("out of range"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace mnemo
