@@ -5,6 +5,7 @@
 #include <cstring>
 #include <numeric>
 #include <queue>
+#include <limits>
 #include <string>
 
 #include "util/half.h"
@@ -134,53 +135,77 @@ Status KvRing::Search(int64_t lane, const float* queries, int64_t n, int64_t k, 
   std::fill(values_out, values_out + H * n * k * D, 0.0f);
   if (tags_out != nullptr) std::fill(tags_out, tags_out + H * n * k, int64_t{-1});
   if (count == 0 || n == 0) return Status::OK();
-  std::vector<float> scores(static_cast<size_t>(count * n));
-  std::vector<float> decoded;  // fp16 storage: this head's keys as fp32
   // better(a, b): a ranks before b.
-  auto better = [&](float sa, int64_t a, float sb, int64_t b) {
+  auto better = [&l](float sa, int64_t a, float sb, int64_t b) {
     return sa > sb || (sa == sb && l.order[a] < l.order[b]);
   };
+  auto worse_on_top = [&](const std::pair<float, int64_t>& a, const std::pair<float, int64_t>& b) {
+    return better(a.first, a.second, b.first, b.second);
+  };
+  // Keys are scored a block at a time (FAISS's exhaustive search does the same), so the block's scores
+  // (kBlock x n floats) stay in cache while every query's heap takes them.
+  constexpr int64_t kBlock = 2048;
+  std::vector<float> scores(static_cast<size_t>(std::min(count, kBlock) * n)), decoded;
+  std::vector<std::vector<std::pair<float, int64_t>>> heaps(static_cast<size_t>(n));
+  std::vector<float> worst(static_cast<size_t>(n));
   for (int64_t h = 0; h < H; ++h) {
-    const float* K = nullptr;
-    if (options_.fp16) {
-      decoded.resize(static_cast<size_t>(count * D));
-      for (int64_t i = 0; i < count * D; ++i) decoded[i] = HalfToFloat(l.keys16[h][i]);
-      K = decoded.data();
-    } else {
-      K = l.keys[h].data();
-    }
-    // scores[t * count + s] = <key s, query t>: column-major C (count x n) = K^T' (count x D) * Q' (D x n).
-    const int m = static_cast<int>(count), nn = static_cast<int>(n), d = static_cast<int>(D);
-    const float one = 1.0f, zero = 0.0f;
-    sgemm_("T", "N", &m, &nn, &d, &one, K, &d, queries + h * n * D, &d, &zero, scores.data(), &m);
-    for (int64_t t = 0; t < n; ++t) {
-      const float* row = scores.data() + t * count;
-      // A heap of the k best so far, worst on top; most tokens are rejected by one comparison.
-      auto worse_on_top = [&](int64_t a, int64_t b) { return better(row[a], a, row[b], b); };
-      std::priority_queue<int64_t, std::vector<int64_t>, decltype(worse_on_top)> heap(worse_on_top);
-      for (int64_t s = 0; s < count; ++s) {
-        if (std::isnan(row[s])) continue;  // a NaN query retrieves nothing
-        if (static_cast<int64_t>(heap.size()) < k) {
-          heap.push(s);
-        } else if (better(row[s], s, row[heap.top()], heap.top())) {
-          heap.pop();
-          heap.push(s);
-        }
+    for (auto& heap : heaps) heap.clear();
+    std::fill(worst.begin(), worst.end(), -std::numeric_limits<float>::infinity());
+    for (int64_t first = 0; first < count; first += kBlock) {
+      const int64_t rows = std::min(kBlock, count - first);
+      const float* K = nullptr;
+      if (options_.fp16) {
+        decoded.resize(static_cast<size_t>(rows * D));
+        for (int64_t i = 0; i < rows * D; ++i) decoded[i] = HalfToFloat(l.keys16[h][first * D + i]);
+        K = decoded.data();
+      } else {
+        K = l.keys[h].data() + first * D;
       }
-      for (int64_t r = static_cast<int64_t>(heap.size()) - 1; r >= 0; --r) {
-        const int64_t s = heap.top();
-        heap.pop();
-        const int64_t at = (h * n + t) * k + r;
+      // scores[t * rows + s] = <key first + s, query t>: column-major C (rows x n) = K' (rows x D) * Q' (D x n).
+      const int m = static_cast<int>(rows), nn = static_cast<int>(n), d = static_cast<int>(D);
+      const float one = 1.0f, zero = 0.0f;
+      sgemm_("T", "N", &m, &nn, &d, &one, K, &d, queries + h * n * D, &d, &zero, scores.data(), &m);
+      // A heap of the k best so far per query, worst on top. Once it is full, a token needs a score of at
+      // least the worst's to be looked at: most are rejected by that one comparison (NaN fails it too: a
+      // NaN query retrieves nothing).
+      for (int64_t t = 0; t < n; ++t) {
+        const float* row = scores.data() + t * rows;
+        auto& heap = heaps[t];
+        float w = worst[t];
+        for (int64_t i = 0; i < rows; ++i) {
+          const float v = row[i];
+          if (!(v >= w)) continue;
+          const int64_t slot = first + i;
+          if (static_cast<int64_t>(heap.size()) < k) {
+            heap.emplace_back(v, slot);
+            std::push_heap(heap.begin(), heap.end(), worse_on_top);
+            if (static_cast<int64_t>(heap.size()) == k) w = heap.front().first;
+          } else if (better(v, slot, heap.front().first, heap.front().second)) {
+            std::pop_heap(heap.begin(), heap.end(), worse_on_top);
+            heap.back() = {v, slot};
+            std::push_heap(heap.begin(), heap.end(), worse_on_top);
+            w = heap.front().first;
+          }
+        }
+        worst[t] = w;
+      }
+    }
+    for (int64_t t = 0; t < n; ++t) {
+      auto& heap = heaps[t];
+      std::sort_heap(heap.begin(), heap.end(), worse_on_top);  // best first
+      for (size_t r = 0; r < heap.size(); ++r) {
+        const int64_t slot = heap[r].second;
+        const int64_t at = (h * n + t) * k + static_cast<int64_t>(r);
         if (options_.fp16) {
           for (int64_t i = 0; i < D; ++i) {
-            keys_out[at * D + i] = HalfToFloat(l.keys16[h][s * D + i]);
-            values_out[at * D + i] = HalfToFloat(l.values16[h][s * D + i]);
+            keys_out[at * D + i] = HalfToFloat(l.keys16[h][slot * D + i]);
+            values_out[at * D + i] = HalfToFloat(l.values16[h][slot * D + i]);
           }
         } else {
-          std::memcpy(keys_out + at * D, &l.keys[h][s * D], D * sizeof(float));
-          std::memcpy(values_out + at * D, &l.values[h][s * D], D * sizeof(float));
+          std::memcpy(keys_out + at * D, &l.keys[h][slot * D], D * sizeof(float));
+          std::memcpy(values_out + at * D, &l.values[h][slot * D], D * sizeof(float));
         }
-        if (tags_out != nullptr) tags_out[at] = l.tags[s];
+        if (tags_out != nullptr) tags_out[at] = l.tags[slot];
       }
     }
   }

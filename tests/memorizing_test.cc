@@ -86,6 +86,57 @@ TEST(KvRingTest, SearchIsExactTopKByInnerProduct) {
   EXPECT_TRUE(ring->Append(0, q.data(), q.data(), &bad, 1).IsInvalidArgument());
 }
 
+TEST(KvRingTest, SearchOverManyBlocksOfKeysIsExact) {
+  // More tokens than one scoring block (2,048), with a FIFO that has wrapped, equal keys in different
+  // blocks, and fp16 storage: the result is still the exact top-k in (score, age) order.
+  for (bool fp16 : {false, true}) {
+    KvRingOptions o;
+    o.heads = 2, o.head_dim = 8, o.capacity = 5000, o.fp16 = fp16;
+    std::unique_ptr<KvRing> ring;
+    ASSERT_TRUE(KvRing::Create(o, &ring).ok());
+    const int64_t total = 6000, H = 2, D = 8;
+    std::vector<std::vector<float>> keys;
+    for (int64_t t = 0; t < total; ++t) {
+      // Every 1000th token repeats token 1500's key: ties across blocks.
+      std::vector<float> k = Random(H * D, t % 1000 == 0 ? 1500 : 20000 + t), v = Random(H * D, 40000 + t);
+      if (t % 1000 == 0) {
+        for (float& x : k) x *= 3;  // long enough to be the query's best match
+      }
+      if (fp16) {
+        for (float& x : k) x = HalfToFloat(FloatToHalf(x));
+      }
+      keys.push_back(k);
+      ASSERT_TRUE(ring->Append(0, k.data(), v.data(), &t, 1).ok());
+    }
+    const int64_t n = 4, kk = 40;
+    std::vector<float> q = Random(H * n * D, 77);
+    q.resize(H * n * D);
+    // Query 0 of head 0 is the repeated key itself: the tied tokens come first, oldest first.
+    for (int64_t d = 0; d < D; ++d) q[d] = keys[1000][d];
+    Hits hits = SearchAll(*ring, 0, q, n, kk);
+    for (int64_t h = 0; h < H; ++h) {
+      for (int64_t t = 0; t < n; ++t) {
+        std::vector<std::pair<float, int64_t>> all;
+        for (int64_t tok = total - 5000; tok < total; ++tok) {
+          float dot = 0;
+          for (int64_t d = 0; d < D; ++d) dot += keys[tok][h * D + d] * q[(h * n + t) * D + d];
+          all.push_back({-dot, tok});
+        }
+        std::stable_sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+        for (int64_t r = 0; r < kk; ++r) {
+          EXPECT_EQ(hits.tags[(h * n + t) * kk + r], all[r].second)
+              << "fp16 " << fp16 << " head " << h << " query " << t << " rank " << r;
+        }
+      }
+    }
+    // The tied tokens are among the hits (token 0 was evicted), older first.
+    const auto first = hits.tags.begin(), last = hits.tags.begin() + kk;
+    EXPECT_EQ(std::find(first, last, 0), last);
+    ASSERT_NE(std::find(first, last, 1000), last);
+    EXPECT_LT(std::find(first, last, 1000), std::find(first, last, 2000));
+  }
+}
+
 TEST(KvRingTest, EqualScoresRankTheOlderTokenFirst) {
   KvRingOptions o;
   o.heads = 1, o.head_dim = 2, o.capacity = 4;
