@@ -68,6 +68,13 @@ void RegisterServeCommand(CLI::App& app, Command* selected) {
       ->capture_default_str()->check(CLI::Range(1, 1000000));
   serve->add_option("--max-tokens-cap", o.max_tokens_cap, "Largest max_tokens a request may ask for")
       ->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  serve->add_option("--max-response-items", o.max_response_items,
+                    "Largest n * (max_tokens + echoed prompt tokens) * (1 + logprobs + return_neighbors) of a "
+                    "completion (each about 100 bytes of JSON; 400 past it)")
+      ->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  serve->add_option("--max-score-tokens", o.max_score_tokens,
+                    "Most tokens one /v1/score request may score (400 past it)")
+      ->capture_default_str()->check(CLI::Range(2, 1 << 24));
   serve->add_option("--audit-dir", o.audit_dir, "Where audit reports are kept (default: <state>/audits)");
   serve->add_option("--request-timeout", o.request_timeout_s, "Seconds before a request gets 504")
       ->capture_default_str()->check(CLI::Range(0.001, 1e6));

@@ -146,7 +146,9 @@ Role Server::Impl::RoleOf(const httplib::Request& req) const {
   return key.empty() ? Role::kNone : keys.Authenticate(key);
 }
 
-bool Server::Impl::RunOnWorker(httplib::Response& res, const std::function<void(const std::atomic<bool>&)>& fn) {
+bool Server::Impl::RunOnWorker(httplib::Response& res, const std::function<void(const std::atomic<bool>&)>& fn,
+                               double timeout_s) {
+  if (timeout_s < 0) timeout_s = options.request_timeout_s;
   struct Job {
     std::atomic<bool> cancel{false};
     bool ran = false;     // fn ran (to its end, or to an exception)
@@ -173,7 +175,7 @@ bool Server::Impl::RunOnWorker(httplib::Response& res, const std::function<void(
     SendError(res, {503, "server is busy: the work queue is full; retry shortly", "overloaded"});
     return false;
   }
-  if (finished.wait_for(std::chrono::duration<double>(options.request_timeout_s)) != std::future_status::ready) {
+  if (finished.wait_for(std::chrono::duration<double>(timeout_s)) != std::future_status::ready) {
     // `fn` refers to this handler's locals: wait for the worker to let go of them. Generation stops at
     // its next token (and reports Cancelled, answered 504); work that ignores `cancel` (encoding, a
     // commit) finishes, and then its real result is the answer.
@@ -368,6 +370,8 @@ Status Server::Bind(int* port) {
   Impl& m = *impl_;
   ServeOptions& o = m.options;
   if (o.threads < 1) return Status::InvalidArgument("--threads must be at least 1");
+  if (o.max_score_tokens < 2) return Status::InvalidArgument("--max-score-tokens must be at least 2");
+  if (o.max_response_items < 1) return Status::InvalidArgument("--max-response-items must be at least 1");
   if (!o.api_key_file.empty()) {
     MNEMO_RETURN_IF_ERROR(ApiKeys::Load(o.api_key_file, &m.keys));
   } else if (!IsLoopback(o.host)) {

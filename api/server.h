@@ -41,6 +41,13 @@ struct ServeOptions {
   int max_connections = 512;          // Open connections in total (503 past it, after closing an idle one).
   int max_connections_per_ip = 64;    // Open connections from one client address (503 past it).
   int64_t max_tokens_cap = 1024;      // Largest max_tokens a request may ask for.
+  // Largest n * (max_tokens + echoed prompt tokens) * (1 + logprobs + return_neighbors) of a completion
+  // (CompletionRequest::ResponseItems; about 100 bytes of JSON each): 400 past it. The default is
+  // CompletionRequest::kDefaultMaxResponseItems.
+  int64_t max_response_items = 65536;
+  // Most tokens one /v1/score request may score (400 past it). Scores longer than the model's context
+  // run on at most max(1, threads - 1) workers at once, so they never hold every worker.
+  int64_t max_score_tokens = 4096;
   double request_timeout_s = 120;
   KnnOptions knn;                     // Defaults of the `knn` request field.
   std::string audit_dir;              // Where audit reports go; empty: <state>/audits.

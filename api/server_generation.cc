@@ -1,4 +1,5 @@
 // POST /v1/completions (OpenAI completions API, with streaming) and POST /v1/score.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <random>
@@ -58,6 +59,7 @@ Status ParseCompletion(const Json& body, const Tokenizer& tokenizer, int64_t con
     return Status::InvalidArgument("prompt: must be a string or an array of token ids");
   }
   r.max_tokens = std::min<int64_t>(16, options.max_tokens_cap);  // OpenAI's default, within the cap
+  r.max_response_items = options.max_response_items;
   MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "max_tokens", 0, options.max_tokens_cap, &r.max_tokens));
   MNEMO_RETURN_IF_ERROR(api::OptionalNumber(body, "temperature", -HUGE_VAL, HUGE_VAL, &r.sampling.temperature));
   MNEMO_RETURN_IF_ERROR(api::OptionalNumber(body, "top_p", -HUGE_VAL, HUGE_VAL, &r.sampling.top_p));
@@ -137,25 +139,77 @@ Json LogprobsJson(const CompletionChoice& c, const Tokenizer& tokenizer) {
   return {{"tokens", tokens}, {"token_logprobs", token_logprobs}, {"top_logprobs", top}, {"text_offset", c.text_offset}};
 }
 
-Json NeighborsJson(const std::vector<Neighbor>& neighbors, const FactStore& store, bool with_text) {
+// What a caller may learn of each neighbour (docs/ARCHITECTURE.md, "api/", roles). Every neighbour says
+// where it comes from ("datastore" or "fact"), its distance and its weight. A datastore neighbour also
+// gives its entry and next token (the base datastore is the served corpus, not a secret). A fact
+// neighbour gives its entry, token, fact id, position and the fact's text to admin keys only: a read key
+// that had (fact id, position, token) triples could rebuild a fact's text from them, and the entry
+// number encodes the fact id and position.
+Json NeighborsJson(const std::vector<Neighbor>& neighbors, const FactStore& store, bool admin) {
   Json out = Json::array();
   for (const Neighbor& nb : neighbors) {
     if (nb.entry < 0) continue;
-    Json j = {{"entry", nb.entry}, {"token", nb.token}, {"distance", nb.distance}, {"weight", nb.weight}};
-    if (IsFactEntry(nb.entry)) {
+    const bool fact = IsFactEntry(nb.entry);
+    Json j = Json::object();
+    if (!fact || admin) {
+      j["entry"] = nb.entry;
+      j["token"] = nb.token;
+    }
+    j["source"] = fact ? "fact" : "datastore";
+    j["distance"] = nb.distance;
+    j["weight"] = nb.weight;
+    if (!fact) {
+      j["fact_id"] = nullptr;
+    } else if (admin) {
       j["fact_id"] = FactIdOfEntry(nb.entry);
       j["position"] = PositionOfEntry(nb.entry);
-      if (with_text) {
-        FactRecord f;
-        if (store.Get(FactIdOfEntry(nb.entry), false, &f).ok()) j["text"] = f.text;
-      }
-    } else {
-      j["fact_id"] = nullptr;
+      FactRecord f;
+      if (store.Get(FactIdOfEntry(nb.entry), false, &f).ok()) j["text"] = f.text;
     }
     out.push_back(j);
   }
   return out;
 }
+
+// ScoreBoth (retriever/dual_scorer.cc) that stops when `cancel` is set: the same spans and the same
+// arithmetic (the server's score equals `mnemo score`, tested), with `cancel` polled before each window's
+// span, so a timed-out score stops within one batch of windows instead of running to its end.
+Status ScoreCancellable(LanguageModel& model, const KnnMemory* memory, const KnnOptions& options,
+                        const std::vector<int32_t>& ids, const std::atomic<bool>& cancel, DualScores* out) {
+  if (ids.size() < 2) return Status::InvalidArgument("scoring needs at least 2 tokens");
+  const size_t n = ids.size() - 1;
+  out->lm.assign(n, 0.0f);
+  out->knn.clear();
+  if (memory != nullptr) out->knn.assign(n, 0.0f);
+  std::unique_ptr<KnnLm> knn;
+  if (memory != nullptr) knn = std::make_unique<KnnLm>(*memory);
+  SpanRequest request;
+  request.knn_keys = memory != nullptr;
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<float> combined;
+  int64_t scored = 0;
+  Status s = ForEachScoredSpan(model.net, ids, WindowOptions(), request, [&](const ScoredSpan& span) {
+    if (cancel.load()) {
+      return Status::Cancelled("request timed out: scoring stopped after " + std::to_string(scored) + " of " +
+                               std::to_string(n) + " tokens");
+    }
+    const int32_t* targets = ids.data() + span.first_target;
+    std::vector<int64_t> t(targets, targets + span.count);
+    torch::Tensor picked =
+        span.logprobs.gather(1, torch::tensor(t, torch::kLong).unsqueeze(1)).squeeze(1).contiguous();
+    std::copy(picked.data_ptr<float>(), picked.data_ptr<float>() + span.count, out->lm.begin() + span.first_target - 1);
+    scored += span.count;
+    if (memory == nullptr) return Status::OK();
+    MNEMO_RETURN_IF_ERROR(knn->ScoreTargets(span.knn_keys, span.logprobs, targets, options, &combined, &out->stats));
+    std::copy(combined.begin(), combined.end(), out->knn.begin() + span.first_target - 1);
+    return Status::OK();
+  });
+  out->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return s;
+}
+
+// The field an InvalidArgument message names (the text before its first colon).
+std::string ParamOf(const Status& s) { return s.message().substr(0, s.message().find(':')); }
 
 }  // namespace
 
@@ -183,7 +237,7 @@ void Server::Impl::HandleCompletions(const httplib::Request& req, httplib::Respo
   Status s = ParseCompletion(body, *model->tokenizer, model->config.n_positions, options, &params);
   if (!s.ok()) {
     ApiError e = ErrorFromStatus(s);
-    e.param = s.message().substr(0, s.message().find(':'));
+    e.param = ParamOf(s);
     return SendError(res, e);
   }
   const bool admin = Caller(req) == Role::kAdmin;
@@ -334,16 +388,65 @@ void Server::Impl::HandleScore(const httplib::Request& req, httplib::Response& r
   } else if (s.ok()) {
     s = Status::InvalidArgument("text: required (or ids)");
   }
-  if (s.ok() && ids.size() < 2) s = Status::InvalidArgument("text: needs at least 2 tokens to score");
+  const char* field = has_text ? "text" : "ids";
+  if (s.ok() && ids.size() < 2) s = Status::InvalidArgument(std::string(field) + ": needs at least 2 tokens to score");
+  if (s.ok() && static_cast<int64_t>(ids.size()) > options.max_score_tokens) {
+    s = Status::InvalidArgument(std::string(field) + ": " + std::to_string(ids.size()) +
+                                " tokens exceed the limit of " + std::to_string(options.max_score_tokens) +
+                                " tokens per score request (--max-score-tokens); score the text in parts");
+  }
   KnnOptions knn;
   if (s.ok()) s = ParseKnn(body, options.knn, &knn);
   if (s.ok()) s = knn.Validate();
-  if (!s.ok()) return SendError(res, ErrorFromStatus(s));
+  if (!s.ok()) {
+    ApiError e = ErrorFromStatus(s);
+    e.param = ParamOf(s);
+    return SendError(res, e);
+  }
+
+  // A score longer than the context (more than one window) first takes a slot: at most max(1, workers - 1)
+  // run at once, so completions and short scores always find a worker free. The wait counts against the
+  // request timeout.
+  const auto start = std::chrono::steady_clock::now();
+  const bool long_score = static_cast<int64_t>(ids.size()) > model->config.n_positions;
+  const int slots = std::max(1, options.threads - 1);
+  if (long_score) {
+    std::unique_lock<std::mutex> lock(score_mu);
+    if (long_scores_running >= slots && long_scores_waiting >= static_cast<int>(options.queue)) {
+      lock.unlock();
+      res.set_header("Retry-After", "1");
+      return SendError(res, {503, "server is busy: too many long scores are waiting; retry shortly", "overloaded"});
+    }
+    ++long_scores_waiting;
+    const bool got = score_freed.wait_for(lock, std::chrono::duration<double>(options.request_timeout_s),
+                                          [&] { return long_scores_running < slots; });
+    --long_scores_waiting;
+    if (!got) {
+      lock.unlock();
+      return SendError(res, {504, "request timed out after " + std::to_string(options.request_timeout_s) +
+                                      " s waiting for a scoring slot (scores longer than the context run on " +
+                                      std::to_string(slots) + " worker(s) at once)", "timeout"});
+    }
+    ++long_scores_running;
+  }
+  struct SlotRelease {
+    Server::Impl* impl;
+    bool held;
+    ~SlotRelease() {
+      if (!held) return;
+      {
+        std::lock_guard<std::mutex> lock(impl->score_mu);
+        --impl->long_scores_running;
+      }
+      impl->score_freed.notify_one();
+    }
+  } release{this, long_score};
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   DualScores scores;
   Status run;
-  if (!RunOnWorker(res, [&](const std::atomic<bool>&) {
-        run = ScoreBoth(*model, knn.enabled ? memory.get() : nullptr, knn, ids, WindowOptions(), &scores);
-      })) {
+  if (!RunOnWorker(res, [&](const std::atomic<bool>& cancel) {
+        run = ScoreCancellable(*model, knn.enabled ? memory.get() : nullptr, knn, ids, cancel, &scores);
+      }, std::max(0.0, options.request_timeout_s - waited))) {
     return;
   }
   if (!run.ok()) return SendError(res, ErrorFromStatus(run));

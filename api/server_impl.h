@@ -71,12 +71,20 @@ struct Server::Impl {
   Role Caller(const httplib::Request& req) const { return keys.empty() ? Role::kAdmin : RoleOf(req); }
   // Runs `fn` on a model worker and waits for it (with the request timeout). False (response written:
   // 503 when the queue is full, 504 on timeout) when it did not complete.
-  bool RunOnWorker(httplib::Response& res, const std::function<void(const std::atomic<bool>& cancel)>& fn);
+  // `timeout_s` < 0: the request timeout.
+  bool RunOnWorker(httplib::Response& res, const std::function<void(const std::atomic<bool>& cancel)>& fn,
+                   double timeout_s = -1);
   // Checks the request's "model" field; false (response written) when it is missing or names another model.
   bool CheckModel(const api::Json& body, httplib::Response& res);
   void Record(const std::string& endpoint, int status, double seconds);
 
   // server_generation.cc
+  // Scores longer than the model's context take one of max(1, threads - 1) slots while they wait for and
+  // run on a worker, so at least one worker stays free for completions and short scores (with 2+ workers).
+  std::mutex score_mu;
+  std::condition_variable score_freed;
+  int long_scores_running = 0;  // guarded by score_mu
+  int long_scores_waiting = 0;  // guarded by score_mu
   void HandleCompletions(const httplib::Request& req, httplib::Response& res);
   void HandleScore(const httplib::Request& req, httplib::Response& res);
 

@@ -1,6 +1,7 @@
 #include "retriever/completion.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <random>
 #include <utility>
 
@@ -146,9 +147,30 @@ Status CompletionRequest::Validate(int64_t vocab_size, int64_t context) const {
   }
   for (const std::string& s : stop) {
     if (s.empty()) return Status::InvalidArgument("stop: sequences must not be empty");
+    if (s.size() > kMaxStopBytes) {
+      return Status::InvalidArgument("stop: each sequence at most " + std::to_string(kMaxStopBytes) + " bytes (got " +
+                                     std::to_string(s.size()) + ")");
+    }
   }
   if (knn.enabled) MNEMO_RETURN_IF_ERROR(knn.Validate());
+  if (ResponseItems() > static_cast<double>(max_response_items)) {
+    const int64_t echoed = echo ? static_cast<int64_t>(prompt.size()) : 0;
+    const int64_t per_token = 1 + std::max(logprobs, 0) + return_neighbors;
+    char items[32];
+    std::snprintf(items, sizeof(items), "%.0f", ResponseItems());
+    return Status::InvalidArgument(
+        "n * (max_tokens + echoed prompt tokens) * (1 + logprobs + return_neighbors): " + std::to_string(n) + " * (" +
+        std::to_string(max_tokens) + " + " + std::to_string(echoed) + ") * " + std::to_string(per_token) + " = " +
+        items + " tokens, alternatives and neighbours would exceed the response limit of " +
+        std::to_string(max_response_items) + "; lower n, max_tokens, logprobs or return_neighbors");
+  }
   return Status::OK();
+}
+
+double CompletionRequest::ResponseItems() const {
+  const double echoed = echo ? static_cast<double>(prompt.size()) : 0;
+  const double per_token = 1.0 + std::max(logprobs, 0) + std::max(return_neighbors, 0);
+  return static_cast<double>(n) * (static_cast<double>(max_tokens) + echoed) * per_token;
 }
 
 Status Complete(LanguageModel& model, const KnnMemory* memory, const CompletionRequest& request,

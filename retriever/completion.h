@@ -27,14 +27,24 @@ struct CompletionRequest {
   static constexpr int kMaxChoices = 16;           // n
   static constexpr int kMaxLogprobs = 20;          // top-N alternatives per token
   static constexpr size_t kMaxStops = 4;           // stop sequences
+  static constexpr size_t kMaxStopBytes = 256;     // bytes of each stop sequence
   static constexpr int kMaxReturnNeighbors = 64;   // neighbours per generated token
   static constexpr double kMaxTemperature = 2.0;
+  // The response's size is bounded by a product, not by each factor: every choice carries its echoed
+  // prompt and generated tokens, and each token its log-probability, its top-N alternatives and its
+  // neighbours. ResponseItems() must not exceed max_response_items (the server's --max-response-items).
+  static constexpr int64_t kDefaultMaxResponseItems = 65536;
 
   // InvalidArgument naming the field for anything outside the contract: an empty prompt, one longer than
   // `context` tokens or with ids outside [0, vocab_size), n, logprobs, max_tokens, stop sequences,
   // return_neighbors, temperature or top_p out of range, or kNN options that KnnOptions::Validate refuses
-  // (when knn.enabled).
+  // (when knn.enabled), stop sequences longer than kMaxStopBytes, or ResponseItems() over
+  // max_response_items (the message names the product, its factors and the limit).
   Status Validate(int64_t vocab_size, int64_t context) const;
+  // n * (max_tokens + echoed prompt tokens) * (1 + logprobs + return_neighbors), logprobs counted as 0
+  // when none are asked for: the most tokens, alternatives and neighbours the response can hold. (A
+  // double, so that no max_tokens overflows it.)
+  double ResponseItems() const;
 
   std::vector<int32_t> prompt;
   int64_t max_tokens = 16;
@@ -48,6 +58,7 @@ struct CompletionRequest {
   KnnOptions knn;            // knn.enabled = false: the base LM
   int return_neighbors = 0;  // >0: per generated token, this many nearest neighbours
   bool ignore_eos = false;   // keep generating past <|endoftext|> (fixed-length runs for benchmarks)
+  int64_t max_response_items = kDefaultMaxResponseItems;  // the limit of ResponseItems()
 };
 
 struct TokenLogprob {

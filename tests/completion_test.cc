@@ -248,5 +248,53 @@ TEST(CompleteTest, EventsAddUpToTheTextAndAStopSequenceCutsIt) {
   EXPECT_LE(want.size() + stop.size(), through.size());
 }
 
+// The response's size is bounded by the product n * (max_tokens + echoed prompt) * (1 + logprobs +
+// return_neighbors), not by each factor (issue 17, door 6), and stop sequences by their length.
+TEST(CompletionRequestTest, ResponseSizeIsCappedAsAProduct) {
+  CompletionRequest r;
+  r.prompt = {1, 2, 3, 4};
+  r.max_response_items = 1000;
+  r.n = 4;
+  r.max_tokens = 46;
+  r.logprobs = 2;
+  r.return_neighbors = 1;
+  r.echo = true;
+  EXPECT_EQ(r.ResponseItems(), 4.0 * (46 + 4) * (1 + 2 + 1));  // 800
+  EXPECT_TRUE(r.Validate(300, 64).ok());
+  r.max_tokens = 59;  // 4 * 63 * 4 = 1008
+  Status s = r.Validate(300, 64);
+  ASSERT_TRUE(s.IsInvalidArgument()) << s.ToString();
+  EXPECT_EQ(s.message().substr(0, s.message().find(':')),
+            "n * (max_tokens + echoed prompt tokens) * (1 + logprobs + return_neighbors)");
+  EXPECT_NE(s.message().find("4 * (59 + 4) * 4 = 1008 "), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("limit of 1000"), std::string::npos) << s.message();
+  r.max_tokens = 58;  // 4 * 62 * 4 = 992
+  EXPECT_TRUE(r.Validate(300, 64).ok());
+  r.echo = false;       // the prompt only counts when echoed
+  r.logprobs = -1;      // no log-probabilities: the token alone (and its neighbours)
+  r.max_tokens = 125;   // 4 * 125 * 2 = 1000
+  EXPECT_TRUE(r.Validate(300, 64).ok());
+  r.max_tokens = 126;
+  EXPECT_TRUE(r.Validate(300, 64).IsInvalidArgument());
+  r.max_tokens = INT64_MAX;  // no overflow
+  EXPECT_TRUE(r.Validate(300, 64).IsInvalidArgument());
+  r.max_tokens = 1;
+  r.stop = {std::string(CompletionRequest::kMaxStopBytes, 'x')};
+  EXPECT_TRUE(r.Validate(300, 64).ok());
+  r.stop.push_back(std::string(CompletionRequest::kMaxStopBytes + 1, 'y'));
+  s = r.Validate(300, 64);
+  ASSERT_TRUE(s.IsInvalidArgument());
+  EXPECT_EQ(s.message().rfind("stop: ", 0), 0u) << s.message();
+  // The default limit refuses the issue's request (n 16, max_tokens 128, logprobs 20, return_neighbors 64, echo).
+  CompletionRequest attack;
+  attack.prompt = {1, 2, 3, 4, 5};
+  attack.n = 16;
+  attack.max_tokens = 128;
+  attack.logprobs = 20;
+  attack.return_neighbors = 64;
+  attack.echo = true;
+  EXPECT_TRUE(attack.Validate(300, 64).IsInvalidArgument());
+}
+
 }  // namespace
 }  // namespace mnemo

@@ -7,6 +7,8 @@
 
 #include <atomic>
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -29,7 +31,7 @@ std::string Mnemo() { return MNEMO_BINARY; }
 class RunningServer {
  public:
   RunningServer(const std::string& state, const std::string& keys, int workers = 2, size_t queue = 32,
-                double timeout_s = 120) {
+                double timeout_s = 120, const std::function<void(ServeOptions*)>& tweak = {}) {
     ServeOptions o;
     o.request_timeout_s = timeout_s;
     o.state = state;
@@ -40,6 +42,7 @@ class RunningServer {
     o.log_requests = false;
     o.knn.k = 8;
     o.knn.nprobe = 8;
+    if (tweak) tweak(&o);
     server_ = std::make_unique<Server>(o);
     Status s = server_->Bind(&port_);
     EXPECT_TRUE(s.ok()) << s.ToString();
@@ -107,10 +110,10 @@ class ServerTest : public ::testing::Test {
     return Post("/v1/completions", body, expect, key);
   }
   // The concatenated text of a streamed completion (choice 0) and its events.
-  static std::string StreamText(json body, std::vector<json>* events = nullptr) {
+  static std::string StreamText(json body, std::vector<json>* events = nullptr, const char* key = kAdminKey) {
     body["model"] = "model";
     body["stream"] = true;
-    auto c = Client();
+    auto c = Client(key);
     auto res = c.Post("/v1/completions", body.dump(), "application/json");
     EXPECT_TRUE(res && res->status == 200);
     if (!res) return "";
@@ -321,9 +324,14 @@ TEST_F(ServerTest, FactAddedUsedDeletedAndVerified) {
   // The query comes from incremental decoding, the stored key from a full pass (and fp16): nearly equal.
   EXPECT_LT(first["distance"].get<double>(), 1e-3);
   EXPECT_EQ(first["text"], fact);  // admin sees the text
+  EXPECT_EQ(first["source"], "fact");
   json as_reader = Completion(body, 200, kReadKey);
-  EXPECT_EQ(as_reader["choices"][0]["neighbors"][0][0]["fact_id"], id);
-  EXPECT_FALSE(as_reader["choices"][0]["neighbors"][0][0].contains("text"));  // read keys get ids only
+  const json& read_first = as_reader["choices"][0]["neighbors"][0][0];
+  EXPECT_EQ(read_first["source"], "fact");  // read keys learn that it is a fact, its distance and weight
+  EXPECT_EQ(read_first["distance"], first["distance"]);
+  for (const char* hidden : {"text", "fact_id", "position", "token", "entry"}) {
+    EXPECT_FALSE(read_first.contains(hidden)) << hidden << ": " << read_first.dump();
+  }
 
   auto del = Client().Delete(("/v1/facts/" + std::to_string(id)).c_str());
   EXPECT_EQ(del->status, 200) << del->body;
@@ -363,6 +371,132 @@ TEST_F(ServerTest, ScoreWithAndWithoutKnnAndTokenizeRoundTrip) {
   json d = Post("/detokenize", {{"tokens", t["tokens"]}}, 200, kReadKey);
   EXPECT_EQ(d["text"], "The cat sees.");
   Post("/detokenize", {{"tokens", {-1}}}, 400, kReadKey);
+}
+
+// Door 4 of issue 17: following the neighbours of completions, a read key rebuilt a stored fact's text
+// from their (fact_id, position, token). Now a read key learns only that a neighbour is a fact, with its
+// distance and weight; an admin key still sees everything, and the same walk rebuilds the fact for it.
+TEST_F(ServerTest, ReadKeysCannotRebuildAFactFromNeighbours) {
+  const std::string fact = "The dog reads the silver map of Ostrava at noon.";
+  const int64_t id = Post("/v1/facts", {{"text", fact}})["id"].get<int64_t>();
+  const std::vector<int32_t> ids = Post("/tokenize", {{"text", fact}})["tokens"].get<std::vector<int32_t>>();
+  ASSERT_GE(ids.size(), 4u);
+  // Each prefix t[0..p] of the fact, as token ids, finds the fact's entry p (value t[p+1]) nearest.
+  auto walk = [&](const char* key, std::map<int64_t, int32_t>* rebuilt, int* fact_neighbours, json* sample) {
+    for (size_t p = 0; p + 1 < ids.size(); ++p) {
+      const json body = {{"prompt", std::vector<int32_t>(ids.begin(), ids.begin() + p + 1)}, {"max_tokens", 1},
+                         {"temperature", 0}, {"knn", {{"k", 64}, {"lambda", 0.5}}}, {"return_neighbors", 64}};
+      const json out = Completion(body, 200, key);
+      for (const json& step : out["choices"][0]["neighbors"]) {
+        for (const json& nb : step) {
+          ASSERT_TRUE(nb.contains("source")) << nb.dump();
+          ASSERT_TRUE(nb.contains("distance") && nb.contains("weight")) << nb.dump();
+          if (nb["source"] != "fact") continue;
+          ++*fact_neighbours;
+          *sample = nb;
+          if (nb.contains("fact_id") && nb["fact_id"] == id && nb.contains("position") && nb.contains("token")) {
+            (*rebuilt)[nb["position"].get<int64_t>()] = nb["token"].get<int32_t>();
+          }
+        }
+      }
+    }
+  };
+  std::map<int64_t, int32_t> admin_rebuilt, read_rebuilt;
+  int admin_facts = 0, read_facts = 0;
+  json admin_sample, read_sample;
+  walk(kAdminKey, &admin_rebuilt, &admin_facts, &admin_sample);
+  walk(kReadKey, &read_rebuilt, &read_facts, &read_sample);
+  // The admin walk rebuilds every token of the fact after the first (the attack works where it may).
+  ASSERT_EQ(admin_rebuilt.size(), ids.size() - 1);
+  for (const auto& [position, token] : admin_rebuilt) EXPECT_EQ(token, ids[position + 1]) << position;
+  EXPECT_EQ(admin_sample["text"], fact);
+  // The read walk sees as many fact neighbours, none of them with anything that locates or spells the fact.
+  EXPECT_EQ(read_facts, admin_facts);
+  EXPECT_TRUE(read_rebuilt.empty());
+  for (const char* hidden : {"text", "fact_id", "position", "token", "entry"}) {
+    EXPECT_FALSE(read_sample.contains(hidden)) << hidden << ": " << read_sample.dump();
+  }
+  // Streamed neighbours follow the same rule.
+  std::vector<json> events;
+  StreamText({{"prompt", std::vector<int32_t>(ids.begin(), ids.begin() + 3)}, {"max_tokens", 2}, {"temperature", 0},
+              {"knn", {{"k", 64}, {"lambda", 0.5}}}, {"return_neighbors", 64}}, &events, kReadKey);
+  int streamed_facts = 0;
+  for (const json& e : events) {
+    if (!e["choices"][0].contains("neighbors")) continue;
+    for (const json& nb : e["choices"][0]["neighbors"][0]) {
+      if (nb["source"] != "fact") continue;
+      ++streamed_facts;
+      EXPECT_FALSE(nb.contains("token") || nb.contains("position") || nb.contains("fact_id") || nb.contains("entry"))
+          << nb.dump();
+    }
+  }
+  EXPECT_GT(streamed_facts, 0);
+  EXPECT_EQ(Client().Delete(("/v1/facts/" + std::to_string(id)).c_str())->status, 200);
+}
+
+// Door 6 of issue 17: a 159-byte request (n 16, max_tokens 128, logprobs 20, return_neighbors 64, echo) was
+// answered with 14.9 MB. The product of the factors is capped, not each factor.
+TEST_F(ServerTest, ResponseSizeIsCappedAsAProductNotPerField) {
+  const json attack = {{"model", "model"}, {"prompt", "The cat sees the bridge."}, {"n", 16}, {"max_tokens", 128},
+                       {"logprobs", 20}, {"return_neighbors", 64}, {"echo", true}};
+  ASSERT_LT(attack.dump().size(), 160u);
+  const size_t prompt_tokens = Post("/tokenize", {{"text", "The cat sees the bridge."}})["tokens"].size();
+  auto res = Client(kReadKey).Post("/v1/completions", attack.dump(), "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400) << res->body.substr(0, 300);
+  EXPECT_LT(res->body.size(), 1000u);
+  const json e = json::parse(res->body, nullptr, false);
+  ASSERT_TRUE(e.contains("error")) << res->body.substr(0, 300);
+  EXPECT_EQ(e["error"]["param"], "n * (max_tokens + echoed prompt tokens) * (1 + logprobs + return_neighbors)");
+  const std::string message = e["error"]["message"].get<std::string>();
+  const std::string product = std::to_string(16 * (128 + prompt_tokens) * 85);
+  EXPECT_NE(message.find("= " + product + " "), std::string::npos) << message;
+  EXPECT_NE(message.find("limit of 65536"), std::string::npos) << message;
+  // Each factor at its own maximum is still fine when the product is small.
+  json many = Completion({{"prompt", "The cat"}, {"n", 16}, {"max_tokens", 4}});
+  EXPECT_EQ(many["choices"].size(), 16u);
+  auto rich = Client().Post("/v1/completions",
+                            json({{"model", "model"}, {"prompt", "The cat"}, {"max_tokens", 8}, {"logprobs", 20},
+                                  {"return_neighbors", 64}, {"echo", true}, {"knn", {{"k", 64}}}}).dump(),
+                            "application/json");
+  ASSERT_TRUE(rich);
+  EXPECT_EQ(rich->status, 200) << rich->body.substr(0, 300);
+  // Stop sequences are capped in length too (each one is searched for at every token).
+  json long_stop = Completion({{"prompt", "The cat"}, {"max_tokens", 2}, {"stop", std::string(257, 'x')}}, 400);
+  EXPECT_EQ(long_stop["error"]["param"], "stop");
+  EXPECT_NE(long_stop["error"]["message"].get<std::string>().find("256 bytes"), std::string::npos) << long_stop.dump();
+  Completion({{"prompt", "The cat"}, {"max_tokens", 2}, {"stop", {std::string(256, 'x'), "y"}}});
+}
+
+// Door 3 of issue 17 (the cap): /v1/score had no token limit; 65,535 tokens ran 197 s.
+TEST_F(ServerTest, ScoreIsCappedAndEqualsTheCli) {
+  std::string text;
+  while (text.size() < 4096 * 4) text += "The cat sees the bridge. ";
+  const size_t tokens = Post("/tokenize", {{"text", text}})["tokens"].size();
+  ASSERT_GT(tokens, 4096u);
+  json over = Post("/v1/score", {{"text", text}}, 400, kReadKey);
+  EXPECT_EQ(over["error"]["param"], "text");
+  const std::string message = over["error"]["message"].get<std::string>();
+  EXPECT_NE(message.find(std::to_string(tokens) + " tokens exceed the limit of 4096"), std::string::npos) << message;
+  std::vector<int> ids(4097, 5);
+  json over_ids = Post("/v1/score", {{"ids", ids}}, 400, kReadKey);
+  EXPECT_EQ(over_ids["error"]["param"], "ids");
+  ids.resize(4096);
+  EXPECT_EQ(Post("/v1/score", {{"ids", ids}, {"knn", {{"enabled", false}}}}, 200, kReadKey)["tokens_scored"], 4095);
+  // A text of many context windows, scored (cancellably) by the server, scores as `mnemo eval ppl` does
+  // (ScoreBoth, the same windows).
+  std::string several;
+  for (int i = 0; i < 30; ++i) several += "The cat sees the golden bridge at dawn. ";
+  testing::WriteFileOrDie(dir_->File("several.txt"), several);
+  json served = Post("/v1/score", {{"text", several}, {"knn", {{"enabled", false}}}}, 200, kReadKey);
+  ASSERT_GT(served["ids"].size(), 200u);  // the tiny model's context is 64 tokens
+  std::string out;
+  ASSERT_EQ(RunCommand(Mnemo() + " eval ppl --model " + dir_->File("model") + " --text-file " +
+                       dir_->File("several.txt") + " --json", &out), 0) << out;
+  const json cli = json::parse(out.substr(out.find('{')));
+  EXPECT_EQ(cli["tokens"], served["tokens_scored"]);
+  EXPECT_NEAR(cli["perplexity"].get<double>(), served["perplexity_lm"].get<double>(),
+              1e-5 * cli["perplexity"].get<double>()) << out;
 }
 
 TEST_F(ServerTest, ConcurrentCompletionsWhileFactsChange) {
@@ -574,6 +708,97 @@ TEST(ServerLimitsTest, StreamStopsWhenItsClientLeaves) {
   auto full = c.Post("/v1/completions", whole.dump(), "application/json");
   ASSERT_TRUE(full);
   EXPECT_EQ(json::parse(full->body)["usage"]["completion_tokens"], 1024);
+}
+
+// Token ids for a score the barely trained tiny model needs about 10 s for (issue 17, door 3; it scored
+// 140,000 tokens/s on a busy 2-core machine): about 6 MB of JSON. The servers below raise
+// --max-score-tokens and --max-body to take it.
+constexpr size_t kLongScoreTokens = 1500000;
+void TakeLongScores(ServeOptions* o) {
+  o->max_score_tokens = 1 << 21;
+  o->max_body_bytes = 8 << 20;
+}
+json LongScore() {
+  std::vector<int> ids(kLongScoreTokens);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int>(100 + (i * 7919) % 190);
+  return {{"ids", ids}, {"knn", {{"enabled", false}}}};
+}
+
+// Door 3 of issue 17: the request timeout did not stop a score (128 KB of text ran 197 s and got 200). Now
+// the scoring loop polls the cancel flag between batches of windows: 504, with how far it got.
+TEST(ServerLimitsTest, TimedOutScoreStopsAndAnswers504) {
+  ScratchDir d;
+  ASSERT_NO_FATAL_FAILURE(MakeBareState(d));
+  RunningServer server(d.File("state"), "", /*workers=*/1, /*queue=*/4, /*timeout_s=*/0.5,
+                       TakeLongScores);
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(120, 0);
+  auto res = c.Post("/v1/score", LongScore().dump(), "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 504) << res->body.substr(0, 300);
+  const json e = json::parse(res->body);
+  EXPECT_EQ(e["error"]["type"], "timeout");
+  // Stopped while scoring (not cancelled in the queue), before the end.
+  const std::string message = e["error"]["message"].get<std::string>();
+  const size_t at = message.find("scoring stopped after ");
+  ASSERT_NE(at, std::string::npos) << message;
+  const long long done = std::stoll(message.substr(at + 22));
+  const long long total = std::stoll(message.substr(message.find(" of ", at) + 4));
+  EXPECT_EQ(total, static_cast<long long>(kLongScoreTokens - 1));
+  EXPECT_LT(done, total) << message;
+  std::printf("timed-out score: %s\n", message.c_str());
+  // The worker is free again: a short score is answered.
+  json shorter = {{"text", "The cat sees the bridge."}, {"knn", {{"enabled", false}}}};
+  auto ok = c.Post("/v1/score", shorter.dump(), "application/json");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200) << ok->body;
+}
+
+// Door 3 of issue 17: while two 32 KB scores ran, a 4-token completion waited 77 s. Scores longer than
+// the context now take at most workers - 1 workers, so with 2 workers a completion (and a short score)
+// finds one free while two long scores are in flight. The long scores end at the 6 s request timeout;
+// before, both workers were theirs and the completion waited for one (measured: 2.9 s with a 4 s timeout).
+TEST(ServerLimitsTest, LongScoresLeaveAWorkerForShortRequests) {
+  ScratchDir d;
+  ASSERT_NO_FATAL_FAILURE(MakeBareState(d));
+  RunningServer server(d.File("state"), "", /*workers=*/2, /*queue=*/8, /*timeout_s=*/6,
+                       TakeLongScores);
+  using Clock = std::chrono::steady_clock;
+  const std::string long_body = LongScore().dump();
+  std::vector<int> long_status(2, 0);
+  std::vector<Clock::time_point> long_end(2);
+  std::vector<std::thread> scores;
+  for (int i = 0; i < 2; ++i) {
+    scores.emplace_back([&, i] {
+      httplib::Client c("127.0.0.1", server.port());
+      c.set_read_timeout(120, 0);
+      auto res = c.Post("/v1/score", long_body, "application/json");
+      long_end[i] = Clock::now();
+      long_status[i] = res ? res->status : -1;
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // both long scores are in
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(120, 0);
+  const auto sent = Clock::now();
+  auto completion = c.Post("/v1/completions",
+                           json({{"model", "model"}, {"prompt", "The cat"}, {"max_tokens", 2}}).dump(), "application/json");
+  const auto completed = Clock::now();
+  auto short_score = c.Post("/v1/score", json({{"text", "The cat sees."}, {"knn", {{"enabled", false}}}}).dump(),
+                            "application/json");
+  const auto short_scored = Clock::now();
+  for (auto& t : scores) t.join();
+  ASSERT_TRUE(completion);
+  EXPECT_EQ(completion->status, 200) << completion->body;
+  ASSERT_TRUE(short_score);
+  EXPECT_EQ(short_score->status, 200) << short_score->body;
+  // A 2-token completion of the tiny model takes milliseconds; 2 s is the generous bound.
+  EXPECT_LT(std::chrono::duration<double>(completed - sent).count(), 2.0);
+  EXPECT_LT(std::chrono::duration<double>(short_scored - sent).count(), 2.0);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_TRUE(long_status[i] == 200 || long_status[i] == 504) << long_status[i];
+    EXPECT_LT(short_scored, long_end[i]) << "a long score ended before the short requests were answered";
+  }
 }
 
 }  // namespace
