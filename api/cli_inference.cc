@@ -218,12 +218,13 @@ void AddGenerateCommand(CLI::App& app, Command* selected) {
     std::string model, prompt;
     GenerateOptions options;
     KnnFlags knn;
+    MemoryFlags memory;
     DeviceFlag device;
     bool json = false;
   };
   auto a = std::make_shared<Args>();
   gen->add_option("--model", a->model, "Model directory")->required();
-  gen->add_option("--prompt", a->prompt, "Text to continue")->required();
+  gen->add_option("--prompt", a->prompt, "Text to continue (with --documents: read after the document)");
   gen->add_option("--max-tokens", a->options.max_tokens, "Tokens to generate")->capture_default_str()
       ->check(CLI::Range(1, 100000));
   gen->add_option("--temperature", a->options.sampling.temperature, "Sampling temperature (0: greedy)")
@@ -234,10 +235,20 @@ void AddGenerateCommand(CLI::App& app, Command* selected) {
       ->check(CLI::Range(0.0, 1.0));
   gen->add_option("--seed", a->options.seed, "Random seed")->capture_default_str();
   a->knn.Register(gen);
+  a->memory.RegisterGenerate(gen);
   a->device.Register(gen);
   gen->add_flag("--json", a->json, "Machine-readable output");
   gen->callback([a, selected] {
     *selected = [a] {
+      if (a->memory.active()) {
+        if (a->knn.active()) {
+          return Fail(Status::InvalidArgument("--documents continues a document with the memory layer; the kNN-LM "
+                                              "datastore (--datastore) takes --prompt"));
+        }
+        return RunDocumentGenerate(a->model, a->memory, a->prompt, a->options, a->device, a->json);
+      }
+      if (a->prompt.empty()) return Fail(Status::InvalidArgument("generate needs --prompt (or --documents)"));
+      if (a->memory.memory_size > 0) return Fail(Status::InvalidArgument("--memory-size needs --documents"));
       ModelAndMemory m;
       Status s = LoadAll(a->model, a->knn, a->device, &m);
       if (!s.ok()) return Fail(s);

@@ -1,5 +1,6 @@
 #include "api/cli_memory.h"
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -50,6 +51,87 @@ void MemoryFlags::Register(CLI::App* app) {
       ->check(CLI::PositiveNumber);
   app->add_option("--examples", examples, "Report this many tokens whose prediction the memory raised most")
       ->check(CLI::Range(0, 1000));
+}
+
+void MemoryFlags::RegisterGenerate(CLI::App* app) {
+  app->add_option("--documents", documents,
+                  "JSONL documents: continue one of them (--document), its earlier tokens in the memory")
+      ->check(CLI::ExistingFile);
+  app->add_option("--document", document, "Which document (0-based)")->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app->add_option("--prefix-tokens", prefix_tokens, "Read only the document's first N tokens (default: all)")
+      ->check(CLI::PositiveNumber);
+  app->add_option("--memory-size", memory_size, "Memory of the memorizing layer, in tokens (0: none)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  app->add_option("--memory-topk", memory_topk, "Pairs each query retrieves (default: the model's)")
+      ->check(CLI::Range(1, 4096));
+}
+
+int RunDocumentGenerate(const std::string& model_dir, const MemoryFlags& flags, const std::string& prompt,
+                        const GenerateOptions& generate, const DeviceFlag& device_flag, bool json) {
+  torch::Device device = torch::kCPU;
+  Status s = device_flag.Resolve(&device);
+  std::unique_ptr<LanguageModel> model;
+  if (s.ok()) s = LoadLanguageModel(model_dir, &model, device);
+  if (!s.ok()) return Fail(s);
+  if (flags.memory_size > 0 && !model->config.has_memory()) {
+    return Fail(Status::InvalidArgument(model_dir + " has no memory layer (config.json mnemo_memory_layer): "
+                                        "--memory-size needs a model trained or fine-tuned with --memory-layer"));
+  }
+  std::vector<Document> docs;
+  s = ReadDocuments(flags.documents, &docs);
+  if (!s.ok()) return Fail(s);
+  if (flags.document >= static_cast<int64_t>(docs.size())) {
+    return Fail(Status::InvalidArgument("--document " + std::to_string(flags.document) + ": " + flags.documents +
+                                        " has " + std::to_string(docs.size()) + " documents"));
+  }
+  const Tokenizer& tok = *model->tokenizer;
+  std::vector<int32_t> ids = {tok.eot_id() >= 0 ? tok.eot_id() : 0};
+  std::vector<int32_t> doc = tok.Encode(docs[flags.document].text);
+  if (flags.prefix_tokens > 0 && static_cast<int64_t>(doc.size()) > flags.prefix_tokens) doc.resize(flags.prefix_tokens);
+  ids.insert(ids.end(), doc.begin(), doc.end());
+  const std::vector<int32_t> extra = tok.Encode(prompt);
+  ids.insert(ids.end(), extra.begin(), extra.end());
+  // The window starts with the last half window of the context; the rest is in memory (or, without one, gone).
+  const int64_t keep = std::min<int64_t>(static_cast<int64_t>(ids.size()), model->config.n_positions / 2);
+  const int64_t begin = static_cast<int64_t>(ids.size()) - keep;
+  std::unique_ptr<KvMemory> memory;
+  GenerateOptions options = generate;
+  options.stop_token = tok.eot_id();
+  if (flags.memory_size > 0) {
+    s = MakeKvRing(1, model->config.n_head, model->config.n_embd / model->config.n_head, flags.memory_size, flags.fp16,
+                   &memory);
+    if (s.ok()) s = ReadIntoMemory(model->net, ids, begin, WindowOptions{}, memory.get(), 0, 0);
+    if (!s.ok()) return Fail(s);
+    options.memory = memory.get();
+    options.memory_topk = flags.memory_topk;
+    options.memory_first_tag = begin;
+  }
+  const int64_t memory_tokens = memory ? memory->size(0) : 0;
+  std::vector<int32_t> window(ids.begin() + begin, ids.end()), out;
+  const auto start = std::chrono::steady_clock::now();
+  if (!json) std::cout << tok.Decode(window) << std::flush;
+  s = Generate(model->net, window, options, &out, [&](int32_t token, float) {
+    if (!json && token != options.stop_token) std::cout << tok.TokenBytes(token) << std::flush;
+    return true;
+  });
+  if (!s.ok()) return Fail(s);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  if (json) {
+    std::cout << DumpJson({{"document", docs[flags.document].source},
+                           {"context_tokens", ids.size() - 1},
+                           {"window", tok.Decode(window)},
+                           {"memory_size", flags.memory_size},
+                           {"memory_tokens", memory_tokens},
+                           {"text", tok.Decode(out)},
+                           {"ids", out},
+                           {"completion_tokens", out.size()},
+                           {"ms_per_token", out.empty() ? 0.0 : ms / out.size()}})
+              << "\n";
+  } else {
+    std::cout << "\n";
+  }
+  return 0;
 }
 
 int RunDocumentPerplexity(const std::string& model_dir, const MemoryFlags& flags, const WindowOptions& window,

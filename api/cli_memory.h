@@ -8,6 +8,7 @@
 #include <string>
 
 #include "api/common_flags.h"
+#include "lm/generator.h"
 #include "lm/scorer.h"
 
 namespace mnemo::cli {
@@ -21,7 +22,12 @@ struct MemoryFlags {
   int64_t max_tokens = 0;
   int64_t examples = 0;
 
+  int64_t document = 0;       // generate: which document (0-based)
+  int64_t prefix_tokens = 0;  // generate: read only its first N tokens (0: all)
+
+  // `eval ppl` flags; RegisterGenerate: the ones `generate` takes.
   void Register(CLI::App* app);
+  void RegisterGenerate(CLI::App* app);
   bool active() const { return !documents.empty(); }
 };
 
@@ -29,5 +35,10 @@ struct MemoryFlags {
 // process exit code.
 int RunDocumentPerplexity(const std::string& model_dir, const MemoryFlags& flags, const WindowOptions& window,
                           const DeviceFlag& device, bool json);
+
+// `generate --documents`: reads document `flags.document` (its first prefix_tokens, then `prompt` when
+// not empty) with a memory of flags.memory_size tokens, and continues it from its last half window.
+int RunDocumentGenerate(const std::string& model_dir, const MemoryFlags& flags, const std::string& prompt,
+                        const GenerateOptions& options, const DeviceFlag& device, bool json);
 
 }  // namespace mnemo::cli

@@ -23,6 +23,9 @@ Status Generate(Gpt& net, const std::vector<int32_t>& prompt, const GenerateOpti
       return Status::InvalidArgument("token id " + std::to_string(id) + " outside the vocabulary");
     }
   }
+  if (options.memory != nullptr && !net->config().has_memory()) {
+    return Status::InvalidArgument("the model has no memory layer: generation with a memory needs one");
+  }
   torch::InferenceMode inference;
   std::mt19937_64 rng(options.seed);
   std::vector<int32_t> seq = prompt;
@@ -30,6 +33,13 @@ Status Generate(Gpt& net, const std::vector<int32_t>& prompt, const GenerateOpti
   ForwardOptions fwd;
   fwd.cache = &cache;
   fwd.want_knn_key = static_cast<bool>(options.hook);
+  if (options.memory != nullptr) {
+    fwd.memory.memory = options.memory;
+    fwd.memory.topk = options.memory_topk;
+    fwd.memory.first_lane = options.memory_lane;
+    fwd.memory.write = false;  // the window's own tokens are local; they go to memory as they leave it
+  }
+  size_t window_begin = 0;  // seq index of the window's first token
   ForwardResult result = net->Forward(ToInput(seq, 0), fwd);
   for (int64_t step = 0; step < options.max_tokens; ++step) {
     torch::Tensor lp = torch::log_softmax(result.logits[0][-1], -1);
@@ -43,7 +53,23 @@ Status Generate(Gpt& net, const std::vector<int32_t>& prompt, const GenerateOpti
       // Window full: restart from the last half window of tokens.
       cache.Clear();
       const size_t keep = static_cast<size_t>(ctx / 2);
-      result = net->Forward(ToInput(seq, seq.size() - keep), fwd);
+      const size_t new_begin = seq.size() - keep;
+      if (options.memory != nullptr) {
+        // The leaving tokens' keys and values at the memory layer depend only on the layers below it and
+        // their window, so a forward pass over them alone reproduces them; it appends them all.
+        ForwardOptions leave;
+        leave.want_logits = false;
+        leave.memory = fwd.memory;
+        leave.memory.write = true;
+        std::vector<int64_t> tags;
+        for (size_t i = window_begin; i < new_begin; ++i) tags.push_back(options.memory_first_tag + static_cast<int64_t>(i));
+        leave.memory.tags = tags.data();
+        net->Forward(torch::tensor(std::vector<int64_t>(seq.begin() + window_begin, seq.begin() + new_begin),
+                                   torch::kLong).unsqueeze(0),
+                     leave);
+      }
+      window_begin = new_begin;
+      result = net->Forward(ToInput(seq, new_begin), fwd);
     } else {
       result = net->Forward(ToInput(seq, seq.size() - 1), fwd);
     }

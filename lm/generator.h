@@ -23,6 +23,14 @@ struct GenerateOptions {
   uint64_t seed = 0;
   int32_t stop_token = -1;  // Stop after emitting it (e.g. <|endoftext|>); -1: never.
   DistributionHook hook;    // Optional (kNN-LM).
+  // The memorizing layer's memory (lm/gpt.h MemoryAccess; null: none). It must hold the tokens before the
+  // prompt (lm/memory_scorer.h ReadIntoMemory). Every step searches it; when the window fills up and
+  // restarts, the tokens that leave the window are appended (tags memory_first_tag + their index in
+  // prompt + output), so memory and window never hold the same token.
+  KvMemory* memory = nullptr;
+  int64_t memory_topk = 0;   // 0: the model's
+  int64_t memory_lane = 0;
+  int64_t memory_first_tag = 0;
 };
 
 // Called with each new token and its log-probability; return false to stop early.

@@ -44,6 +44,32 @@ std::vector<int32_t> MemoryScoredSequence(const std::vector<int32_t>& document, 
   return ids;
 }
 
+Status ReadIntoMemory(Gpt& net, const std::vector<int32_t>& ids, int64_t count, const WindowOptions& window,
+                      KvMemory* memory, int64_t lane, int64_t first_tag) {
+  if (count < 0 || count > static_cast<int64_t>(ids.size())) return Status::InvalidArgument("count outside the ids");
+  if (count == 0) return Status::OK();
+  if (!net->config().has_memory()) return Status::InvalidArgument("the model has no memory layer");
+  std::vector<Window> windows;
+  MNEMO_RETURN_IF_ERROR(PlanWindows(count, net->config().n_positions, window, &windows));
+  if (windows.empty()) windows.push_back({0, count, 0});
+  torch::InferenceMode inference;
+  for (size_t w = 0; w < windows.size(); ++w) {
+    const Window& win = windows[w];
+    const int64_t next_begin = w + 1 < windows.size() ? windows[w + 1].begin : win.end;
+    std::vector<int64_t> tags;
+    for (int64_t p = win.begin; p < next_begin; ++p) tags.push_back(first_tag + p);
+    ForwardOptions fo;
+    fo.want_logits = false;
+    fo.memory.memory = memory;
+    fo.memory.first_lane = lane;
+    fo.memory.write_end = next_begin - win.begin;
+    fo.memory.tags = tags.data();
+    std::vector<int64_t> input(ids.begin() + win.begin, ids.begin() + win.end);
+    net->Forward(torch::tensor(input, torch::kLong).unsqueeze(0), fo);
+  }
+  return Status::OK();
+}
+
 Status ScoreDocumentsWithMemory(Gpt& net, const Tokenizer& tokenizer,
                                 const std::vector<std::vector<int32_t>>& documents,
                                 const MemoryScoreOptions& options, MemoryScoreReport* report) {

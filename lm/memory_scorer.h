@@ -63,6 +63,13 @@ Status ScoreDocumentsWithMemory(Gpt& net, const Tokenizer& tokenizer,
                                 const std::vector<std::vector<int32_t>>& documents,
                                 const MemoryScoreOptions& options, MemoryScoreReport* report);
 
+// Appends ids[0, count) to `lane` of `memory` (tags first_tag + index) as ScoreDocumentsWithMemory's
+// reading would: window by window (PlanWindows), each token's key and value computed in the window it
+// leaves; the last window's tokens are appended after it. Generation can then continue from ids[count..)
+// (lm/generator.h GenerateOptions::memory).
+Status ReadIntoMemory(Gpt& net, const std::vector<int32_t>& ids, int64_t count, const WindowOptions& window,
+                      KvMemory* memory, int64_t lane, int64_t first_tag);
+
 // The sequence ScoreDocumentsWithMemory scores for a document, and the index of its first scored target.
 std::vector<int32_t> MemoryScoredSequence(const std::vector<int32_t>& document, int32_t bos, bool copy,
                                           int64_t* first_target);

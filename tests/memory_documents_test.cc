@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <numeric>
 #include <random>
 
 #include <nlohmann/json.hpp>
@@ -11,6 +12,7 @@
 #include "lm/bpe_tokenizer.h"
 #include "lm/checkpoint.h"
 #include "lm/documents.h"
+#include "lm/generator.h"
 #include "lm/memory_scorer.h"
 #include "lm/trainer.h"
 #include "memory/kv_ring.h"
@@ -226,6 +228,54 @@ TEST(MemoryScorerTest, AnEmptyOrTooSmallMemoryChangesNothingAndTheCopyModeScores
   EXPECT_TRUE(ScoreDocumentsWithMemory(plain_net, *m.tokenizer, docs, o, &r).IsInvalidArgument());
 }
 
+TEST(MemoryGenerateTest, MemoryHoldsExactlyTheTokensThatLeftTheWindow) {
+  LanguageModel m;
+  testing::RandomTinyModel(&m);
+  m.config.memory_layer = 1;
+  m.config.memory_mode = "joint";
+  Gpt net(m.config);
+  net->InitWeights(9);
+  net->eval();
+  const std::vector<int32_t> ids = RandomIds(150, m.config.vocab_size, 11);
+  auto memory = MakeRecording(m.config, 0);
+  // Reading: the first 118 tokens, in order, with their positions as tags.
+  ASSERT_TRUE(ReadIntoMemory(net, ids, 118, WindowOptions{}, memory.get(), 0, 0).ok());
+  std::vector<int64_t> expected(118);
+  std::iota(expected.begin(), expected.end(), 0);
+  // Generation from the last 32 tokens: the window restarts (64 positions) and the tokens leaving it join
+  // the memory, so every search sees a contiguous run 0 .. start of the window.
+  memory->searched_tags.clear();
+  GenerateOptions g;
+  g.max_tokens = 100;
+  g.sampling.temperature = 0;
+  g.memory = memory.get();
+  g.memory_first_tag = 118;
+  std::vector<int32_t> out;
+  ASSERT_TRUE(Generate(net, std::vector<int32_t>(ids.begin() + 118, ids.end()), g, &out).ok());
+  EXPECT_EQ(out.size(), 100u);
+  ASSERT_FALSE(memory->searched_tags.empty());
+  EXPECT_EQ(memory->searched_tags.front(), expected);
+  int64_t last = 0;
+  for (const std::vector<int64_t>& tags : memory->searched_tags) {
+    for (size_t i = 0; i < tags.size(); ++i) ASSERT_EQ(tags[i], static_cast<int64_t>(i));
+    EXPECT_GE(static_cast<int64_t>(tags.size()), last);
+    last = static_cast<int64_t>(tags.size());
+  }
+  // 32 + 100 tokens through a 64-position window: it restarted, and memory grew past the read prefix.
+  EXPECT_GT(last, 118);
+  EXPECT_LT(last, 118 + 132);
+  // Deterministic: the same memory contents give the same greedy continuation; no memory gives another.
+  auto again = MakeRecording(m.config, 0);
+  ASSERT_TRUE(ReadIntoMemory(net, ids, 118, WindowOptions{}, again.get(), 0, 0).ok());
+  g.memory = again.get();
+  std::vector<int32_t> out2;
+  ASSERT_TRUE(Generate(net, std::vector<int32_t>(ids.begin() + 118, ids.end()), g, &out2).ok());
+  EXPECT_EQ(out, out2);
+  // A model without the layer refuses a memory.
+  Gpt plain(testing::TinyConfig(m.config.vocab_size));
+  EXPECT_TRUE(Generate(plain, {1, 2}, g, &out2).IsInvalidArgument());
+}
+
 std::string DocumentsJsonl(int count, int sentences, uint32_t seed) {
   const std::string corpus = testing::ToyCorpus();
   std::mt19937 rng(seed);
@@ -341,6 +391,19 @@ TEST(MemoryCliTest, EvalPplWithDocumentsAndClearErrors) {
   EXPECT_GT(j["memory"]["max_memory_tokens"].get<int64_t>(), 0);
   EXPECT_EQ(j["memory_mode"], "joint");
   EXPECT_EQ(j["examples"].size(), 2u);
+  ASSERT_EQ(testing::RunCommand(bin + " generate --model " + dir.File("m") + " --documents " + dir.File("test.jsonl") +
+                                    " --document 1 --memory-size 256 --max-tokens 40 --temperature 0 --json",
+                                &out),
+            0)
+      << out;
+  const auto g = nlohmann::json::parse(out);
+  EXPECT_GT(g["memory_tokens"].get<int64_t>(), 0);
+  EXPECT_EQ(g["document"], "doc1");
+  EXPECT_EQ(testing::RunCommand(bin + " generate --model " + dir.File("m") + " --documents " + dir.File("test.jsonl") +
+                                    " --document 5",
+                                &out, true),
+            2);
+  EXPECT_NE(out.find("has 2 documents"), std::string::npos) << out;
   // Errors: non-zero exit and a message.
   std::filesystem::create_directories(dir.File("plain"));
   testing::TrainTinyModelWithCli(dir.File("plain"), 2);
