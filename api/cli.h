@@ -23,6 +23,7 @@ void RegisterDatastoreCommands(CLI::App& app, Command* selected);  // cli_datast
 void RegisterFactCommands(CLI::App& app, Command* selected);       // cli_facts.cc
 void RegisterServeCommand(CLI::App& app, Command* selected);       // cli_serve.cc
 void RegisterAuditCommands(CLI::App& app, Command* selected);      // cli_audit.cc
+void RegisterMemoryCommands(CLI::App& app, Command* selected);     // cli_memory.cc
 
 // One line of JSON. Text from the model may end inside a UTF-8 sequence: such bytes become U+FFFD.
 std::string DumpJson(const Json& j);

@@ -64,6 +64,7 @@ void AddScoreCommand(CLI::App& app, Command* selected) {
   struct Args {
     std::string model, text, text_file, ids;
     KnnFlags knn;
+    MemoryFlags memory;
     bool no_overlap = false;
     DeviceFlag device;
     bool json = false;
@@ -76,13 +77,24 @@ void AddScoreCommand(CLI::App& app, Command* selected) {
   t->excludes(f)->excludes(i);
   f->excludes(i);
   a->knn.Register(score);
+  a->memory.RegisterScore(score);
   score->add_flag("--no-overlap", a->no_overlap, kNoOverlapHelp);
   a->device.Register(score);
   score->add_flag("--json", a->json, "Machine-readable output");
   score->callback([a, t, f, i, selected] {
     *selected = [a, t, f, i] {
+      if (a->memory.active()) {
+        if (t->count() + f->count() + i->count() != 0 || !a->knn.datastore.empty() || !a->knn.state.empty()) {
+          return Fail(Status::InvalidArgument("--documents scores a document with the memory layer; it takes no "
+                                              "--text, --text-file, --ids, --datastore or --state"));
+        }
+        return RunDocumentScore(a->model, a->memory, a->device, a->json);
+      }
+      if (a->memory.memory_size > 0 || a->memory.copy) {
+        return Fail(Status::InvalidArgument("--memory-size and --copy need --documents"));
+      }
       if (t->count() + f->count() + i->count() != 1) {
-        return Fail(Status::InvalidArgument("score needs one of --text, --text-file or --ids"));
+        return Fail(Status::InvalidArgument("score needs one of --text, --text-file, --ids or --documents"));
       }
       ModelAndMemory m;
       Status s = LoadAll(a->model, a->knn, a->device, &m);

@@ -152,6 +152,12 @@ void AddTrainCommand(CLI::App& app, Command* selected) {
                     "joint: retrieved pairs join the layer's own softmax (no new parameters); gated: the paper's "
                     "separate, normalised memory softmax and learned gate (default: joint for a new layer)")
       ->check(CLI::IsMember({"joint", "gated"}));
+  train->add_option("--repeat-chunk", o->repeat_chunk,
+                    "Repetition curriculum: read a fraction of the training documents as chunk 1, chunk 1, "
+                    "chunk 2, chunk 2, ... of N tokens, so the second copies lie beyond the window but inside "
+                    "the memory; teaches the layer to copy from memory (0: off)")->check(CLI::NonNegativeNumber);
+  train->add_option("--repeat-fraction", o->repeat_fraction, "Fraction of training documents repeated")
+      ->capture_default_str()->check(CLI::Range(0.0, 1.0));
   train->add_option("--out", o->out_dir, "Output model directory (HF GPT-2 layout)")->required();
   train->add_option("--tokenizer", o->tokenizer_dir, "Existing tokenizer; default: train a BPE vocabulary first");
   train->add_option("--vocab-size", o->vocab_size, "Vocabulary size when training a tokenizer")

@@ -9,7 +9,10 @@
 #include "lm/checkpoint.h"
 #include "lm/documents.h"
 #include "lm/memory_scorer.h"
+#include "lm/safetensors.h"
 #include "memory/kv_ring.h"
+#include "util/blas_threads.h"
+#include "util/file_util.h"
 
 namespace mnemo::cli {
 namespace {
@@ -35,6 +38,92 @@ std::string Snippet(const Tokenizer& tok, const std::vector<int32_t>& ids, int64
   return out;
 }
 
+// Reads model_dir's memory index: [heads, lists, head_dim] centroids. NotFound when it has none.
+Status LoadMemoryIndex(const std::string& model_dir, const GptConfig& config, std::vector<float>* centroids,
+                       int64_t* lists) {
+  const std::string path = model_dir + "/" + kMemoryIndexFile;
+  std::unique_ptr<SafetensorsFile> file;
+  MNEMO_RETURN_IF_ERROR(SafetensorsFile::Open(path, &file));
+  const TensorView* t = file->Find("centroids");
+  const int64_t H = config.n_head, D = config.n_embd / config.n_head;
+  if (t == nullptr || t->dtype != DType::kF32 || t->shape.size() != 3 || t->shape[0] != H || t->shape[2] != D ||
+      t->shape[1] < 1) {
+    return Status::Corruption(path + ": expected an F32 tensor \"centroids\" of [" + std::to_string(H) + ", lists, " +
+                              std::to_string(D) + "] (the model's heads and head size)");
+  }
+  *lists = t->shape[1];
+  centroids->resize(t->nbytes / sizeof(float));
+  std::memcpy(centroids->data(), t->data, t->nbytes);
+  for (float x : *centroids) {
+    if (!std::isfinite(x)) return Status::Corruption(path + ": a centroid is not finite");
+  }
+  return Status::OK();
+}
+
+// The memory for --documents runs: a KvRing of flags.memory_size tokens, searching as flags.search says.
+// *search gets what it does ("exact" or "ivf N lists, nprobe P, from F tokens").
+Status MakeDocumentMemory(const std::string& model_dir, const GptConfig& config, const MemoryFlags& flags,
+                          std::unique_ptr<KvMemory>* out, std::string* search) {
+  KvRingOptions o;
+  o.heads = config.n_head, o.head_dim = config.n_embd / config.n_head, o.capacity = flags.memory_size;
+  o.fp16 = flags.fp16;
+  *search = "exact";
+  if (flags.search != "exact") {
+    Status s = LoadMemoryIndex(model_dir, config, &o.centroids, &o.lists);
+    if (s.IsNotFound() && flags.search == "auto") {
+      s = Status::OK();
+    } else if (s.IsNotFound()) {
+      return Status::InvalidArgument(model_dir + " has no " + kMemoryIndexFile +
+                                     ": build one with `mnemo memory index --model " + model_dir +
+                                     " --documents TRAIN.jsonl` or search with --memory-search exact");
+    }
+    MNEMO_RETURN_IF_ERROR(s);
+    if (o.lists > 0) {
+      o.nprobe = flags.nprobe;
+      o.ivf_from = flags.search == "ivf" ? 1 : flags.ivf_from;
+      *search = "ivf " + std::to_string(o.lists) + " lists, nprobe " + std::to_string(o.nprobe) + ", from " +
+                std::to_string(o.ivf_from) + " tokens";
+    }
+  }
+  std::unique_ptr<KvRing> ring;
+  MNEMO_RETURN_IF_ERROR(KvRing::Create(o, &ring));
+  *out = std::move(ring);
+  return Status::OK();
+}
+
+// What every --documents command starts with: BLAS threads as the model's, the model (with a memory layer
+// when a memory is asked for), the documents, and (check_document) flags.document among them.
+Status OpenDocumentRun(const std::string& model_dir, const MemoryFlags& flags, const DeviceFlag& device_flag,
+                       bool check_document, std::unique_ptr<LanguageModel>* model, std::vector<Document>* docs) {
+  // The memory's searches and the model's products (both OpenBLAS) get the threads the model gets
+  // (--threads), not a pool of every core busy-waiting between small products.
+  SetBlasThreads(std::max(1, torch::get_num_threads()));
+  torch::Device device = torch::kCPU;
+  MNEMO_RETURN_IF_ERROR(device_flag.Resolve(&device));
+  MNEMO_RETURN_IF_ERROR(LoadLanguageModel(model_dir, model, device));
+  if (flags.memory_size > 0 && !(*model)->config.has_memory()) {
+    return Status::InvalidArgument(model_dir + " has no memory layer (config.json mnemo_memory_layer): "
+                                   "--memory-size needs a model trained or fine-tuned with --memory-layer");
+  }
+  MNEMO_RETURN_IF_ERROR(ReadDocuments(flags.documents, docs));
+  if (check_document && flags.document >= static_cast<int64_t>(docs->size())) {
+    return Status::InvalidArgument("--document " + std::to_string(flags.document) + ": " + flags.documents + " has " +
+                                   std::to_string(docs->size()) + " documents");
+  }
+  return Status::OK();
+}
+
+void RegisterSearchFlags(CLI::App* app, MemoryFlags* flags) {
+  app->add_option("--memory-search", flags->search,
+                  "exact, ivf (the model's memory index; `mnemo memory index`) or auto (ivf for memories of at "
+                  "least --memory-ivf-from tokens where the index exists)")
+      ->capture_default_str()->check(CLI::IsMember({"auto", "exact", "ivf"}));
+  app->add_option("--memory-nprobe", flags->nprobe, "Memory IVF lists each query scans")->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
+  app->add_option("--memory-ivf-from", flags->ivf_from, "auto: search the memory by IVF once it holds this many tokens")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+}
+
 }  // namespace
 
 void MemoryFlags::Register(CLI::App* app) {
@@ -46,6 +135,7 @@ void MemoryFlags::Register(CLI::App* app) {
   app->add_option("--memory-topk", memory_topk, "Pairs each query retrieves (default: the model's)")
       ->check(CLI::Range(1, 4096));
   app->add_flag("--memory-fp16", fp16, "Keep the memory's keys and values in fp16");
+  RegisterSearchFlags(app, this);
   app->add_flag("--copy", copy, "Read each document twice and score only the second copy (the copy test)");
   app->add_option("--max-tokens", max_tokens, "Stop after the document that reaches this many scored tokens")
       ->check(CLI::PositiveNumber);
@@ -65,26 +155,88 @@ void MemoryFlags::RegisterGenerate(CLI::App* app) {
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   app->add_option("--memory-topk", memory_topk, "Pairs each query retrieves (default: the model's)")
       ->check(CLI::Range(1, 4096));
+  RegisterSearchFlags(app, this);
+}
+
+void MemoryFlags::RegisterScore(CLI::App* app) {
+  app->add_option("--documents", documents,
+                  "JSONL documents: score one of them (--document) with a memory of its earlier tokens")
+      ->check(CLI::ExistingFile);
+  app->add_option("--document", document, "Which document (0-based)")->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app->add_option("--memory-size", memory_size, "Memory of the memorizing layer, in tokens (0: none)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  app->add_option("--memory-topk", memory_topk, "Pairs each query retrieves (default: the model's)")
+      ->check(CLI::Range(1, 4096));
+  app->add_flag("--memory-fp16", fp16, "Keep the memory's keys and values in fp16");
+  RegisterSearchFlags(app, this);
+  app->add_flag("--copy", copy, "Read the document twice and score only the second copy (the copy test)");
+}
+
+int RunDocumentScore(const std::string& model_dir, const MemoryFlags& flags, const DeviceFlag& device_flag,
+                     bool json) {
+  std::unique_ptr<LanguageModel> model;
+  std::vector<Document> docs;
+  Status s = OpenDocumentRun(model_dir, flags, device_flag, true, &model, &docs);
+  if (!s.ok()) return Fail(s);
+  const Tokenizer& tok = *model->tokenizer;
+  const std::vector<std::vector<int32_t>> ids = EncodeDocuments(tok, {docs[flags.document]});
+  std::unique_ptr<KvMemory> memory;
+  std::string search = "none";
+  if (flags.memory_size > 0) {
+    s = MakeDocumentMemory(model_dir, model->config, flags, &memory, &search);
+    if (!s.ok()) return Fail(s);
+  }
+  MemoryScoreOptions o;
+  o.memory = memory.get();
+  o.topk = flags.memory_topk;
+  o.copy = flags.copy;
+  o.keep_logprobs = true;
+  MemoryScoreReport r;
+  s = ScoreDocumentsWithMemory(model->net, tok, ids, o, &r);
+  if (!s.ok()) return Fail(s);
+  if (r.base.tokens == 0) return Fail(Status::InvalidArgument("document " + std::to_string(flags.document) +
+                                                              " has nothing to score (fewer than two tokens)"));
+  int64_t first = 0;
+  const std::vector<int32_t> seq = MemoryScoredSequence(ids[0], tok.eot_id() >= 0 ? tok.eot_id() : 0, flags.copy, &first);
+  const std::vector<float>& mem = memory ? r.memory_logprobs : r.base_logprobs;
+  if (json) {
+    Json tokens = Json::array(), lp = Json::array(), base = Json::array();
+    for (size_t k = static_cast<size_t>(first); k < seq.size(); ++k) tokens.push_back(tok.TokenBytes(seq[k]));
+    for (float v : mem) lp.push_back(v);
+    for (float v : r.base_logprobs) base.push_back(v);
+    std::cout << DumpJson({{"document", docs[flags.document].source},
+                           {"copy", flags.copy},
+                           {"memory_size", flags.memory_size},
+                           {"memory_search", search},
+                           {"ids", std::vector<int32_t>(seq.begin() + first, seq.end())},
+                           {"tokens", tokens},
+                           {"logprobs", lp},
+                           {"base_logprobs", base},
+                           {"perplexity", memory ? r.memory.perplexity() : r.base.perplexity()},
+                           {"base_perplexity", r.base.perplexity()},
+                           {"bits_per_byte", memory ? r.memory.bits_per_byte() : r.base.bits_per_byte()},
+                           {"base_bits_per_byte", r.base.bits_per_byte()}})
+              << "\n";
+    return 0;
+  }
+  printf("%6s  %10s  %10s  %s\n", "id", "memory", "base", "token");
+  for (size_t k = 0; k < mem.size(); ++k) {
+    const int32_t id = seq[static_cast<size_t>(first) + k];
+    printf("%6d  %10.4f  %10.4f  %s\n", id, mem[k], r.base_logprobs[k], tok.TokenBytes(id).c_str());
+  }
+  printf("tokens %zu, perplexity %.4f with memory %ld, %.4f without\n", mem.size(),
+         memory ? r.memory.perplexity() : r.base.perplexity(), static_cast<long>(flags.memory_size),
+         r.base.perplexity());
+  return 0;
 }
 
 int RunDocumentGenerate(const std::string& model_dir, const MemoryFlags& flags, const std::string& prompt,
                         const GenerateOptions& generate, const DeviceFlag& device_flag, bool json) {
-  torch::Device device = torch::kCPU;
-  Status s = device_flag.Resolve(&device);
   std::unique_ptr<LanguageModel> model;
-  if (s.ok()) s = LoadLanguageModel(model_dir, &model, device);
-  if (!s.ok()) return Fail(s);
-  if (flags.memory_size > 0 && !model->config.has_memory()) {
-    return Fail(Status::InvalidArgument(model_dir + " has no memory layer (config.json mnemo_memory_layer): "
-                                        "--memory-size needs a model trained or fine-tuned with --memory-layer"));
-  }
   std::vector<Document> docs;
-  s = ReadDocuments(flags.documents, &docs);
+  Status s = OpenDocumentRun(model_dir, flags, device_flag, true, &model, &docs);
   if (!s.ok()) return Fail(s);
-  if (flags.document >= static_cast<int64_t>(docs.size())) {
-    return Fail(Status::InvalidArgument("--document " + std::to_string(flags.document) + ": " + flags.documents +
-                                        " has " + std::to_string(docs.size()) + " documents"));
-  }
   const Tokenizer& tok = *model->tokenizer;
   std::vector<int32_t> ids = {tok.eot_id() >= 0 ? tok.eot_id() : 0};
   std::vector<int32_t> doc = tok.Encode(docs[flags.document].text);
@@ -98,9 +250,9 @@ int RunDocumentGenerate(const std::string& model_dir, const MemoryFlags& flags, 
   std::unique_ptr<KvMemory> memory;
   GenerateOptions options = generate;
   options.stop_token = tok.eot_id();
+  std::string search = "none";
   if (flags.memory_size > 0) {
-    s = MakeKvRing(1, model->config.n_head, model->config.n_embd / model->config.n_head, flags.memory_size, flags.fp16,
-                   &memory);
+    s = MakeDocumentMemory(model_dir, model->config, flags, &memory, &search);
     if (s.ok()) s = ReadIntoMemory(model->net, ids, begin, WindowOptions{}, memory.get(), 0, 0);
     if (!s.ok()) return Fail(s);
     options.memory = memory.get();
@@ -123,6 +275,7 @@ int RunDocumentGenerate(const std::string& model_dir, const MemoryFlags& flags, 
                            {"window", tok.Decode(window)},
                            {"memory_size", flags.memory_size},
                            {"memory_tokens", memory_tokens},
+                           {"memory_search", search},
                            {"text", tok.Decode(out)},
                            {"ids", out},
                            {"completion_tokens", out.size()},
@@ -136,23 +289,15 @@ int RunDocumentGenerate(const std::string& model_dir, const MemoryFlags& flags, 
 
 int RunDocumentPerplexity(const std::string& model_dir, const MemoryFlags& flags, const WindowOptions& window,
                           const DeviceFlag& device_flag, bool json) {
-  torch::Device device = torch::kCPU;
-  Status s = device_flag.Resolve(&device);
   std::unique_ptr<LanguageModel> model;
-  if (s.ok()) s = LoadLanguageModel(model_dir, &model, device);
-  if (!s.ok()) return Fail(s);
-  if (flags.memory_size > 0 && !model->config.has_memory()) {
-    return Fail(Status::InvalidArgument(model_dir + " has no memory layer (config.json mnemo_memory_layer): "
-                                        "--memory-size needs a model trained or fine-tuned with --memory-layer"));
-  }
   std::vector<Document> docs;
-  s = ReadDocuments(flags.documents, &docs);
+  Status s = OpenDocumentRun(model_dir, flags, device_flag, false, &model, &docs);
   if (!s.ok()) return Fail(s);
   const std::vector<std::vector<int32_t>> ids = EncodeDocuments(*model->tokenizer, docs);
   std::unique_ptr<KvMemory> memory;
+  std::string search = "none";
   if (flags.memory_size > 0) {
-    s = MakeKvRing(1, model->config.n_head, model->config.n_embd / model->config.n_head, flags.memory_size,
-                   flags.fp16, &memory);
+    s = MakeDocumentMemory(model_dir, model->config, flags, &memory, &search);
     if (!s.ok()) return Fail(s);
   }
   MemoryScoreOptions o;
@@ -171,7 +316,8 @@ int RunDocumentPerplexity(const std::string& model_dir, const MemoryFlags& flags
               {"memory_size", flags.memory_size},
               {"memory_topk", memory ? (flags.memory_topk > 0 ? flags.memory_topk : model->config.memory_topk) : 0},
               {"memory_layer", model->config.memory_layer},
-              {"memory_mode", model->config.has_memory() ? model->config.memory_mode : ""}};
+              {"memory_mode", model->config.has_memory() ? model->config.memory_mode : ""},
+              {"memory_search", search}};
   out["base"] = ReportJson(r.base, r.base_seconds);
   // With no memory the memorizing layer is plain local attention: "memory" is the base model.
   out["memory"] = memory ? ReportJson(r.memory, r.memory_seconds) : out["base"];
@@ -214,6 +360,82 @@ int RunDocumentPerplexity(const std::string& model_dir, const MemoryFlags& flags
   line("base", out["base"]);
   line("memory", out["memory"]);
   return 0;
+}
+
+void RegisterMemoryCommands(CLI::App& app, Command* selected) {
+  auto* mem = app.add_subcommand("memory", "The memorizing layer's memory");
+  mem->require_subcommand(1);
+  struct IndexFlags {
+    std::string model, documents;
+    int64_t lists = 1024, tokens = 65536;
+    uint64_t seed = 1234;
+    bool json = false;
+  };
+  auto f = std::make_shared<IndexFlags>();
+  auto* index = mem->add_subcommand(
+      "index", "Train the memory index of a memorizing model: per-head k-means centroids of its memory layer's "
+               "keys on documents (its training documents), written to MODEL/memory_index.safetensors; large "
+               "memories then search by IVF (--memory-search)");
+  index->add_option("--model", f->model, "Model directory with a memory layer")->required()
+      ->check(CLI::ExistingDirectory);
+  index->add_option("--documents", f->documents, "JSONL documents whose keys train the centroids (use training "
+                                                 "documents, never the ones you evaluate on)")
+      ->required()->check(CLI::ExistingFile);
+  index->add_option("--lists", f->lists, "Centroids (inverted lists) per head")->capture_default_str()
+      ->check(CLI::Range(1, 1 << 16));
+  index->add_option("--tokens", f->tokens, "Keys read from the documents (at most)")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  index->add_option("--seed", f->seed, "k-means seed")->capture_default_str();
+  index->add_flag("--json", f->json, "Print the result as JSON");
+  index->callback([f, selected] {
+    *selected = [f] {
+      const auto start = std::chrono::steady_clock::now();
+      std::unique_ptr<LanguageModel> model;
+      Status s = LoadLanguageModel(f->model, &model, torch::kCPU);
+      if (!s.ok()) return Fail(s);
+      const GptConfig& config = model->config;
+      if (!config.has_memory()) {
+        return Fail(Status::InvalidArgument(f->model + " has no memory layer (config.json mnemo_memory_layer)"));
+      }
+      std::vector<Document> docs;
+      s = ReadDocuments(f->documents, &docs);
+      if (!s.ok()) return Fail(s);
+      const int64_t H = config.n_head, D = config.n_embd / config.n_head;
+      KvRingOptions o;
+      o.heads = H, o.head_dim = D;
+      std::unique_ptr<KvRing> ring;
+      s = KvRing::Create(o, &ring);
+      const int32_t bos = model->tokenizer->eot_id() >= 0 ? model->tokenizer->eot_id() : 0;
+      for (size_t d = 0; s.ok() && d < docs.size() && ring->size(0) < f->tokens; ++d) {
+        std::vector<int32_t> ids = {bos};
+        const std::vector<int32_t> text = model->tokenizer->Encode(docs[d].text);
+        ids.insert(ids.end(), text.begin(), text.end());
+        const int64_t count = std::min<int64_t>(static_cast<int64_t>(ids.size()), f->tokens - ring->size(0));
+        s = ReadIntoMemory(model->net, ids, count, WindowOptions{}, ring.get(), 0, static_cast<int64_t>(d) << 32);
+      }
+      const int64_t n = ring ? ring->size(0) : 0;
+      std::vector<float> centroids;
+      if (s.ok()) s = TrainKvCentroids(ring->Keys(0).data(), H, n, D, f->lists, f->seed, &centroids);
+      const std::string path = f->model + "/" + kMemoryIndexFile;
+      if (s.ok()) {
+        s = WriteSafetensors(path, {{"centroids", DType::kF32, {H, f->lists, D}, centroids.data(),
+                                     centroids.size() * sizeof(float)}},
+                             {{"format", "mnemo memory index"},
+                              {"memory_layer", std::to_string(config.memory_layer)},
+                              {"keys", std::to_string(n)}});
+      }
+      if (!s.ok()) return Fail(s);
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (f->json) {
+        std::cout << DumpJson({{"path", path}, {"lists", f->lists}, {"heads", H}, {"keys", n}, {"seconds", seconds}})
+                  << "\n";
+      } else {
+        printf("%s: %ld lists per head from %ld keys (%.1f s)\n", path.c_str(), static_cast<long>(f->lists),
+               static_cast<long>(n), seconds);
+      }
+      return 0;
+    };
+  });
 }
 
 }  // namespace mnemo::cli

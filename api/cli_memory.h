@@ -18,6 +18,11 @@ struct MemoryFlags {
   int64_t memory_size = 0;   // tokens; 0: no memory (base only)
   int64_t memory_topk = 0;   // 0: the model's
   bool fp16 = false;
+  // Search: "exact", "ivf" (needs the model's memory_index.safetensors: `mnemo memory index`) or "auto"
+  // (IVF where the index exists and a lane holds at least ivf_from tokens, exact otherwise).
+  std::string search = "auto";
+  int64_t nprobe = 8;
+  int64_t ivf_from = 16384;
   bool copy = false;
   int64_t max_tokens = 0;
   int64_t examples = 0;
@@ -28,13 +33,22 @@ struct MemoryFlags {
   // `eval ppl` flags; RegisterGenerate: the ones `generate` takes.
   void Register(CLI::App* app);
   void RegisterGenerate(CLI::App* app);
+  void RegisterScore(CLI::App* app);
   bool active() const { return !documents.empty(); }
 };
+
+// The memory index of a memorizing model (model_dir/memory_index.safetensors): per-head centroids of the
+// memory layer's keys, trained by `mnemo memory index`, that let large memories search by IVF.
+inline constexpr const char* kMemoryIndexFile = "memory_index.safetensors";
 
 // `eval ppl --documents`: prints base and memory perplexity and bits/byte (JSON with `json`); returns the
 // process exit code.
 int RunDocumentPerplexity(const std::string& model_dir, const MemoryFlags& flags, const WindowOptions& window,
                           const DeviceFlag& device, bool json);
+
+// `score --documents`: per-token log-probabilities of document flags.document (its second copy with
+// flags.copy) with a memory of its earlier tokens and without, side by side.
+int RunDocumentScore(const std::string& model_dir, const MemoryFlags& flags, const DeviceFlag& device, bool json);
 
 // `generate --documents`: reads document `flags.document` (its first prefix_tokens, then `prompt` when
 // not empty) with a memory of flags.memory_size tokens, and continues it from its last half window.

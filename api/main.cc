@@ -36,6 +36,7 @@ int main(int argc, char** argv) {
   mnemo::cli::RegisterFactCommands(app, &selected);
   mnemo::cli::RegisterServeCommand(app, &selected);
   mnemo::cli::RegisterAuditCommands(app, &selected);
+  mnemo::cli::RegisterMemoryCommands(app, &selected);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

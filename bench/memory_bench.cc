@@ -1,7 +1,7 @@
 // The memorizing layer's memory (memory/kv_ring.h) against FAISS (docs/PERFORMANCE.md, bench/memory-speed.sh):
 // bytes per stored token and search time per query, at M = 1K .. 256K tokens in one lane, 4 heads of 32
 // dimensions (the default model's layer), 128 queries per search (one window), k = 32.
-// Prints one JSON line per (M, method). Usage: mnemo_memory_bench [MAX_M]
+// Prints one JSON line per (M, method); one thread. Usage: mnemo_memory_bench [MAX_M]
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexIVFFlat.h>
 
@@ -14,7 +14,10 @@
 #include <random>
 #include <vector>
 
+#include <omp.h>
+
 #include "memory/kv_ring.h"
+#include "util/blas_threads.h"
 
 namespace {
 
@@ -22,11 +25,13 @@ using Clock = std::chrono::steady_clock;
 double Since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 // Keys with some structure (clusters), like attention keys: 256 centres plus noise.
-std::vector<float> Keys(int64_t n, int64_t d, uint32_t seed) {
-  std::mt19937 rng(seed);
+// `draw` picks the points (same centres, other points).
+std::vector<float> Keys(int64_t n, int64_t d, uint32_t seed, uint32_t draw = 0) {
+  std::mt19937 crng(seed);
   std::normal_distribution<float> normal;
   std::vector<float> centres(256 * d);
-  for (float& x : centres) x = normal(rng);
+  for (float& x : centres) x = normal(crng);
+  std::mt19937 rng(seed * 7919u + draw);
   std::vector<float> out(n * d);
   for (int64_t i = 0; i < n; ++i) {
     const int64_t c = rng() % 256;
@@ -39,6 +44,9 @@ std::vector<float> Keys(int64_t n, int64_t d, uint32_t seed) {
 
 int main(int argc, char** argv) {
   const int64_t max_m = argc > 1 ? std::atoll(argv[1]) : 262144;
+  // One thread for everyone (the memory searches beside a model that has the other cores).
+  mnemo::SetBlasThreads(1);
+  omp_set_num_threads(1);
   const int64_t H = 4, D = 32, n = 128, k = 32;
   for (int64_t M = 1024; M <= max_m; M *= 4) {
     // Per head: M keys; queries are fresh draws from the same distribution.
@@ -54,9 +62,23 @@ int main(int argc, char** argv) {
     const int reps = M >= 65536 ? 3 : 10;
     std::vector<float> ko(H * n * k * D), vo(H * n * k * D);
     std::vector<int64_t> to(H * n * k);
-    for (bool fp16 : {false, true}) {
+    // The memory index (`mnemo memory index`): 1024 centroids per head from 65,536 other keys of the
+    // same distribution (a model's training documents), nprobe 8.
+    std::vector<float> centroids;
+    {
+      std::vector<float> train(H * 65536 * D);
+      for (int64_t h = 0; h < H; ++h) {
+        const std::vector<float> t = Keys(65536, D, 1 + h, 1);
+        std::copy(t.begin(), t.end(), train.begin() + h * 65536 * D);
+      }
+      if (!mnemo::TrainKvCentroids(train.data(), H, 65536, D, 1024, 1, &centroids).ok()) return 1;
+    }
+    std::vector<int64_t> truth;
+    for (int variant = 0; variant < 3; ++variant) {
+      const bool fp16 = variant == 1, ivf = variant == 2;
       mnemo::KvRingOptions o;
       o.heads = H, o.head_dim = D, o.fp16 = fp16;
+      if (ivf) o.centroids = centroids, o.lists = 1024, o.nprobe = 8, o.ivf_from = 1;
       std::unique_ptr<mnemo::KvRing> ring;
       if (!mnemo::KvRing::Create(o, &ring).ok()) return 1;
       // Append token by token in chunks of 1024: [H, chunk, D].
@@ -76,10 +98,18 @@ int main(int argc, char** argv) {
         if (!ring->Search(0, queries.data(), n, k, ko.data(), vo.data(), to.data()).ok()) return 1;
       }
       const double s = Since(t0) / reps;
-      printf("{\"M\": %ld, \"method\": \"kv_ring exact %s\", \"bytes_per_token\": %ld, \"ms_per_window\": %.3f, "
-             "\"us_per_query_head\": %.3f}\n",
-             static_cast<long>(M), fp16 ? "fp16" : "fp32", static_cast<long>(ring->bytes_per_token()), s * 1e3,
-             s * 1e6 / (n * H));
+      if (variant == 0) truth = to;
+      int64_t hit = 0;
+      for (int64_t q = 0; q < H * n; ++q) {
+        for (int64_t i = 0; i < k; ++i) {
+          for (int64_t j = 0; j < k; ++j) hit += to[q * k + i] == truth[q * k + j];
+        }
+      }
+      printf("{\"M\": %ld, \"method\": \"kv_ring %s\", \"bytes_per_token\": %ld, \"ms_per_window\": %.3f, "
+             "\"us_per_query_head\": %.3f, \"recall_at_k\": %.4f}\n",
+             static_cast<long>(M), ivf ? "ivf1024 nprobe 8 fp32" : fp16 ? "exact fp16" : "exact fp32",
+             static_cast<long>(ring->bytes_per_token()), s * 1e3, s * 1e6 / (n * H),
+             static_cast<double>(hit) / (H * n * k));
       fflush(stdout);
     }
     // FAISS per head: exact (IndexFlatIP) and IVF (nlist ~ 4 sqrt(M), nprobe 8), recall against exact.

@@ -91,10 +91,14 @@ torch::Tensor CausalSelfAttentionImpl::AttendWithMemory(const torch::Tensor& q, 
                                        q, torch::nn::functional::NormalizeFuncOptions().p(2).dim(-1))
                                  : q;
   const torch::Tensor queries = qm.detach().to(torch::kCPU, torch::kFloat32).contiguous();
-  torch::Tensor km = torch::zeros({B, H, T, K, D}), vm = torch::zeros({B, H, T, K, D});
-  torch::Tensor tags = torch::full({B, H, T, K}, -1, torch::kLong);
+  // Search fills every slot (zero pairs and tag -1 past what a lane holds); only empty lanes are skipped.
+  torch::Tensor km = torch::empty({B, H, T, K, D}), vm = torch::empty({B, H, T, K, D});
+  torch::Tensor tags = torch::empty({B, H, T, K}, torch::kLong);
   for (int64_t b = 0; b < B; ++b) {
-    if (memory.size(L0 + b) == 0) continue;
+    if (memory.size(L0 + b) == 0) {
+      km[b].zero_(), vm[b].zero_(), tags[b].fill_(-1);
+      continue;
+    }
     const Status s = memory.Search(L0 + b, queries[b].data_ptr<float>(), T, K, km[b].data_ptr<float>(),
                                    vm[b].data_ptr<float>(), tags[b].data_ptr<int64_t>());
     TORCH_CHECK(s.ok(), "memory search: ", s.ToString());
@@ -103,15 +107,16 @@ torch::Tensor CausalSelfAttentionImpl::AttendWithMemory(const torch::Tensor& q, 
   km = km.to(where), vm = vm.to(where);
   const torch::Tensor valid = tags.to(where).ge(0);  // [B, H, T, K]
   const float neg_inf = -std::numeric_limits<float>::infinity();
-  // [B, H, T, 1, D] x [B, H, T, D, K] -> [B, H, T, K]
-  torch::Tensor mem_scores = torch::matmul(qm.unsqueeze(-2), km.transpose(-2, -1)).squeeze(-2);
+  // [B, H, T, 1, D] * [B, H, T, K, D] summed over D -> [B, H, T, K] (T x H tiny products: elementwise beats
+  // a batched matrix product here).
+  torch::Tensor mem_scores = (qm.unsqueeze(-2) * km).sum(-1);
   torch::Tensor y, weights;
   if (gated) {
     mem_scores = (mem_scores * mem_scale.view({1, H, 1, 1})).masked_fill(valid.logical_not(), neg_inf);
     const torch::Tensor has = valid.any(-1, /*keepdim=*/true);  // [B, H, T, 1]
     // A query with nothing retrieved (its lane is empty) gets a zero row instead of NaNs, and no gate.
     weights = torch::softmax(mem_scores.masked_fill(has.logical_not(), 0.0), -1) * has;
-    const torch::Tensor y_mem = torch::matmul(weights.unsqueeze(-2), vm).squeeze(-2);
+    const torch::Tensor y_mem = (weights.unsqueeze(-1) * vm).sum(-2);
     const torch::Tensor y_local = torch::matmul(torch::softmax(local_scores, -1), v);
     const torch::Tensor g = torch::sigmoid(mem_gate).view({1, H, 1, 1}) * has;
     y = g * y_mem + (1 - g) * y_local;
@@ -121,7 +126,7 @@ torch::Tensor CausalSelfAttentionImpl::AttendWithMemory(const torch::Tensor& q, 
     // Local scores always hold the query's own position, so no row is all -inf.
     const torch::Tensor p = torch::softmax(torch::cat({local_scores, mem_scores}, -1), -1);
     weights = p.narrow(-1, S, K);
-    y = torch::matmul(p.narrow(-1, 0, S), v) + torch::matmul(weights.unsqueeze(-2), vm).squeeze(-2);
+    y = torch::matmul(p.narrow(-1, 0, S), v) + (weights.unsqueeze(-1) * vm).sum(-2);
   }
   if (access.retrieved_tags != nullptr) *access.retrieved_tags = tags;
   if (access.retrieved_weights != nullptr) *access.retrieved_weights = weights.detach().to(torch::kCPU);

@@ -192,6 +192,7 @@ Status ScoreDocumentsWithMemory(Gpt& net, const Tokenizer& tokenizer,
   if (memory == nullptr || !options.skip_base) report->base = PerplexityReport::FromLogprobs(base_lp_all, base_bytes);
   if (memory != nullptr) report->memory = PerplexityReport::FromLogprobs(mem_lp_all, base_bytes);
   report->mean_memory_tokens = windows_scored > 0 ? memory_tokens_sum / windows_scored : 0;
+  if (options.keep_logprobs) report->base_logprobs = base_lp_all, report->memory_logprobs = mem_lp_all;
   while (!best.empty()) {
     report->examples.push_back(best.top());
     best.pop();

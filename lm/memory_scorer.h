@@ -32,6 +32,7 @@ struct MemoryScoreOptions {
   int64_t max_tokens = 0;       // Stop after the document that reaches this many scored tokens; 0: all.
   int64_t examples = 0;         // Keep this many tokens whose log-probability the memory raised most.
   bool skip_base = false;       // With a memory: score only with it (report.base stays empty).
+  bool keep_logprobs = false;   // Fill the report's per-token log-probabilities.
   const std::atomic<bool>* cancel = nullptr;
 };
 
@@ -55,6 +56,8 @@ struct MemoryScoreReport {
   int64_t max_memory_tokens = 0;                 // largest memory a window searched
   double mean_memory_tokens = 0;                 // the memory's mean size over the scored windows
   std::vector<MemoryExample> examples;           // largest memory_logprob - base_logprob first
+  // With keep_logprobs: each scored target's log-probability, in order (documents, then positions).
+  std::vector<float> base_logprobs, memory_logprobs;
 };
 
 // `documents` are token ids (without <|endoftext|>). InvalidArgument for a model without a memory layer

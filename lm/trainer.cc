@@ -222,6 +222,27 @@ Status LoadDocumentTokens(const std::string& path, const BpeTokenizer& tok, cons
   return WriteFileAtomically(cache, out);
 }
 
+// The repetition curriculum (TrainOptions::repeat_chunk): the chosen documents become chunk 1, chunk 1,
+// chunk 2, chunk 2, ... with chunk lengths repeat_chunk >> (0..4). A pure function of (seed, document),
+// so resumed runs read the same tokens.
+void RepeatChunks(int64_t chunk, double fraction, uint64_t seed, std::vector<std::vector<int32_t>>* docs) {
+  for (size_t i = 0; i < docs->size(); ++i) {
+    uint64_t h = Fnv1a64(&i, sizeof(i), seed ^ 0x5EEDC0DEull);
+    if (static_cast<double>(h >> 11) * 0x1.0p-53 >= fraction) continue;
+    const std::vector<int32_t>& d = (*docs)[i];
+    std::vector<int32_t> out;
+    out.reserve(2 * d.size());
+    for (size_t at = 0; at < d.size();) {
+      h = Fnv1a64(&h, sizeof(h));
+      const size_t len = static_cast<size_t>(std::max<int64_t>(1, chunk >> (h % 5)));
+      const size_t end = std::min(d.size(), at + len);
+      for (int copy = 0; copy < 2; ++copy) out.insert(out.end(), d.begin() + at, d.begin() + end);
+      at = end;
+    }
+    (*docs)[i] = std::move(out);
+  }
+}
+
 // Which segment each batch lane reads at each step (see trainer.h): a pure function of (seed, step).
 class LaneSchedule {
  public:
@@ -319,6 +340,9 @@ std::string TrainReport::ToJson() const {
 
 Status Train(const TrainOptions& o, TrainReport* report) {
   const bool documents = !o.train_documents.empty() || !o.valid_documents.empty();
+  if (o.repeat_chunk > 0 && !documents) {
+    return Status::InvalidArgument("--repeat-chunk needs --documents (it repeats chunks of training documents)");
+  }
   if (documents && (o.train_documents.empty() || o.valid_documents.empty())) {
     return Status::InvalidArgument("train needs both --documents and --valid-documents");
   }
@@ -402,6 +426,7 @@ Status Train(const TrainOptions& o, TrainReport* report) {
   if (documents) {
     MNEMO_RETURN_IF_ERROR(LoadDocumentTokens(o.train_documents, *tok, o.out_dir, o.quiet, &train_docs));
     MNEMO_RETURN_IF_ERROR(LoadDocumentTokens(o.valid_documents, *tok, o.out_dir, o.quiet, &valid_docs));
+    if (o.repeat_chunk > 0) RepeatChunks(o.repeat_chunk, o.repeat_fraction, o.seed, &train_docs);
     schedule_docs = std::make_unique<LaneSchedule>(train_docs, batch, seq_len, o.seed);
     if (schedule_docs->empty()) {
       return Status::InvalidArgument(o.train_documents + ": no document has more than " + std::to_string(seq_len + 1) +

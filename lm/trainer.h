@@ -47,6 +47,15 @@ struct TrainOptions {
   int64_t memory_size = 0;            // Tokens per lane's memory; 0: the layer trains without memory.
   int64_t memory_topk = 0;            // 0: keep the config's (default 32).
   std::string memory_mode;            // "joint" or "gated"; empty: keep the config's.
+  // The repetition curriculum (documents only): a fraction of the training documents, chosen by a hash
+  // of (seed, document), is cut into chunks and each chunk read twice in a row (chunk 1, chunk 1, chunk 2,
+  // chunk 2, ...). Chunk lengths are drawn per chunk from repeat_chunk / 16 .. repeat_chunk (powers of two
+  // apart), so some second copies lie inside the local window (teaching the layer's own attention to copy,
+  // with gradients into its keys) and some beyond it, inside a memory of 2 * repeat_chunk tokens (where
+  // joint mode reuses that same attention). Natural text at this budget teaches neither (docs/RESULTS.md).
+  // 0: off. Validation documents are never repeated.
+  int64_t repeat_chunk = 0;
+  double repeat_fraction = 0.5;
   // Makes the training memory (memory/kv_ring.h in the CLI): lanes x heads x head_dim, capacity tokens.
   std::function<Status(int64_t lanes, int64_t heads, int64_t head_dim, int64_t capacity,
                        std::unique_ptr<KvMemory>* out)> make_memory;

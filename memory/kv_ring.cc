@@ -8,6 +8,9 @@
 #include <limits>
 #include <string>
 
+#include <faiss/Clustering.h>
+#include <faiss/IndexFlat.h>
+
 #include "util/half.h"
 
 // The BLAS FAISS links (Fortran interface).
@@ -28,7 +31,34 @@ struct KvRing::Lane {
   int64_t start = 0;
   int64_t next_order = 0;
   int64_t evicted = 0;
+  // IVF (options.lists > 0): per head, each slot's list and its index in that list, and the lists.
+  std::vector<std::vector<int32_t>> list_of, pos_in_list;
+  std::vector<std::vector<std::vector<int32_t>>> lists;
 };
+
+namespace {
+
+// C (rows x cols, row-major) = A (rows x D, row-major) * B' (B: cols x D, row-major).
+void MultiplyTransposed(const float* a, int64_t rows, const float* b, int64_t cols, int64_t D, float* c) {
+  // Column-major view: C' (cols x rows) = B (cols x D) * A' (D x rows).
+  const int m = static_cast<int>(cols), n = static_cast<int>(rows), d = static_cast<int>(D);
+  const float one = 1.0f, zero = 0.0f;
+  sgemm_("T", "N", &m, &n, &d, &one, b, &d, a, &d, &zero, c, &m);
+}
+
+// <a, b> with eight partial sums (vectorisable without reassociating a single sum).
+inline float Dot(const float* a, const float* b, int64_t D) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= D; i += 8) {
+    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
+  }
+  float v = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; i < D; ++i) v += a[i] * b[i];
+  return v;
+}
+
+}  // namespace
 
 KvRing::KvRing(const KvRingOptions& options) : options_(options), lanes_(static_cast<size_t>(options.lanes)) {
   for (Lane& lane : lanes_) {
@@ -36,6 +66,10 @@ KvRing::KvRing(const KvRingOptions& options) : options_(options), lanes_(static_
     lane.values.resize(options.fp16 ? 0 : options.heads);
     lane.keys16.resize(options.fp16 ? options.heads : 0);
     lane.values16.resize(options.fp16 ? options.heads : 0);
+    if (options.lists > 0) {
+      lane.list_of.resize(options.heads), lane.pos_in_list.resize(options.heads);
+      lane.lists.assign(options.heads, std::vector<std::vector<int32_t>>(options.lists));
+    }
   }
 }
 
@@ -48,8 +82,54 @@ Status KvRing::Create(const KvRingOptions& options, std::unique_ptr<KvRing>* out
   if (options.capacity > (int64_t{1} << 31) - 1) {
     return Status::InvalidArgument("memory capacity " + std::to_string(options.capacity) + " is past 2^31 - 1 tokens");
   }
+  if (options.lists < 0 || (options.lists > 0 && (options.nprobe < 1 || options.ivf_from < 0 ||
+                                                  static_cast<int64_t>(options.centroids.size()) !=
+                                                      options.heads * options.lists * options.head_dim))) {
+    return Status::InvalidArgument("IVF memory search needs heads x lists x head_dim centroids and nprobe >= 1");
+  }
   out->reset(new KvRing(options));
   return Status::OK();
+}
+
+bool KvRing::searches_by_ivf(int64_t lane) const {
+  return options_.lists > 0 && CheckLane(lane).ok() && lanes_[lane].count >= std::max<int64_t>(1, options_.ivf_from);
+}
+
+void KvRing::Assign(const float* keys, int64_t n, std::vector<int32_t>* list_ids) const {
+  const int64_t H = options_.heads, D = options_.head_dim, C = options_.lists;
+  list_ids->assign(static_cast<size_t>(H * n), 0);
+  std::vector<float> scores(static_cast<size_t>(n * C)), rounded;
+  for (int64_t h = 0; h < H; ++h) {
+    const float* k = keys + h * n * D;
+    if (options_.fp16) {  // assign the key the ring stores, so a rebuilt ring assigns alike
+      rounded.resize(static_cast<size_t>(n * D));
+      for (int64_t i = 0; i < n * D; ++i) rounded[i] = HalfToFloat(FloatToHalf(k[i]));
+      k = rounded.data();
+    }
+    MultiplyTransposed(k, n, options_.centroids.data() + h * C * D, C, D, scores.data());
+    for (int64_t t = 0; t < n; ++t) {
+      const float* row = scores.data() + t * C;
+      (*list_ids)[h * n + t] = static_cast<int32_t>(std::max_element(row, row + C) - row);  // first of ties
+    }
+  }
+}
+
+void KvRing::ListAdd(Lane& l, int64_t h, int64_t slot, int32_t list) const {
+  if (static_cast<int64_t>(l.list_of[h].size()) <= slot) {
+    l.list_of[h].resize(slot + 1), l.pos_in_list[h].resize(slot + 1);
+  }
+  auto& members = l.lists[h][list];
+  l.list_of[h][slot] = list;
+  l.pos_in_list[h][slot] = static_cast<int32_t>(members.size());
+  members.push_back(static_cast<int32_t>(slot));
+}
+
+void KvRing::ListRemove(Lane& l, int64_t h, int64_t slot) const {
+  auto& members = l.lists[h][l.list_of[h][slot]];
+  const int32_t at = l.pos_in_list[h][slot];
+  members[at] = members.back();
+  l.pos_in_list[h][members[at]] = at;
+  members.pop_back();
 }
 
 Status KvRing::CheckLane(int64_t lane) const {
@@ -66,7 +146,8 @@ int64_t KvRing::evicted(int64_t lane) const { return CheckLane(lane).ok() ? lane
 
 int64_t KvRing::bytes_per_token() const {
   const int64_t per_float = options_.fp16 ? 2 : 4;
-  return 2 * options_.heads * options_.head_dim * per_float + 2 * static_cast<int64_t>(sizeof(int64_t));
+  const int64_t ivf = options_.lists > 0 ? 3 * options_.heads * static_cast<int64_t>(sizeof(int32_t)) : 0;
+  return 2 * options_.heads * options_.head_dim * per_float + 2 * static_cast<int64_t>(sizeof(int64_t)) + ivf;
 }
 
 std::vector<int64_t> KvRing::Tags(int64_t lane) const {
@@ -88,12 +169,16 @@ Status KvRing::Append(int64_t lane, const float* keys, const float* values, cons
   }
   Lane& l = lanes_[lane];
   const int64_t H = options_.heads, D = options_.head_dim, cap = options_.capacity;
+  const bool ivf = options_.lists > 0;
+  std::vector<int32_t> list_ids;
+  if (ivf && n > 0) Assign(keys, n, &list_ids);
   for (int64_t t = 0; t < n; ++t) {
     int64_t slot;
     if (cap > 0 && l.count == cap) {
       slot = l.start;
       l.start = (l.start + 1) % cap;
       ++l.evicted;
+      for (int64_t h = 0; ivf && h < H; ++h) ListRemove(l, h, slot);
     } else {
       slot = l.count++;
       l.tags.resize(l.count);
@@ -108,6 +193,7 @@ Status KvRing::Append(int64_t lane, const float* keys, const float* values, cons
     }
     l.tags[slot] = tags[t];
     l.order[slot] = l.next_order++;
+    for (int64_t h = 0; ivf && h < H; ++h) ListAdd(l, h, slot, list_ids[h * n + t]);
     for (int64_t h = 0; h < H; ++h) {
       const float* k = keys + (h * n + t) * D;
       const float* v = values + (h * n + t) * D;
@@ -125,76 +211,123 @@ Status KvRing::Append(int64_t lane, const float* keys, const float* values, cons
   return Status::OK();
 }
 
+namespace {
+
+// The k best (score, slot) pairs one query has seen, under the ring's total order (score descending, then
+// insertion order ascending), in a heap with the worst on top. Once it is full, a candidate needs a score
+// of at least the worst's to be looked at: most are rejected by that one comparison (NaN fails it too: a
+// NaN query retrieves nothing).
+class Best {
+ public:
+  Best(const std::vector<int64_t>* order, int64_t k) : order_(order), k_(k) {}
+  void Reset() { heap_.clear(), worst_ = -std::numeric_limits<float>::infinity(); }
+  // The score a candidate needs to be looked at (callers keep it in a register across a row).
+  float threshold() const { return worst_; }
+  void Offer(float v, int64_t slot) {
+    if (!(v >= worst_)) return;
+    auto worse_on_top = [this](const Entry& a, const Entry& b) { return Better(a, b); };
+    if (static_cast<int64_t>(heap_.size()) < k_) {
+      heap_.emplace_back(v, slot);
+      std::push_heap(heap_.begin(), heap_.end(), worse_on_top);
+      if (static_cast<int64_t>(heap_.size()) == k_) worst_ = heap_.front().first;
+    } else if (Better({v, slot}, heap_.front())) {
+      std::pop_heap(heap_.begin(), heap_.end(), worse_on_top);
+      heap_.back() = {v, slot};
+      std::push_heap(heap_.begin(), heap_.end(), worse_on_top);
+      worst_ = heap_.front().first;
+    }
+  }
+  // Best first; the heap is spent.
+  const std::vector<std::pair<float, int64_t>>& Sorted() {
+    std::sort_heap(heap_.begin(), heap_.end(), [this](const Entry& a, const Entry& b) { return Better(a, b); });
+    return heap_;
+  }
+
+ private:
+  using Entry = std::pair<float, int64_t>;
+  bool Better(const Entry& a, const Entry& b) const {
+    return a.first > b.first || (a.first == b.first && (*order_)[a.second] < (*order_)[b.second]);
+  }
+  const std::vector<int64_t>* order_;
+  int64_t k_;
+  std::vector<Entry> heap_;
+  float worst_ = -std::numeric_limits<float>::infinity();
+};
+
+}  // namespace
+
 Status KvRing::Search(int64_t lane, const float* queries, int64_t n, int64_t k, float* keys_out, float* values_out,
                       int64_t* tags_out) const {
   MNEMO_RETURN_IF_ERROR(CheckLane(lane));
   if (n < 0 || k < 1) return Status::InvalidArgument("a memory search needs n >= 0 queries and k >= 1");
   const Lane& l = lanes_[lane];
   const int64_t H = options_.heads, D = options_.head_dim, count = l.count;
-  std::fill(keys_out, keys_out + H * n * k * D, 0.0f);
-  std::fill(values_out, values_out + H * n * k * D, 0.0f);
-  if (tags_out != nullptr) std::fill(tags_out, tags_out + H * n * k, int64_t{-1});
-  if (count == 0 || n == 0) return Status::OK();
-  // better(a, b): a ranks before b.
-  auto better = [&l](float sa, int64_t a, float sb, int64_t b) {
-    return sa > sb || (sa == sb && l.order[a] < l.order[b]);
-  };
-  auto worse_on_top = [&](const std::pair<float, int64_t>& a, const std::pair<float, int64_t>& b) {
-    return better(a.first, a.second, b.first, b.second);
-  };
-  // Keys are scored a block at a time (FAISS's exhaustive search does the same), so the block's scores
-  // (kBlock x n floats) stay in cache while every query's heap takes them.
+  if (count == 0 || n == 0) {
+    std::fill(keys_out, keys_out + H * n * k * D, 0.0f);
+    std::fill(values_out, values_out + H * n * k * D, 0.0f);
+    if (tags_out != nullptr) std::fill(tags_out, tags_out + H * n * k, int64_t{-1});
+    return Status::OK();
+  }
+  const bool ivf = searches_by_ivf(lane);
+  std::vector<Best> best(static_cast<size_t>(n), Best(&l.order, k));
+  // Exact: keys are scored a block at a time (FAISS's exhaustive search does the same), so the block's
+  // scores (kBlock x n floats) stay in cache while every query's heap takes them.
   constexpr int64_t kBlock = 2048;
-  std::vector<float> scores(static_cast<size_t>(std::min(count, kBlock) * n)), decoded;
-  std::vector<std::vector<std::pair<float, int64_t>>> heaps(static_cast<size_t>(n));
-  std::vector<float> worst(static_cast<size_t>(n));
+  const int64_t C = options_.lists, nprobe = std::min(options_.nprobe, std::max<int64_t>(C, 1));
+  std::vector<float> scores(static_cast<size_t>(ivf ? n * C : std::min(count, kBlock) * n)), decoded, key(D);
+  std::vector<int32_t> probe(static_cast<size_t>(C));
   for (int64_t h = 0; h < H; ++h) {
-    for (auto& heap : heaps) heap.clear();
-    std::fill(worst.begin(), worst.end(), -std::numeric_limits<float>::infinity());
-    for (int64_t first = 0; first < count; first += kBlock) {
-      const int64_t rows = std::min(kBlock, count - first);
-      const float* K = nullptr;
-      if (options_.fp16) {
-        decoded.resize(static_cast<size_t>(rows * D));
-        for (int64_t i = 0; i < rows * D; ++i) decoded[i] = HalfToFloat(l.keys16[h][first * D + i]);
-        K = decoded.data();
-      } else {
-        K = l.keys[h].data() + first * D;
-      }
-      // scores[t * rows + s] = <key first + s, query t>: column-major C (rows x n) = K' (rows x D) * Q' (D x n).
-      const int m = static_cast<int>(rows), nn = static_cast<int>(n), d = static_cast<int>(D);
-      const float one = 1.0f, zero = 0.0f;
-      sgemm_("T", "N", &m, &nn, &d, &one, K, &d, queries + h * n * D, &d, &zero, scores.data(), &m);
-      // A heap of the k best so far per query, worst on top. Once it is full, a token needs a score of at
-      // least the worst's to be looked at: most are rejected by that one comparison (NaN fails it too: a
-      // NaN query retrieves nothing).
+    for (Best& b : best) b.Reset();
+    const float* Q = queries + h * n * D;
+    if (ivf) {
+      // Each query's nprobe best centroids (ties: the lower list), then every token in those lists.
+      MultiplyTransposed(Q, n, options_.centroids.data() + h * C * D, C, D, scores.data());
       for (int64_t t = 0; t < n; ++t) {
-        const float* row = scores.data() + t * rows;
-        auto& heap = heaps[t];
-        float w = worst[t];
-        for (int64_t i = 0; i < rows; ++i) {
-          const float v = row[i];
-          if (!(v >= w)) continue;
-          const int64_t slot = first + i;
-          if (static_cast<int64_t>(heap.size()) < k) {
-            heap.emplace_back(v, slot);
-            std::push_heap(heap.begin(), heap.end(), worse_on_top);
-            if (static_cast<int64_t>(heap.size()) == k) w = heap.front().first;
-          } else if (better(v, slot, heap.front().first, heap.front().second)) {
-            std::pop_heap(heap.begin(), heap.end(), worse_on_top);
-            heap.back() = {v, slot};
-            std::push_heap(heap.begin(), heap.end(), worse_on_top);
-            w = heap.front().first;
+        const float* row = scores.data() + t * C;
+        std::iota(probe.begin(), probe.end(), 0);
+        std::partial_sort(probe.begin(), probe.begin() + nprobe, probe.end(),
+                          [row](int32_t a, int32_t b) { return row[a] > row[b] || (row[a] == row[b] && a < b); });
+        const float* q = Q + t * D;
+        for (int64_t p = 0; p < nprobe; ++p) {
+          for (int32_t slot : l.lists[h][probe[p]]) {
+            const float* kk;
+            if (options_.fp16) {
+              for (int64_t i = 0; i < D; ++i) key[i] = HalfToFloat(l.keys16[h][slot * D + i]);
+              kk = key.data();
+            } else {
+              kk = l.keys[h].data() + slot * D;
+            }
+            best[t].Offer(Dot(q, kk, D), slot);
           }
         }
-        worst[t] = w;
+      }
+    } else {
+      for (int64_t first = 0; first < count; first += kBlock) {
+        const int64_t rows = std::min(kBlock, count - first);
+        const float* K = nullptr;
+        if (options_.fp16) {
+          decoded.resize(static_cast<size_t>(rows * D));
+          for (int64_t i = 0; i < rows * D; ++i) decoded[i] = HalfToFloat(l.keys16[h][first * D + i]);
+          K = decoded.data();
+        } else {
+          K = l.keys[h].data() + first * D;
+        }
+        // scores[t * rows + s] = <key first + s, query t>.
+        MultiplyTransposed(Q, n, K, rows, D, scores.data());
+        for (int64_t t = 0; t < n; ++t) {
+          const float* row = scores.data() + t * rows;
+          Best& b = best[t];
+          float w = b.threshold();
+          for (int64_t i = 0; i < rows; ++i) {
+            if (row[i] >= w) b.Offer(row[i], first + i), w = b.threshold();
+          }
+        }
       }
     }
     for (int64_t t = 0; t < n; ++t) {
-      auto& heap = heaps[t];
-      std::sort_heap(heap.begin(), heap.end(), worse_on_top);  // best first
-      for (size_t r = 0; r < heap.size(); ++r) {
-        const int64_t slot = heap[r].second;
+      const auto& sorted = best[t].Sorted();
+      for (size_t r = 0; r < sorted.size(); ++r) {
+        const int64_t slot = sorted[r].second;
         const int64_t at = (h * n + t) * k + static_cast<int64_t>(r);
         if (options_.fp16) {
           for (int64_t i = 0; i < D; ++i) {
@@ -207,6 +340,11 @@ Status KvRing::Search(int64_t lane, const float* queries, int64_t n, int64_t k, 
         }
         if (tags_out != nullptr) tags_out[at] = l.tags[slot];
       }
+      // Slots past what was found: zero pairs, tag -1.
+      const int64_t found = static_cast<int64_t>(sorted.size()), at = (h * n + t) * k;
+      std::fill(keys_out + (at + found) * D, keys_out + (at + k) * D, 0.0f);
+      std::fill(values_out + (at + found) * D, values_out + (at + k) * D, 0.0f);
+      if (tags_out != nullptr) std::fill(tags_out + at + found, tags_out + at + k, int64_t{-1});
     }
   }
   return Status::OK();
@@ -247,6 +385,60 @@ Status KvRing::RemoveTags(int64_t lane, int64_t first, int64_t last, int64_t* re
   l.tags.swap(tags), l.order.swap(order);
   l.count = kept;
   l.start = 0;  // slots are in insertion order now, oldest first
+  if (options_.lists > 0) {  // the lists again, from each kept token's list
+    for (int64_t h = 0; h < H; ++h) {
+      std::vector<int32_t> list_of(static_cast<size_t>(kept));
+      for (int64_t i = 0; i < kept; ++i) list_of[i] = l.list_of[h][keep[i]];
+      for (auto& members : l.lists[h]) members.clear();
+      l.list_of[h].clear(), l.pos_in_list[h].clear();
+      for (int64_t i = 0; i < kept; ++i) ListAdd(l, h, i, list_of[i]);
+    }
+  }
+  return Status::OK();
+}
+
+std::vector<float> KvRing::Keys(int64_t lane) const {
+  if (!CheckLane(lane).ok()) return {};
+  const Lane& l = lanes_[lane];
+  const int64_t H = options_.heads, D = options_.head_dim;
+  std::vector<int64_t> slots(static_cast<size_t>(l.count));
+  std::iota(slots.begin(), slots.end(), 0);
+  std::sort(slots.begin(), slots.end(), [&](int64_t a, int64_t b) { return l.order[a] < l.order[b]; });
+  std::vector<float> out(static_cast<size_t>(H * l.count * D));
+  for (int64_t h = 0; h < H; ++h) {
+    for (int64_t i = 0; i < l.count; ++i) {
+      for (int64_t d = 0; d < D; ++d) {
+        out[(h * l.count + i) * D + d] =
+            options_.fp16 ? HalfToFloat(l.keys16[h][slots[i] * D + d]) : l.keys[h][slots[i] * D + d];
+      }
+    }
+  }
+  return out;
+}
+
+Status TrainKvCentroids(const float* keys, int64_t heads, int64_t n, int64_t head_dim, int64_t lists, uint64_t seed,
+                        std::vector<float>* out) {
+  if (heads < 1 || head_dim < 1 || lists < 1) return Status::InvalidArgument("centroids need heads, dims and lists >= 1");
+  if (n < lists) {
+    return Status::InvalidArgument("cannot train " + std::to_string(lists) + " centroids on " + std::to_string(n) +
+                                   " keys: read more tokens or ask for fewer lists");
+  }
+  out->assign(static_cast<size_t>(heads * lists * head_dim), 0.0f);
+  for (int64_t h = 0; h < heads; ++h) {
+    faiss::ClusteringParameters cp;
+    cp.niter = 10;
+    cp.seed = static_cast<int>(seed + h);
+    cp.max_points_per_centroid = 64;
+    cp.verbose = false;
+    faiss::Clustering clustering(static_cast<int>(head_dim), static_cast<int>(lists), cp);
+    faiss::IndexFlatIP assign(head_dim);  // inner-product assignment, as IndexIVFFlat's IP quantizer
+    try {
+      clustering.train(n, keys + h * n * head_dim, assign);
+    } catch (const std::exception& e) {
+      return Status::InvalidArgument(std::string("k-means of memory keys: ") + e.what());
+    }
+    std::copy(clustering.centroids.begin(), clustering.centroids.end(), out->begin() + h * lists * head_dim);
+  }
   return Status::OK();
 }
 
@@ -263,6 +455,11 @@ void KvRing::Clear(int64_t lane) {
   wipe(l.keys), wipe(l.values), wipe(l.keys16), wipe(l.values16);
   std::fill(l.tags.begin(), l.tags.end(), 0);
   l.tags.clear(), l.order.clear();
+  for (auto& per_head : l.lists) {
+    for (auto& members : per_head) std::vector<int32_t>().swap(members);
+  }
+  for (auto& v : l.list_of) std::vector<int32_t>().swap(v);
+  for (auto& v : l.pos_in_list) std::vector<int32_t>().swap(v);
   l.count = l.start = l.evicted = 0;
   l.next_order = 0;
 }

@@ -6,6 +6,15 @@
 // depend on where in the ring a token sits. With fp16 storage the stored keys and values are the
 // fp16-rounded ones, and they are what a search returns and scores with.
 //
+// IVF search (optional, for large memories): given per-head centroids (trained once per model on keys of
+// its training documents: TrainKvCentroids, `mnemo memory index`), every stored key also sits in the
+// inverted list of its highest-inner-product centroid, and a lane holding at least `ivf_from` tokens
+// answers each query from the `nprobe` lists whose centroids score highest with it (FAISS's IndexIVFFlat
+// with an inner-product quantizer, over the ring's own storage: the lists hold slot numbers, 4 bytes). The
+// same total order ranks the candidates. The centroids are a property of the model, never of what the
+// memory held, so removal stays exact for IVF search too: the answer is the top-k of the remaining
+// tokens that sit in the probed lists, which is what a ring that never held the removed ones answers.
+//
 // Removal: RemoveTags(lane, first, last) forgets the lane's tokens whose tags lie in [first, last] (a
 // document, when tags are document-major) and compacts the rest in insertion order, so every later
 // search answers exactly as a ring that was given the same appends without those tokens and evicted the
@@ -30,7 +39,17 @@ struct KvRingOptions {
   int64_t head_dim = 1;
   int64_t capacity = 0;  // Tokens per lane; 0: unbounded.
   bool fp16 = false;     // Store keys and values as IEEE half floats (half the bytes).
+  // IVF search: `lists` centroids per head, [heads, lists, head_dim] floats; empty: exact search only.
+  std::vector<float> centroids;
+  int64_t lists = 0;
+  int64_t nprobe = 8;         // Lists each query scans.
+  int64_t ivf_from = 16384;   // A lane searches by IVF once it holds this many tokens (the measured crossover).
 };
+
+// k-means (FAISS, inner-product assignment, as IndexIVFFlat trains its quantizer) of n keys per head,
+// keys [heads, n, head_dim], into `lists` centroids per head: out [heads, lists, head_dim].
+Status TrainKvCentroids(const float* keys, int64_t heads, int64_t n, int64_t head_dim, int64_t lists, uint64_t seed,
+                        std::vector<float>* out);
 
 class KvRing : public KvMemory {
  public:
@@ -52,6 +71,10 @@ class KvRing : public KvMemory {
   int64_t evicted(int64_t lane) const;
   // The lane's tags, oldest first.
   std::vector<int64_t> Tags(int64_t lane) const;
+  // The lane's keys of every head, oldest first: [heads, size(lane), head_dim].
+  std::vector<float> Keys(int64_t lane) const;
+  // Whether a search of `lane` now goes through the IVF lists.
+  bool searches_by_ivf(int64_t lane) const;
   // Bytes of keys, values and bookkeeping per stored token (all heads).
   int64_t bytes_per_token() const;
   const KvRingOptions& options() const { return options_; }
@@ -60,6 +83,12 @@ class KvRing : public KvMemory {
   struct Lane;
   explicit KvRing(const KvRingOptions& options);
   Status CheckLane(int64_t lane) const;
+  // Inverted-list maintenance (IVF only).
+  void Assign(const float* keys, int64_t n, std::vector<int32_t>* list_ids) const;  // [heads, n]
+  void ListAdd(Lane& l, int64_t h, int64_t slot, int32_t list) const;
+  void ListRemove(Lane& l, int64_t h, int64_t slot) const;
+  void SearchIvf(const Lane& l, const float* queries, int64_t n, int64_t k, float* keys_out, float* values_out,
+                 int64_t* tags_out) const;
 
   KvRingOptions options_;
   std::vector<Lane> lanes_;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <random>
+#include <set>
 
 #include "lm/checkpoint.h"
 #include "lm/gpt.h"
@@ -176,6 +177,88 @@ TEST(KvRingTest, RemovalAnswersAsIfTheTokensWereNeverAppended) {
     ha = SearchAll(*a, 0, q, 6, 8), hb = SearchAll(*b, 0, q, 6, 8);
     EXPECT_EQ(ha.tags, hb.tags);
     EXPECT_EQ(ha.keys, hb.keys);
+  }
+}
+
+// IVF options with centroids trained on a stream of keys unrelated to the ones the tests store.
+KvRingOptions IvfOptions(int64_t heads, int64_t D, int64_t lists, int64_t nprobe, int64_t capacity) {
+  KvRingOptions o;
+  o.heads = heads, o.head_dim = D, o.capacity = capacity;
+  const int64_t n = 40 * lists;
+  const std::vector<float> train = Random(heads * n * D, 77);
+  EXPECT_TRUE(TrainKvCentroids(train.data(), heads, n, D, lists, 1, &o.centroids).ok());
+  o.lists = lists, o.nprobe = nprobe, o.ivf_from = 1;
+  return o;
+}
+
+TEST(KvRingTest, IvfProbingEveryListIsExactAndFewerListsFindMostNeighbours) {
+  KvRingOptions exact_options;
+  exact_options.heads = 2, exact_options.head_dim = 8;
+  std::unique_ptr<KvRing> exact, all, few;
+  ASSERT_TRUE(KvRing::Create(exact_options, &exact).ok());
+  ASSERT_TRUE(KvRing::Create(IvfOptions(2, 8, 16, 16, 0), &all).ok());
+  ASSERT_TRUE(KvRing::Create(IvfOptions(2, 8, 16, 4, 0), &few).ok());
+  for (KvRing* r : {exact.get(), all.get(), few.get()}) AppendStream(r, 0, 0, 600);
+  EXPECT_TRUE(all->searches_by_ivf(0));
+  EXPECT_FALSE(exact->searches_by_ivf(0));
+  EXPECT_EQ(all->bytes_per_token(), exact->bytes_per_token() + 3 * 2 * 4);
+  const std::vector<float> q = Random(2 * 20 * 8, 5);
+  Hits he = SearchAll(*exact, 0, q, 20, 10), ha = SearchAll(*all, 0, q, 20, 10), hf = SearchAll(*few, 0, q, 20, 10);
+  EXPECT_EQ(he.tags, ha.tags);
+  EXPECT_EQ(he.keys, ha.keys);
+  EXPECT_EQ(he.values, ha.values);
+  // 4 of 16 lists: most true neighbours (random keys have no clusters; real keys do better), never more
+  // than exact search scores.
+  int64_t found = 0;
+  for (int64_t i = 0; i < 2 * 20; ++i) {
+    std::set<int64_t> truth(he.tags.begin() + i * 10, he.tags.begin() + i * 10 + 10);
+    for (int64_t j = 0; j < 10; ++j) found += truth.count(hf.tags[i * 10 + j]);
+  }
+  EXPECT_GT(found, 2 * 20 * 10 / 3);
+  EXPECT_LT(found, 2 * 20 * 10);
+  // Below ivf_from a lane searches exactly.
+  KvRingOptions later = IvfOptions(2, 8, 16, 4, 0);
+  later.ivf_from = 1000;
+  std::unique_ptr<KvRing> small;
+  ASSERT_TRUE(KvRing::Create(later, &small).ok());
+  AppendStream(small.get(), 0, 0, 600);
+  EXPECT_FALSE(small->searches_by_ivf(0));
+  EXPECT_EQ(SearchAll(*small, 0, q, 20, 10).tags, he.tags);
+  // Bad centroids are refused.
+  later.centroids.pop_back();
+  EXPECT_FALSE(KvRing::Create(later, &small).ok());
+  std::vector<float> out;
+  EXPECT_FALSE(TrainKvCentroids(q.data(), 2, 20, 8, 64, 1, &out).ok());  // fewer keys than lists
+}
+
+TEST(KvRingTest, IvfRemovalAnswersAsIfTheTokensWereNeverAppended) {
+  for (bool fp16 : {false, true}) {
+    for (int64_t capacity : {0, 300}) {
+      KvRingOptions o = IvfOptions(2, 8, 16, 3, capacity);
+      o.fp16 = fp16;
+      std::unique_ptr<KvRing> a, b;
+      ASSERT_TRUE(KvRing::Create(o, &a).ok());
+      ASSERT_TRUE(KvRing::Create(o, &b).ok());
+      AppendStream(a.get(), 0, 0, 500);
+      int64_t removed = 0;
+      ASSERT_TRUE(a->RemoveTags(0, 250, 349, &removed).ok());
+      EXPECT_EQ(removed, 100);
+      AppendStream(b.get(), 0, capacity > 0 ? 500 - capacity : 0, 500, 250, 350);
+      ASSERT_EQ(a->Tags(0), b->Tags(0));
+      const std::vector<float> q = Random(2 * 12 * 8, 4);
+      Hits ha = SearchAll(*a, 0, q, 12, 8), hb = SearchAll(*b, 0, q, 12, 8);
+      EXPECT_EQ(ha.tags, hb.tags);
+      EXPECT_EQ(ha.keys, hb.keys);
+      EXPECT_EQ(ha.values, hb.values);
+      AppendStream(a.get(), 0, 1000, 1400);  // evictions through the lists continue alike
+      AppendStream(b.get(), 0, 1000, 1400);
+      ha = SearchAll(*a, 0, q, 12, 8), hb = SearchAll(*b, 0, q, 12, 8);
+      EXPECT_EQ(ha.tags, hb.tags);
+      EXPECT_EQ(a->Keys(0), b->Keys(0));
+      a->Clear(0);
+      EXPECT_EQ(a->size(0), 0);
+      EXPECT_EQ(SearchAll(*a, 0, q, 12, 8).tags, std::vector<int64_t>(2 * 12 * 8, -1));
+    }
   }
 }
 

@@ -404,6 +404,59 @@ TEST(MemoryCliTest, EvalPplWithDocumentsAndClearErrors) {
                                 &out, true),
             2);
   EXPECT_NE(out.find("has 2 documents"), std::string::npos) << out;
+  // score --documents: per-token log-probabilities with and without the memory, one per scored target.
+  ASSERT_EQ(testing::RunCommand(bin + " score --model " + dir.File("m") + " --documents " + dir.File("test.jsonl") +
+                                    " --document 1 --memory-size 256 --copy --json",
+                                &out),
+            0)
+      << out;
+  const auto sc = nlohmann::json::parse(out);
+  EXPECT_GT(sc["logprobs"].size(), 0u);
+  EXPECT_EQ(sc["logprobs"].size(), sc["base_logprobs"].size());
+  EXPECT_EQ(sc["tokens"].size(), sc["logprobs"].size());
+  EXPECT_EQ(sc["memory_search"], "exact");
+  // The memory index: IVF search on request, an error without the index.
+  EXPECT_EQ(testing::RunCommand(bin + " eval ppl --model " + dir.File("m") + " --documents " + dir.File("test.jsonl") +
+                                    " --memory-size 64 --memory-search ivf",
+                                &out, true),
+            2);
+  EXPECT_NE(out.find("mnemo memory index"), std::string::npos) << out;
+  ASSERT_EQ(testing::RunCommand(bin + " memory index --model " + dir.File("m") + " --documents " +
+                                    dir.File("train.jsonl") + " --lists 4 --tokens 200 --json",
+                                &out),
+            0)
+      << out;
+  EXPECT_EQ(nlohmann::json::parse(out)["lists"], 4);
+  ASSERT_EQ(testing::RunCommand(bin + " eval ppl --model " + dir.File("m") + " --documents " + dir.File("test.jsonl") +
+                                    " --memory-size 4096 --window 32 --memory-search ivf --memory-nprobe 4 --json",
+                                &out),
+            0)
+      << out;
+  const auto iv = nlohmann::json::parse(out);
+  EXPECT_EQ(iv["memory_search"], "ivf 4 lists, nprobe 4, from 1 tokens");
+  // Probing every list is exact search: the same perplexity as the exact run above.
+  EXPECT_NEAR(iv["memory"]["nll"].get<double>(), j["memory"]["nll"].get<double>(),
+              1e-6 * j["memory"]["nll"].get<double>());
+  EXPECT_EQ(testing::RunCommand(bin + " memory index --model " + dir.File("m") + " --documents " +
+                                    dir.File("train.jsonl") + " --lists 4096 --tokens 200",
+                                &out, true),
+            2);
+  EXPECT_NE(out.find("cannot train 4096 centroids"), std::string::npos) << out;
+  // The repetition curriculum trains (documents only).
+  ASSERT_EQ(testing::RunCommand(bin + " train --documents " + dir.File("train.jsonl") + " --valid-documents " +
+                                    dir.File("test.jsonl") + " --tokenizer " + dir.File("tok") + " --out " +
+                                    dir.File("rep") + " --config tiny --steps 2 --batch-size 2 --seq-len 16 "
+                                    "--eval-tokens 64 --memory-layer 1 --memory-size 32 --repeat-chunk 24 "
+                                    "--repeat-fraction 1 --quiet --json",
+                                &out, true),
+            0)
+      << out;
+  EXPECT_EQ(testing::RunCommand(bin + " train --corpus " + dir.File("train.jsonl") + " --valid " +
+                                    dir.File("test.jsonl") + " --tokenizer " + dir.File("tok") + " --out " +
+                                    dir.File("rep2") + " --config tiny --steps 2 --repeat-chunk 24 --quiet",
+                                &out, true),
+            2);
+  EXPECT_NE(out.find("--repeat-chunk needs --documents"), std::string::npos) << out;
   // Errors: non-zero exit and a message.
   std::filesystem::create_directories(dir.File("plain"));
   testing::TrainTinyModelWithCli(dir.File("plain"), 2);
