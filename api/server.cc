@@ -14,6 +14,12 @@
 namespace mnemo {
 namespace {
 
+// Client text quoted in an error message: at most 64 bytes, so a huge field is not echoed back whole.
+std::string TruncateForMessage(const std::string& text) {
+  if (text.size() <= 64) return text;
+  return text.substr(0, 64) + "... (" + std::to_string(text.size()) + " bytes)";
+}
+
 using api::Json;
 using Clock = std::chrono::steady_clock;
 
@@ -128,7 +134,7 @@ bool Server::Impl::CheckModel(const Json& body, httplib::Response& res) {
     return false;
   }
   if (model != model_id) {
-    SendError(res, {404, "The model `" + model + "` does not exist; this server serves `" + model_id + "`",
+    SendError(res, {404, "The model `" + TruncateForMessage(model) + "` does not exist; this server serves `" + model_id + "`",
                     "invalid_request_error", "model"});
     return false;
   }
@@ -228,6 +234,18 @@ Status Server::Impl::Load() {
   return Status::OK();
 }
 
+// Registers a route and remembers its method for 405 answers.
+void Server::Impl::Route(const std::string& method, const std::string& pattern, httplib::Server::Handler handler) {
+  route_methods.emplace_back(std::regex(pattern), method);
+  if (method == "GET") {
+    http.Get(pattern, std::move(handler));
+  } else if (method == "POST") {
+    http.Post(pattern, std::move(handler));
+  } else {
+    http.Delete(pattern, std::move(handler));
+  }
+}
+
 void Server::Impl::Routes() {
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     t_request_start = Clock::now();
@@ -268,10 +286,24 @@ void Server::Impl::Routes() {
   http.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
     std::string message = "error";
-    if (res.status == 404) message = "no route for " + req.method + " " + req.path;
+    if (res.status == 404) {
+      // A known path asked with a method it does not take: 405 with the methods it does (RFC 9110 15.5.6).
+      std::string allow;
+      for (const auto& [pattern, method] : route_methods) {
+        if (std::regex_match(req.path, pattern) && allow.find(method) == std::string::npos) {
+          allow += (allow.empty() ? "" : ", ") + method;
+        }
+      }
+      if (!allow.empty()) {
+        res.status = 405;
+        res.set_header("Allow", allow);
+        message = req.method.substr(0, 16) + " is not allowed here; " + TruncateForMessage(req.path) + " takes " + allow;
+      } else {
+        message = "no route for " + req.method.substr(0, 16) + " " + TruncateForMessage(req.path);
+      }
+    }
     if (res.status == 413) message = "request body exceeds " + std::to_string(options.max_body_bytes) + " bytes";
     if (res.status == 400) message = "malformed HTTP request";
-    if (res.status == 405) message = "method not allowed";
     SendError(res, {res.status, message});
     return httplib::Server::HandlerResponse::Handled;
   }));
@@ -296,20 +328,20 @@ void Server::Impl::Routes() {
     }
   });
 
-  http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+  Route("GET", "/health", [this](const httplib::Request&, httplib::Response& res) {
     if (is_ready) return SendJson(res, {{"status", "ok"}, {"model", model_id}});
     std::lock_guard<std::mutex> lock(load_mu);
     if (!load_status.ok()) return SendJson(res, {{"status", "error"}, {"error", load_status.ToString()}}, 503);
     SendJson(res, {{"status", "loading"}}, 503);
   });
-  http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+  Route("GET", "/v1/models", [this](const httplib::Request&, httplib::Response& res) {
     SendJson(res, {{"object", "list"},
                    {"data", Json::array({{{"id", model_id}, {"object", "model"}, {"created", 0}, {"owned_by", "mnemo"}}})}});
   });
-  http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+  Route("GET", "/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics.RenderText(), "text/plain; version=0.0.4");
   });
-  http.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
+  Route("POST", "/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
     Json body;
     if (!ParseBody(req, res, &body)) return;
     std::string text;
@@ -322,7 +354,7 @@ void Server::Impl::Routes() {
     for (int32_t id : ids) pieces.push_back(model->tokenizer->TokenBytes(id));
     SendJson(res, {{"tokens", ids}, {"pieces", pieces}, {"count", ids.size()}});
   });
-  http.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
+  Route("POST", "/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
     Json body;
     if (!ParseBody(req, res, &body)) return;
     if (!body.contains("tokens") || !body["tokens"].is_array()) {
@@ -338,22 +370,22 @@ void Server::Impl::Routes() {
     }
     SendJson(res, {{"text", model->tokenizer->Decode(ids)}});
   });
-  http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) { HandleCompletions(req, res); });
-  http.Post("/v1/score", [this](const httplib::Request& req, httplib::Response& res) { HandleScore(req, res); });
-  http.Post("/v1/facts", [this](const httplib::Request& req, httplib::Response& res) { HandleAddFacts(req, res); });
-  http.Get("/v1/facts", [this](const httplib::Request& req, httplib::Response& res) { HandleListFacts(req, res); });
-  http.Post("/v1/facts/delete", [this](const httplib::Request& req, httplib::Response& res) { HandleDeleteMatching(req, res); });
-  http.Post("/v1/audits", [this](const httplib::Request& req, httplib::Response& res) { HandleStartAudit(req, res); });
-  http.Get("/v1/audits", [this](const httplib::Request& req, httplib::Response& res) { HandleListAudits(req, res); });
-  http.Get(R"(/v1/audits/(audit-[0-9]+-[0-9]+))",
+  Route("POST", "/v1/completions", [this](const httplib::Request& req, httplib::Response& res) { HandleCompletions(req, res); });
+  Route("POST", "/v1/score", [this](const httplib::Request& req, httplib::Response& res) { HandleScore(req, res); });
+  Route("POST", "/v1/facts", [this](const httplib::Request& req, httplib::Response& res) { HandleAddFacts(req, res); });
+  Route("GET", "/v1/facts", [this](const httplib::Request& req, httplib::Response& res) { HandleListFacts(req, res); });
+  Route("POST", "/v1/facts/delete", [this](const httplib::Request& req, httplib::Response& res) { HandleDeleteMatching(req, res); });
+  Route("POST", "/v1/audits", [this](const httplib::Request& req, httplib::Response& res) { HandleStartAudit(req, res); });
+  Route("GET", "/v1/audits", [this](const httplib::Request& req, httplib::Response& res) { HandleListAudits(req, res); });
+  Route("GET", R"(/v1/audits/(audit-[0-9]+-[0-9]+))",
            [this](const httplib::Request& req, httplib::Response& res) { HandleGetAudit(req, res); });
-  http.Delete(R"(/v1/audits/(audit-[0-9]+-[0-9]+))",
+  Route("DELETE", R"(/v1/audits/(audit-[0-9]+-[0-9]+))",
               [this](const httplib::Request& req, httplib::Response& res) { HandleCancelAudit(req, res); });
-  http.Get(R"(/v1/audits/(audit-[0-9]+-[0-9]+)/report\.(json|html))",
+  Route("GET", R"(/v1/audits/(audit-[0-9]+-[0-9]+)/report\.(json|html))",
            [this](const httplib::Request& req, httplib::Response& res) { HandleAuditReport(req, res); });
-  http.Get(R"(/v1/facts/(\d+))", [this](const httplib::Request& req, httplib::Response& res) { HandleGetFact(req, res); });
-  http.Delete(R"(/v1/facts/(\d+))", [this](const httplib::Request& req, httplib::Response& res) { HandleDeleteFact(req, res); });
-  http.Post(R"(/v1/facts/(\d+)/verify-deleted)",
+  Route("GET", R"(/v1/facts/(\d+))", [this](const httplib::Request& req, httplib::Response& res) { HandleGetFact(req, res); });
+  Route("DELETE", R"(/v1/facts/(\d+))", [this](const httplib::Request& req, httplib::Response& res) { HandleDeleteFact(req, res); });
+  Route("POST", R"(/v1/facts/(\d+)/verify-deleted)",
             [this](const httplib::Request& req, httplib::Response& res) { HandleVerifyDeleted(req, res); });
 }
 

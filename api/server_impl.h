@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <regex>
 #include <string>
 #include <thread>
 
@@ -63,6 +64,8 @@ struct Server::Impl {
   // server.cc
   Status Load();
   void Routes();
+  void Route(const std::string& method, const std::string& pattern, httplib::Server::Handler handler);
+  std::vector<std::pair<std::regex, std::string>> route_methods;  // (path pattern, method), for 405s
   void SendError(httplib::Response& res, const ApiError& e);
   void SendJson(httplib::Response& res, const api::Json& body, int status = 200);
   // Parses the body as a JSON object; false (response written) when it is not one.

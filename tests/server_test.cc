@@ -275,6 +275,24 @@ TEST_F(ServerTest, BadRequestsGetJsonErrorsNamingTheField) {
   auto nowhere = c.Get("/v1/nowhere");
   EXPECT_EQ(nowhere->status, 404);
   EXPECT_TRUE(json::parse(nowhere->body).contains("error")) << nowhere->body;
+  // A known path with a method it does not take: 405 naming the methods it does, in the Allow header too.
+  auto wrong = c.Get("/v1/completions");
+  ASSERT_TRUE(wrong);
+  EXPECT_EQ(wrong->status, 405) << wrong->body;
+  EXPECT_EQ(wrong->get_header_value("Allow"), "POST");
+  EXPECT_NE(json::parse(wrong->body)["error"]["message"].get<std::string>().find("takes POST"), std::string::npos);
+  auto put = c.Put("/v1/facts/12", "{}", "application/json");
+  ASSERT_TRUE(put);
+  EXPECT_EQ(put->status, 405);
+  EXPECT_EQ(put->get_header_value("Allow"), "GET, DELETE");
+  EXPECT_EQ(c.Delete("/v1/facts")->get_header_value("Allow"), "POST, GET");
+  // Client text in an error is cut: a 500 KB model name comes back as 64 bytes and a count.
+  auto long_model = c.Post("/v1/completions", json{{"model", std::string(500000, 'x')}, {"prompt", "hi"}}.dump(),
+                           "application/json");
+  ASSERT_TRUE(long_model);
+  EXPECT_EQ(long_model->status, 404);
+  EXPECT_LT(long_model->body.size(), 400u) << long_model->body.size();
+  EXPECT_NE(long_model->body.find("(500000 bytes)"), std::string::npos);
   auto huge = c.Post("/v1/completions", std::string(2 << 20, ' '), "application/json");
   ASSERT_TRUE(huge);
   EXPECT_EQ(huge->status, 413);
