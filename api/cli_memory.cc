@@ -68,7 +68,9 @@ Status MakeDocumentMemory(const std::string& model_dir, const GptConfig& config,
   o.heads = config.n_head, o.head_dim = config.n_embd / config.n_head, o.capacity = flags.memory_size;
   o.fp16 = flags.fp16;
   *search = "exact";
-  if (flags.search != "exact") {
+  // auto with a ring that can never reach ivf_from tokens: no lists to keep.
+  const bool never_ivf = flags.search == "auto" && flags.memory_size > 0 && flags.memory_size < flags.ivf_from;
+  if (flags.search != "exact" && !never_ivf) {
     Status s = LoadMemoryIndex(model_dir, config, &o.centroids, &o.lists);
     if (s.IsNotFound() && flags.search == "auto") {
       s = Status::OK();

@@ -7,6 +7,7 @@
 // 128, 4 heads, 128 positions, 4,096 tokens: the default model) and "gpt2-small" (12 x 768, 12 heads,
 // 1,024 positions, 50,257 tokens), memory layer at 3/4 of the depth. Prints one JSON line per (shape, M,
 // search). Usage: mnemo_memory_layer_bench [THREADS [default|gpt2-small]]
+#include <malloc.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -44,6 +45,8 @@ double TimeForward(mnemo::Gpt& net, const torch::Tensor& ids, mnemo::KvMemory* m
 
 int main(int argc, char** argv) {
   const int threads = argc > 1 ? std::atoi(argv[1]) : 1;
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);  // as the mnemo binary (api/main.cc)
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
   torch::set_num_threads(threads);
   mnemo::SetBlasThreads(threads);
   torch::manual_seed(1);
