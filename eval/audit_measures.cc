@@ -124,6 +124,7 @@ Status Auditor::Extraction(LanguageModel& model, const KnnMemory* memory, const 
   const ScoredModel m = Scored(model, memory);
   for (size_t i = 0; i < ks.size(); ++i) {
     for (size_t s = 0; s < seqs.size(); ++s) {
+      if (o_.cancel != nullptr && o_.cancel->load()) return Status::Cancelled("audit cancelled");
       if (static_cast<int>(seqs[s].size()) <= ks[i]) continue;
       bool ok = false;
       MNEMO_RETURN_IF_ERROR(IsExtractableIds(m, seqs[s], ks[i], temperature, o_.seed + s, &ok));
@@ -141,6 +142,7 @@ Status Auditor::SecretExtraction(LanguageModel& model, const KnnMemory* memory, 
                                  Rate* rate, std::vector<bool>* outcomes) {
   const ScoredModel m = Scored(model, memory);
   for (const Canary& c : canaries) {
+    if (o_.cancel != nullptr && o_.cancel->load()) return Status::Cancelled("audit cancelled");
     bool ok = false;
     MNEMO_RETURN_IF_ERROR(IsExtractableIds(m, c.ids, static_cast<int>(c.span_first), 0, 0, &ok));
     rate->total += 1;
