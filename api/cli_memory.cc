@@ -115,6 +115,39 @@ Status OpenDocumentRun(const std::string& model_dir, const MemoryFlags& flags, c
   return Status::OK();
 }
 
+// A write-only KvMemory for `memory index`: it keeps every appended key and reports itself empty, so the
+// layer attends locally and nothing is searched (the memory layer's keys do not depend on its memory).
+class KeyCollector : public KvMemory {
+ public:
+  KeyCollector(int64_t heads, int64_t head_dim) : heads_(heads), head_dim_(head_dim), keys_(heads) {}
+  int64_t lanes() const override { return 1; }
+  int64_t heads() const override { return heads_; }
+  int64_t head_dim() const override { return head_dim_; }
+  int64_t size(int64_t) const override { return 0; }
+  Status Search(int64_t, const float*, int64_t, int64_t, float*, float*, int64_t*) const override {
+    return Status::InvalidArgument("a key collector is not searched");
+  }
+  Status Append(int64_t, const float* keys, const float*, const int64_t*, int64_t n) override {
+    for (int64_t h = 0; h < heads_; ++h) {
+      keys_[h].insert(keys_[h].end(), keys + h * n * head_dim_, keys + (h + 1) * n * head_dim_);
+    }
+    count_ += n;
+    return Status::OK();
+  }
+  void Clear(int64_t) override {}
+  int64_t count() const { return count_; }
+  // [heads, count, head_dim]
+  std::vector<float> Keys() const {
+    std::vector<float> out;
+    for (const auto& k : keys_) out.insert(out.end(), k.begin(), k.end());
+    return out;
+  }
+
+ private:
+  int64_t heads_, head_dim_, count_ = 0;
+  std::vector<std::vector<float>> keys_;
+};
+
 void RegisterSearchFlags(CLI::App* app, MemoryFlags* flags) {
   app->add_option("--memory-search", flags->search,
                   "exact, ivf (the model's memory index; `mnemo memory index`) or auto (ivf for memories of at "
@@ -403,21 +436,18 @@ void RegisterMemoryCommands(CLI::App& app, Command* selected) {
       s = ReadDocuments(f->documents, &docs);
       if (!s.ok()) return Fail(s);
       const int64_t H = config.n_head, D = config.n_embd / config.n_head;
-      KvRingOptions o;
-      o.heads = H, o.head_dim = D;
-      std::unique_ptr<KvRing> ring;
-      s = KvRing::Create(o, &ring);
+      KeyCollector collector(H, D);
       const int32_t bos = model->tokenizer->eot_id() >= 0 ? model->tokenizer->eot_id() : 0;
-      for (size_t d = 0; s.ok() && d < docs.size() && ring->size(0) < f->tokens; ++d) {
+      for (size_t d = 0; s.ok() && d < docs.size() && collector.count() < f->tokens; ++d) {
         std::vector<int32_t> ids = {bos};
         const std::vector<int32_t> text = model->tokenizer->Encode(docs[d].text);
         ids.insert(ids.end(), text.begin(), text.end());
-        const int64_t count = std::min<int64_t>(static_cast<int64_t>(ids.size()), f->tokens - ring->size(0));
-        s = ReadIntoMemory(model->net, ids, count, WindowOptions{}, ring.get(), 0, static_cast<int64_t>(d) << 32);
+        const int64_t count = std::min<int64_t>(static_cast<int64_t>(ids.size()), f->tokens - collector.count());
+        s = ReadIntoMemory(model->net, ids, count, WindowOptions{}, &collector, 0, static_cast<int64_t>(d) << 32);
       }
-      const int64_t n = ring ? ring->size(0) : 0;
+      const int64_t n = collector.count();
       std::vector<float> centroids;
-      if (s.ok()) s = TrainKvCentroids(ring->Keys(0).data(), H, n, D, f->lists, f->seed, &centroids);
+      if (s.ok()) s = TrainKvCentroids(collector.Keys().data(), H, n, D, f->lists, f->seed, &centroids);
       const std::string path = f->model + "/" + kMemoryIndexFile;
       if (s.ok()) {
         s = WriteSafetensors(path, {{"centroids", DType::kF32, {H, f->lists, D}, centroids.data(),
