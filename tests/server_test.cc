@@ -320,6 +320,72 @@ TEST_F(ServerTest, KeysAndRoles) {
   EXPECT_EQ(Client(nullptr).Get("/health")->status, 200);  // health needs no key
 }
 
+// Every route x {no key, wrong key, read key, admin key}: no route answers without its role. Bodies are
+// invalid or ids absent, so the admin calls change nothing (4xx past authentication, never 401/403).
+TEST_F(ServerTest, EveryRouteAnswersOnlyItsRoles) {
+  enum Need { kNone, kRead, kAdmin };
+  struct Route {
+    const char* method;
+    const char* path;
+    Need need;
+  };
+  const std::vector<Route> routes = {
+      {"GET", "/health", kNone},
+      {"GET", "/v1/models", kRead},
+      {"GET", "/metrics", kRead},
+      {"POST", "/tokenize", kRead},
+      {"POST", "/detokenize", kRead},
+      {"POST", "/v1/completions", kRead},
+      {"POST", "/v1/score", kRead},
+      {"POST", "/v1/facts", kAdmin},
+      {"GET", "/v1/facts", kAdmin},
+      {"POST", "/v1/facts/delete", kAdmin},
+      {"GET", "/v1/facts/999999", kAdmin},
+      {"DELETE", "/v1/facts/999999", kAdmin},
+      {"POST", "/v1/facts/999999/verify-deleted", kAdmin},
+      {"POST", "/v1/audits", kAdmin},
+      {"GET", "/v1/audits", kAdmin},
+      {"GET", "/v1/audits/audit-1-1", kAdmin},
+      {"DELETE", "/v1/audits/audit-1-1", kAdmin},
+      {"GET", "/v1/audits/audit-1-1/report.json", kAdmin},
+  };
+  struct Caller {
+    const char* name;
+    const char* key;
+    Need has;
+  };
+  const std::vector<Caller> callers = {{"no key", nullptr, kNone},
+                                       {"wrong key", "wrong-key-0123456789abcdef", kNone},
+                                       {"read", kReadKey, kRead},
+                                       {"admin", kAdminKey, kAdmin}};
+  const std::string bad_body = R"({"seed": "not a number", "prompt": 5, "text": 5, "ids": 5})";
+  for (const Route& r : routes) {
+    for (const Caller& who : callers) {
+      auto c = Client(who.key);
+      httplib::Result res = std::string(r.method) == "GET"      ? c.Get(r.path)
+                            : std::string(r.method) == "DELETE" ? c.Delete(r.path)
+                                                                : c.Post(r.path, bad_body, "application/json");
+      ASSERT_TRUE(res) << r.method << " " << r.path;
+      const std::string what = std::string(r.method) + " " + r.path + " as " + who.name + " -> " +
+                               std::to_string(res->status) + " " + res->body.substr(0, 200);
+      const bool writes = std::string(r.method) != "GET";
+      if (who.has >= r.need && writes) {
+        EXPECT_GE(res->status, 400) << what;  // nothing was written, started or deleted
+      }
+      if (who.has >= r.need) {
+        EXPECT_NE(res->status, 401) << what;
+        EXPECT_NE(res->status, 403) << what;
+        EXPECT_LT(res->status, 500) << what;
+      } else if (who.has == kNone) {
+        EXPECT_EQ(res->status, 401) << what;
+      } else {
+        EXPECT_EQ(res->status, 403) << what;
+      }
+      EXPECT_TRUE(json::parse(res->body, nullptr, false).is_object() || r.path == std::string("/metrics")) << what;
+    }
+  }
+}
+
 TEST_F(ServerTest, FactAddedUsedDeletedAndVerified) {
   const std::string fact = "The cat sees the golden bridge of Quillon at dawn.";
   json added = Post("/v1/facts", {{"text", fact}, {"client_id", "u7"}, {"metadata", {{"topic", "bridges"}}}});
