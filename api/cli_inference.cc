@@ -90,9 +90,7 @@ void AddScoreCommand(CLI::App& app, Command* selected) {
         }
         return RunDocumentScore(a->model, a->memory, a->device, a->json);
       }
-      if (a->memory.memory_size > 0 || a->memory.copy) {
-        return Fail(Status::InvalidArgument("--memory-size and --copy need --documents"));
-      }
+      if (Status m = a->memory.CheckWithoutDocuments(); !m.ok()) return Fail(m);
       if (t->count() + f->count() + i->count() != 1) {
         return Fail(Status::InvalidArgument("score needs one of --text, --text-file, --ids or --documents"));
       }
@@ -176,9 +174,7 @@ void AddEvalCommands(CLI::App& app, Command* selected) {
         return RunDocumentPerplexity(a->model, a->memory, a->window, a->device, a->json);
       }
       if (a->text_file.empty()) return Fail(Status::InvalidArgument("eval ppl needs --text-file or --documents"));
-      if (a->memory.memory_size > 0 || a->memory.copy) {
-        return Fail(Status::InvalidArgument("--memory-size and --copy need --documents"));
-      }
+      if (Status m = a->memory.CheckWithoutDocuments(); !m.ok()) return Fail(m);
       ModelAndMemory m;
       Status s = LoadAll(a->model, a->knn, a->device, &m);
       std::string text;
@@ -260,7 +256,7 @@ void AddGenerateCommand(CLI::App& app, Command* selected) {
         return RunDocumentGenerate(a->model, a->memory, a->prompt, a->options, a->device, a->json);
       }
       if (a->prompt.empty()) return Fail(Status::InvalidArgument("generate needs --prompt (or --documents)"));
-      if (a->memory.memory_size > 0) return Fail(Status::InvalidArgument("--memory-size needs --documents"));
+      if (Status m = a->memory.CheckWithoutDocuments(); !m.ok()) return Fail(m);
       ModelAndMemory m;
       Status s = LoadAll(a->model, a->knn, a->device, &m);
       if (!s.ok()) return Fail(s);

@@ -161,16 +161,33 @@ void RegisterSearchFlags(CLI::App* app, MemoryFlags* flags) {
 
 }  // namespace
 
-void MemoryFlags::Register(CLI::App* app) {
-  app->add_option("--documents", documents,
-                  "Score JSONL documents ({\"text\", \"source\"?} per line) in order, each with a memory of its "
-                  "earlier tokens, instead of --text-file")->check(CLI::ExistingFile);
+void MemoryFlags::RegisterMemory(CLI::App* app) {
   app->add_option("--memory-size", memory_size, "Memory of the memorizing layer, in tokens (0: none)")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   app->add_option("--memory-topk", memory_topk, "Pairs each query retrieves (default: the model's)")
       ->check(CLI::Range(1, 4096));
   app->add_flag("--memory-fp16", fp16, "Keep the memory's keys and values in fp16");
   RegisterSearchFlags(app, this);
+}
+
+void MemoryFlags::RegisterDocument(CLI::App* app, const char* documents_help) {
+  app->add_option("--documents", documents, documents_help)->check(CLI::ExistingFile);
+  app->add_option("--document", document, "Which document (0-based)")->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+}
+
+Status MemoryFlags::CheckWithoutDocuments() const {
+  if (!documents.empty()) return Status::OK();
+  if (memory_size > 0) return Status::InvalidArgument("--memory-size needs --documents");
+  if (copy) return Status::InvalidArgument("--copy needs --documents");
+  return Status::OK();
+}
+
+void MemoryFlags::Register(CLI::App* app) {
+  app->add_option("--documents", documents,
+                  "Score JSONL documents ({\"text\", \"source\"?} per line) in order, each with a memory of its "
+                  "earlier tokens, instead of --text-file")->check(CLI::ExistingFile);
+  RegisterMemory(app);
   app->add_flag("--copy", copy, "Read each document twice and score only the second copy (the copy test)");
   app->add_option("--max-tokens", max_tokens, "Stop after the document that reaches this many scored tokens")
       ->check(CLI::PositiveNumber);
@@ -179,32 +196,15 @@ void MemoryFlags::Register(CLI::App* app) {
 }
 
 void MemoryFlags::RegisterGenerate(CLI::App* app) {
-  app->add_option("--documents", documents,
-                  "JSONL documents: continue one of them (--document), its earlier tokens in the memory")
-      ->check(CLI::ExistingFile);
-  app->add_option("--document", document, "Which document (0-based)")->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+  RegisterDocument(app, "JSONL documents: continue one of them (--document), its earlier tokens in the memory");
   app->add_option("--prefix-tokens", prefix_tokens, "Read only the document's first N tokens (default: all)")
       ->check(CLI::PositiveNumber);
-  app->add_option("--memory-size", memory_size, "Memory of the memorizing layer, in tokens (0: none)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
-  app->add_option("--memory-topk", memory_topk, "Pairs each query retrieves (default: the model's)")
-      ->check(CLI::Range(1, 4096));
-  RegisterSearchFlags(app, this);
+  RegisterMemory(app);
 }
 
 void MemoryFlags::RegisterScore(CLI::App* app) {
-  app->add_option("--documents", documents,
-                  "JSONL documents: score one of them (--document) with a memory of its earlier tokens")
-      ->check(CLI::ExistingFile);
-  app->add_option("--document", document, "Which document (0-based)")->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  app->add_option("--memory-size", memory_size, "Memory of the memorizing layer, in tokens (0: none)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
-  app->add_option("--memory-topk", memory_topk, "Pairs each query retrieves (default: the model's)")
-      ->check(CLI::Range(1, 4096));
-  app->add_flag("--memory-fp16", fp16, "Keep the memory's keys and values in fp16");
-  RegisterSearchFlags(app, this);
+  RegisterDocument(app, "JSONL documents: score one of them (--document) with a memory of its earlier tokens");
+  RegisterMemory(app);
   app->add_flag("--copy", copy, "Read the document twice and score only the second copy (the copy test)");
 }
 

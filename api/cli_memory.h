@@ -30,11 +30,17 @@ struct MemoryFlags {
   int64_t document = 0;       // generate: which document (0-based)
   int64_t prefix_tokens = 0;  // generate: read only its first N tokens (0: all)
 
-  // `eval ppl` flags; RegisterGenerate: the ones `generate` takes.
+  // `eval ppl` flags; RegisterGenerate and RegisterScore: the ones `generate` and `score` take.
   void Register(CLI::App* app);
   void RegisterGenerate(CLI::App* app);
   void RegisterScore(CLI::App* app);
   bool active() const { return !documents.empty(); }
+  // InvalidArgument when memory options are given without --documents.
+  Status CheckWithoutDocuments() const;
+
+ private:
+  void RegisterMemory(CLI::App* app);  // --memory-size, --memory-topk, --memory-fp16, search
+  void RegisterDocument(CLI::App* app, const char* documents_help);  // --documents, --document
 };
 
 // The memory index of a memorizing model (model_dir/memory_index.safetensors): per-head centroids of the

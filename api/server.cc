@@ -12,13 +12,13 @@
 #include "util/blas_threads.h"
 
 namespace mnemo {
-namespace {
 
-// Client text quoted in an error message: at most 64 bytes, so a huge field is not echoed back whole.
 std::string TruncateForMessage(const std::string& text) {
   if (text.size() <= 64) return text;
   return text.substr(0, 64) + "... (" + std::to_string(text.size()) + " bytes)";
 }
+
+namespace {
 
 using api::Json;
 using Clock = std::chrono::steady_clock;

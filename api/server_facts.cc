@@ -43,7 +43,7 @@ Status ParseFilter(const Json& body, FactFilter* filter) {
 Status IdFromPath(const httplib::Request& req, int64_t* id) {
   const std::string text = req.matches[1].str();
   if (!ParseInt64(text, 1, INT64_MAX, id).ok()) {
-    return Status::NotFound("fact " + text.substr(0, 32) + (text.size() > 32 ? "..." : "") + " does not exist");
+    return Status::NotFound("fact " + TruncateForMessage(text) + " does not exist");
   }
   return Status::OK();
 }

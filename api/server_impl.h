@@ -28,6 +28,10 @@
 
 namespace mnemo {
 
+// Client text quoted in an error message: at most 64 bytes and its size, so a huge field (a model name,
+// a path, an id) is not echoed back whole.
+std::string TruncateForMessage(const std::string& text);
+
 // An OpenAI-style error: {"error": {"message", "type", "param", "code"}}.
 struct ApiError {
   ApiError(int status_, std::string message_, std::string type_ = "invalid_request_error", std::string param_ = "")

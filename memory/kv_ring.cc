@@ -58,6 +58,14 @@ inline float Dot(const float* a, const float* b, int64_t D) {
   return v;
 }
 
+// The lane's slots, oldest token first.
+std::vector<int64_t> SlotsOldestFirst(const std::vector<int64_t>& order, int64_t count) {
+  std::vector<int64_t> slots(static_cast<size_t>(count));
+  std::iota(slots.begin(), slots.end(), 0);
+  std::sort(slots.begin(), slots.end(), [&](int64_t a, int64_t b) { return order[a] < order[b]; });
+  return slots;
+}
+
 }  // namespace
 
 KvRing::KvRing(const KvRingOptions& options) : options_(options), lanes_(static_cast<size_t>(options.lanes)) {
@@ -153,11 +161,8 @@ int64_t KvRing::bytes_per_token() const {
 std::vector<int64_t> KvRing::Tags(int64_t lane) const {
   if (!CheckLane(lane).ok()) return {};
   const Lane& l = lanes_[lane];
-  std::vector<int64_t> slots(static_cast<size_t>(l.count));
-  std::iota(slots.begin(), slots.end(), 0);
-  std::sort(slots.begin(), slots.end(), [&](int64_t a, int64_t b) { return l.order[a] < l.order[b]; });
   std::vector<int64_t> tags;
-  for (int64_t s : slots) tags.push_back(l.tags[s]);
+  for (int64_t s : SlotsOldestFirst(l.order, l.count)) tags.push_back(l.tags[s]);
   return tags;
 }
 
@@ -354,14 +359,13 @@ Status KvRing::RemoveTags(int64_t lane, int64_t first, int64_t last, int64_t* re
   MNEMO_RETURN_IF_ERROR(CheckLane(lane));
   Lane& l = lanes_[lane];
   const int64_t H = options_.heads, D = options_.head_dim;
-  std::vector<int64_t> keep;
-  for (int64_t s = 0; s < l.count; ++s) {
+  std::vector<int64_t> keep;  // oldest first
+  for (int64_t s : SlotsOldestFirst(l.order, l.count)) {
     if (l.tags[s] < first || l.tags[s] > last) keep.push_back(s);
   }
   const int64_t gone = l.count - static_cast<int64_t>(keep.size());
   if (removed != nullptr) *removed = gone;
   if (gone == 0) return Status::OK();
-  std::sort(keep.begin(), keep.end(), [&](int64_t a, int64_t b) { return l.order[a] < l.order[b]; });
   const int64_t kept = static_cast<int64_t>(keep.size());
   // Compact in insertion order into fresh arrays; the old ones are zeroed before they are freed, so the
   // removed pairs leave no copy in this process's memory.
@@ -401,9 +405,7 @@ std::vector<float> KvRing::Keys(int64_t lane) const {
   if (!CheckLane(lane).ok()) return {};
   const Lane& l = lanes_[lane];
   const int64_t H = options_.heads, D = options_.head_dim;
-  std::vector<int64_t> slots(static_cast<size_t>(l.count));
-  std::iota(slots.begin(), slots.end(), 0);
-  std::sort(slots.begin(), slots.end(), [&](int64_t a, int64_t b) { return l.order[a] < l.order[b]; });
+  const std::vector<int64_t> slots = SlotsOldestFirst(l.order, l.count);
   std::vector<float> out(static_cast<size_t>(H * l.count * D));
   for (int64_t h = 0; h < H; ++h) {
     for (int64_t i = 0; i < l.count; ++i) {
