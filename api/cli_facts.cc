@@ -8,7 +8,10 @@
 #include "api/common_flags.h"
 #include "api/fact_json.h"
 #include "lm/checkpoint.h"
+#include "lm/gpt_config.h"
 #include "memory/fact_store.h"
+#include "memory/layer_memories.h"
+#include "memory/state_dir.h"
 #include "retriever/state_service.h"
 #include "util/file_util.h"
 
@@ -336,8 +339,26 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
       std::string database_check;
       s = store->CheckDatabase(&database_check);
       if (!s.ok()) return Fail(s);
+      // The memorizing layer's memories, when the state has them: the database and every ring against it.
+      std::string memories_check = "none";
+      if (std::filesystem::exists(MemoriesDbPath(fa->st.state))) {
+        StateConfig config;
+        std::string config_text;
+        GptConfig gpt;
+        LayerMemoriesOptions mo;
+        std::unique_ptr<LayerMemories> memories;
+        s = ReadStateConfig(fa->st.state, &config);
+        if (s.ok()) s = ReadFileToString(config.model_path + "/config.json", &config_text);
+        if (s.ok()) s = GptConfig::FromJson(config_text, config.model_path + "/config.json", &gpt);
+        mo.heads = gpt.n_head;
+        mo.head_dim = gpt.head_dim();
+        if (s.ok()) s = LayerMemories::Open(MemoriesDbPath(fa->st.state), mo, &memories);
+        if (s.ok()) s = memories->Check(&memories_check);
+        if (!s.ok()) return Fail(s);
+        if (memories_check.empty()) memories_check = "ok";
+      }
       const bool consistent = r.missing_entries == 0 && r.orphan_entries == 0 && r.snapshot_problem.empty() &&
-                              trained_ok && database_check == "ok";
+                              trained_ok && database_check == "ok" && (memories_check == "ok" || memories_check == "none");
       Json out = {{"state", fa->st.state},
                   {"facts", r.facts},
                   {"fact_entries", r.fact_entries},
@@ -349,6 +370,7 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
                   {"orphan_entries", r.orphan_entries},
                   {"trained_structures_match_base", trained_ok},
                   {"database_check", database_check},
+                  {"memories_check", memories_check},
                   {"consistent", consistent},
                   {"repaired", fa->repair && r.rebuilt},
                   {"seconds", r.seconds}};

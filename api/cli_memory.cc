@@ -38,28 +38,6 @@ std::string Snippet(const Tokenizer& tok, const std::vector<int32_t>& ids, int64
   return out;
 }
 
-// Reads model_dir's memory index: [heads, lists, head_dim] centroids. NotFound when it has none.
-Status LoadMemoryIndex(const std::string& model_dir, const GptConfig& config, std::vector<float>* centroids,
-                       int64_t* lists) {
-  const std::string path = model_dir + "/" + kMemoryIndexFile;
-  std::unique_ptr<SafetensorsFile> file;
-  MNEMO_RETURN_IF_ERROR(SafetensorsFile::Open(path, &file));
-  const TensorView* t = file->Find("centroids");
-  const int64_t H = config.n_head, D = config.n_embd / config.n_head;
-  if (t == nullptr || t->dtype != DType::kF32 || t->shape.size() != 3 || t->shape[0] != H || t->shape[2] != D ||
-      t->shape[1] < 1) {
-    return Status::Corruption(path + ": expected an F32 tensor \"centroids\" of [" + std::to_string(H) + ", lists, " +
-                              std::to_string(D) + "] (the model's heads and head size)");
-  }
-  *lists = t->shape[1];
-  centroids->resize(t->nbytes / sizeof(float));
-  std::memcpy(centroids->data(), t->data, t->nbytes);
-  for (float x : *centroids) {
-    if (!std::isfinite(x)) return Status::Corruption(path + ": a centroid is not finite");
-  }
-  return Status::OK();
-}
-
 // The memory for --documents runs: a KvRing of flags.memory_size tokens, searching as flags.search says.
 // *search gets what it does ("exact" or "ivf N lists, nprobe P, from F tokens").
 Status MakeDocumentMemory(const std::string& model_dir, const GptConfig& config, const MemoryFlags& flags,
@@ -114,39 +92,6 @@ Status OpenDocumentRun(const std::string& model_dir, const MemoryFlags& flags, c
   }
   return Status::OK();
 }
-
-// A write-only KvMemory for `memory index`: it keeps every appended key and reports itself empty, so the
-// layer attends locally and nothing is searched (the memory layer's keys do not depend on its memory).
-class KeyCollector : public KvMemory {
- public:
-  KeyCollector(int64_t heads, int64_t head_dim) : heads_(heads), head_dim_(head_dim), keys_(heads) {}
-  int64_t lanes() const override { return 1; }
-  int64_t heads() const override { return heads_; }
-  int64_t head_dim() const override { return head_dim_; }
-  int64_t size(int64_t) const override { return 0; }
-  Status Search(int64_t, const float*, int64_t, int64_t, float*, float*, int64_t*) const override {
-    return Status::InvalidArgument("a key collector is not searched");
-  }
-  Status Append(int64_t, const float* keys, const float*, const int64_t*, int64_t n) override {
-    for (int64_t h = 0; h < heads_; ++h) {
-      keys_[h].insert(keys_[h].end(), keys + h * n * head_dim_, keys + (h + 1) * n * head_dim_);
-    }
-    count_ += n;
-    return Status::OK();
-  }
-  void Clear(int64_t) override {}
-  int64_t count() const { return count_; }
-  // [heads, count, head_dim]
-  std::vector<float> Keys() const {
-    std::vector<float> out;
-    for (const auto& k : keys_) out.insert(out.end(), k.begin(), k.end());
-    return out;
-  }
-
- private:
-  int64_t heads_, head_dim_, count_ = 0;
-  std::vector<std::vector<float>> keys_;
-};
 
 void RegisterSearchFlags(CLI::App* app, MemoryFlags* flags) {
   app->add_option("--memory-search", flags->search,
@@ -398,8 +343,9 @@ int RunDocumentPerplexity(const std::string& model_dir, const MemoryFlags& flags
 }
 
 void RegisterMemoryCommands(CLI::App& app, Command* selected) {
-  auto* mem = app.add_subcommand("memory", "The memorizing layer's memory");
+  auto* mem = app.add_subcommand("memory", "The memorizing layer's memory: its index, and a state's memories");
   mem->require_subcommand(1);
+  RegisterMemoryStateCommands(mem, selected);
   struct IndexFlags {
     std::string model, documents;
     int64_t lists = 1024, tokens = 65536;
@@ -436,18 +382,24 @@ void RegisterMemoryCommands(CLI::App& app, Command* selected) {
       s = ReadDocuments(f->documents, &docs);
       if (!s.ok()) return Fail(s);
       const int64_t H = config.n_head, D = config.n_embd / config.n_head;
-      KeyCollector collector(H, D);
+      std::vector<float> keys, doc_keys, doc_values;
+      int64_t n = 0;
       const int32_t bos = model->tokenizer->eot_id() >= 0 ? model->tokenizer->eot_id() : 0;
-      for (size_t d = 0; s.ok() && d < docs.size() && collector.count() < f->tokens; ++d) {
+      std::vector<std::vector<float>> per_head(static_cast<size_t>(H));
+      for (size_t d = 0; s.ok() && d < docs.size() && n < f->tokens; ++d) {
         std::vector<int32_t> ids = {bos};
         const std::vector<int32_t> text = model->tokenizer->Encode(docs[d].text);
         ids.insert(ids.end(), text.begin(), text.end());
-        const int64_t count = std::min<int64_t>(static_cast<int64_t>(ids.size()), f->tokens - collector.count());
-        s = ReadIntoMemory(model->net, ids, count, WindowOptions{}, &collector, 0, static_cast<int64_t>(d) << 32);
+        const int64_t count = std::min<int64_t>(static_cast<int64_t>(ids.size()), f->tokens - n);
+        s = ComputeMemoryPairs(model->net, ids, count, WindowOptions{}, &doc_keys, &doc_values);
+        for (int64_t h = 0; s.ok() && h < H; ++h) {
+          per_head[h].insert(per_head[h].end(), doc_keys.begin() + h * count * D, doc_keys.begin() + (h + 1) * count * D);
+        }
+        n += count;
       }
-      const int64_t n = collector.count();
+      for (const auto& k : per_head) keys.insert(keys.end(), k.begin(), k.end());
       std::vector<float> centroids;
-      if (s.ok()) s = TrainKvCentroids(collector.Keys().data(), H, n, D, f->lists, f->seed, &centroids);
+      if (s.ok()) s = TrainKvCentroids(keys.data(), H, n, D, f->lists, f->seed, &centroids);
       const std::string path = f->model + "/" + kMemoryIndexFile;
       if (s.ok()) {
         s = WriteSafetensors(path, {{"centroids", DType::kF32, {H, f->lists, D}, centroids.data(),

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "api/cli.h"
 #include "api/common_flags.h"
 #include "lm/generator.h"
 #include "lm/scorer.h"
@@ -43,9 +44,6 @@ struct MemoryFlags {
   void RegisterDocument(CLI::App* app, const char* documents_help);  // --documents, --document
 };
 
-// The memory index of a memorizing model (model_dir/memory_index.safetensors): per-head centroids of the
-// memory layer's keys, trained by `mnemo memory index`, that let large memories search by IVF.
-inline constexpr const char* kMemoryIndexFile = "memory_index.safetensors";
 
 // `eval ppl --documents`: prints base and memory perplexity and bits/byte (JSON with `json`); returns the
 // process exit code.
@@ -60,5 +58,8 @@ int RunDocumentScore(const std::string& model_dir, const MemoryFlags& flags, con
 // not empty) with a memory of flags.memory_size tokens, and continues it from its last half window.
 int RunDocumentGenerate(const std::string& model_dir, const MemoryFlags& flags, const std::string& prompt,
                         const GenerateOptions& options, const DeviceFlag& device, bool json);
+
+// `memory create|read|ls|rm|verify-deleted --state S`: a state's memories, offline (cli_memories.cc).
+void RegisterMemoryStateCommands(CLI::App* memory, Command* selected);
 
 }  // namespace mnemo::cli

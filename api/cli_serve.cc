@@ -75,6 +75,11 @@ void RegisterServeCommand(CLI::App& app, Command* selected) {
   serve->add_option("--max-score-tokens", o.max_score_tokens,
                     "Most tokens one /v1/score request may score (400 past it)")
       ->capture_default_str()->check(CLI::Range(2, 1 << 24));
+  serve->add_option("--memory-nprobe", o.memory_nprobe, "Memories: IVF lists each query scans (models with a memory index)")
+      ->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  serve->add_option("--memory-ivf-from", o.memory_ivf_from,
+                    "Memories: search by IVF once a memory holds this many tokens (0: never, exact search)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
   serve->add_option("--audit-dir", o.audit_dir, "Where audit reports are kept (default: <state>/audits)");
   serve->add_option("--request-timeout", o.request_timeout_s, "Seconds before a request gets 504")
       ->capture_default_str()->check(CLI::Range(0.001, 1e6));

@@ -42,4 +42,52 @@ Json DeletionVerdictToJson(const DeletionVerdict& v) {
   return j;
 }
 
+Json MemoryToJson(const MemoryInfo& m) {
+  return {{"id", m.id},
+          {"object", "memory"},
+          {"name", m.name},
+          {"capacity", m.capacity > 0 ? Json(m.capacity) : Json(nullptr)},
+          {"policy", m.capacity > 0 ? "fifo" : "unbounded"},
+          {"documents", m.documents},
+          {"stored_tokens", m.stored_tokens},
+          {"resident_tokens", m.resident_tokens},
+          {"created_at_ms", m.created_at_ms}};
+}
+
+Json MemoryDocumentToJson(const MemoryDocument& d) {
+  Json j = {{"id", d.id},
+            {"object", "memory.document"},
+            {"memory_id", d.memory_id},
+            {"metadata", d.metadata_json.empty() ? Json::object() : Json::parse(d.metadata_json, nullptr, false)},
+            {"tokens", d.tokens},
+            {"resident_tokens", d.resident_tokens},
+            {"created_at_ms", d.created_at_ms}};
+  if (!d.text.empty()) j["text"] = d.text;
+  return j;
+}
+
+Json MemoryDeletionVerdictToJson(int64_t memory_id, int64_t document_id, const MemoryDeletionVerdict& v) {
+  Json j;
+  j["memory_id"] = memory_id;
+  j["document_id"] = document_id;
+  j["verdict"] = v.passed ? "deleted" : "NOT deleted";
+  j["passed"] = v.passed;
+  if (!v.reason.empty()) j["reason"] = v.reason;
+  j["structural"] = {{"tombstone", v.traces.tombstone},
+                     {"in_database", v.traces.row},
+                     {"tokens_in_memory", v.traces.ring_tokens},
+                     {"memory_matches_rebuild", v.traces.ring_matches_rebuild}};
+  if (v.probed) {
+    j["probe"] = {{"tokens_scored", v.probe_tokens},
+                  {"keys_held_by_memory", v.keys_held},
+                  {"state_files_with_content", v.files_with_content},
+                  {"max_abs_logprob_diff_vs_rebuilt", v.max_abs_logprob_diff},
+                  {"mean_logprob_with_memory", v.mean_logprob_memory},
+                  {"mean_logprob_without_memory", v.mean_logprob_base}};
+  } else {
+    j["probe"] = "skipped: give the document's text to probe with it (mnemo keeps no copy of it)";
+  }
+  return j;
+}
+
 }  // namespace mnemo::api

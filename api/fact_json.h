@@ -7,6 +7,7 @@
 #include "api/json_fields.h"
 #include "memory/fact_db.h"
 #include "retriever/deletion_verifier.h"
+#include "retriever/state_service.h"
 
 namespace mnemo::api {
 
@@ -17,6 +18,17 @@ Json FactToJson(const FactRecord& fact);
 // verify-deleted's evidence: {"fact_id", "verdict", "passed", "reason"?, "structural": {...}, "probe": {...}
 // or the reason it was skipped}. The CLI prints it and the server returns it.
 Json DeletionVerdictToJson(const DeletionVerdict& v);
+
+// Memories of the memorizing layer (CLI `memory ls/read/rm`, /v1/memories): {"id", "object": "memory",
+// "name", "capacity" (null: unbounded), "policy" ("fifo" or "unbounded"), "documents", "stored_tokens",
+// "resident_tokens", "created_at_ms"}.
+Json MemoryToJson(const MemoryInfo& m);
+// {"id", "object": "memory.document", "memory_id", "metadata", "tokens", "resident_tokens",
+// "created_at_ms", "text"? (when read with it)}.
+Json MemoryDocumentToJson(const MemoryDocument& d);
+// {"memory_id", "document_id", "verdict", "passed", "reason"?, "structural": {...}, "probe": {...} or why
+// it was skipped}.
+Json MemoryDeletionVerdictToJson(int64_t memory_id, int64_t document_id, const MemoryDeletionVerdict& v);
 
 // The JSON to match for a metadata filter given as text (--where field=value, ?metadata.field=value): the
 // text itself when it is a JSON scalar (1, true, "x"), else the text as a JSON string.

@@ -3,6 +3,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <future>
@@ -32,6 +33,14 @@ std::string EndpointOf(const std::string& path) {
     if (path.size() > 16 && path.compare(path.size() - 15, 15, "/verify-deleted") == 0) return "/v1/facts/{id}/verify-deleted";
     return "/v1/facts/{id}";
   }
+  if (path.rfind("/v1/memories", 0) == 0) {
+    if (path == "/v1/memories") return path;
+    const bool verify = path.size() > 16 && path.compare(path.size() - 15, 15, "/verify-deleted") == 0;
+    if (verify) return "/v1/memories/{id}/documents/{doc}/verify-deleted";
+    const size_t docs = path.find("/documents");
+    if (docs == std::string::npos) return "/v1/memories/{id}";
+    return path.size() == docs + 10 ? "/v1/memories/{id}/documents" : "/v1/memories/{id}/documents/{doc}";
+  }
   if (path.rfind("/v1/audits", 0) == 0) {
     if (path == "/v1/audits") return path;
     if (path.size() > 12 && path.compare(path.size() - 12, 12, "/report.json") == 0) return "/v1/audits/{id}/report.json";
@@ -49,9 +58,15 @@ std::string EndpointOf(const std::string& path) {
 thread_local Clock::time_point t_request_start;
 thread_local bool t_request_started = false;
 
-Role RequiredRole(const std::string& path) {
+Role RequiredRole(const std::string& method, const std::string& path) {
   if (path == "/health") return Role::kNone;
   if (path.rfind("/v1/facts", 0) == 0 || path.rfind("/v1/audits", 0) == 0) return Role::kAdmin;
+  // Memories: read keys may list them and see one (names and sizes); reading documents into them, their
+  // documents (metadata, text), deletes and verification are admin's.
+  if (path.rfind("/v1/memories", 0) == 0) {
+    const bool summary = method == "GET" && std::count(path.begin(), path.end(), '/') <= 3;
+    return summary ? Role::kRead : Role::kAdmin;
+  }
   return Role::kRead;
 }
 
@@ -213,6 +228,8 @@ Status Server::Impl::Load() {
   StateOptions open;
   open.device = options.device;
   open.store.base_gpu_device = options.gpu_index;
+  open.memory_nprobe = options.memory_nprobe;
+  open.memory_ivf_from = options.memory_ivf_from;
   MNEMO_RETURN_IF_ERROR(StateService::Open(options.state, open, &state));
   model = &state->model();
   store = &state->store();
@@ -265,7 +282,7 @@ void Server::Impl::Routes() {
       res.set_header("Retry-After", "5");
       return reject({503, "the server is shutting down", "unavailable"});
     }
-    const Role need = RequiredRole(req.path);
+    const Role need = RequiredRole(req.method, req.path);
     if (need != Role::kNone && !keys.empty()) {
       const Role have = RoleOf(req);
       if (have == Role::kNone) {
@@ -383,6 +400,21 @@ void Server::Impl::Routes() {
               [this](const httplib::Request& req, httplib::Response& res) { HandleCancelAudit(req, res); });
   Route("GET", R"(/v1/audits/(audit-[0-9]+-[0-9]+)/report\.(json|html))",
            [this](const httplib::Request& req, httplib::Response& res) { HandleAuditReport(req, res); });
+  Route("POST", "/v1/memories", [this](const httplib::Request& req, httplib::Response& res) { HandleCreateMemory(req, res); });
+  Route("GET", "/v1/memories", [this](const httplib::Request& req, httplib::Response& res) { HandleListMemories(req, res); });
+  Route("GET", R"(/v1/memories/(\d+))", [this](const httplib::Request& req, httplib::Response& res) { HandleGetMemory(req, res); });
+  Route("DELETE", R"(/v1/memories/(\d+))",
+        [this](const httplib::Request& req, httplib::Response& res) { HandleDeleteMemory(req, res); });
+  Route("POST", R"(/v1/memories/(\d+)/documents)",
+        [this](const httplib::Request& req, httplib::Response& res) { HandleReadDocument(req, res); });
+  Route("GET", R"(/v1/memories/(\d+)/documents)",
+        [this](const httplib::Request& req, httplib::Response& res) { HandleListDocuments(req, res); });
+  Route("GET", R"(/v1/memories/(\d+)/documents/(\d+))",
+        [this](const httplib::Request& req, httplib::Response& res) { HandleGetDocument(req, res); });
+  Route("DELETE", R"(/v1/memories/(\d+)/documents/(\d+))",
+        [this](const httplib::Request& req, httplib::Response& res) { HandleDeleteDocument(req, res); });
+  Route("POST", R"(/v1/memories/(\d+)/documents/(\d+)/verify-deleted)",
+        [this](const httplib::Request& req, httplib::Response& res) { HandleVerifyDocumentDeleted(req, res); });
   Route("GET", R"(/v1/facts/(\d+))", [this](const httplib::Request& req, httplib::Response& res) { HandleGetFact(req, res); });
   Route("DELETE", R"(/v1/facts/(\d+))", [this](const httplib::Request& req, httplib::Response& res) { HandleDeleteFact(req, res); });
   Route("POST", R"(/v1/facts/(\d+)/verify-deleted)",

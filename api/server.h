@@ -54,6 +54,10 @@ struct ServeOptions {
   bool log_requests = true;
   torch::Device device = torch::kCPU;  // Where the model runs (ParseDevice, lm/device.h).
   int gpu_index = -1;                 // >= 0: the base datastore's index is searched on this GPU.
+  // Memories of the memorizing layer: IVF lists scanned per query, and the size from which a memory
+  // searches by IVF (where the model has a memory index; memory/layer_memories.h).
+  int64_t memory_nprobe = 8;
+  int64_t memory_ivf_from = 16384;
 };
 
 class Server {

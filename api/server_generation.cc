@@ -171,11 +171,28 @@ Json NeighborsJson(const std::vector<Neighbor>& neighbors, const FactStore& stor
   return out;
 }
 
+// The memory pairs a generated token attended to (return_neighbors with a memory). Admin keys see which
+// document and position each came from; read keys only the head and weight (document contents are
+// admin's, and positions of a known document would let a read key line up its tokens).
+Json MemoryHitsJson(const std::vector<MemoryHit>& hits, bool admin) {
+  Json out = Json::array();
+  for (const MemoryHit& h : hits) {
+    Json j = {{"source", "memory"}, {"head", h.head}, {"weight", h.weight}};
+    if (admin) {
+      j["document_id"] = h.document;
+      j["position"] = h.position;
+    }
+    out.push_back(j);
+  }
+  return out;
+}
+
 // ScoreBoth (retriever/dual_scorer.cc) that stops when `cancel` is set: the same spans and the same
 // arithmetic (the server's score equals `mnemo score`, tested), with `cancel` polled before each window's
 // span, so a timed-out score stops within one batch of windows instead of running to its end.
 Status ScoreCancellable(LanguageModel& model, const KnnMemory* memory, const KnnOptions& options,
-                        const std::vector<int32_t>& ids, const std::atomic<bool>& cancel, DualScores* out) {
+                        const std::vector<int32_t>& ids, KvMemory* layer_memory, int64_t layer_topk,
+                        const std::atomic<bool>& cancel, DualScores* out) {
   if (ids.size() < 2) return Status::InvalidArgument("scoring needs at least 2 tokens");
   const size_t n = ids.size() - 1;
   out->lm.assign(n, 0.0f);
@@ -185,6 +202,8 @@ Status ScoreCancellable(LanguageModel& model, const KnnMemory* memory, const Knn
   if (memory != nullptr) knn = std::make_unique<KnnLm>(*memory);
   SpanRequest request;
   request.knn_keys = memory != nullptr;
+  request.memory = layer_memory;
+  request.memory_topk = layer_topk;
   const auto start = std::chrono::steady_clock::now();
   std::vector<float> combined;
   int64_t scored = 0;
@@ -240,6 +259,16 @@ void Server::Impl::HandleCompletions(const httplib::Request& req, httplib::Respo
     e.param = ParamOf(s);
     return SendError(res, e);
   }
+  std::unique_ptr<KvMemory> layer_reader;
+  s = ParseLayerMemory(body, *state, &layer_reader, &params.request.layer_memory_topk);
+  if (!s.ok()) {
+    ApiError e = ErrorFromStatus(s);
+    e.param = "memory";
+    return SendError(res, e);
+  }
+  // Shared with a streaming worker, which may outlive this handler.
+  std::shared_ptr<KvMemory> layer_memory(std::move(layer_reader));
+  params.request.layer_memory = layer_memory.get();
   const bool admin = Caller(req) == Role::kAdmin;
   const std::string id = CompletionId();
   const int64_t created = UnixSeconds();
@@ -262,6 +291,11 @@ void Server::Impl::HandleCompletions(const httplib::Request& req, httplib::Respo
         Json per_token = Json::array();
         for (const auto& nbs : c.neighbors) per_token.push_back(NeighborsJson(nbs, *store, admin));
         j["neighbors"] = per_token;
+        if (layer_memory) {
+          Json hits = Json::array();
+          for (const auto& h : c.memory_hits) hits.push_back(MemoryHitsJson(h, admin));
+          j["memory_hits"] = hits;
+        }
       }
       choices.push_back(j);
     }
@@ -294,7 +328,7 @@ void Server::Impl::HandleCompletions(const httplib::Request& req, httplib::Respo
     channel->ready.notify_one();
   };
   const CompletionRequest request = params.request;
-  const bool queued = work->TrySubmit([this, channel, push, request, id, created, admin] {
+  const bool queued = work->TrySubmit([this, channel, push, request, id, created, admin, layer_memory] {
     CompletionResult result;
     const Tokenizer& tokenizer = *model->tokenizer;
     Status run;
@@ -311,6 +345,7 @@ void Server::Impl::HandleCompletions(const httplib::Request& req, httplib::Respo
             choice["logprobs"].erase("text_offset");
           }
           if (e.neighbors != nullptr) choice["neighbors"] = Json::array({NeighborsJson(*e.neighbors, *store, admin)});
+          if (e.memory_hits != nullptr) choice["memory_hits"] = Json::array({MemoryHitsJson(*e.memory_hits, admin)});
           Json chunk = {{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model_id},
                         {"choices", Json::array({choice})}};
           push("data: " + api::Dump(chunk) + "\n\n");
@@ -398,6 +433,9 @@ void Server::Impl::HandleScore(const httplib::Request& req, httplib::Response& r
   KnnOptions knn;
   if (s.ok()) s = ParseKnn(body, options.knn, &knn);
   if (s.ok()) s = knn.Validate();
+  std::unique_ptr<KvMemory> layer_memory;
+  int64_t layer_topk = 0;
+  if (s.ok()) s = ParseLayerMemory(body, *state, &layer_memory, &layer_topk);
   if (!s.ok()) {
     ApiError e = ErrorFromStatus(s);
     e.param = ParamOf(s);
@@ -445,7 +483,8 @@ void Server::Impl::HandleScore(const httplib::Request& req, httplib::Response& r
   DualScores scores;
   Status run;
   if (!RunOnWorker(res, [&](const std::atomic<bool>& cancel) {
-        run = ScoreCancellable(*model, knn.enabled ? memory.get() : nullptr, knn, ids, cancel, &scores);
+        run = ScoreCancellable(*model, knn.enabled ? memory.get() : nullptr, knn, ids, layer_memory.get(), layer_topk,
+                               cancel, &scores);
       }, std::max(0.0, options.request_timeout_s - waited))) {
     return;
   }
@@ -455,6 +494,8 @@ void Server::Impl::HandleScore(const httplib::Request& req, httplib::Response& r
   for (int32_t id : ids) tokens.push_back(model->tokenizer->TokenBytes(id));
   Json out = {{"object", "score"}, {"model", model_id}, {"ids", ids}, {"tokens", tokens},
               {"logprobs_lm", scores.lm}, {"perplexity_lm", perplexity(scores.lm)}, {"knn", knn.enabled}};
+  // With a memory, "lm" is the model reading it (the memorizing layer is part of the LM).
+  out["memory"] = layer_memory ? Json(body["memory"]) : Json(nullptr);
   if (knn.enabled) {
     out["logprobs_knn"] = scores.knn;
     out["perplexity_knn"] = perplexity(scores.knn);

@@ -103,6 +103,17 @@ struct Server::Impl {
   void HandleDeleteMatching(const httplib::Request& req, httplib::Response& res);
   void HandleVerifyDeleted(const httplib::Request& req, httplib::Response& res);
 
+  // server_memories.cc: the memorizing layer's memories (state->memories(); 409 without a memory layer)
+  void HandleCreateMemory(const httplib::Request& req, httplib::Response& res);
+  void HandleListMemories(const httplib::Request& req, httplib::Response& res);
+  void HandleGetMemory(const httplib::Request& req, httplib::Response& res);
+  void HandleDeleteMemory(const httplib::Request& req, httplib::Response& res);
+  void HandleReadDocument(const httplib::Request& req, httplib::Response& res);
+  void HandleListDocuments(const httplib::Request& req, httplib::Response& res);
+  void HandleGetDocument(const httplib::Request& req, httplib::Response& res);
+  void HandleDeleteDocument(const httplib::Request& req, httplib::Response& res);
+  void HandleVerifyDocumentDeleted(const httplib::Request& req, httplib::Response& res);
+
   // server_audits.cc
   struct AuditJob;
   std::mutex audit_mu;
@@ -140,6 +151,12 @@ class TimedMemory : public KnnMemory {
   const KnnMemory& inner_;
   Histogram& seconds_;
 };
+
+// Reads the request's `memory` object ({"id", "topk"?}) into a reader of that served memory; *reader stays
+// null when the body has none. InvalidArgument for a malformed object, NotFound for an unknown memory,
+// FailedPrecondition when the model has no memory layer.
+Status ParseLayerMemory(const api::Json& body, const StateService& state, std::unique_ptr<KvMemory>* reader,
+                        int64_t* topk);
 
 // Reads the `knn` request object into *knn (starting from the server's defaults).
 Status ParseKnn(const api::Json& body, const KnnOptions& defaults, KnnOptions* knn);

@@ -39,9 +39,15 @@ Status Generate(Gpt& net, const std::vector<int32_t>& prompt, const GenerateOpti
     fwd.memory.first_lane = options.memory_lane;
     fwd.memory.write = false;  // the window's own tokens are local; they go to memory as they leave it
   }
+  torch::Tensor hit_tags, hit_weights;
+  if (options.memory != nullptr && options.on_memory_hits) {
+    fwd.memory.retrieved_tags = &hit_tags;
+    fwd.memory.retrieved_weights = &hit_weights;
+  }
   size_t window_begin = 0;  // seq index of the window's first token
   ForwardResult result = net->Forward(ToInput(seq, 0), fwd);
   for (int64_t step = 0; step < options.max_tokens; ++step) {
+    if (hit_tags.defined()) options.on_memory_hits(hit_tags[0].select(1, -1), hit_weights[0].select(1, -1));
     torch::Tensor lp = torch::log_softmax(result.logits[0][-1], -1);
     if (options.hook) MNEMO_RETURN_IF_ERROR(options.hook(result.knn_key[0][-1], lp, &lp));
     const int32_t token = SampleToken(lp, options.sampling, rng);
@@ -54,7 +60,7 @@ Status Generate(Gpt& net, const std::vector<int32_t>& prompt, const GenerateOpti
       cache.Clear();
       const size_t keep = static_cast<size_t>(ctx / 2);
       const size_t new_begin = seq.size() - keep;
-      if (options.memory != nullptr) {
+      if (options.memory != nullptr && options.memory_write) {
         // The leaving tokens' keys and values at the memory layer depend only on the layers below it and
         // their window, so a forward pass over them alone reproduces them; it appends them all.
         ForwardOptions leave;

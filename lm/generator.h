@@ -31,6 +31,12 @@ struct GenerateOptions {
   int64_t memory_topk = 0;   // 0: the model's
   int64_t memory_lane = 0;
   int64_t memory_first_tag = 0;
+  // false: the memory is only read (a served memory other requests share); tokens that leave the window
+  // are then dropped, not appended.
+  bool memory_write = true;
+  // Called at every step with the memorizing layer's retrievals for the position that predicts the next
+  // token: tags and attention weights, [n_head, topk] each (lm/gpt.h MemoryAccess).
+  std::function<void(const torch::Tensor& tags, const torch::Tensor& weights)> on_memory_hits;
 };
 
 // Called with each new token and its log-probability; return false to stop early.

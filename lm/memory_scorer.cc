@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <queue>
+
+#include "lm/safetensors.h"
 
 namespace mnemo {
 namespace {
@@ -67,6 +70,75 @@ Status ReadIntoMemory(Gpt& net, const std::vector<int32_t>& ids, int64_t count, 
     std::vector<int64_t> input(ids.begin() + win.begin, ids.begin() + win.end);
     net->Forward(torch::tensor(input, torch::kLong).unsqueeze(0), fo);
   }
+  return Status::OK();
+}
+
+namespace {
+
+// A write-only KvMemory: it keeps every appended pair and reports itself empty, so the layer attends
+// locally and nothing is searched.
+class PairCollector : public KvMemory {
+ public:
+  PairCollector(int64_t heads, int64_t head_dim) : heads_(heads), head_dim_(head_dim), keys_(heads), values_(heads) {}
+  int64_t lanes() const override { return 1; }
+  int64_t heads() const override { return heads_; }
+  int64_t head_dim() const override { return head_dim_; }
+  int64_t size(int64_t) const override { return 0; }
+  Status Search(int64_t, const float*, int64_t, int64_t, float*, float*, int64_t*) const override {
+    return Status::InvalidArgument("a pair collector is not searched");
+  }
+  Status Append(int64_t, const float* keys, const float* values, const int64_t*, int64_t n) override {
+    for (int64_t h = 0; h < heads_; ++h) {
+      keys_[h].insert(keys_[h].end(), keys + h * n * head_dim_, keys + (h + 1) * n * head_dim_);
+      values_[h].insert(values_[h].end(), values + h * n * head_dim_, values + (h + 1) * n * head_dim_);
+    }
+    return Status::OK();
+  }
+  void Clear(int64_t) override {}
+  static std::vector<float> Join(const std::vector<std::vector<float>>& per_head) {
+    std::vector<float> out;
+    for (const auto& k : per_head) out.insert(out.end(), k.begin(), k.end());
+    return out;
+  }
+  std::vector<float> Keys() const { return Join(keys_); }      // [heads, count, head_dim]
+  std::vector<float> Values() const { return Join(values_); }
+
+ private:
+  int64_t heads_, head_dim_;
+  std::vector<std::vector<float>> keys_, values_;
+};
+
+}  // namespace
+
+// Reads model_dir's memory index: [heads, lists, head_dim] centroids. NotFound when it has none.
+Status LoadMemoryIndex(const std::string& model_dir, const GptConfig& config, std::vector<float>* centroids,
+                       int64_t* lists) {
+  const std::string path = model_dir + "/" + kMemoryIndexFile;
+  std::unique_ptr<SafetensorsFile> file;
+  MNEMO_RETURN_IF_ERROR(SafetensorsFile::Open(path, &file));
+  const TensorView* t = file->Find("centroids");
+  const int64_t H = config.n_head, D = config.n_embd / config.n_head;
+  if (t == nullptr || t->dtype != DType::kF32 || t->shape.size() != 3 || t->shape[0] != H || t->shape[2] != D ||
+      t->shape[1] < 1) {
+    return Status::Corruption(path + ": expected an F32 tensor \"centroids\" of [" + std::to_string(H) + ", lists, " +
+                              std::to_string(D) + "] (the model's heads and head size)");
+  }
+  *lists = t->shape[1];
+  centroids->resize(t->nbytes / sizeof(float));
+  std::memcpy(centroids->data(), t->data, t->nbytes);
+  for (float x : *centroids) {
+    if (!std::isfinite(x)) return Status::Corruption(path + ": a centroid is not finite");
+  }
+  return Status::OK();
+}
+
+Status ComputeMemoryPairs(Gpt& net, const std::vector<int32_t>& ids, int64_t count, const WindowOptions& window,
+                          std::vector<float>* keys, std::vector<float>* values) {
+  const GptConfig& config = net->config();
+  PairCollector collector(config.n_head, config.n_embd / config.n_head);
+  MNEMO_RETURN_IF_ERROR(ReadIntoMemory(net, ids, count, window, &collector, 0, 0));
+  *keys = collector.Keys();
+  *values = collector.Values();
   return Status::OK();
 }
 

@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "lm/gpt.h"
@@ -72,6 +73,20 @@ Status ScoreDocumentsWithMemory(Gpt& net, const Tokenizer& tokenizer,
 // (lm/generator.h GenerateOptions::memory).
 Status ReadIntoMemory(Gpt& net, const std::vector<int32_t>& ids, int64_t count, const WindowOptions& window,
                       KvMemory* memory, int64_t lane, int64_t first_tag);
+
+// The (key, value) pairs ReadIntoMemory would append for ids[0, count), [heads, count, head_dim] each,
+// computed without searching any memory: the memorizing layer's pairs depend only on the layers below it.
+Status ComputeMemoryPairs(Gpt& net, const std::vector<int32_t>& ids, int64_t count, const WindowOptions& window,
+                          std::vector<float>* keys, std::vector<float>* values);
+
+// The memory index of a memorizing model (model_dir/memory_index.safetensors): per-head centroids of the
+// memory layer's keys, trained by `mnemo memory index`, that let large memories search by IVF.
+inline constexpr const char* kMemoryIndexFile = "memory_index.safetensors";
+
+// Reads model_dir's memory index: [heads, lists, head_dim] centroids. NotFound when it has none;
+// Corruption for a file of another shape or with non-finite values.
+Status LoadMemoryIndex(const std::string& model_dir, const GptConfig& config, std::vector<float>* centroids,
+                       int64_t* lists);
 
 // The sequence ScoreDocumentsWithMemory scores for a document, and the index of its first scored target.
 std::vector<int32_t> MemoryScoredSequence(const std::vector<int32_t>& document, int32_t bos, bool copy,

@@ -58,10 +58,17 @@ Status ForEachScoredSpan(Gpt& net, const std::vector<int32_t>& ids, const Window
   std::vector<Window> windows;
   MNEMO_RETURN_IF_ERROR(PlanWindows(static_cast<int64_t>(ids.size()), net->config().n_positions, options, &windows));
   torch::InferenceMode inference;
-  const int64_t batch = std::max<int64_t>(1, options.batch_size);
+  // With a memory every batch row would read its own lane: one window at a time, all reading lane 0.
+  const int64_t batch = request.memory != nullptr ? 1 : std::max<int64_t>(1, options.batch_size);
   ForwardOptions forward;
   forward.want_knn_key = request.knn_keys;
   forward.want_logits = request.logprobs;
+  if (request.memory != nullptr) {
+    if (!net->config().has_memory()) return Status::InvalidArgument("the model has no memory layer to read a memory with");
+    forward.memory.memory = request.memory;
+    forward.memory.topk = request.memory_topk;
+    forward.memory.write = false;
+  }
   // With options.overlap, the callbacks of the previous batch, running beside this batch's forward pass.
   // Declared after everything the task uses, so an early return waits for it before those go away.
   std::future<Status> pending;

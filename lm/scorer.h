@@ -56,6 +56,10 @@ struct ScoredSpan {
 struct SpanRequest {
   bool logprobs = true;
   bool knn_keys = false;
+  // A memory the memorizing layer searches (read-only: nothing is appended) in every window, e.g. a
+  // served memory of documents. Set: windows run one at a time, each reading lane memory.first_lane.
+  KvMemory* memory = nullptr;
+  int64_t memory_topk = 0;  // 0: the model's
 };
 
 // Runs the model over `ids` window by window (PlanWindows; equal-length windows batched) and calls `fn`

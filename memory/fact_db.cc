@@ -37,11 +37,6 @@ constexpr char kSchema[] =
 constexpr char kSelectRecord[] =
     "SELECT id, client_id, text, metadata, created_seq, created_at_ms, length(tokens) / 4";
 
-int64_t NowMs() {
-  using namespace std::chrono;
-  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-}
-
 bool ParseInt64(const std::string& text, int64_t* out) {
   if (text.empty()) return false;
   char* end = nullptr;
@@ -49,33 +44,6 @@ bool ParseInt64(const std::string& text, int64_t* out) {
   const long long v = std::strtoll(text.c_str(), &end, 10);
   if (errno != 0 || *end != '\0') return false;
   *out = v;
-  return true;
-}
-
-// Blobs are little-endian whatever the host, so a database file moves between machines.
-template <typename T>
-std::string ToLittleEndian(const std::vector<T>& values) {
-  using U = std::make_unsigned_t<T>;
-  std::string out(values.size() * sizeof(T), '\0');
-  for (size_t i = 0; i < values.size(); ++i) {
-    const U v = static_cast<U>(values[i]);
-    for (size_t b = 0; b < sizeof(T); ++b) out[i * sizeof(T) + b] = static_cast<char>((v >> (8 * b)) & 0xff);
-  }
-  return out;
-}
-
-template <typename T>
-bool FromLittleEndian(const std::string& bytes, std::vector<T>* out) {
-  using U = std::make_unsigned_t<T>;
-  if (bytes.size() % sizeof(T) != 0) return false;
-  out->resize(bytes.size() / sizeof(T));
-  for (size_t i = 0; i < out->size(); ++i) {
-    U v = 0;
-    for (size_t b = 0; b < sizeof(T); ++b) {
-      v |= static_cast<U>(static_cast<U>(static_cast<unsigned char>(bytes[i * sizeof(T) + b])) << (8 * b));
-    }
-    (*out)[i] = static_cast<T>(v);
-  }
   return true;
 }
 
@@ -147,7 +115,7 @@ Status DeleteCollected(SqliteDb* db, const std::function<Status(std::vector<Fact
     MNEMO_RETURN_IF_ERROR(change.Prepare("INSERT INTO changes(op, fact_id) VALUES(2, ?)"));
     MNEMO_RETURN_IF_ERROR(tombstone.Prepare(
         "INSERT OR REPLACE INTO tombstones(fact_id, deleted_seq, deleted_at_ms, entries) VALUES(?, ?, ?, ?)"));
-    const int64_t now = NowMs();
+    const int64_t now = UnixTimeMs();
     for (const FactRecord& r : found) {
       remove.BindInt(1, r.id);
       MNEMO_RETURN_IF_ERROR(remove.Run());
@@ -325,7 +293,7 @@ Status FactDb::Insert(const std::vector<NewFact>& facts, std::vector<int64_t>* i
         fact.Prepare("INSERT INTO facts(pad, client_id, text, metadata, created_seq, created_at_ms, tokens, keys) "
                      "VALUES(zeroblob(?), ?, ?, ?, ?, ?, ?, ?)"));
     MNEMO_RETURN_IF_ERROR(link.Prepare("UPDATE changes SET fact_id = ? WHERE seq = ?"));
-    const int64_t now = NowMs();
+    const int64_t now = UnixTimeMs();
     for (const NewFact& f : facts) {
       MNEMO_RETURN_IF_ERROR(change.Run());
       seq = db_->LastInsertRowid();

@@ -401,17 +401,23 @@ Status KvRing::RemoveTags(int64_t lane, int64_t first, int64_t last, int64_t* re
   return Status::OK();
 }
 
-std::vector<float> KvRing::Keys(int64_t lane) const {
+std::vector<float> KvRing::Keys(int64_t lane) const { return Pairs(lane, /*values=*/false); }
+
+std::vector<float> KvRing::Values(int64_t lane) const { return Pairs(lane, /*values=*/true); }
+
+std::vector<float> KvRing::Pairs(int64_t lane, bool values) const {
   if (!CheckLane(lane).ok()) return {};
   const Lane& l = lanes_[lane];
   const int64_t H = options_.heads, D = options_.head_dim;
   const std::vector<int64_t> slots = SlotsOldestFirst(l.order, l.count);
   std::vector<float> out(static_cast<size_t>(H * l.count * D));
   for (int64_t h = 0; h < H; ++h) {
+    const auto& half = values ? l.values16 : l.keys16;
+    const auto& full = values ? l.values : l.keys;
     for (int64_t i = 0; i < l.count; ++i) {
       for (int64_t d = 0; d < D; ++d) {
         out[(h * l.count + i) * D + d] =
-            options_.fp16 ? HalfToFloat(l.keys16[h][slots[i] * D + d]) : l.keys[h][slots[i] * D + d];
+            options_.fp16 ? HalfToFloat(half[h][slots[i] * D + d]) : full[h][slots[i] * D + d];
       }
     }
   }

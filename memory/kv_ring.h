@@ -73,6 +73,8 @@ class KvRing : public KvMemory {
   std::vector<int64_t> Tags(int64_t lane) const;
   // The lane's keys of every head, oldest first: [heads, size(lane), head_dim].
   std::vector<float> Keys(int64_t lane) const;
+  // The lane's values, laid out as Keys.
+  std::vector<float> Values(int64_t lane) const;
   // Whether a search of `lane` now goes through the IVF lists.
   bool searches_by_ivf(int64_t lane) const;
   // Bytes of keys, values and bookkeeping per stored token (all heads).
@@ -83,6 +85,7 @@ class KvRing : public KvMemory {
   struct Lane;
   explicit KvRing(const KvRingOptions& options);
   Status CheckLane(int64_t lane) const;
+  std::vector<float> Pairs(int64_t lane, bool values) const;  // Keys or Values
   // Inverted-list maintenance (IVF only).
   void Assign(const float* keys, int64_t n, std::vector<int32_t>* list_ids) const;  // [heads, n]
   void ListAdd(Lane& l, int64_t h, int64_t slot, int32_t list) const;

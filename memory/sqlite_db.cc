@@ -2,6 +2,8 @@
 // mapping of SQLite result codes to Status.
 #include "memory/sqlite_db.h"
 
+#include <chrono>
+
 #include <sqlite3.h>
 
 #include <utility>
@@ -183,6 +185,11 @@ Status Transaction::Commit() {
   MNEMO_RETURN_IF_ERROR(db_->Exec("COMMIT"));
   active_ = false;
   return Status::OK();
+}
+
+int64_t UnixTimeMs() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace mnemo

@@ -14,8 +14,11 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
+#include <type_traits>
+#include <vector>
 
 #include "util/status.h"
 
@@ -126,5 +129,43 @@ class Transaction {
   SqliteDb* db_;
   bool active_ = false;
 };
+
+// Wall-clock time, Unix milliseconds (the databases' created_at / deleted_at columns).
+int64_t UnixTimeMs();
+
+// Blobs are little-endian whatever the host, so a database file moves between machines.
+template <typename T>
+std::string ToLittleEndian(const T* values, size_t n) {
+  using U = std::make_unsigned_t<std::conditional_t<std::is_floating_point_v<T>,
+                                                    std::conditional_t<sizeof(T) == 4, int32_t, int64_t>, T>>;
+  std::string out(n * sizeof(T), '\0');
+  for (size_t i = 0; i < n; ++i) {
+    U v;
+    std::memcpy(&v, &values[i], sizeof(T));
+    for (size_t b = 0; b < sizeof(T); ++b) out[i * sizeof(T) + b] = static_cast<char>((v >> (8 * b)) & 0xff);
+  }
+  return out;
+}
+template <typename T>
+std::string ToLittleEndian(const std::vector<T>& values) {
+  return ToLittleEndian(values.data(), values.size());
+}
+
+// False when the blob's size is not a multiple of sizeof(T).
+template <typename T>
+bool FromLittleEndian(const std::string& bytes, std::vector<T>* out) {
+  using U = std::make_unsigned_t<std::conditional_t<std::is_floating_point_v<T>,
+                                                    std::conditional_t<sizeof(T) == 4, int32_t, int64_t>, T>>;
+  if (bytes.size() % sizeof(T) != 0) return false;
+  out->resize(bytes.size() / sizeof(T));
+  for (size_t i = 0; i < out->size(); ++i) {
+    U v = 0;
+    for (size_t b = 0; b < sizeof(T); ++b) {
+      v |= static_cast<U>(static_cast<U>(static_cast<unsigned char>(bytes[i * sizeof(T) + b])) << (8 * b));
+    }
+    std::memcpy(&(*out)[i], &v, sizeof(T));
+  }
+  return true;
+}
 
 }  // namespace mnemo

@@ -15,6 +15,7 @@ namespace mnemo {
 std::string StateConfigPath(const std::string& dir) { return dir + "/state.json"; }
 std::string FactDbPath(const std::string& dir) { return dir + "/facts.db"; }
 std::string SnapshotDir(const std::string& dir) { return dir + "/snapshots"; }
+std::string MemoriesDbPath(const std::string& dir) { return dir + "/memories.db"; }
 
 std::string StateConfig::ToJson() const {
   nlohmann::ordered_json j;

@@ -5,6 +5,8 @@
 //                                key dimension (format version 1; written once by CreateStateDir)
 //   LOCK                         flock()ed by the process that owns the state; holds its pid
 //   facts.db, facts.db-wal       the FactDb (SQLite, WAL): the source of truth for facts
+//   memories.db, memories.db-wal the memorizing layer's memories (memory/layer_memories.h), when the model
+//                                has the layer
 //   snapshots/segment-<seq>.idx  the facts' VectorIndex as of change <seq> (start-up replays later changes)
 //
 // Thread-safety: the free functions are safe from any thread; a StateLock has one owner.
@@ -34,6 +36,7 @@ struct StateConfig {
 std::string StateConfigPath(const std::string& dir);
 std::string FactDbPath(const std::string& dir);
 std::string SnapshotDir(const std::string& dir);
+std::string MemoriesDbPath(const std::string& dir);
 
 // Creates `dir` (and parents) with state.json. InvalidArgument when `dir` already holds a state.
 Status CreateStateDir(const std::string& dir, const StateConfig& config);

@@ -7,6 +7,7 @@
 
 #include "lm/generator.h"
 #include "lm/scorer.h"
+#include "memory/layer_memories.h"
 
 namespace mnemo {
 namespace {
@@ -52,6 +53,26 @@ TokenLogprob MakeLogprob(int32_t token, const torch::Tensor& distribution, int t
   return t;
 }
 
+// The `count` retrieved pairs with the largest attention weights over all heads (tags and weights
+// [n_head, topk]), heaviest first; empty slots (tag -1) are skipped.
+std::vector<MemoryHit> TopMemoryHits(const torch::Tensor& tags, const torch::Tensor& weights, int count) {
+  torch::Tensor t = tags.contiguous().to(torch::kLong), w = weights.contiguous().to(torch::kFloat32);
+  const int64_t H = t.size(0), K = t.size(1);
+  const int64_t* tp = t.data_ptr<int64_t>();
+  const float* wp = w.data_ptr<float>();
+  std::vector<MemoryHit> hits;
+  for (int64_t h = 0; h < H; ++h) {
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t tag = tp[h * K + k];
+      if (tag < 0) continue;
+      hits.push_back({TagDocument(tag), TagPosition(tag), static_cast<int>(h), wp[h * K + k]});
+    }
+  }
+  std::stable_sort(hits.begin(), hits.end(), [](const MemoryHit& a, const MemoryHit& b) { return a.weight > b.weight; });
+  if (static_cast<int>(hits.size()) > count) hits.resize(static_cast<size_t>(count));
+  return hits;
+}
+
 // Log-probabilities of the prompt's tokens (echo), from the same distributions generation would use.
 Status PromptLogprobs(LanguageModel& model, const KnnMemory* memory, const CompletionRequest& request,
                       std::vector<TokenLogprob>* out) {
@@ -67,6 +88,8 @@ Status PromptLogprobs(LanguageModel& model, const KnnMemory* memory, const Compl
   if (knn) knn_lm = std::make_unique<KnnLm>(*memory);
   SpanRequest span_request;
   span_request.knn_keys = knn;
+  span_request.memory = request.layer_memory;
+  span_request.memory_topk = request.layer_memory_topk;
   return ForEachScoredSpan(model.net, ids, WindowOptions(), span_request, [&](const ScoredSpan& span) {
     for (int64_t r = 0; r < span.count; ++r) {
       torch::Tensor distribution = span.logprobs[r];
@@ -169,7 +192,8 @@ Status CompletionRequest::Validate(int64_t vocab_size, int64_t context) const {
 
 double CompletionRequest::ResponseItems() const {
   const double echoed = echo ? static_cast<double>(prompt.size()) : 0;
-  const double per_token = 1.0 + std::max(logprobs, 0) + std::max(return_neighbors, 0);
+  const double per_token =
+      1.0 + std::max(logprobs, 0) + std::max(return_neighbors, 0) * (layer_memory != nullptr ? 2 : 1);
   return static_cast<double>(n) * (static_cast<double>(max_tokens) + echoed) * per_token;
 }
 
@@ -203,6 +227,15 @@ Status Complete(LanguageModel& model, const KnnMemory* memory, const CompletionR
     options.sampling = request.sampling;
     options.seed = request.has_seed ? request.seed + static_cast<uint64_t>(c) : std::random_device{}();
     options.stop_token = request.ignore_eos ? -1 : tokenizer.eot_id();
+    options.memory = request.layer_memory;
+    options.memory_topk = request.layer_memory_topk;
+    options.memory_write = false;  // a served memory is shared: a request only reads it
+    std::vector<MemoryHit> step_hits;
+    if (request.layer_memory != nullptr && request.return_neighbors > 0) {
+      options.on_memory_hits = [&](const torch::Tensor& tags, const torch::Tensor& weights) {
+        step_hits = TopMemoryHits(tags, weights, request.return_neighbors);
+      };
+    }
     torch::Tensor step_distribution;
     std::vector<Neighbor> step_neighbors;
     options.hook = [&](const torch::Tensor& key, const torch::Tensor& lp, torch::Tensor* dist) {
@@ -237,12 +270,14 @@ Status Complete(LanguageModel& model, const KnnMemory* memory, const CompletionR
         std::vector<Neighbor> top(step_neighbors.begin(),
                                   step_neighbors.begin() + std::min<size_t>(step_neighbors.size(), request.return_neighbors));
         choice.neighbors.push_back(std::move(top));
+        if (request.layer_memory != nullptr) choice.memory_hits.push_back(step_hits);
       }
       CompletionEvent e;
       e.choice = c;
       e.text = generated.TakeSafe();
       if (request.logprobs >= 0) e.logprob = &choice.logprobs.back();
       if (request.return_neighbors > 0) e.neighbors = &choice.neighbors.back();
+      if (request.return_neighbors > 0 && request.layer_memory != nullptr) e.memory_hits = &choice.memory_hits.back();
       if (on_event && !on_event(e)) {
         cancelled = true;
         return false;

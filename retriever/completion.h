@@ -42,7 +42,7 @@ struct CompletionRequest {
   // max_response_items (the message names the product, its factors and the limit).
   Status Validate(int64_t vocab_size, int64_t context) const;
   // n * (max_tokens + echoed prompt tokens) * (1 + logprobs + return_neighbors), logprobs counted as 0
-  // when none are asked for: the most tokens, alternatives and neighbours the response can hold. (A
+  // when none are asked for, return_neighbors twice with a layer memory (its hits are listed too): the most tokens, alternatives and neighbours the response can hold. (A
   // double, so that no max_tokens overflows it.)
   double ResponseItems() const;
 
@@ -59,6 +59,19 @@ struct CompletionRequest {
   int return_neighbors = 0;  // >0: per generated token, this many nearest neighbours
   bool ignore_eos = false;   // keep generating past <|endoftext|> (fixed-length runs for benchmarks)
   int64_t max_response_items = kDefaultMaxResponseItems;  // the limit of ResponseItems()
+  // A memory the memorizing layer reads (a served memory: read-only here, lm/kv_memory.h); null: none.
+  // With return_neighbors, each generated token also reports the memory pairs its heads attended to most.
+  KvMemory* layer_memory = nullptr;
+  int64_t layer_memory_topk = 0;  // 0: the model's
+};
+
+// A memory pair a generated token's memorizing layer attended to: where it came from (a document and the
+// token position in it, memory/layer_memories.h tags) and its attention weight in one head.
+struct MemoryHit {
+  int64_t document = 0;
+  int64_t position = 0;
+  int head = 0;
+  float weight = 0;
 };
 
 struct TokenLogprob {
@@ -73,6 +86,7 @@ struct CompletionEvent {
   std::string text;            // newly visible text (may be empty)
   const TokenLogprob* logprob = nullptr;          // when logprobs were requested
   const std::vector<Neighbor>* neighbors = nullptr;  // when neighbours were requested
+  const std::vector<MemoryHit>* memory_hits = nullptr;  // when neighbours were requested with a memory
   bool finished = false;
   std::string finish_reason;   // with finished
 };
@@ -84,6 +98,7 @@ struct CompletionChoice {
   std::vector<TokenLogprob> logprobs;  // echoed prompt tokens first, then generated ones
   std::vector<int64_t> text_offset;    // byte offset of each logprobs token in `text`
   std::vector<std::vector<Neighbor>> neighbors;  // per generated token
+  std::vector<std::vector<MemoryHit>> memory_hits;  // per generated token (return_neighbors with a memory)
 };
 
 struct CompletionResult {

@@ -1,7 +1,10 @@
 #include "retriever/state_service.h"
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
+
+#include "lm/memory_scorer.h"
 
 namespace mnemo {
 namespace {
@@ -84,6 +87,20 @@ Status StateService::OpenStore(const std::string& dir, LanguageModel* model, con
   if (service->store_->dim() != model->config.n_embd) {
     return Status::InvalidArgument(dir + ": key dimension " + std::to_string(service->store_->dim()) +
                                    " does not match the model's n_embd " + std::to_string(model->config.n_embd));
+  }
+  service->dir_ = dir;
+  if (model->config.has_memory()) {
+    LayerMemoriesOptions memory_options;
+    memory_options.heads = model->config.n_head;
+    memory_options.head_dim = model->config.head_dim();
+    // Large memories search by IVF where the model has a memory index (`mnemo memory index`).
+    if (options.memory_ivf_from > 0) {
+      Status index = LoadMemoryIndex(model->dir, model->config, &memory_options.centroids, &memory_options.lists);
+      if (!index.ok() && !index.IsNotFound()) return index;
+    }
+    memory_options.nprobe = options.memory_nprobe;
+    memory_options.ivf_from = std::max<int64_t>(1, options.memory_ivf_from);
+    MNEMO_RETURN_IF_ERROR(LayerMemories::Open(MemoriesDbPath(dir), memory_options, &service->memories_));
   }
   *out = std::move(service);
   return Status::OK();

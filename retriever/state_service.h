@@ -16,6 +16,7 @@
 
 #include "lm/checkpoint.h"
 #include "memory/fact_store.h"
+#include "memory/layer_memories.h"
 #include "retriever/deletion_verifier.h"
 #include "retriever/fact_encoder.h"
 
@@ -25,6 +26,24 @@ struct StateOptions {
   torch::Device device = torch::kCPU;  // Where the model runs (ParseDevice, lm/device.h).
   // The fact store's options. Its expected_model_fingerprint is set by StateService, never by callers.
   FactStoreOptions store;
+  // The memories' IVF search (memory/layer_memories.h), used where the model has a memory index.
+  int64_t memory_nprobe = 8;
+  int64_t memory_ivf_from = 16384;  // 0: exact search always (the index is not loaded)
+};
+
+// Evidence that a document deleted from a memory left no trace (StateService::VerifyMemoryDocumentDeleted).
+struct MemoryDeletionVerdict {
+  bool passed = false;
+  std::string reason;              // why it failed; empty when passed
+  LayerMemories::Traces traces;    // tombstone, row, ring tokens, ring == rebuild from the database
+  // Probe evidence (the text was given): its pairs recomputed with the model.
+  bool probed = false;
+  int64_t probe_tokens = 0;        // tokens of the text scored with the memory
+  int64_t keys_held = 0;           // of its keys, those the ring holds beyond what live documents hold
+  int64_t files_with_content = 0;  // state files holding its text or a key's bytes that no live document holds
+  double max_abs_logprob_diff = 0; // its log-probs with the served memory vs one rebuilt from the database
+  double mean_logprob_memory = 0;  // its mean log-prob with the memory now
+  double mean_logprob_base = 0;    // ... and with no memory
 };
 
 class StateService {
@@ -59,6 +78,22 @@ class StateService {
   // Evidence that a deleted fact left no trace (deletion_verifier.h). `text` may be null.
   Status VerifyDeleted(int64_t fact_id, const std::string* text, const KnnOptions& knn, DeletionVerdict* out) const;
 
+  // The memorizing layer's memories; null when the model has no memory layer.
+  LayerMemories* memories() const { return memories_.get(); }
+  // FailedPrecondition when the model has no memory layer (so no memories).
+  Status RequireMemories() const;
+  // Reads `text` into memory `memory_id`: its tokens' pairs at the memorizing layer, computed window by
+  // window as lm/memory_scorer.h ReadIntoMemory does (the sequence [<|endoftext|>] + tokens; the
+  // document's own pairs are stored, one per token), then appended (LayerMemories::AddDocument).
+  Status ReadDocument(int64_t memory_id, const std::string& text, const std::string& metadata_json,
+                      MemoryDocument* out, int64_t* evicted);
+  // The tokens ReadDocument stores for `text` and their pairs [heads, n, head_dim] (verification, audits).
+  Status DocumentPairs(const std::string& text, std::vector<int32_t>* tokens, std::vector<float>* keys,
+                       std::vector<float>* values) const;
+  // NotFound when the document was never deleted from that memory; `text` may be null.
+  Status VerifyMemoryDocumentDeleted(int64_t memory_id, int64_t document_id, const std::string* text,
+                                     MemoryDeletionVerdict* out) const;
+
   // Writes the store's snapshot (FactStore::Close); the service stays usable.
   Status Close() { return store_->Close(); }
 
@@ -70,6 +105,8 @@ class StateService {
   std::unique_ptr<LanguageModel> owned_model_;  // Set when Open loaded the model.
   LanguageModel* model_ = nullptr;
   std::unique_ptr<FactStore> store_;
+  std::unique_ptr<LayerMemories> memories_;
+  std::string dir_;
 };
 
 }  // namespace mnemo
