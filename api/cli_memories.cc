@@ -49,7 +49,7 @@ void RegisterMemoryStateCommands(CLI::App* mem, Command* selected) {
   AddArgs(create, &ca->st);
   create->add_option("--name", ca->name, "A name for people (need not be unique)");
   create->add_option("--capacity", ca->capacity, "Tokens the memory holds, oldest leaving first (0: unbounded)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(CLI::Range(int64_t{0}, int64_t{INT32_MAX}));
   create->callback([ca, selected] {
     *selected = [ca] {
       std::unique_ptr<StateService> state;
@@ -174,7 +174,8 @@ void RegisterMemoryStateCommands(CLI::App* mem, Command* selected) {
   auto xa = std::make_shared<RmArgs>();
   AddArgs(rm, &xa->st);
   rm->add_option("--memory", xa->memory, "Memory id")->required();
-  rm->add_option("--document", xa->document, "Document id (absent: delete the memory and all its documents)");
+  rm->add_option("--document", xa->document, "Document id (absent: delete the memory and all its documents)")
+      ->check(CLI::PositiveNumber);
   rm->callback([xa, selected] {
     *selected = [xa] {
       std::unique_ptr<StateService> state;

@@ -269,6 +269,13 @@ void Server::Impl::HandleCompletions(const httplib::Request& req, httplib::Respo
   // Shared with a streaming worker, which may outlive this handler.
   std::shared_ptr<KvMemory> layer_memory(std::move(layer_reader));
   params.request.layer_memory = layer_memory.get();
+  // Its hits count in the response's size: check the limits again with the memory in place.
+  if (layer_memory) s = params.request.Validate(model->config.vocab_size, model->config.n_positions);
+  if (!s.ok()) {
+    ApiError e = ErrorFromStatus(s);
+    e.param = ParamOf(s);
+    return SendError(res, e);
+  }
   const bool admin = Caller(req) == Role::kAdmin;
   const std::string id = CompletionId();
   const int64_t created = UnixSeconds();

@@ -46,7 +46,7 @@ void Server::Impl::HandleCreateMemory(const httplib::Request& req, httplib::Resp
   std::string name;
   int64_t capacity = 0;
   Status s = api::OptionalString(body, "name", &name);
-  if (s.ok()) s = api::OptionalInt(body, "capacity", 0, int64_t{1} << 40, &capacity);
+  if (s.ok()) s = api::OptionalInt(body, "capacity", 0, INT32_MAX, &capacity);
   if (s.ok()) s = state->RequireMemories();
   MemoryInfo info;
   if (s.ok()) s = state->memories()->Create(name, capacity, &info);
@@ -143,7 +143,7 @@ void Server::Impl::HandleGetDocument(const httplib::Request& req, httplib::Respo
   if (s.ok()) s = state->RequireMemories();
   MemoryDocument doc;
   if (s.ok()) s = state->memories()->GetDocument(id, doc_id, /*with_text=*/true, &doc);
-  if (s.IsNotFound()) {
+  if (s.IsNotFound() && state->memories() != nullptr) {
     MemoryDocumentTombstone t;
     if (state->memories()->GetTombstone(doc_id, &t).ok() && t.memory_id == id) {
       s = Status::NotFound("document " + std::to_string(doc_id) + " of memory " + std::to_string(id) + " was deleted");

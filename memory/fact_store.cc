@@ -448,7 +448,9 @@ Status FactStore::Delete(const std::vector<int64_t>& ids, std::vector<FactRecord
   // the delete happened, so the segment must forget the facts either way.
   if (out.empty()) return s;
   Status applied = ApplyDeletes(out, last_seq);
-  return s.ok() ? applied : s;
+  Status listened = delete_listener_ ? delete_listener_(out) : Status::OK();
+  if (!s.ok()) return s;
+  return applied.ok() ? listened : applied;
 }
 
 Status FactStore::DeleteMatching(const FactFilter& filter, std::vector<FactRecord>* deleted) {

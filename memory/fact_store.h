@@ -30,6 +30,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
@@ -113,6 +114,11 @@ class FactStore : public KnnMemory {
   // records, entries included, which is the last copy of them anywhere.
   Status Delete(const std::vector<int64_t>& ids, std::vector<FactRecord>* deleted);
   Status DeleteMatching(const FactFilter& filter, std::vector<FactRecord>* deleted);
+  // Called after every delete has committed and left the segment, with the deleted records (under the
+  // write lock, so before the next write): the state's other copies of facts (the memorizing layer's
+  // facts memory) follow deletes whatever path they take. Its error is Delete's. Set before sharing.
+  using DeleteListener = std::function<Status(const std::vector<FactRecord>& deleted)>;
+  void SetDeleteListener(DeleteListener listener) { delete_listener_ = std::move(listener); }
 
   Status Get(int64_t id, bool with_entries, FactRecord* out) const { return db_->Get(id, with_entries, out); }
   Status List(const ListOptions& options, std::vector<FactRecord>* out, int64_t* next_after_id) const {
@@ -175,6 +181,7 @@ class FactStore : public KnnMemory {
   RecoveryReport recovery_;
 
   std::mutex write_mu_;                 // serializes Add, Delete, Checkpoint, Close
+  DeleteListener delete_listener_;
   mutable std::shared_mutex segment_mu_;  // shared: searches; exclusive: segment changes
   std::unique_ptr<Segment> segment_;
   int64_t last_seq_ = 0;       // newest change applied to the segment

@@ -18,6 +18,7 @@ namespace {
 constexpr int kFormatVersion = 1;
 constexpr size_t kMaxNameBytes = 256;
 constexpr int64_t kMaxListLimit = 10000;
+constexpr int64_t kMaxCapacity = INT32_MAX;  // KvRing's slots are int32 (inverted lists)
 
 constexpr char kSchema[] =
     "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT);"
@@ -185,6 +186,9 @@ Status LayerMemories::Open(const std::string& path, const LayerMemoriesOptions& 
   if (!found || !ParseInt64(value, INT64_MIN, INT64_MAX, &page).ok() || page < 512) return Status::Corruption(path + ": unexpected page size");
   m->page_size_ = page;
 
+  int64_t facts = 0;
+  MNEMO_RETURN_IF_ERROR(ReadMetaInt(db, "facts_memory", &facts, &found));
+  m->facts_memory_ = found ? facts : 0;
   std::lock_guard<std::mutex> lock(m->mu_);
   Statement s(db);
   MNEMO_RETURN_IF_ERROR(s.Prepare(
@@ -270,7 +274,10 @@ std::shared_ptr<LayerMemories::Entry> LayerMemories::Find(int64_t memory_id) con
 static Status UnknownMemory(int64_t id) { return Status::NotFound("no memory " + std::to_string(id)); }
 
 Status LayerMemories::Create(const std::string& name, int64_t capacity, MemoryInfo* out) {
-  if (capacity < 0) return Status::InvalidArgument("capacity must be 0 (unbounded) or a number of tokens, not " + std::to_string(capacity));
+  if (capacity < 0 || capacity > kMaxCapacity) {
+    return Status::InvalidArgument("capacity must be 0 (unbounded) or a number of tokens up to " +
+                                   std::to_string(kMaxCapacity) + ", not " + std::to_string(capacity));
+  }
   if (name.size() > kMaxNameBytes) {
     return Status::InvalidArgument("a memory name has at most " + std::to_string(kMaxNameBytes) + " bytes, not " +
                                    std::to_string(name.size()));
@@ -280,6 +287,9 @@ Status LayerMemories::Create(const std::string& name, int64_t capacity, MemoryIn
     return Status::InvalidArgument("the state already holds " + std::to_string(memories_.size()) +
                                    " memories, the most it may (delete one first)");
   }
+  // The ring first: whatever it refuses must not reach the database (Open would then fail to rebuild it).
+  auto entry = std::make_shared<Entry>();
+  MNEMO_RETURN_IF_ERROR(KvRing::Create(RingOptions(options_, capacity), &entry->ring));
   MemoryInfo info;
   info.name = name;
   info.capacity = capacity;
@@ -296,9 +306,7 @@ Status LayerMemories::Create(const std::string& name, int64_t capacity, MemoryIn
     info.id = db_->LastInsertRowid();
     MNEMO_RETURN_IF_ERROR(txn.Commit());
   }
-  auto entry = std::make_shared<Entry>();
   entry->info = info;
-  MNEMO_RETURN_IF_ERROR(KvRing::Create(RingOptions(options_, capacity), &entry->ring));
   memories_[info.id] = entry;
   *out = info;
   return Status::OK();
@@ -325,8 +333,16 @@ Status LayerMemories::List(std::vector<MemoryInfo>* out) const {
   return Status::OK();
 }
 
+Status LayerMemories::RefuseFactsMemory(int64_t memory_id, const char* what) const {
+  if (memory_id != facts_memory_ || memory_id == 0) return Status::OK();
+  return Status::FailedPrecondition(std::string("memory ") + std::to_string(memory_id) +
+                                    " is the facts memory: it follows the state's facts, so " + what +
+                                    " through /v1/facts (mnemo facts) instead");
+}
+
 Status LayerMemories::Delete(int64_t memory_id, int64_t* documents) {
   std::lock_guard<std::mutex> lock(mu_);
+  MNEMO_RETURN_IF_ERROR(RefuseFactsMemory(memory_id, "delete facts"));
   auto entry = Find(memory_id);
   if (!entry) return UnknownMemory(memory_id);
   {
@@ -366,6 +382,15 @@ Status LayerMemories::Delete(int64_t memory_id, int64_t* documents) {
 
 Status LayerMemories::AddDocument(int64_t memory_id, const NewMemoryDocument& doc, MemoryDocument* out,
                                   int64_t* evicted) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    MNEMO_RETURN_IF_ERROR(RefuseFactsMemory(memory_id, "add facts"));
+  }
+  return AddDocumentImpl(memory_id, doc, out, evicted);
+}
+
+Status LayerMemories::AddDocumentImpl(int64_t memory_id, const NewMemoryDocument& doc, MemoryDocument* out,
+                                      int64_t* evicted) {
   const int64_t n = static_cast<int64_t>(doc.tokens.size());
   const int64_t H = options_.heads, D = options_.head_dim;
   if (n < 1) return Status::InvalidArgument("the document has no tokens");
@@ -480,6 +505,14 @@ Status LayerMemories::ListDocuments(int64_t memory_id, int64_t after_id, int64_t
 }
 
 Status LayerMemories::DeleteDocument(int64_t memory_id, int64_t document_id, MemoryDocument* deleted) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    MNEMO_RETURN_IF_ERROR(RefuseFactsMemory(memory_id, "delete facts"));
+  }
+  return DeleteDocumentImpl(memory_id, document_id, deleted);
+}
+
+Status LayerMemories::DeleteDocumentImpl(int64_t memory_id, int64_t document_id, MemoryDocument* deleted) {
   std::lock_guard<std::mutex> lock(mu_);
   auto entry = Find(memory_id);
   if (!entry) return UnknownMemory(memory_id);
@@ -522,14 +555,93 @@ Status LayerMemories::DeleteDocument(int64_t memory_id, int64_t document_id, Mem
   } else {
     std::unique_ptr<KvRing> rebuilt;
     ring_status = BuildRing(memory_id, entry->info.capacity, &rebuilt);
-    if (ring_status.ok()) {
-      std::unique_lock<std::shared_mutex> ring_lock(entry->mu);
-      entry->ring = std::move(rebuilt);
-    }
+    std::unique_lock<std::shared_mutex> ring_lock(entry->mu);
+    // Fail closed: if the rebuild failed, the ring is emptied rather than left serving the deleted
+    // document (the next Open rebuilds it from the database).
+    entry->ring->Clear(0);
+    if (ring_status.ok()) entry->ring = std::move(rebuilt);
   }
   if (deleted != nullptr) *deleted = d;
   MNEMO_RETURN_IF_ERROR(ring_status);
   return db_->CheckpointAndTruncateWal();
+}
+
+Status LayerMemories::FactsMemory(bool create, int64_t* id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    *id = facts_memory_;
+    if (facts_memory_ != 0 || !create) return Status::OK();
+  }
+  // Created once; the meta row is written after the memory, so a crash in between leaves an ordinary empty
+  // memory named "facts" and the next open makes a new facts memory.
+  MemoryInfo info;
+  MNEMO_RETURN_IF_ERROR(Create("facts", 0, &info));
+  std::lock_guard<std::mutex> lock(mu_);
+  Statement s(db_.get());
+  MNEMO_RETURN_IF_ERROR(s.Prepare("INSERT OR REPLACE INTO meta(key, value) VALUES('facts_memory', ?)"));
+  s.BindText(1, std::to_string(info.id));
+  MNEMO_RETURN_IF_ERROR(s.Run());
+  facts_memory_ = info.id;
+  *id = info.id;
+  return Status::OK();
+}
+
+int64_t LayerMemories::facts_memory_id() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return facts_memory_;
+}
+
+Status LayerMemories::AddFactDocument(int64_t fact_id, const NewMemoryDocument& doc) {
+  int64_t id = 0;
+  MNEMO_RETURN_IF_ERROR(FactsMemory(/*create=*/true, &id));
+  NewMemoryDocument d = doc;
+  d.metadata_json = "{\"fact_id\":" + std::to_string(fact_id) + "}";
+  MemoryDocument out;
+  return AddDocumentImpl(id, d, &out, nullptr);
+}
+
+Status LayerMemories::FactDocuments(std::vector<std::pair<int64_t, int64_t>>* out) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  out->clear();
+  if (facts_memory_ == 0) return Status::OK();
+  Statement s(db_.get());
+  MNEMO_RETURN_IF_ERROR(s.Prepare(
+      "SELECT id, json_extract(metadata, '$.fact_id') FROM documents WHERE memory_id = ? ORDER BY id"));
+  s.BindInt(1, facts_memory_);
+  bool row = false;
+  while (true) {
+    MNEMO_RETURN_IF_ERROR(s.Next(&row));
+    if (!row) break;
+    out->push_back({s.Int(0), s.Int(1)});
+  }
+  return Status::OK();
+}
+
+Status LayerMemories::DeleteFactDocuments(int64_t fact_id, int64_t* deleted) {
+  *deleted = 0;
+  std::vector<int64_t> docs;
+  int64_t memory = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    memory = facts_memory_;
+    if (memory == 0) return Status::OK();
+    Statement s(db_.get());
+    MNEMO_RETURN_IF_ERROR(s.Prepare(
+        "SELECT id FROM documents WHERE memory_id = ? AND json_extract(metadata, '$.fact_id') = ? ORDER BY id"));
+    s.BindInt(1, memory);
+    s.BindInt(2, fact_id);
+    bool row = false;
+    while (true) {
+      MNEMO_RETURN_IF_ERROR(s.Next(&row));
+      if (!row) break;
+      docs.push_back(s.Int(0));
+    }
+  }
+  for (int64_t doc : docs) {
+    MNEMO_RETURN_IF_ERROR(DeleteDocumentImpl(memory, doc, nullptr));
+    ++*deleted;
+  }
+  return Status::OK();
 }
 
 Status LayerMemories::GetTombstone(int64_t document_id, MemoryDocumentTombstone* out) const {

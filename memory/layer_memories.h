@@ -136,6 +136,18 @@ class LayerMemories {
   Status GetDocumentPairs(int64_t document_id, std::vector<int32_t>* tokens, std::vector<float>* keys,
                           std::vector<float>* values) const;
 
+  // The facts memory: an unbounded memory named "facts" that holds one document per runtime fact (metadata
+  // {"fact_id": N}), kept in step with the fact store by retriever/state_service.h. Clients read it like
+  // any memory but cannot add to it, delete it or delete from it (FailedPrecondition): it follows
+  // /v1/facts. *id 0 when it does not exist and `create` is false.
+  Status FactsMemory(bool create, int64_t* id);
+  int64_t facts_memory_id() const;
+  // Adds a fact's document to the facts memory, or deletes the facts memory's documents of a fact.
+  Status AddFactDocument(int64_t fact_id, const NewMemoryDocument& doc);
+  Status DeleteFactDocuments(int64_t fact_id, int64_t* deleted);
+  // Every (document id, fact id) of the facts memory, ascending.
+  Status FactDocuments(std::vector<std::pair<int64_t, int64_t>>* out) const;
+
   // A read-only view of one memory for the model (lm/kv_memory.h, one lane): each Search takes the
   // memory's lock; Append is refused (FailedPrecondition). It stays valid after the memory is deleted
   // (it then holds nothing). NotFound for an unknown id.
@@ -170,6 +182,9 @@ class LayerMemories {
   class ReaderImpl;
   LayerMemories() = default;
   std::shared_ptr<Entry> Find(int64_t memory_id) const;
+  Status AddDocumentImpl(int64_t memory_id, const NewMemoryDocument& doc, MemoryDocument* out, int64_t* evicted);
+  Status DeleteDocumentImpl(int64_t memory_id, int64_t document_id, MemoryDocument* deleted);
+  Status RefuseFactsMemory(int64_t memory_id, const char* what) const;
   // Builds a ring holding the memory's documents as a memory that read them in order would (caller holds mu_).
   Status BuildRing(int64_t memory_id, int64_t capacity, std::unique_ptr<KvRing>* out) const;
 
@@ -179,6 +194,7 @@ class LayerMemories {
   mutable std::mutex mu_;  // the connection and `memories_`; writes hold it throughout
   std::map<int64_t, std::shared_ptr<Entry>> memories_;
   int64_t page_size_ = 4096;
+  int64_t facts_memory_ = 0;  // guarded by mu_ (0: none yet)
 };
 
 }  // namespace mnemo

@@ -34,6 +34,8 @@ struct DeletionVerdict {
   double max_abs_logprob_diff = 0;      // Interpolated log-probs, live vs rebuilt.
   double mean_logprob_live = 0;         // Mean kNN-LM log-prob of the fact's tokens now.
   double mean_logprob_base_lm = 0;      // The same under the base LM alone.
+  // Documents of the fact in the state's facts memory (models with a memory layer; -1: none checked).
+  int64_t facts_memory_documents = -1;
 };
 
 // NotFound when `fact_id` never existed; FailedPrecondition when it is still stored. `text` may be null.

@@ -1,5 +1,6 @@
 // StateService's memorizing-layer memories (state_service.h): reading documents with the model, and the
 // evidence that a deleted document left no trace.
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -12,12 +13,24 @@
 namespace mnemo {
 namespace {
 
-// Whether the file holds `needle` (read whole: the memories database is the only file scanned).
-bool FileContains(const std::string& path, const std::string& needle) {
+std::string ReadWhole(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  return data.find(needle) != std::string::npos;
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// Up to `most` pieces of `bytes`, each `piece` bytes long, spread evenly over it. SQLite splits a long
+// value across overflow pages (each starting with a 4-byte pointer) and the WAL adds frame headers, so a
+// copy in a file is found by its pieces, not as one run; pieces much shorter than a page mostly survive.
+std::vector<std::string> Pieces(const std::string& bytes, size_t piece, size_t most) {
+  std::vector<std::string> out;
+  if (bytes.size() <= piece) {
+    if (!bytes.empty()) out.push_back(bytes);
+    return out;
+  }
+  const size_t span = bytes.size() - piece;
+  const size_t count = std::min(most, span / piece + 1);
+  for (size_t i = 0; i < count; ++i) out.push_back(bytes.substr(count > 1 ? span * i / (count - 1) : 0, piece));
+  return out;
 }
 
 // Log-probabilities of ids[1..] with `memory` read by the memorizing layer (null: none).
@@ -115,19 +128,30 @@ Status StateService::VerifyMemoryDocumentDeleted(int64_t memory_id, int64_t docu
     // Keys a live document shares (the same leading tokens give the same keys) are not its traces.
     MNEMO_RETURN_IF_ERROR(memories_->CountKeysBeyondStored(memory_id, keys.data(), n, &v.keys_held));
     if (v.keys_held > 0) reasons.push_back(std::to_string(v.keys_held) + " of its keys are held by the memory");
-    // The bytes a copy would carry: its text, and the key of its middle token as stored (little-endian
-    // fp32; a key depends on every token before it, so a middle one is shared only by a long common prefix).
-    const size_t D = static_cast<size_t>(model_->config.head_dim());
-    const std::string key_bytes(reinterpret_cast<const char*>(keys.data() + static_cast<size_t>(n / 2) * D),
-                                D * sizeof(float));
-    // Bytes a live document also holds (a shared first token, a text quoted inside another) are not traces.
-    bool text_live = text->size() < 8, key_live = false;
-    if (!text_live) MNEMO_RETURN_IF_ERROR(memories_->StoredDocumentsContain(*text, &text_live));
-    MNEMO_RETURN_IF_ERROR(memories_->StoredDocumentsContain(key_bytes, &key_live));
+    // The bytes a copy would carry: pieces of its text and of its keys as stored (little-endian fp32,
+    // [heads, n, head_dim]). A piece a live document also holds (a shared first token, a text quoted inside
+    // another) is no trace of it.
+    const std::string key_blob(reinterpret_cast<const char*>(keys.data()), keys.size() * sizeof(float));
+    std::vector<std::string> needles = Pieces(key_blob, 64, 16);
+    if (text->size() >= 16) {
+      for (std::string& p : Pieces(*text, 32, 16)) needles.push_back(std::move(p));
+    }
+    std::vector<std::string> unique;
+    for (const std::string& needle : needles) {
+      bool live = false;
+      MNEMO_RETURN_IF_ERROR(memories_->StoredDocumentsContain(needle, &live));
+      if (!live) unique.push_back(needle);
+    }
     for (const char* suffix : {"", "-wal", "-shm"}) {
       const std::string path = memories_->path() + suffix;
       if (!std::filesystem::exists(path)) continue;
-      if ((!text_live && FileContains(path, *text)) || (!key_live && FileContains(path, key_bytes))) ++v.files_with_content;
+      const std::string data = ReadWhole(path);
+      for (const std::string& needle : unique) {
+        if (data.find(needle) != std::string::npos) {
+          ++v.files_with_content;
+          break;
+        }
+      }
     }
     if (v.files_with_content > 0) reasons.push_back(std::to_string(v.files_with_content) + " state files hold its text or keys");
     // Its tokens scored with the served memory and with one rebuilt from the database must agree exactly.

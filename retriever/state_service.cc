@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <set>
 
 #include "lm/memory_scorer.h"
 
@@ -101,6 +102,15 @@ Status StateService::OpenStore(const std::string& dir, LanguageModel* model, con
     memory_options.nprobe = options.memory_nprobe;
     memory_options.ivf_from = std::max<int64_t>(1, options.memory_ivf_from);
     MNEMO_RETURN_IF_ERROR(LayerMemories::Open(MemoriesDbPath(dir), memory_options, &service->memories_));
+    MNEMO_RETURN_IF_ERROR(service->SyncFactsMemory());
+    LayerMemories* memories = service->memories_.get();
+    service->store_->SetDeleteListener([memories](const std::vector<FactRecord>& deleted) {
+      for (const FactRecord& f : deleted) {
+        int64_t documents = 0;
+        MNEMO_RETURN_IF_ERROR(memories->DeleteFactDocuments(f.id, &documents));
+      }
+      return Status::OK();
+    });
   }
   *out = std::move(service);
   return Status::OK();
@@ -118,12 +128,71 @@ Status StateService::AddFacts(const std::vector<FactText>& facts, std::vector<in
     }
     encoded = std::move(repeated);
   }
-  return store_->Add(encoded, ids);
+  MNEMO_RETURN_IF_ERROR(store_->Add(encoded, ids));
+  if (memories_ == nullptr) return Status::OK();
+  // The facts are committed; a failure here is repaired by the next Open (SyncFactsMemory).
+  for (size_t i = 0; i < ids->size(); ++i) {
+    NewMemoryDocument doc;
+    doc.text = facts[i / static_cast<size_t>(copies)].text;
+    MNEMO_RETURN_IF_ERROR(DocumentPairs(doc.text, &doc.tokens, &doc.keys, &doc.values));
+    MNEMO_RETURN_IF_ERROR(memories_->AddFactDocument((*ids)[i], doc));
+  }
+  return Status::OK();
+}
+
+Status StateService::SyncFactsMemory() {
+  int64_t memory = 0;
+  MNEMO_RETURN_IF_ERROR(memories_->FactsMemory(/*create=*/false, &memory));
+  std::set<int64_t> have;
+  if (memory != 0) {
+    std::vector<std::pair<int64_t, int64_t>> docs;
+    MNEMO_RETURN_IF_ERROR(memories_->FactDocuments(&docs));
+    for (const auto& [doc, fact_id] : docs) {
+      FactRecord f;
+      Status s = store_->Get(fact_id, false, &f);
+      if (s.ok()) {
+        have.insert(fact_id);
+        continue;
+      }
+      if (!s.IsNotFound()) return s;
+      int64_t deleted = 0;
+      MNEMO_RETURN_IF_ERROR(memories_->DeleteFactDocuments(fact_id, &deleted));
+    }
+  }
+  ListOptions list;
+  list.limit = 10000;
+  for (;;) {
+    std::vector<FactRecord> page;
+    int64_t next = 0;
+    MNEMO_RETURN_IF_ERROR(store_->List(list, &page, &next));
+    for (const FactRecord& f : page) {
+      if (have.count(f.id) > 0) continue;
+      NewMemoryDocument doc;
+      doc.text = f.text;
+      MNEMO_RETURN_IF_ERROR(DocumentPairs(doc.text, &doc.tokens, &doc.keys, &doc.values));
+      MNEMO_RETURN_IF_ERROR(memories_->AddFactDocument(f.id, doc));
+    }
+    if (next == 0) break;
+    list.after_id = next;
+  }
+  return Status::OK();
 }
 
 Status StateService::VerifyDeleted(int64_t fact_id, const std::string* text, const KnnOptions& knn,
                                    DeletionVerdict* out) const {
-  return mnemo::VerifyDeleted(*model_, *store_, fact_id, text, knn, out);
+  MNEMO_RETURN_IF_ERROR(mnemo::VerifyDeleted(*model_, *store_, fact_id, text, knn, out));
+  if (memories_ == nullptr) return Status::OK();
+  // The facts memory: no document of the fact may remain.
+  std::vector<std::pair<int64_t, int64_t>> docs;
+  MNEMO_RETURN_IF_ERROR(memories_->FactDocuments(&docs));
+  out->facts_memory_documents = 0;
+  for (const auto& [doc, fact] : docs) out->facts_memory_documents += fact == fact_id;
+  if (out->facts_memory_documents > 0) {
+    out->passed = false;
+    out->reason += std::string(out->reason.empty() ? "" : "; ") + std::to_string(out->facts_memory_documents) +
+                   " documents of the fact remain in the facts memory";
+  }
+  return Status::OK();
 }
 
 }  // namespace mnemo

@@ -67,10 +67,17 @@ class StateService {
 
   LanguageModel& model() const { return *model_; }
   FactStore& store() const { return *store_; }
-  // Hands the store to the caller (which then owns it); the service must not be used afterwards.
-  std::unique_ptr<FactStore> ReleaseStore() { return std::move(store_); }
+  // Hands the store to the caller (which then owns it, for searching); the service must not be used
+  // afterwards, and the store no longer updates the facts memory.
+  std::unique_ptr<FactStore> ReleaseStore() {
+    store_->SetDeleteListener(nullptr);
+    return std::move(store_);
+  }
 
-  // Encodes the texts with the model and adds them in one transaction; *ids in input order. With
+  // Encodes the texts with the model and adds them in one transaction; *ids in input order. With a
+  // memory layer, each fact is then also read into the facts memory (LayerMemories::FactsMemory), and the
+  // store's deletes remove it from there (FactStore::SetDeleteListener); Open reconciles the two after a
+  // crash between them (documents of deleted facts go, live facts without one are read). With
   // copies > 1 each text is stored that many times, as separate facts (the audit's repeated canaries).
   // InvalidArgument (nothing added) as EncodeFacts and FactStore::Add.
   Status AddFacts(const std::vector<FactText>& facts, std::vector<int64_t>* ids, int copies = 1);
@@ -99,6 +106,7 @@ class StateService {
 
  private:
   StateService() = default;
+  Status SyncFactsMemory();
   static Status OpenStore(const std::string& dir, LanguageModel* model, const std::string& fingerprint,
                           const StateOptions& options, std::unique_ptr<StateService>* out);
 
