@@ -62,6 +62,10 @@ void RegisterAuditCommands(CLI::App& app, Command* selected) {
   audit->add_option("--finetune-steps", aa->options.finetune_steps,
                     "Steps fine-tuning a copy of the model for parametric vs datastore (0: skip)")
       ->capture_default_str();
+  audit->add_option("--memory-capacity", aa->options.memory_capacity,
+                    "Tokens M of the FIFO memories of the memory section (models with a memorizing layer; points "
+                    "at M/4, M/2, M, 2M tokens read after the canaries; 0: skip)")
+      ->capture_default_str();
   audit->add_option("--seed", aa->options.seed, "Seed of every random choice")->capture_default_str();
   aa->knn.RegisterKnobs(audit);
   aa->device.Register(audit);

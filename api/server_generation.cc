@@ -187,46 +187,6 @@ Json MemoryHitsJson(const std::vector<MemoryHit>& hits, bool admin) {
   return out;
 }
 
-// ScoreBoth (retriever/dual_scorer.cc) that stops when `cancel` is set: the same spans and the same
-// arithmetic (the server's score equals `mnemo score`, tested), with `cancel` polled before each window's
-// span, so a timed-out score stops within one batch of windows instead of running to its end.
-Status ScoreCancellable(LanguageModel& model, const KnnMemory* memory, const KnnOptions& options,
-                        const std::vector<int32_t>& ids, KvMemory* layer_memory, int64_t layer_topk,
-                        const std::atomic<bool>& cancel, DualScores* out) {
-  if (ids.size() < 2) return Status::InvalidArgument("scoring needs at least 2 tokens");
-  const size_t n = ids.size() - 1;
-  out->lm.assign(n, 0.0f);
-  out->knn.clear();
-  if (memory != nullptr) out->knn.assign(n, 0.0f);
-  std::unique_ptr<KnnLm> knn;
-  if (memory != nullptr) knn = std::make_unique<KnnLm>(*memory);
-  SpanRequest request;
-  request.knn_keys = memory != nullptr;
-  request.memory = layer_memory;
-  request.memory_topk = layer_topk;
-  const auto start = std::chrono::steady_clock::now();
-  std::vector<float> combined;
-  int64_t scored = 0;
-  Status s = ForEachScoredSpan(model.net, ids, WindowOptions(), request, [&](const ScoredSpan& span) {
-    if (cancel.load()) {
-      return Status::Cancelled("request timed out: scoring stopped after " + std::to_string(scored) + " of " +
-                               std::to_string(n) + " tokens");
-    }
-    const int32_t* targets = ids.data() + span.first_target;
-    std::vector<int64_t> t(targets, targets + span.count);
-    torch::Tensor picked =
-        span.logprobs.gather(1, torch::tensor(t, torch::kLong).unsqueeze(1)).squeeze(1).contiguous();
-    std::copy(picked.data_ptr<float>(), picked.data_ptr<float>() + span.count, out->lm.begin() + span.first_target - 1);
-    scored += span.count;
-    if (memory == nullptr) return Status::OK();
-    MNEMO_RETURN_IF_ERROR(knn->ScoreTargets(span.knn_keys, span.logprobs, targets, options, &combined, &out->stats));
-    std::copy(combined.begin(), combined.end(), out->knn.begin() + span.first_target - 1);
-    return Status::OK();
-  });
-  out->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return s;
-}
-
 // The field an InvalidArgument message names (the text before its first colon).
 std::string ParamOf(const Status& s) { return s.message().substr(0, s.message().find(':')); }
 
@@ -490,8 +450,14 @@ void Server::Impl::HandleScore(const httplib::Request& req, httplib::Response& r
   DualScores scores;
   Status run;
   if (!RunOnWorker(res, [&](const std::atomic<bool>& cancel) {
-        run = ScoreCancellable(*model, knn.enabled ? memory.get() : nullptr, knn, ids, layer_memory.get(), layer_topk,
-                               cancel, &scores);
+        // The same spans and arithmetic as `mnemo score` (tested), stopped within one batch of windows
+        // when the request times out.
+        ScoreControls controls;
+        controls.layer_memory = layer_memory.get();
+        controls.layer_topk = layer_topk;
+        controls.cancel = &cancel;
+        run = ScoreBoth(*model, knn.enabled ? memory.get() : nullptr, knn, ids, WindowOptions(), &scores, controls);
+        if (run.IsCancelled()) run = Status::Cancelled("request timed out: " + run.message());
       }, std::max(0.0, options.request_timeout_s - waited))) {
     return;
   }

@@ -128,6 +128,7 @@ Status Auditor::Run(const FactStore& live, json* report) {
   config["extraction_prefixes"] = o_.extraction_prefixes;
   config["extraction_samples"] = std::min(o_.extraction_samples, o_.members);
   config["forgetting_added"] = o_.forgetting_added;
+  config["memory_capacity"] = o_.memory_capacity;
   config["finetune_steps"] = o_.finetune_steps;
   config["bootstrap_resamples"] = o_.bootstrap_resamples;
   config["canary_format"] = format_.pattern;
@@ -201,6 +202,16 @@ Status Auditor::Run(const FactStore& live, json* report) {
   json forgetting;
   MNEMO_RETURN_IF_ERROR(Forgetting(scratch.get(), &forgetting));
   lap("forgetting");
+  json memory;
+  if (!model_.config.has_memory()) {
+    memory = {{"measured", false}, {"reason", "the model has no memorizing layer"}};
+  } else if (o_.memory_capacity == 0) {
+    memory = {{"measured", false}, {"reason", "left out (memory capacity 0)"}};
+  } else {
+    MNEMO_RETURN_IF_ERROR(Step("memory: forgetting", 0.7));
+    MNEMO_RETURN_IF_ERROR(MemorySection(scratch.get(), &memory));
+    lap("memory");
+  }
   scratch.reset();
   if (o_.finetune_steps > 0) {
     MNEMO_RETURN_IF_ERROR(Step("parametric: fine-tuning a copy of the model", 0.8));
@@ -210,6 +221,7 @@ Status Auditor::Run(const FactStore& live, json* report) {
     lap("parametric");
   }
   r["forgetting"] = forgetting;
+  r["memory"] = memory;
   // (ordered_json keeps members in a vector: references into r do not survive insertions.)
   r["config"]["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   r["config"]["timings"] = timings;
@@ -250,6 +262,9 @@ Status AuditOptions::Validate() const {
       return Status::InvalidArgument("forgetting points must be increasing counts in [0, 100000]");
     }
   }
+  if (memory_capacity != 0 && (memory_capacity < 64 || memory_capacity > 65536)) {
+    return Status::InvalidArgument("memory capacity must be 0 (no memory section) or in [64, 65536] tokens");
+  }
   if (finetune_steps < 0 || finetune_steps > 5000) return Status::InvalidArgument("finetune steps must be in [0, 5000]");
   if (finetune_repetitions < 1 || finetune_repetitions > 1000) {
     return Status::InvalidArgument("finetune repetitions must be in [1, 1000]");
@@ -258,10 +273,10 @@ Status AuditOptions::Validate() const {
     return Status::InvalidArgument("bootstrap resamples must be in [10, 100000]");
   }
   // Every canary has its own name from the pool of synthetic names: the groups, the never-inserted ones,
-  // the forgetting canaries and the two parametric sets.
-  const size_t names = static_cast<size_t>(canaries) * (repetitions.size() + 4);
+  // the forgetting canaries, the two parametric sets and the memory section's three.
+  const size_t names = static_cast<size_t>(canaries) * (repetitions.size() + 7);
   if (names > audit_internal::SyntheticNameCount()) {
-    return Status::InvalidArgument("canaries x (repetition counts + 4) must be at most " +
+    return Status::InvalidArgument("canaries x (repetition counts + 7) must be at most " +
                                    std::to_string(audit_internal::SyntheticNameCount()));
   }
   if (scratch_dir.empty()) return Status::InvalidArgument("the audit needs a scratch directory");

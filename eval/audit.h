@@ -7,8 +7,10 @@
 // extraction, deletes them and measures again, rebuilds the memory from the database without them (the
 // retrain gold standard) and measures that, then tracks fresh canaries while more facts are added after
 // them (forgetting), and fine-tunes a scratch copy of the model with canaries in its training text
-// (parametric vs datastore leakage). The live state is only read; the scratch directory is removed at
-// the end.
+// (parametric vs datastore leakage). When the model has a memorizing layer, the memory section reads
+// canaries into memories of that layer and measures their FIFO forgetting (against the kNN-LM datastore,
+// which does not forget) and their deletion (against a memory that never read them). The live state is
+// only read; the scratch directory is removed at the end.
 //
 // Every run is deterministic for a seed (the same state, model and options give the same report, apart
 // from timings).
@@ -40,6 +42,9 @@ struct AuditOptions {
   std::vector<int> extraction_prefixes = {2, 4, 8};
   int extraction_samples = 50;             // Stored facts tried for extraction (<= members).
   std::vector<int> forgetting_added = {0, 100, 400, 1600};  // Facts added after the tracked canaries.
+  // The memory section (models with a memorizing layer): the capacity M of the FIFO memories whose
+  // forgetting is measured after M/4, M/2, M and 2M more tokens; 0 leaves the section out.
+  int64_t memory_capacity = 2048;
   int finetune_steps = 150;                // Parametric section; 0 leaves it out.
   int finetune_repetitions = 16;           // Copies of each parametric canary in the training text.
   int bootstrap_resamples = 200;

@@ -23,7 +23,7 @@ Status Auditor::Forgetting(StateService* scratch, json* out) {
     MNEMO_RETURN_IF_ERROR(Exposure(model_, store, tracked, &e, nullptr, nullptr));
     MNEMO_RETURN_IF_ERROR(SecretExtraction(model_, store, tracked, &rate, nullptr));
     points.push_back({{"added_after", added}, {"exposure", ExpoJson(e)}, {"extraction_rate", rate.rate()}});
-    MNEMO_RETURN_IF_ERROR(Step("forgetting", 0.7 + 0.1 * (i + 1) / o_.forgetting_added.size()));
+    MNEMO_RETURN_IF_ERROR(Step("forgetting", 0.6 + 0.1 * (i + 1) / o_.forgetting_added.size()));
   }
   MNEMO_RETURN_IF_ERROR(store->Delete(ids, nullptr));
   Expo e;

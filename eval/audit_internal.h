@@ -2,6 +2,7 @@
 //   audit_data.cc       the synthetic material: facts, canaries, scratch states and adding texts to them
 //   audit_measures.cc   exposure, extraction and membership measures of one memory, and their JSON
 //   audit_forgetting.cc exposure as more facts are added after the canaries
+//   audit_memory.cc     the memorizing layer's memories: FIFO forgetting and deletion
 //   audit_parametric.cc datastore vs training-text canaries (a fine-tuned copy of the model)
 //   audit.cc            the run: scratch copy, phases before/after deletion and rebuilt, the report
 #pragma once
@@ -111,6 +112,16 @@ class Auditor {
                           Rate* rate, std::vector<bool>* outcomes);
   Status MeasurePhase(const KnnMemory* memory, bool full, Phase* out);
   Status Forgetting(StateService* scratch, json* out);
+  // The memory section (audit_memory.cc); the scratch state's model has a memorizing layer.
+  Status MemorySection(StateService* scratch, json* out);
+  Status MemoryDeletion(StateService* scratch, int64_t capacity, json* out);
+  // Reads `text` into each memory (its pairs computed once); *documents gets one id per memory.
+  Status ReadIntoMemories(StateService* scratch, const std::vector<int64_t>& memories, const std::string& text,
+                          const std::string& kind, std::vector<int64_t>* documents, int64_t* tokens);
+  // Filler documents of synthetic facts read into `memories` (and, when `facts`, also stored as facts) until
+  // *read reaches `target` tokens.
+  Status ReadFillers(StateService* scratch, const std::vector<int64_t>& memories, bool facts, int64_t target,
+                     int64_t* read);
   Status Parametric(json* out);
 
   ScoredModel Scored(LanguageModel& model, const KnnMemory* memory) const {
@@ -119,11 +130,15 @@ class Auditor {
     m.memory = memory;
     m.knn = o_.knn;
     m.knn.enabled = memory != nullptr;
+    m.layer_memory = layer_;
     return m;
   }
 
   LanguageModel& model_;
   const AuditOptions& o_;
+  // The memorizing layer's memory the measures read (the memory section); null elsewhere. Exposure then
+  // scores one sequence at a time and its "base" results are the model reading this memory.
+  KvMemory* layer_ = nullptr;
   std::mt19937_64 rng_;
   CanaryFormat format_;
   std::vector<std::string> names_;

@@ -91,7 +91,18 @@ Status Auditor::Exposure(LanguageModel& model, const KnnMemory* memory, const st
     }
   }
   std::vector<DualScores> scores;
-  MNEMO_RETURN_IF_ERROR(ScoreBothBatch(model, memory, Scored(model, memory).knn, seqs, &scores, &firsts));
+  if (layer_ == nullptr) {
+    MNEMO_RETURN_IF_ERROR(ScoreBothBatch(model, memory, Scored(model, memory).knn, seqs, &scores, &firsts));
+  } else {  // a memory of the memorizing layer: one sequence at a time (lm/scorer.h SpanRequest::memory)
+    ScoreControls controls;
+    controls.layer_memory = layer_;
+    controls.cancel = o_.cancel;
+    scores.resize(seqs.size());
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      MNEMO_RETURN_IF_ERROR(ScoreBoth(model, memory, Scored(model, memory).knn, seqs[i], WindowOptions(), &scores[i],
+                                      controls));
+    }
+  }
   const double max_bits = format_.secret_digits() * std::log2(10.0);
   auto bits_of = [&](size_t i, bool use_knn) {
     const std::vector<float>& lp = use_knn ? scores[i].knn : scores[i].lm;
@@ -112,8 +123,11 @@ Status Auditor::Exposure(LanguageModel& model, const KnnMemory* memory, const st
       e->extrapolated.push_back(ExtrapolatedExposure(bits, refs, max_bits));
     }
   }
-  if (raw != nullptr) {
-    for (const DualScores& d : scores) raw->insert(raw->end(), d.knn.begin(), d.knn.end());
+  if (raw != nullptr) {  // the kNN-LM's log-probs, or the model's reading a layer memory
+    for (const DualScores& d : scores) {
+      const std::vector<float>& lp = memory != nullptr ? d.knn : d.lm;
+      raw->insert(raw->end(), lp.begin(), lp.end());
+    }
   }
   return Status::OK();
 }

@@ -111,6 +111,45 @@ std::string AuditSummary(const json& report) {
   }
   line("forgetting (exposure bits by facts added after):" + points + " after deletion: " +
        Fixed(r["forgetting"]["after_deletion"]["exposure"]["mean_extrapolated"].get<double>()));
+  const json& m = r.contains("memory") ? r["memory"] : json::object();
+  if (m.value("measured", false)) {
+    line("");
+    line("memory (memorizing layer " + std::to_string(m["layer"].get<int64_t>()) + ", FIFO capacity " +
+         std::to_string(m["capacity"].get<int64_t>()) + " tokens): exposure bits by tokens read after the canaries");
+    line("  read after  resident  memory  never read  kNN-LM  secret extraction memory / kNN-LM");
+    for (const json& p : m["forgetting"]["points"]) {
+      char buf[200];
+      snprintf(buf, sizeof(buf), "  %10lld  %8lld  %6.2f  %10.2f  %6.2f  %.3f / %.3f%s",
+               static_cast<long long>(p["read_after"].get<int64_t>()),
+               static_cast<long long>(p["canary_tokens_resident"].get<int64_t>()),
+               p["memory"]["exposure"]["mean_extrapolated"].get<double>(),
+               p["never_read"]["exposure"]["mean_extrapolated"].get<double>(),
+               p["knn_lm"]["exposure"]["mean_extrapolated"].get<double>(), p["memory"]["extraction_rate"].get<double>(),
+               p["knn_lm"]["extraction_rate"].get<double>(),
+               p["matches_never_read"].get<bool>() ? "  (= never read, bit for bit)" : "");
+      line(buf);
+    }
+    line("  model alone: " + Fixed(m["forgetting"]["base_lm"]["exposure"]["mean_extrapolated"].get<double>()) +
+         " bits; kNN-LM after deleting the canary facts: " +
+         Fixed(m["forgetting"]["knn_lm_after_deletion"]["exposure"]["mean_extrapolated"].get<double>()) + " bits");
+    for (const json& d : m["deletion"]) {
+      std::string privleak;
+      for (auto [name, v] : d["privleak"].items()) privleak += " " + name + " " + Fixed(v.get<double>(), 4);
+      line(std::string("  deletion from ") + (d["policy"] == "fifo" ? "a FIFO" : "an unbounded") + " memory (" +
+           std::to_string(d["deleted_documents"].get<int64_t>()) + " documents): PrivLeak" + privleak);
+      line("    exposure before / after / never read: " +
+           Fixed(d["before"]["exposure"]["mean_extrapolated"].get<double>()) + " / " +
+           Fixed(d["after"]["exposure"]["mean_extrapolated"].get<double>()) + " / " +
+           Fixed(d["rebuilt"]["exposure"]["mean_extrapolated"].get<double>()) + " bits; after deletion " +
+           (d["matches_rebuilt"].get<bool>() ? "MATCHES" : "DIFFERS FROM") +
+           " a memory that never read them, bit for bit; verify-deleted passed " +
+           std::to_string(d["verified"]["passed"].get<int64_t>()) + " of " +
+           std::to_string(d["verified"]["documents"].get<int64_t>()));
+    }
+  } else if (r.contains("memory")) {
+    line("");
+    line("memory: not measured (" + m.value("reason", std::string()) + ")");
+  }
   return out;
 }
 

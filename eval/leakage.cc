@@ -18,7 +18,10 @@ Status TokenLogprobs(const ScoredModel& m, const std::vector<int32_t>& ids, std:
                      std::vector<float>* base_lp = nullptr) {
   const bool knn = m.memory != nullptr && m.knn.enabled;
   DualScores scores;
-  MNEMO_RETURN_IF_ERROR(ScoreBoth(*m.model, knn ? m.memory : nullptr, m.knn, ids, WindowOptions(), &scores));
+  ScoreControls controls;
+  controls.layer_memory = m.layer_memory;
+  controls.layer_topk = m.layer_topk;
+  MNEMO_RETURN_IF_ERROR(ScoreBoth(*m.model, knn ? m.memory : nullptr, m.knn, ids, WindowOptions(), &scores, controls));
   *lp = knn ? scores.knn : scores.lm;
   if (base_lp != nullptr) *base_lp = scores.lm;
   return Status::OK();
@@ -192,6 +195,9 @@ Status IsExtractableIds(const ScoredModel& m, const std::vector<int32_t>& ids, i
   options.max_tokens = static_cast<int64_t>(ids.size()) - k;
   options.sampling.temperature = temperature;
   options.seed = seed;
+  options.memory = m.layer_memory;
+  options.memory_topk = m.layer_topk;
+  options.memory_write = false;
   std::unique_ptr<KnnLm> knn;
   if (m.memory != nullptr && m.knn.enabled) {
     knn = std::make_unique<KnnLm>(*m.memory);

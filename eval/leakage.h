@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "lm/checkpoint.h"
+#include "lm/kv_memory.h"
 #include "retriever/knn_lm.h"
 
 namespace mnemo {
@@ -26,11 +27,14 @@ struct CanaryFormat {
   std::string RandomSecret(std::mt19937_64& rng) const;
 };
 
-// The language model to measure: base LM alone (memory null or knn.enabled false) or kNN-LM.
+// The language model to measure: base LM alone (memory null or knn.enabled false) or kNN-LM; either one
+// reading a memory of its memorizing layer when layer_memory is set (searched, never written).
 struct ScoredModel {
   LanguageModel* model = nullptr;
   const KnnMemory* memory = nullptr;
   KnnOptions knn;
+  KvMemory* layer_memory = nullptr;
+  int64_t layer_topk = 0;  // 0: the model's
 };
 
 // -sum log2 p(token) over the tokens of text whose bytes start at or after `from_byte` (the secret span;

@@ -442,12 +442,12 @@ std::string ExtractionSection(const Json& report) {
   return Section("extraction", "Extraction", note, body);
 }
 
-std::string Badge(const Json* matches) {
+// A verdict on a `matches` boolean: PASS with `pass`, FAIL with `fail`, or not measured.
+std::string Badge(const Json* matches, const std::string& pass = "every score after deletion equals the rebuilt memory's, bit for bit",
+                  const std::string& fail = "scores after deletion differ from the rebuilt memory's") {
   if (matches == nullptr || !matches->is_boolean()) return "<span class=\"badge unknown\">NOT MEASURED</span>";
-  if (matches->get<bool>()) {
-    return "<span class=\"badge pass\">PASS</span> every score after deletion equals the rebuilt memory's, bit for bit";
-  }
-  return "<span class=\"badge fail\">FAIL</span> scores after deletion differ from the rebuilt memory's";
+  if (matches->get<bool>()) return "<span class=\"badge pass\">PASS</span> " + pass;
+  return "<span class=\"badge fail\">FAIL</span> " + fail;
 }
 
 std::string DeletionSection(const Json& report) {
@@ -627,6 +627,154 @@ std::string ForgettingSection(const Json& report) {
   return Section("forgetting", "Forgetting", note, body);
 }
 
+// Several series against the tokens read after the canaries, with the memory's capacity marked and the
+// model alone as a dashed reference.
+struct Series {
+  std::string name;
+  std::vector<std::pair<double, double>> points;
+};
+
+std::string MemoryChart(const std::vector<Series>& series, std::optional<double> reference, double capacity,
+                        double y_max, const std::string& y_title) {
+  double x_max = 1;
+  for (const Series& s : series) {
+    for (const auto& [x, y] : s.points) x_max = std::max(x_max, x), y_max = std::max(y_max, y);
+  }
+  if (reference) y_max = std::max(y_max, *reference);
+  double top;
+  std::vector<double> ticks = NiceTicks(y_max, &top);
+  Plot plot(600, 340, Scale{Scale::kLinear, 0, x_max}, Scale{Scale::kLinear, 0, top});
+  for (double t : ticks) plot.YTick(t, FormatNumber(t));
+  if (!series.empty()) {
+    for (const auto& p : series[0].points) plot.XTick(plot.X(p.first), FormatNumber(p.first), true);
+  }
+  std::vector<LegendEntry> legend;
+  for (size_t i = 0; i < series.size(); ++i) {
+    const char* colour = kPalette[i % 7];
+    plot.Polyline(series[i].points, colour);
+    for (const auto& [x, y] : series[i].points) {
+      plot.Add("<circle" + At("cx", plot.X(x)) + At("cy", plot.Y(y)) + " r=\"" + (i == 0 ? "4.5" : "3") +
+               "\" fill=\"" + colour + "\"/>");
+    }
+    legend.push_back({series[i].name, colour, false});
+  }
+  if (reference) {
+    plot.Line(plot.left(), plot.Y(*reference), plot.right(), plot.Y(*reference), "class=\"ref\"");
+    legend.push_back({"model alone", kReferenceColour, true});
+  }
+  if (capacity > 0 && capacity <= x_max) {
+    plot.Line(plot.X(capacity), plot.top(), plot.X(capacity), plot.bottom(), "class=\"chance\"");
+    plot.Label(plot.X(capacity) + 4, plot.top() + 12, "capacity", "start", "vl");
+  }
+  plot.Legend(legend);
+  return plot.Render("tokens read after the canaries", y_title, y_title + " as the memory reads on");
+}
+
+std::string MemorySection(const Json& report) {
+  const Json* memory = GetObject(&report, "memory");
+  std::string note =
+      "Canaries read into a memory of the memorizing layer. A FIFO memory forgets by design: once the canaries "
+      "have left its ring (after as many tokens as its capacity), the model must score exactly as with a memory that "
+      "never read them. The kNN-LM datastore keeps the same canaries, stored as facts, until they are deleted. "
+      "Deletion from a memory must leave it as a memory that read only the other documents.";
+  if (memory == nullptr) return Section("memory", "Memory", note, "");
+  const Json* measured = Get(memory, "measured");
+  if (measured == nullptr || !measured->is_boolean() || !measured->get<bool>()) {
+    return Section("memory", "Memory", note, "<p>Not measured: " + Escape(Text(Get(memory, "reason"))) + ".</p>");
+  }
+  const Json* forgetting = GetObject(memory, "forgetting");
+  const Json* points = Get(forgetting, "points");
+  std::string rows;
+  Series exposure_read{"memory: read them", {}}, exposure_never{"memory: never did", {}},
+      exposure_knn{"kNN-LM", {}};
+  Series rate_read = exposure_read, rate_never = exposure_never, rate_knn = exposure_knn;
+  auto add = [](Series* s, std::optional<double> x, std::optional<double> y) {
+    if (x && y) s->points.push_back({*x, *y});
+  };
+  for (const Json& p : points != nullptr && points->is_array() ? *points : Json::array()) {
+    auto x = NumberAt(&p, "read_after");
+    const Json *m = Get(&p, "memory"), *n = Get(&p, "never_read"), *k = Get(&p, "knn_lm");
+    add(&exposure_read, x, NumberAt(Get(m, "exposure"), "mean_extrapolated"));
+    add(&exposure_never, x, NumberAt(Get(n, "exposure"), "mean_extrapolated"));
+    add(&exposure_knn, x, NumberAt(Get(k, "exposure"), "mean_extrapolated"));
+    add(&rate_read, x, NumberAt(m, "extraction_rate"));
+    add(&rate_never, x, NumberAt(n, "extraction_rate"));
+    add(&rate_knn, x, NumberAt(k, "extraction_rate"));
+    const Json* same = Get(&p, "matches_never_read");
+    rows += "<tr><td class=\"l\">" + NumberCell(x) + "</td><td>" + Value(Get(&p, "canary_tokens_resident")) +
+            "</td><td>" + NumberCell(NumberAt(Get(m, "exposure"), "mean_extrapolated")) + "</td><td>" +
+            NumberCell(NumberAt(Get(n, "exposure"), "mean_extrapolated")) + "</td><td>" +
+            NumberCell(NumberAt(Get(k, "exposure"), "mean_extrapolated")) + "</td><td>" +
+            NumberCell(NumberAt(m, "extraction_rate")) + "</td><td>" + NumberCell(NumberAt(k, "extraction_rate")) +
+            "</td><td>" + (same != nullptr && same->is_boolean() ? (same->get<bool>() ? "yes" : "no") : kNotMeasured) +
+            "</td></tr>";
+  }
+  const double capacity = NumberAt(memory, "capacity").value_or(0);
+  const double max_bits = NumberAt(Get(&report, "config"), "exposure_max_bits").value_or(1);
+  const Json* base = Get(forgetting, "base_lm");
+  std::string body =
+      "<p>Memorizing layer " + Value(Get(memory, "layer")) + ", top-" + Value(Get(memory, "topk")) +
+      " retrieval; FIFO capacity " + Value(Get(memory, "capacity")) + " tokens; " +
+      Value(Get(forgetting, "canaries")) + " canaries (" + Value(Get(forgetting, "canary_tokens")) +
+      " tokens). The model alone: " + NumberCell(NumberAt(Get(base, "exposure"), "mean_extrapolated")) +
+      " bits, secret extraction " + NumberCell(NumberAt(base, "extraction_rate")) +
+      "; the kNN-LM after deleting the canary facts: " +
+      NumberCell(NumberAt(Get(Get(forgetting, "knn_lm_after_deletion"), "exposure"), "mean_extrapolated")) +
+      " bits.</p><table><thead><tr><th class=\"l\" rowspan=\"2\">Tokens read after</th>"
+      "<th rowspan=\"2\">Canary tokens still in the ring</th><th colspan=\"3\">Mean extrapolated exposure (bits)</th>"
+      "<th colspan=\"2\">Secret extraction rate</th><th rowspan=\"2\">Memory scores = never read, bit for bit</th></tr>"
+      "<tr><th>memory</th><th>never read</th><th>kNN-LM</th><th>memory</th><th>kNN-LM</th></tr></thead><tbody>" +
+      rows + "</tbody></table><div class=\"charts\">" +
+      Figure(MemoryChart({exposure_read, exposure_never, exposure_knn},
+                         NumberAt(Get(base, "exposure"), "mean_extrapolated"), capacity, max_bits,
+                         "mean extrapolated exposure (bits)"),
+             "Exposure of the canaries as the memory reads on: with the memory that read them, with one that read "
+             "the same text but never them, under the kNN-LM that stores them as facts, and the model alone") +
+      Figure(MemoryChart({rate_read, rate_never, rate_knn}, NumberAt(base, "extraction_rate"), capacity, 1,
+                         "secret extraction rate"),
+             "Secret extraction (greedy from the canary's prefix), the same four") +
+      "</div>";
+  const Json* deletion = Get(memory, "deletion");
+  for (const Json& d : deletion != nullptr && deletion->is_array() ? *deletion : Json::array()) {
+    const Json *before = Get(&d, "before"), *after = Get(&d, "after"), *rebuilt = Get(&d, "rebuilt");
+    const Json* privleak = Get(&d, "privleak");
+    auto row = [&](const std::string& label, const std::string& key, const Json* (*pick)(const Json*),
+                   const std::string& privleak_cell) {
+      auto b = NumberAt(pick(before), key), a = NumberAt(pick(after), key), r = NumberAt(pick(rebuilt), key);
+      return "<tr><td class=\"l\">" + label + "</td><td>" + NumberCell(b) + "</td><td>" + NumberCell(a) +
+             "</td><td>" + NumberCell(r) + "</td><td>" +
+             NumberCell(a && r ? std::optional<double>(*a - *r) : std::nullopt) + "</td><td>" + privleak_cell +
+             "</td></tr>";
+    };
+    std::string drows;
+    const Json* auc = GetObject(before, "membership_auc");
+    for (const std::string& score : UnionKeys({auc, privleak})) {
+      drows += row("membership AUC, " + Escape(ScoreName(score)), score,
+                   [](const Json* phase) { return Get(phase, "membership_auc"); },
+                   NumberCell(NumberAt(privleak, score)));
+    }
+    drows += row("mean extrapolated exposure (bits)", "mean_extrapolated",
+                 [](const Json* phase) { return Get(phase, "exposure"); }, "");
+    drows += row("secret extraction rate", "extraction_rate", [](const Json* phase) { return phase; }, "");
+    const std::string verdict =
+        Badge(Get(&d, "matches_rebuilt"),
+              "every score after deletion equals a memory's that never read the deleted documents, bit for bit",
+              "scores after deletion differ from a memory's that never read the deleted documents (largest "
+              "|log-prob difference| " + NumberCell(NumberAt(&d, "max_abs_logprob")) + ")");
+    const std::string policy = Text(Get(&d, "policy"));
+    body += "<h3>Deletion from " + std::string(policy == "fifo" ? "a FIFO" : "an unbounded") + " memory</h3>" +
+            "<p class=\"verdict\">" + verdict + "</p><p>" + Value(Get(&d, "deleted_documents")) +
+            " documents deleted (" + Value(Get(&d, "members")) + " members, " + Value(Get(&d, "canaries")) +
+            " canaries; " + Value(Get(&d, "deleted_tokens")) + " tokens) in " + Value(Get(&d, "delete_seconds")) +
+            " s; verify-deleted passed for " + Value(Get(Get(&d, "verified"), "passed")) + " of " +
+            Value(Get(Get(&d, "verified"), "documents")) + " canary documents.</p>" +
+            "<table><thead><tr><th class=\"l\">Measure</th><th>Before</th><th>After deletion</th>"
+            "<th>Never read</th><th>After &minus; never read</th><th>PrivLeak</th></tr></thead><tbody>" +
+            drows + "</tbody></table>";
+  }
+  return Section("memory", "Memory", note, body);
+}
+
 const char kStyle[] = R"css(
 body{margin:0;background:#eef0f3;color:#1d2330;
   font:14px/1.5 system-ui,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif}
@@ -679,9 +827,9 @@ std::string RenderAuditHtml(const nlohmann::ordered_json& report) {
          "<nav><a href=\"#config\">Configuration</a><a href=\"#exposure\">Exposure</a>"
          "<a href=\"#membership\">Membership</a><a href=\"#extraction\">Extraction</a>"
          "<a href=\"#deletion\">Deletion audit</a><a href=\"#parametric\">Parametric vs datastore</a>"
-         "<a href=\"#forgetting\">Forgetting</a></nav></header>\n";
+         "<a href=\"#forgetting\">Forgetting</a><a href=\"#memory\">Memory</a></nav></header>\n";
   out += ConfigSection(config) + ExposureSection(report) + MembershipSection(report) + ExtractionSection(report) +
-         DeletionSection(report) + ParametricSection(report) + ForgettingSection(report);
+         DeletionSection(report) + ParametricSection(report) + ForgettingSection(report) + MemorySection(report);
   return out + "</main></body></html>\n";
 }
 

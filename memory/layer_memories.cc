@@ -386,68 +386,84 @@ Status LayerMemories::AddDocument(int64_t memory_id, const NewMemoryDocument& do
     std::lock_guard<std::mutex> lock(mu_);
     MNEMO_RETURN_IF_ERROR(RefuseFactsMemory(memory_id, "add facts"));
   }
-  return AddDocumentImpl(memory_id, doc, out, evicted);
+  std::vector<MemoryDocument> added;
+  MNEMO_RETURN_IF_ERROR(AddDocumentImpl(memory_id, {&doc}, &added, evicted));
+  *out = added[0];
+  return Status::OK();
 }
 
-Status LayerMemories::AddDocumentImpl(int64_t memory_id, const NewMemoryDocument& doc, MemoryDocument* out,
-                                      int64_t* evicted) {
-  const int64_t n = static_cast<int64_t>(doc.tokens.size());
+Status LayerMemories::AddDocumentImpl(int64_t memory_id, const std::vector<const NewMemoryDocument*>& docs,
+                                      std::vector<MemoryDocument>* out, int64_t* evicted) {
   const int64_t H = options_.heads, D = options_.head_dim;
-  if (n < 1) return Status::InvalidArgument("the document has no tokens");
-  if (n > options_.max_document_tokens) {
-    return Status::InvalidArgument("the document has " + std::to_string(n) + " tokens, more than the limit of " +
-                                   std::to_string(options_.max_document_tokens) + " per document; read it in parts");
-  }
-  if (doc.keys.size() != static_cast<size_t>(H * n * D) || doc.values.size() != doc.keys.size()) {
-    return Status::InvalidArgument("the document's pairs do not match its " + std::to_string(n) + " tokens");
-  }
-  if (!doc.metadata_json.empty()) {
-    const auto j = nlohmann::json::parse(doc.metadata_json, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded() || !j.is_object()) return Status::InvalidArgument("metadata is not a JSON object");
+  for (const NewMemoryDocument* doc : docs) {
+    const int64_t n = static_cast<int64_t>(doc->tokens.size());
+    if (n < 1) return Status::InvalidArgument("the document has no tokens");
+    if (n > options_.max_document_tokens) {
+      return Status::InvalidArgument("the document has " + std::to_string(n) + " tokens, more than the limit of " +
+                                     std::to_string(options_.max_document_tokens) + " per document; read it in parts");
+    }
+    if (doc->keys.size() != static_cast<size_t>(H * n * D) || doc->values.size() != doc->keys.size()) {
+      return Status::InvalidArgument("the document's pairs do not match its " + std::to_string(n) + " tokens");
+    }
+    if (!doc->metadata_json.empty()) {
+      const auto j = nlohmann::json::parse(doc->metadata_json, nullptr, /*allow_exceptions=*/false);
+      if (j.is_discarded() || !j.is_object()) return Status::InvalidArgument("metadata is not a JSON object");
+    }
   }
   std::lock_guard<std::mutex> lock(mu_);
   auto entry = Find(memory_id);
   if (!entry) return UnknownMemory(memory_id);
-  MemoryDocument d;
-  d.memory_id = memory_id;
-  d.metadata_json = doc.metadata_json;
-  d.created_at_ms = UnixTimeMs();
-  d.tokens = n;
-  {
+  out->assign(docs.size(), MemoryDocument());
+  {  // every document in one transaction
     Transaction txn(db_.get());
     MNEMO_RETURN_IF_ERROR(txn.Begin());
     Statement s(db_.get());
     MNEMO_RETURN_IF_ERROR(s.Prepare(
         "INSERT INTO documents(pad, memory_id, metadata, created_at_ms, num_tokens, text, tokens, keys, vals) "
         "VALUES(zeroblob(?), ?, ?, ?, ?, ?, ?, ?, ?)"));
-    s.BindInt(1, page_size_);
-    s.BindInt(2, memory_id);
-    s.BindTextOrNull(3, doc.metadata_json);
-    s.BindInt(4, d.created_at_ms);
-    s.BindInt(5, n);
-    s.BindText(6, doc.text);
-    s.BindBlob(7, ToLittleEndian(doc.tokens));
-    s.BindBlob(8, ToLittleEndian(doc.keys));
-    s.BindBlob(9, ToLittleEndian(doc.values));
-    MNEMO_RETURN_IF_ERROR(s.Run());
-    d.id = db_->LastInsertRowid();
+    const int64_t now = UnixTimeMs();
+    for (size_t i = 0; i < docs.size(); ++i) {
+      const NewMemoryDocument& doc = *docs[i];
+      MemoryDocument& d = (*out)[i];
+      d.memory_id = memory_id;
+      d.metadata_json = doc.metadata_json;
+      d.created_at_ms = now;
+      d.tokens = static_cast<int64_t>(doc.tokens.size());
+      s.BindInt(1, page_size_);
+      s.BindInt(2, memory_id);
+      s.BindTextOrNull(3, doc.metadata_json);
+      s.BindInt(4, d.created_at_ms);
+      s.BindInt(5, d.tokens);
+      s.BindText(6, doc.text);
+      s.BindBlob(7, ToLittleEndian(doc.tokens));
+      s.BindBlob(8, ToLittleEndian(doc.keys));
+      s.BindBlob(9, ToLittleEndian(doc.values));
+      MNEMO_RETURN_IF_ERROR(s.Run());
+      d.id = db_->LastInsertRowid();
+    }
     MNEMO_RETURN_IF_ERROR(txn.Commit());
   }
   // Committed: the ring follows (a failure here leaves the ring behind the database until the next open,
   // which rebuilds it; KvRing::Append fails only on shape errors checked above).
-  std::vector<int64_t> tags(static_cast<size_t>(n));
-  for (int64_t t = 0; t < n; ++t) tags[t] = DocumentTag(d.id, t);
-  {
-    std::unique_lock<std::shared_mutex> ring_lock(entry->mu);
-    const int64_t before = entry->ring->evicted(0);
-    MNEMO_RETURN_IF_ERROR(entry->ring->Append(0, doc.keys.data(), doc.values.data(), tags.data(), n));
-    if (evicted != nullptr) *evicted = entry->ring->evicted(0) - before;
-    const int64_t size = entry->ring->size(0);
-    d.resident_tokens = std::min(n, size);
+  std::unique_lock<std::shared_mutex> ring_lock(entry->mu);
+  const int64_t before = entry->ring->evicted(0);
+  for (size_t i = 0; i < docs.size(); ++i) {
+    MemoryDocument& d = (*out)[i];
+    std::vector<int64_t> tags(static_cast<size_t>(d.tokens));
+    for (int64_t t = 0; t < d.tokens; ++t) tags[t] = DocumentTag(d.id, t);
+    MNEMO_RETURN_IF_ERROR(entry->ring->Append(0, docs[i]->keys.data(), docs[i]->values.data(), tags.data(), d.tokens));
+    entry->info.documents += 1;
+    entry->info.stored_tokens += d.tokens;
   }
-  entry->info.documents += 1;
-  entry->info.stored_tokens += n;
-  *out = d;
+  if (evicted != nullptr) *evicted = entry->ring->evicted(0) - before;
+  // Of each document's tokens, those still in the ring (later documents may have evicted earlier ones).
+  int64_t newer = 0;
+  const int64_t size = entry->ring->size(0);
+  for (size_t i = docs.size(); i-- > 0;) {
+    MemoryDocument& d = (*out)[i];
+    d.resident_tokens = std::clamp<int64_t>(size - newer, 0, d.tokens);
+    newer += d.tokens;
+  }
   return Status::OK();
 }
 
@@ -591,13 +607,18 @@ int64_t LayerMemories::facts_memory_id() const {
   return facts_memory_;
 }
 
-Status LayerMemories::AddFactDocument(int64_t fact_id, const NewMemoryDocument& doc) {
+Status LayerMemories::AddFactDocuments(const std::vector<int64_t>& fact_ids, std::vector<NewMemoryDocument>* docs) {
+  if (fact_ids.size() != docs->size()) return Status::InvalidArgument("one document per fact");
+  if (docs->empty()) return Status::OK();
   int64_t id = 0;
   MNEMO_RETURN_IF_ERROR(FactsMemory(/*create=*/true, &id));
-  NewMemoryDocument d = doc;
-  d.metadata_json = "{\"fact_id\":" + std::to_string(fact_id) + "}";
-  MemoryDocument out;
-  return AddDocumentImpl(id, d, &out, nullptr);
+  std::vector<const NewMemoryDocument*> pointers;
+  for (size_t i = 0; i < docs->size(); ++i) {
+    (*docs)[i].metadata_json = "{\"fact_id\":" + std::to_string(fact_ids[i]) + "}";
+    pointers.push_back(&(*docs)[i]);
+  }
+  std::vector<MemoryDocument> added;
+  return AddDocumentImpl(id, pointers, &added, nullptr);
 }
 
 Status LayerMemories::FactDocuments(std::vector<std::pair<int64_t, int64_t>>* out) const {

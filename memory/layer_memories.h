@@ -142,8 +142,9 @@ class LayerMemories {
   // /v1/facts. *id 0 when it does not exist and `create` is false.
   Status FactsMemory(bool create, int64_t* id);
   int64_t facts_memory_id() const;
-  // Adds a fact's document to the facts memory, or deletes the facts memory's documents of a fact.
-  Status AddFactDocument(int64_t fact_id, const NewMemoryDocument& doc);
+  // Adds the facts' documents to the facts memory in one transaction (docs[i] for fact_ids[i]; their
+  // metadata is set here), or deletes the facts memory's documents of a fact.
+  Status AddFactDocuments(const std::vector<int64_t>& fact_ids, std::vector<NewMemoryDocument>* docs);
   Status DeleteFactDocuments(int64_t fact_id, int64_t* deleted);
   // Every (document id, fact id) of the facts memory, ascending.
   Status FactDocuments(std::vector<std::pair<int64_t, int64_t>>* out) const;
@@ -182,7 +183,9 @@ class LayerMemories {
   class ReaderImpl;
   LayerMemories() = default;
   std::shared_ptr<Entry> Find(int64_t memory_id) const;
-  Status AddDocumentImpl(int64_t memory_id, const NewMemoryDocument& doc, MemoryDocument* out, int64_t* evicted);
+  // Appends the documents in order, in one transaction.
+  Status AddDocumentImpl(int64_t memory_id, const std::vector<const NewMemoryDocument*>& docs,
+                         std::vector<MemoryDocument>* out, int64_t* evicted);
   Status DeleteDocumentImpl(int64_t memory_id, int64_t document_id, MemoryDocument* deleted);
   Status RefuseFactsMemory(int64_t memory_id, const char* what) const;
   // Builds a ring holding the memory's documents as a memory that read them in order would (caller holds mu_).

@@ -4,6 +4,7 @@
 // Thread-safety: reads the model and the memory; safe to run concurrently.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -19,9 +20,21 @@ struct DualScores {
   double seconds = 0;
 };
 
+// What else one score reads or obeys.
+struct ScoreControls {
+  // The memorizing layer's memory, searched (never written) in every window (lm/scorer.h SpanRequest::memory;
+  // windows then run one at a time). With it, `lm` is the model reading that memory. Null: none.
+  KvMemory* layer_memory = nullptr;
+  int64_t layer_topk = 0;  // 0: the model's
+  // Polled before each window's span: once true, the score stops with Status::Cancelled (within one batch
+  // of windows).
+  const std::atomic<bool>* cancel = nullptr;
+};
+
 // ids.size() >= 2. `memory` may be null (base LM only).
 Status ScoreBoth(LanguageModel& model, const KnnMemory* memory, const KnnOptions& options,
-                 const std::vector<int32_t>& ids, const WindowOptions& window, DualScores* out);
+                 const std::vector<int32_t>& ids, const WindowOptions& window, DualScores* out,
+                 const ScoreControls& controls = ScoreControls());
 
 // ScoreBoth for many sequences. Those that fit the context window run together in right-padded batches
 // of at most `batch_tokens` padded tokens, with one memory search per batch (causal attention: padding

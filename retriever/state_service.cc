@@ -130,14 +130,19 @@ Status StateService::AddFacts(const std::vector<FactText>& facts, std::vector<in
   }
   MNEMO_RETURN_IF_ERROR(store_->Add(encoded, ids));
   if (memories_ == nullptr) return Status::OK();
-  // The facts are committed; a failure here is repaired by the next Open (SyncFactsMemory).
+  // The facts are committed; a failure here is repaired by the next Open (SyncFactsMemory). Copies of a
+  // text share its pairs; every document goes in with one transaction.
+  std::vector<NewMemoryDocument> docs(ids->size());
   for (size_t i = 0; i < ids->size(); ++i) {
-    NewMemoryDocument doc;
+    NewMemoryDocument& doc = docs[i];
+    if (i % static_cast<size_t>(copies) != 0) {
+      doc = docs[i - 1];
+      continue;
+    }
     doc.text = facts[i / static_cast<size_t>(copies)].text;
     MNEMO_RETURN_IF_ERROR(DocumentPairs(doc.text, &doc.tokens, &doc.keys, &doc.values));
-    MNEMO_RETURN_IF_ERROR(memories_->AddFactDocument((*ids)[i], doc));
   }
-  return Status::OK();
+  return memories_->AddFactDocuments(*ids, &docs);
 }
 
 Status StateService::SyncFactsMemory() {
@@ -165,13 +170,16 @@ Status StateService::SyncFactsMemory() {
     std::vector<FactRecord> page;
     int64_t next = 0;
     MNEMO_RETURN_IF_ERROR(store_->List(list, &page, &next));
+    std::vector<int64_t> missing;
+    std::vector<NewMemoryDocument> docs;
     for (const FactRecord& f : page) {
       if (have.count(f.id) > 0) continue;
-      NewMemoryDocument doc;
-      doc.text = f.text;
-      MNEMO_RETURN_IF_ERROR(DocumentPairs(doc.text, &doc.tokens, &doc.keys, &doc.values));
-      MNEMO_RETURN_IF_ERROR(memories_->AddFactDocument(f.id, doc));
+      missing.push_back(f.id);
+      docs.emplace_back();
+      docs.back().text = f.text;
+      MNEMO_RETURN_IF_ERROR(DocumentPairs(f.text, &docs.back().tokens, &docs.back().keys, &docs.back().values));
     }
+    MNEMO_RETURN_IF_ERROR(memories_->AddFactDocuments(missing, &docs));
     if (next == 0) break;
     list.after_id = next;
   }

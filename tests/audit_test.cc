@@ -9,7 +9,9 @@
 #include <filesystem>
 
 #include "lm/checkpoint.h"
+#include "eval/report_html.h"
 #include "memory/fact_store.h"
+#include "retriever/state_service.h"
 #include "tests/lm_fixture.h"
 #include "tests/test_util.h"
 #include "util/file_util.h"
@@ -129,6 +131,7 @@ TEST_F(AuditTest, ReportHasEverySectionOfTheContract) {
   EXPECT_EQ(r["deletion_audit"]["deleted_facts"], 2 * 1 + 2 * 8 + 30);
   EXPECT_EQ(r["forgetting"]["points"].size(), 2u);
   EXPECT_EQ(r["parametric_vs_datastore"]["rows"].size(), 2u);
+  EXPECT_EQ(r["memory"], json({{"measured", false}, {"reason", "the model has no memorizing layer"}}));
 }
 
 TEST_F(AuditTest, InsertedCanariesAreExposedAndDeletionMatchesTheRebuiltMemory) {
@@ -246,6 +249,12 @@ TEST(AuditOptionsTest, RejectsBadOptions) {
   EXPECT_TRUE(bad([](AuditOptions& o) { o.forgetting_added = {0, 100001}; }));
   EXPECT_TRUE(bad([](AuditOptions& o) { o.finetune_steps = 5001; }));
   EXPECT_TRUE(bad([](AuditOptions& o) { o.repetitions = {1, 2, 3, 4, 5, 6, 7, 8, 9}; }));
+  EXPECT_TRUE(bad([](AuditOptions& o) { o.memory_capacity = 63; }));
+  EXPECT_TRUE(bad([](AuditOptions& o) { o.memory_capacity = 65537; }));
+  EXPECT_TRUE(bad([](AuditOptions& o) { o.memory_capacity = -1; }));
+  AuditOptions none = ok;
+  none.memory_capacity = 0;
+  EXPECT_TRUE(none.Validate().ok());
 }
 
 // A barely trained tiny model and an empty state in dir, opened.
@@ -289,6 +298,113 @@ TEST(AuditRunTest, CancellingStopsTheAuditAndRemovesItsScratchCopy) {
   EXPECT_TRUE(s.IsCancelled()) << s.ToString();
   EXPECT_EQ(stages.back(), "deleting");
   EXPECT_FALSE(std::filesystem::exists(dir.File("scratch")));
+}
+
+// The memory section on a tiny model with a memorizing layer (random weights, "joint": the memory changes
+// the layer's attention from the first step): FIFO eviction is exact forgetting, deletion from FIFO and
+// unbounded memories equals a memory that never read the deleted documents, and the kNN-LM keeps what it
+// stores until deletion.
+class AuditMemoryTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new ScratchDir();
+    ASSERT_NO_FATAL_FAILURE(testing::SaveRandomTinyModel(dir_->File("model"), 3, /*memory_layer=*/true));
+    Status s = StateService::Create(dir_->File("state"), dir_->File("model"), "", nullptr);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    ASSERT_TRUE(LoadLanguageModel(dir_->File("model"), &model_).ok());
+    std::unique_ptr<FactStore> store;
+    ASSERT_TRUE(FactStore::Open(dir_->File("state"), FactStoreOptions(), &store).ok());
+    AuditOptions o = SmallAudit(dir_->File("scratch"));
+    o.finetune_steps = 0;
+    o.memory_capacity = 128;
+    std::vector<std::string> stages;
+    o.progress = [&](const std::string& stage, double) { stages.push_back(stage); };
+    report_ = new json();
+    s = RunAudit(*model_, *store, o, report_);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    EXPECT_NE(std::find(stages.begin(), stages.end(), "memory: forgetting"), stages.end());
+    std::printf("%s", AuditSummary(*report_).c_str());
+  }
+  static void TearDownTestSuite() {
+    delete report_;
+    model_.reset();
+    delete dir_;
+  }
+  static ScratchDir* dir_;
+  static std::unique_ptr<LanguageModel> model_;
+  static json* report_;
+};
+ScratchDir* AuditMemoryTest::dir_ = nullptr;
+std::unique_ptr<LanguageModel> AuditMemoryTest::model_;
+json* AuditMemoryTest::report_ = nullptr;
+
+TEST_F(AuditMemoryTest, FifoEvictionForgetsExactlyWhileTheDatastoreKeeps) {
+  ASSERT_TRUE(report_->contains("memory"));
+  const json& m = (*report_)["memory"];
+  ASSERT_TRUE(m["measured"].get<bool>()) << m.dump();
+  EXPECT_EQ(m["capacity"], 128);
+  EXPECT_EQ(m["layer"], 1);
+  const json& f = m["forgetting"];
+  const int64_t canary_tokens = f["canary_tokens"];
+  ASSERT_GT(canary_tokens, 0);
+  ASSERT_EQ(f["points"].size(), 5u);
+  const std::vector<int64_t> targets = {0, 32, 64, 128, 256};
+  double knn_min = 1e9;
+  for (size_t i = 0; i < targets.size(); ++i) {
+    const json& p = f["points"][i];
+    const int64_t read_after = p["read_after"];
+    EXPECT_EQ(p["target"], targets[i]);
+    EXPECT_GE(read_after, targets[i]);
+    EXPECT_EQ(p["memory"]["exposure"]["count"], 2);
+    // The ring holds the last 128 tokens: the canaries' tokens stay until the fillers push them out.
+    const int64_t resident = p["canary_tokens_resident"];
+    EXPECT_EQ(resident, std::clamp<int64_t>(128 - read_after, 0, canary_tokens)) << i;
+    // With any canary token in the ring the scores differ from a memory that never read them; without,
+    // they are the same bits.
+    EXPECT_EQ(p["matches_never_read"].get<bool>(), resident == 0) << i;
+    knn_min = std::min(knn_min, p["knn_lm"]["exposure"]["mean_extrapolated"].get<double>());
+  }
+  EXPECT_TRUE(f["points"][4]["matches_never_read"].get<bool>());
+  EXPECT_FALSE(f["points"][0]["matches_never_read"].get<bool>());
+  // The datastore does not forget: the canaries stay exposed at every point, until they are deleted.
+  const double deleted = f["knn_lm_after_deletion"]["exposure"]["mean_extrapolated"];
+  EXPECT_GT(knn_min, deleted + 5) << f.dump();
+  EXPECT_EQ(f["knn_lm_after_deletion"]["extraction_rate"].get<double>(), 0.0);
+}
+
+TEST_F(AuditMemoryTest, DeletionFromFifoAndUnboundedMemoriesEqualsNeverReading) {
+  const json& d = (*report_)["memory"]["deletion"];
+  ASSERT_EQ(d.size(), 2u);
+  EXPECT_EQ(d[0]["policy"], "fifo");
+  EXPECT_EQ(d[0]["capacity"], 128);
+  EXPECT_EQ(d[1]["policy"], "unbounded");
+  for (const json& p : d) {
+    SCOPED_TRACE(p["policy"].get<std::string>());
+    EXPECT_EQ(p["members"], 30);  // all of SmallAudit's members, fewer than 64
+    EXPECT_EQ(p["deleted_documents"], 30 + 2);
+    EXPECT_TRUE(p["matches_rebuilt"].get<bool>()) << p.dump();
+    EXPECT_EQ(p["max_abs_logprob"].get<double>(), 0.0);
+    EXPECT_EQ(p["verified"]["passed"], 2);
+    EXPECT_EQ(p["verified"]["documents"], 2);
+    for (const char* score : {"loss", "zlib", "reference", "min_k"}) {
+      EXPECT_EQ(p["privleak"][score].get<double>(), 0.0) << score;
+    }
+    EXPECT_EQ(p["after"]["exposure"]["extrapolated"], p["rebuilt"]["exposure"]["extrapolated"]);
+  }
+  // The unbounded memory held every member and canary when measured before deletion: the scores moved.
+  EXPECT_NE(d[1]["before"]["exposure"]["extrapolated"], d[1]["after"]["exposure"]["extrapolated"]);
+}
+
+TEST_F(AuditMemoryTest, TheReportShowsTheMemorySection) {
+  const std::string html = RenderAuditHtml(*report_);
+  EXPECT_NE(html.find("id=\"memory\""), std::string::npos);
+  EXPECT_NE(html.find("Deletion from a FIFO memory"), std::string::npos);
+  EXPECT_NE(html.find("Deletion from an unbounded memory"), std::string::npos);
+  EXPECT_NE(html.find("tokens read after the canaries"), std::string::npos);
+  EXPECT_EQ(html.find("badge fail"), std::string::npos);
+  const std::string summary = AuditSummary(*report_);
+  EXPECT_NE(summary.find("memory (memorizing layer 1, FIFO capacity 128 tokens)"), std::string::npos) << summary;
+  EXPECT_NE(summary.find("(= never read, bit for bit)"), std::string::npos) << summary;
 }
 
 }  // namespace

@@ -15,19 +15,6 @@ namespace {
 
 using testing::ScratchDir;
 
-void SaveTinyMemoryModel(const std::string& dir) {
-  LanguageModel m;
-  ASSERT_NO_FATAL_FAILURE(testing::RandomTinyModel(&m));
-  m.config.memory_layer = 1;
-  m.config.memory_mode = "joint";
-  m.config.memory_topk = 8;
-  Gpt net(m.config);
-  net->InitWeights(5);
-  net->eval();
-  Status s = SaveCheckpoint(dir, net, m.tokenizer.get());
-  ASSERT_TRUE(s.ok()) << s.ToString();
-}
-
 // fact id -> number of facts-memory documents.
 std::map<int64_t, int> FactDocs(LayerMemories& memories) {
   std::vector<std::pair<int64_t, int64_t>> docs;
@@ -40,7 +27,7 @@ std::map<int64_t, int> FactDocs(LayerMemories& memories) {
 TEST(FactsMemoryTest, FactsFollowAddsDeletesAndReopen) {
   ScratchDir dir;
   std::filesystem::create_directories(dir.File("model"));
-  ASSERT_NO_FATAL_FAILURE(SaveTinyMemoryModel(dir.File("model")));
+  ASSERT_NO_FATAL_FAILURE(testing::SaveRandomTinyModel(dir.File("model"), 5, true));
   ASSERT_TRUE(StateService::Create(dir.File("s"), dir.File("model"), "", nullptr).ok());
   const std::vector<FactText> facts = {{"The harbour master keeps the blue ledger.", "", ""},
                                        {"Seven gulls rest on the north pier.", "", ""},
@@ -102,7 +89,8 @@ TEST(FactsMemoryTest, FactsFollowAddsDeletesAndReopen) {
     stale.tokens = tokens;
     stale.keys.assign(static_cast<size_t>(o.heads * 3 * o.head_dim), 0.5f);
     stale.values = stale.keys;
-    ASSERT_TRUE(memories->AddFactDocument(ids[1], stale).ok());  // the deleted fact comes back here...
+    std::vector<NewMemoryDocument> docs = {stale};
+    ASSERT_TRUE(memories->AddFactDocuments({ids[1]}, &docs).ok());  // the deleted fact comes back here...
     int64_t removed = 0;
     ASSERT_TRUE(memories->DeleteFactDocuments(ids[2], &removed).ok());  // ...and a live one loses its copy
     EXPECT_EQ(removed, 1);

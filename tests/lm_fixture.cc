@@ -59,6 +59,21 @@ void RandomTinyModel(LanguageModel* model) {
   model->tokenizer = std::move(copy);
 }
 
+void SaveRandomTinyModel(const std::string& dir, uint64_t seed, bool memory_layer) {
+  LanguageModel m;
+  ASSERT_NO_FATAL_FAILURE(RandomTinyModel(&m));
+  if (memory_layer) {
+    m.config.memory_layer = 1;
+    m.config.memory_mode = "joint";
+    m.config.memory_topk = 8;
+  }
+  Gpt net(m.config);
+  net->InitWeights(seed);
+  net->eval();
+  Status s = SaveCheckpoint(dir, net, m.tokenizer.get());
+  ASSERT_TRUE(s.ok()) << s.ToString();
+}
+
 void TrainTinyModelWithCli(const std::string& dir, int steps, const std::string& valid) {
   const std::string train = dir + "/train.txt";
   WriteFileOrDie(train, ToyCorpus());

@@ -24,6 +24,11 @@ Gpt TinyGpt(int64_t vocab_size, uint64_t seed = 7);
 // directory). Fails the current test on error.
 void RandomTinyModel(LanguageModel* model);
 
+// Saves a randomly initialised tiny model (InitWeights(seed)) as a checkpoint directory `dir`; with
+// `memory_layer`, layer 1 is a memorizing layer ("joint", top-8: a memory changes its attention from the
+// first step). Fails the current test on error.
+void SaveRandomTinyModel(const std::string& dir, uint64_t seed, bool memory_layer);
+
 // Trains the "tiny" preset on ToyCorpus() through the mnemo binary: writes dir/train.txt, then a model in
 // dir/model (validated on `valid`, default the training text). A few steps give a barely trained model
 // quickly; 40 give one that has learnt the toy corpus. Fails the current test on error.

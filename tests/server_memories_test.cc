@@ -163,23 +163,6 @@ class Api {
 // The parts of a completion choice that depend on the model's computation.
 json Computed(const json& choice) { return {{"text", choice["text"]}, {"logprobs", choice["logprobs"]}}; }
 
-// Saves a tiny randomly initialised model into `dir` (named "model"): with a memorizing layer ("joint", so a
-// memory changes the layer's attention from the first step) when `memory_layer`.
-void SaveTinyModel(const std::string& dir, bool memory_layer) {
-  LanguageModel m;
-  ASSERT_NO_FATAL_FAILURE(testing::RandomTinyModel(&m));
-  if (memory_layer) {
-    m.config.memory_layer = 1;
-    m.config.memory_mode = "joint";
-    m.config.memory_topk = 8;
-  }
-  Gpt net(m.config);
-  net->InitWeights(11);
-  net->eval();
-  Status s = SaveCheckpoint(dir, net, m.tokenizer.get());
-  ASSERT_TRUE(s.ok()) << s.ToString();
-}
-
 void MakeState(const std::string& state, const std::string& model_dir) {
   Status s = StateService::Create(state, model_dir, "", nullptr);
   ASSERT_TRUE(s.ok()) << s.ToString();
@@ -197,8 +180,8 @@ class ServerMemoriesTest : public ::testing::Test {
     std::filesystem::create_directories(dir_->File("mem"));
     std::filesystem::create_directories(dir_->File("plain"));
     testing::WriteFileOrDie(dir_->File("keys"), std::string("read ") + kReadKey + "\nadmin " + kAdminKey + "\n");
-    ASSERT_NO_FATAL_FAILURE(SaveTinyModel(dir_->File("mem/model"), true));
-    ASSERT_NO_FATAL_FAILURE(SaveTinyModel(dir_->File("plain/model"), false));
+    ASSERT_NO_FATAL_FAILURE(testing::SaveRandomTinyModel(dir_->File("mem/model"), 11, true));
+    ASSERT_NO_FATAL_FAILURE(testing::SaveRandomTinyModel(dir_->File("plain/model"), 11, false));
     ASSERT_NO_FATAL_FAILURE(MakeState(dir_->File("state"), dir_->File("mem/model")));
     server_ = new LocalServer(dir_->File("state"), dir_->File("keys"));
   }
