@@ -69,6 +69,13 @@ std::vector<int64_t> SlotsOldestFirst(const std::vector<int64_t>& order, int64_t
 }  // namespace
 
 KvRing::KvRing(const KvRingOptions& options) : options_(options), lanes_(static_cast<size_t>(options.lanes)) {
+  const int64_t D = options.head_dim;
+  centroid_norms_.resize(options.centroids.size() / static_cast<size_t>(std::max<int64_t>(D, 1)));
+  for (size_t c = 0; c < centroid_norms_.size(); ++c) {
+    float norm = 0;
+    for (int64_t i = 0; i < D; ++i) norm += options.centroids[c * D + i] * options.centroids[c * D + i];
+    centroid_norms_[c] = norm;
+  }
   for (Lane& lane : lanes_) {
     lane.keys.resize(options.fp16 ? 0 : options.heads);
     lane.values.resize(options.fp16 ? 0 : options.heads);
@@ -115,9 +122,12 @@ void KvRing::Assign(const float* keys, int64_t n, std::vector<int32_t>* list_ids
       k = rounded.data();
     }
     MultiplyTransposed(k, n, options_.centroids.data() + h * C * D, C, D, scores.data());
+    // The nearest centroid (L2): argmax of 2 <k, c> - |c|^2, the first of ties.
+    const float* norms = centroid_norms_.data() + h * C;
     for (int64_t t = 0; t < n; ++t) {
-      const float* row = scores.data() + t * C;
-      (*list_ids)[h * n + t] = static_cast<int32_t>(std::max_element(row, row + C) - row);  // first of ties
+      float* row = scores.data() + t * C;
+      for (int64_t c = 0; c < C; ++c) row[c] = 2.0f * row[c] - norms[c];
+      (*list_ids)[h * n + t] = static_cast<int32_t>(std::max_element(row, row + C) - row);
     }
   }
 }
@@ -439,7 +449,9 @@ Status TrainKvCentroids(const float* keys, int64_t heads, int64_t n, int64_t hea
     cp.max_points_per_centroid = 64;
     cp.verbose = false;
     faiss::Clustering clustering(static_cast<int>(head_dim), static_cast<int>(lists), cp);
-    faiss::IndexFlatIP assign(head_dim);  // inner-product assignment, as IndexIVFFlat's IP quantizer
+    // L2 assignment, as KvRing::Assign. (Inner-product assignment, IndexIVFFlat's IP quantizer, puts most
+    // keys in the lists of the few largest-norm centroids: docs/PERFORMANCE.md, "Memories over HTTP".)
+    faiss::IndexFlatL2 assign(head_dim);
     try {
       clustering.train(n, keys + h * n * head_dim, assign);
     } catch (const std::exception& e) {

@@ -8,9 +8,11 @@
 //
 // IVF search (optional, for large memories): given per-head centroids (trained once per model on keys of
 // its training documents: TrainKvCentroids, `mnemo memory index`), every stored key also sits in the
-// inverted list of its highest-inner-product centroid, and a lane holding at least `ivf_from` tokens
-// answers each query from the `nprobe` lists whose centroids score highest with it (FAISS's IndexIVFFlat
-// with an inner-product quantizer, over the ring's own storage: the lists hold slot numbers, 4 bytes). The
+// inverted list of its nearest (L2) centroid, and a lane holding at least `ivf_from` tokens answers each
+// query from the `nprobe` lists whose centroids score highest with it by inner product (an IVF over the
+// ring's own storage: the lists hold slot numbers, 4 bytes). L2 assignment keeps the lists balanced;
+// inner-product assignment (FAISS's IndexIVFFlat with an IP quantizer) puts most keys in the lists of the
+// few largest-norm centroids, which made IVF scan a third to a half of the memory. The
 // same total order ranks the candidates. The centroids are a property of the model, never of what the
 // memory held, so removal stays exact for IVF search too: the answer is the top-k of the remaining
 // tokens that sit in the probed lists, which is what a ring that never held the removed ones answers.
@@ -46,7 +48,7 @@ struct KvRingOptions {
   int64_t ivf_from = 16384;   // A lane searches by IVF once it holds this many tokens (the measured crossover).
 };
 
-// k-means (FAISS, inner-product assignment, as IndexIVFFlat trains its quantizer) of n keys per head,
+// k-means (FAISS, L2 assignment) of n keys per head,
 // keys [heads, n, head_dim], into `lists` centroids per head: out [heads, lists, head_dim].
 Status TrainKvCentroids(const float* keys, int64_t heads, int64_t n, int64_t head_dim, int64_t lists, uint64_t seed,
                         std::vector<float>* out);
@@ -94,6 +96,7 @@ class KvRing : public KvMemory {
                  int64_t* tags_out) const;
 
   KvRingOptions options_;
+  std::vector<float> centroid_norms_;  // [heads, lists]: |c|^2 of each centroid (IVF only)
   std::vector<Lane> lanes_;
 };
 
