@@ -631,10 +631,13 @@ TEST_F(ServerTest, AuditRunsBesideServingAndServesItsReports) {
   Post("/v1/audits", {{"bogus", 1}}, 400);
   Post("/v1/audits", {{"repetitions", {1, "x"}}}, 400);
   Post("/v1/audits", {{"knn", {{"k", 0}}}}, 400);
+  Post("/v1/audits", {{"memory_capacity", 32}}, 400);
+  Post("/v1/audits", {{"memory_capacity", "big"}}, 400);
   const std::string facts_before = Client().Get("/v1/facts?limit=1000")->body;
   const json small = {{"canaries", 1},        {"references", 15},          {"repetitions", {1, 4}},
                       {"members", 10},        {"extraction_prefixes", {4}}, {"extraction_samples", 3},
-                      {"forgetting_added", {0, 5}}, {"finetune_steps", 20}, {"seed", 3}};
+                      {"forgetting_added", {0, 5}}, {"finetune_steps", 20}, {"seed", 3},
+                      {"memory_capacity", 64}};
   json started = Post("/v1/audits", small, 202);
   const std::string id = started["id"];
   EXPECT_EQ(started["status"], "running");
@@ -655,6 +658,8 @@ TEST_F(ServerTest, AuditRunsBesideServingAndServesItsReports) {
   EXPECT_EQ(r["format"], "mnemo-audit/1");
   EXPECT_EQ(r["config"]["seed"], 3);
   EXPECT_EQ(r["config"]["knn"]["k"], 8);  // the server's defaults
+  EXPECT_EQ(r["config"]["memory_capacity"], 64);
+  EXPECT_EQ(r["memory"]["measured"], false);  // this model has no memory layer
   EXPECT_TRUE(r["deletion_audit"]["matches_rebuilt"].get<bool>());
   auto html = Client().Get(status["report_html"].get<std::string>().c_str());
   ASSERT_EQ(html->status, 200);
