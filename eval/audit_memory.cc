@@ -167,8 +167,9 @@ Status Auditor::MemoryDeletion(StateService* scratch, int64_t capacity, json* ou
   MNEMO_RETURN_IF_ERROR(memories->Create("audit-rebuilt-" + policy, capacity, &gold));
   std::vector<Canary> canaries;
   MNEMO_RETURN_IF_ERROR(MakeCanaries(model_, o_.canaries, &canaries));
-  // At most 64 members and as many non-members: enough for an AUC, few enough to stay well inside M.
-  const size_t n = std::min<size_t>(members_.size(), 64);
+  // At most 64 members and as many non-members, and no more than fill half of M (a synthetic fact is about
+  // 12 tokens), so the FIFO memory holds them all when they are measured.
+  const size_t n = std::min<size_t>({members_.size(), 64, static_cast<size_t>(M / 24)});
   int64_t tokens = 0;
   MNEMO_RETURN_IF_ERROR(ReadFillers(scratch, {read.id, gold.id}, false, M / 2, &tokens));
   std::vector<int64_t> deleted;

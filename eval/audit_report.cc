@@ -111,13 +111,13 @@ std::string AuditSummary(const json& report) {
   }
   line("forgetting (exposure bits by facts added after):" + points + " after deletion: " +
        Fixed(r["forgetting"]["after_deletion"]["exposure"]["mean_extrapolated"].get<double>()));
-  const json& m = r.contains("memory") ? r["memory"] : json::object();
+  json m = r.contains("memory") && r["memory"].is_object() ? r["memory"] : json::object();
   if (m.value("measured", false)) {
     line("");
     line("memory (memorizing layer " + std::to_string(m["layer"].get<int64_t>()) + ", FIFO capacity " +
          std::to_string(m["capacity"].get<int64_t>()) + " tokens): exposure bits by tokens read after the canaries");
     line("  read after  resident  memory  never read  kNN-LM  secret extraction memory / kNN-LM");
-    for (const json& p : m["forgetting"]["points"]) {
+    for (json p : m["forgetting"]["points"]) {
       char buf[200];
       snprintf(buf, sizeof(buf), "  %10lld  %8lld  %6.2f  %10.2f  %6.2f  %.3f / %.3f%s",
                static_cast<long long>(p["read_after"].get<int64_t>()),
@@ -132,7 +132,7 @@ std::string AuditSummary(const json& report) {
     line("  model alone: " + Fixed(m["forgetting"]["base_lm"]["exposure"]["mean_extrapolated"].get<double>()) +
          " bits; kNN-LM after deleting the canary facts: " +
          Fixed(m["forgetting"]["knn_lm_after_deletion"]["exposure"]["mean_extrapolated"].get<double>()) + " bits");
-    for (const json& d : m["deletion"]) {
+    for (json d : m["deletion"]) {
       std::string privleak;
       for (auto [name, v] : d["privleak"].items()) privleak += " " + name + " " + Fixed(v.get<double>(), 4);
       line(std::string("  deletion from ") + (d["policy"] == "fifo" ? "a FIFO" : "an unbounded") + " memory (" +

@@ -122,12 +122,24 @@ void KvRing::Assign(const float* keys, int64_t n, std::vector<int32_t>* list_ids
       k = rounded.data();
     }
     MultiplyTransposed(k, n, options_.centroids.data() + h * C * D, C, D, scores.data());
-    // The nearest centroid (L2): argmax of 2 <k, c> - |c|^2, the first of ties.
+    // The nearest centroid (L2): argmax of 2 <k, c> - |c|^2, the first of ties. The maximum first, in eight
+    // independent lanes (vectorised), then the first index that holds it.
     const float* norms = centroid_norms_.data() + h * C;
     for (int64_t t = 0; t < n; ++t) {
       float* row = scores.data() + t * C;
       for (int64_t c = 0; c < C; ++c) row[c] = 2.0f * row[c] - norms[c];
-      (*list_ids)[h * n + t] = static_cast<int32_t>(std::max_element(row, row + C) - row);
+      float lane_max[8];
+      std::fill(lane_max, lane_max + 8, -std::numeric_limits<float>::infinity());
+      int64_t c = 0;
+      for (; c + 8 <= C; c += 8) {
+        for (int j = 0; j < 8; ++j) lane_max[j] = row[c + j] > lane_max[j] ? row[c + j] : lane_max[j];
+      }
+      float best = *std::max_element(lane_max, lane_max + 8);
+      for (; c < C; ++c) best = row[c] > best ? row[c] : best;
+      int64_t at = 0;
+      while (at < C && !(row[at] == best)) ++at;
+      if (at == C) at = std::max_element(row, row + C) - row;  // no finite maximum (NaN keys): as before
+      (*list_ids)[h * n + t] = static_cast<int32_t>(at);
     }
   }
 }
@@ -176,6 +188,19 @@ std::vector<int64_t> KvRing::Tags(int64_t lane) const {
   return tags;
 }
 
+void KvRing::Reserve(int64_t lane, int64_t tokens) {
+  if (!CheckLane(lane).ok() || tokens <= 0) return;
+  Lane& l = lanes_[lane];
+  const int64_t n = options_.capacity > 0 ? std::min(tokens, options_.capacity) : tokens, D = options_.head_dim;
+  l.tags.reserve(n), l.order.reserve(n);
+  for (auto& v : l.keys) v.reserve(n * D);
+  for (auto& v : l.values) v.reserve(n * D);
+  for (auto& v : l.keys16) v.reserve(n * D);
+  for (auto& v : l.values16) v.reserve(n * D);
+  for (auto& v : l.list_of) v.reserve(n);
+  for (auto& v : l.pos_in_list) v.reserve(n);
+}
+
 Status KvRing::Append(int64_t lane, const float* keys, const float* values, const int64_t* tags, int64_t n) {
   MNEMO_RETURN_IF_ERROR(CheckLane(lane));
   if (n < 0) return Status::InvalidArgument("cannot append a negative number of tokens");
@@ -196,13 +221,16 @@ Status KvRing::Append(int64_t lane, const float* keys, const float* values, cons
       for (int64_t h = 0; ivf && h < H; ++h) ListRemove(l, h, slot);
     } else {
       slot = l.count++;
-      l.tags.resize(l.count);
-      l.order.resize(l.count);
-      for (int64_t h = 0; h < H; ++h) {
-        if (options_.fp16) {
-          l.keys16[h].resize(l.count * D), l.values16[h].resize(l.count * D);
-        } else {
-          l.keys[h].resize(l.count * D), l.values[h].resize(l.count * D);
+      if (static_cast<int64_t>(l.tags.size()) < l.count) {  // grow once for every token of this call that fits
+        const int64_t size = cap > 0 ? std::min(cap, l.count - 1 + (n - t)) : l.count - 1 + (n - t);
+        l.tags.resize(size);
+        l.order.resize(size);
+        for (int64_t h = 0; h < H; ++h) {
+          if (options_.fp16) {
+            l.keys16[h].resize(size * D), l.values16[h].resize(size * D);
+          } else {
+            l.keys[h].resize(size * D), l.values[h].resize(size * D);
+          }
         }
       }
     }

@@ -79,6 +79,9 @@ class KvRing : public KvMemory {
   std::vector<float> Values(int64_t lane) const;
   // Whether a search of `lane` now goes through the IVF lists.
   bool searches_by_ivf(int64_t lane) const;
+  // Reserves room for `tokens` more tokens in the lane (at most the capacity): a ring rebuilt from many
+  // documents then grows without reallocating. No effect on what it holds.
+  void Reserve(int64_t lane, int64_t tokens);
   // Bytes of keys, values and bookkeeping per stored token (all heads).
   int64_t bytes_per_token() const;
   const KvRingOptions& options() const { return options_; }

@@ -231,6 +231,7 @@ Status LayerMemories::BuildRing(int64_t memory_id, int64_t capacity, std::unique
     total += s.Int(1);
   }
   s.Reset();
+  (*out)->Reserve(0, total);
   Statement get(db_.get());
   MNEMO_RETURN_IF_ERROR(get.Prepare("SELECT num_tokens, keys, vals FROM documents WHERE id = ?"));
   const int64_t H = options_.heads, D = options_.head_dim;

@@ -22,6 +22,9 @@ int64_t NowMs() {
              std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
+// Facts-memory documents written per transaction (their pairs are held in memory until then).
+constexpr size_t kFactDocumentsPerWrite = 256;
+
 }  // namespace
 
 Status StateService::Create(const std::string& dir, const std::string& model_dir, const std::string& datastore_dir,
@@ -130,19 +133,24 @@ Status StateService::AddFacts(const std::vector<FactText>& facts, std::vector<in
   }
   MNEMO_RETURN_IF_ERROR(store_->Add(encoded, ids));
   if (memories_ == nullptr) return Status::OK();
-  // The facts are committed; a failure here is repaired by the next Open (SyncFactsMemory). Copies of a
-  // text share its pairs; every document goes in with one transaction.
-  std::vector<NewMemoryDocument> docs(ids->size());
-  for (size_t i = 0; i < ids->size(); ++i) {
-    NewMemoryDocument& doc = docs[i];
-    if (i % static_cast<size_t>(copies) != 0) {
-      doc = docs[i - 1];
-      continue;
+  // The facts are committed; a failure here is repaired by the next Open (SyncFactsMemory). The documents
+  // go in kFactDocumentsPerWrite to a transaction (bounding the pairs held at once); copies of a text reuse
+  // its pairs.
+  for (size_t begin = 0; begin < ids->size(); begin += kFactDocumentsPerWrite) {
+    const size_t end = std::min(ids->size(), begin + kFactDocumentsPerWrite);
+    std::vector<NewMemoryDocument> docs(end - begin);
+    for (size_t i = begin; i < end; ++i) {
+      NewMemoryDocument& doc = docs[i - begin];
+      if (i % static_cast<size_t>(copies) != 0 && i > begin) {
+        doc = docs[i - begin - 1];
+        continue;
+      }
+      doc.text = facts[i / static_cast<size_t>(copies)].text;
+      MNEMO_RETURN_IF_ERROR(DocumentPairs(doc.text, &doc.tokens, &doc.keys, &doc.values));
     }
-    doc.text = facts[i / static_cast<size_t>(copies)].text;
-    MNEMO_RETURN_IF_ERROR(DocumentPairs(doc.text, &doc.tokens, &doc.keys, &doc.values));
+    MNEMO_RETURN_IF_ERROR(memories_->AddFactDocuments({ids->begin() + begin, ids->begin() + end}, &docs));
   }
-  return memories_->AddFactDocuments(*ids, &docs);
+  return Status::OK();
 }
 
 Status StateService::SyncFactsMemory() {
@@ -172,14 +180,19 @@ Status StateService::SyncFactsMemory() {
     MNEMO_RETURN_IF_ERROR(store_->List(list, &page, &next));
     std::vector<int64_t> missing;
     std::vector<NewMemoryDocument> docs;
-    for (const FactRecord& f : page) {
-      if (have.count(f.id) > 0) continue;
-      missing.push_back(f.id);
-      docs.emplace_back();
-      docs.back().text = f.text;
-      MNEMO_RETURN_IF_ERROR(DocumentPairs(f.text, &docs.back().tokens, &docs.back().keys, &docs.back().values));
+    for (size_t i = 0; i < page.size(); ++i) {
+      const FactRecord& f = page[i];
+      if (have.count(f.id) == 0) {
+        missing.push_back(f.id);
+        docs.emplace_back();
+        docs.back().text = f.text;
+        MNEMO_RETURN_IF_ERROR(DocumentPairs(f.text, &docs.back().tokens, &docs.back().keys, &docs.back().values));
+      }
+      if (docs.size() == kFactDocumentsPerWrite || (i + 1 == page.size() && !docs.empty())) {
+        MNEMO_RETURN_IF_ERROR(memories_->AddFactDocuments(missing, &docs));
+        missing.clear(), docs.clear();
+      }
     }
-    MNEMO_RETURN_IF_ERROR(memories_->AddFactDocuments(missing, &docs));
     if (next == 0) break;
     list.after_id = next;
   }

@@ -43,10 +43,12 @@ AuditOptions SmallAudit(const std::string& scratch) {
   return o;
 }
 
-// Names and sizes of every file under dir.
+// Names and sizes of every file under dir, but the lock file (it holds the pid of whoever opened the
+// state last, whose digits vary).
 std::map<std::string, uintmax_t> Listing(const std::string& dir) {
   std::map<std::string, uintmax_t> out;
   for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    if (e.path().filename() == "LOCK") continue;
     out[e.path().string()] = e.is_regular_file() ? e.file_size() : 0;
   }
   return out;
@@ -308,6 +310,7 @@ class AuditMemoryTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new ScratchDir();
+    report_ = new json();
     ASSERT_NO_FATAL_FAILURE(testing::SaveRandomTinyModel(dir_->File("model"), 3, /*memory_layer=*/true));
     Status s = StateService::Create(dir_->File("state"), dir_->File("model"), "", nullptr);
     ASSERT_TRUE(s.ok()) << s.ToString();
@@ -319,7 +322,6 @@ class AuditMemoryTest : public ::testing::Test {
     o.memory_capacity = 128;
     std::vector<std::string> stages;
     o.progress = [&](const std::string& stage, double) { stages.push_back(stage); };
-    report_ = new json();
     s = RunAudit(*model_, *store, o, report_);
     ASSERT_TRUE(s.ok()) << s.ToString();
     EXPECT_NE(std::find(stages.begin(), stages.end(), "memory: forgetting"), stages.end());
@@ -359,9 +361,11 @@ TEST_F(AuditMemoryTest, FifoEvictionForgetsExactlyWhileTheDatastoreKeeps) {
     // The ring holds the last 128 tokens: the canaries' tokens stay until the fillers push them out.
     const int64_t resident = p["canary_tokens_resident"];
     EXPECT_EQ(resident, std::clamp<int64_t>(128 - read_after, 0, canary_tokens)) << i;
-    // With any canary token in the ring the scores differ from a memory that never read them; without,
-    // they are the same bits.
-    EXPECT_EQ(p["matches_never_read"].get<bool>(), resident == 0) << i;
+    // Without any canary token in the ring the scores are the same bits as a memory's that never read
+    // them. (With some, they differ where a canary token is retrieved: with every one resident, at the
+    // first points, they do.)
+    if (resident == 0) EXPECT_TRUE(p["matches_never_read"].get<bool>()) << i;
+    if (resident == canary_tokens) EXPECT_FALSE(p["matches_never_read"].get<bool>()) << i;
     knn_min = std::min(knn_min, p["knn_lm"]["exposure"]["mean_extrapolated"].get<double>());
   }
   EXPECT_TRUE(f["points"][4]["matches_never_read"].get<bool>());
@@ -380,8 +384,8 @@ TEST_F(AuditMemoryTest, DeletionFromFifoAndUnboundedMemoriesEqualsNeverReading) 
   EXPECT_EQ(d[1]["policy"], "unbounded");
   for (const json& p : d) {
     SCOPED_TRACE(p["policy"].get<std::string>());
-    EXPECT_EQ(p["members"], 30);  // all of SmallAudit's members, fewer than 64
-    EXPECT_EQ(p["deleted_documents"], 30 + 2);
+    EXPECT_EQ(p["members"], 128 / 24);  // no more than fill half the memory
+    EXPECT_EQ(p["deleted_documents"], 128 / 24 + 2);
     EXPECT_TRUE(p["matches_rebuilt"].get<bool>()) << p.dump();
     EXPECT_EQ(p["max_abs_logprob"].get<double>(), 0.0);
     EXPECT_EQ(p["verified"]["passed"], 2);
