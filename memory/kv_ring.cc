@@ -188,6 +188,124 @@ std::vector<int64_t> KvRing::Tags(int64_t lane) const {
   return tags;
 }
 
+namespace {
+
+template <typename T>
+void Put(std::string* out, const T* data, size_t n) {
+  out->append(reinterpret_cast<const char*>(data), n * sizeof(T));
+}
+
+// Reads n values from bytes at *at; false when the bytes run out.
+template <typename T>
+bool Take(std::string_view bytes, size_t* at, T* data, size_t n) {
+  const size_t size = n * sizeof(T);
+  if (bytes.size() - *at < size) return false;
+  if (size > 0) std::memcpy(data, bytes.data() + *at, size);
+  *at += size;
+  return true;
+}
+
+}  // namespace
+
+void KvRing::Save(int64_t lane, std::string* out) const {
+  if (!CheckLane(lane).ok()) return;
+  const Lane& l = lanes_[lane];
+  const size_t per_token = sizeof(int64_t) * 2 + static_cast<size_t>(options_.heads) *
+                           (2 * static_cast<size_t>(options_.head_dim) * (options_.fp16 ? 2 : 4) +
+                            (options_.lists > 0 ? 2 * sizeof(int32_t) : 0));
+  out->reserve(out->size() + 4 * sizeof(int64_t) + static_cast<size_t>(l.count) * per_token);
+  const int64_t head[4] = {l.count, l.start, l.next_order, l.evicted};
+  Put(out, head, 4);
+  Put(out, l.tags.data(), static_cast<size_t>(l.count));
+  Put(out, l.order.data(), static_cast<size_t>(l.count));
+  const size_t pairs = static_cast<size_t>(l.count * options_.head_dim);
+  for (int64_t h = 0; h < options_.heads; ++h) {
+    if (options_.fp16) {
+      Put(out, l.keys16[h].data(), pairs), Put(out, l.values16[h].data(), pairs);
+    } else {
+      Put(out, l.keys[h].data(), pairs), Put(out, l.values[h].data(), pairs);
+    }
+  }
+  if (options_.lists > 0) {  // each slot's list; the lists follow from them in slot order within a list
+    for (int64_t h = 0; h < options_.heads; ++h) {
+      Put(out, l.list_of[h].data(), static_cast<size_t>(l.count));
+      Put(out, l.pos_in_list[h].data(), static_cast<size_t>(l.count));
+    }
+  }
+}
+
+Status KvRing::Restore(int64_t lane, std::string_view bytes) {
+  MNEMO_RETURN_IF_ERROR(CheckLane(lane));
+  const int64_t H = options_.heads, D = options_.head_dim, cap = options_.capacity, C = options_.lists;
+  const Status bad = Status::Corruption("ring snapshot does not match the memory's shape");
+  size_t at = 0;
+  int64_t head[4];
+  if (!Take(bytes, &at, head, 4)) return bad;
+  Lane l;
+  l.keys.resize(options_.fp16 ? 0 : H), l.values.resize(options_.fp16 ? 0 : H);
+  l.keys16.resize(options_.fp16 ? H : 0), l.values16.resize(options_.fp16 ? H : 0);
+  if (C > 0) {
+    l.list_of.resize(H), l.pos_in_list.resize(H);
+    l.lists.assign(H, std::vector<std::vector<int32_t>>(C));
+  }
+  l.count = head[0], l.start = head[1], l.next_order = head[2], l.evicted = head[3];
+  // start is 0 unless the ring is full (a bounded ring overwrites from start only once it is full).
+  if (l.count < 0 || (cap > 0 && l.count > cap) || l.start < 0 || (l.start > 0 && (cap == 0 || l.count < cap)) ||
+      (cap > 0 && l.start >= cap) || l.evicted < 0 || l.next_order < l.count) {
+    return bad;
+  }
+  // The exact size, checked before anything is allocated.
+  const size_t per_token = 2 * sizeof(int64_t) + static_cast<size_t>(H) *
+                           (2 * static_cast<size_t>(D) * (options_.fp16 ? 2 : 4) + (C > 0 ? 2 * sizeof(int32_t) : 0));
+  if (static_cast<uint64_t>(l.count) > (bytes.size() - at) / per_token ||
+      bytes.size() - at != static_cast<size_t>(l.count) * per_token) {
+    return bad;
+  }
+  const size_t n = static_cast<size_t>(l.count), pairs = n * static_cast<size_t>(D);
+  l.tags.assign(n, 0), l.order.assign(n, 0);
+  if (!Take(bytes, &at, l.tags.data(), n) || !Take(bytes, &at, l.order.data(), n)) return bad;
+  for (size_t i = 0; i < n; ++i) {
+    if (l.tags[i] < 0 || l.order[i] < 0 || l.order[i] >= l.next_order) return bad;
+  }
+  // Insertion orders are distinct and, read from `start` round the ring, increasing (oldest first).
+  for (size_t i = 1; i < n; ++i) {
+    const size_t a = (static_cast<size_t>(l.start) + i - 1) % n, b = (static_cast<size_t>(l.start) + i) % n;
+    if (l.order[a] >= l.order[b]) return bad;
+  }
+  for (int64_t h = 0; h < H; ++h) {
+    if (options_.fp16) {
+      l.keys16[h].assign(pairs, 0), l.values16[h].assign(pairs, 0);
+      if (!Take(bytes, &at, l.keys16[h].data(), pairs) || !Take(bytes, &at, l.values16[h].data(), pairs)) return bad;
+    } else {
+      l.keys[h].assign(pairs, 0.0f), l.values[h].assign(pairs, 0.0f);
+      if (!Take(bytes, &at, l.keys[h].data(), pairs) || !Take(bytes, &at, l.values[h].data(), pairs)) return bad;
+    }
+  }
+  if (C > 0) {
+    for (int64_t h = 0; h < H; ++h) {
+      l.list_of[h].assign(n, 0), l.pos_in_list[h].assign(n, 0);
+      if (!Take(bytes, &at, l.list_of[h].data(), n) || !Take(bytes, &at, l.pos_in_list[h].data(), n)) return bad;
+      auto& lists = l.lists[h];
+      for (auto& members : lists) members.clear();
+      std::vector<int64_t> sizes(static_cast<size_t>(C), 0);
+      for (size_t i = 0; i < n; ++i) {
+        if (l.list_of[h][i] < 0 || l.list_of[h][i] >= C) return bad;
+        ++sizes[l.list_of[h][i]];
+      }
+      for (int64_t c = 0; c < C; ++c) lists[c].assign(static_cast<size_t>(sizes[c]), -1);
+      for (size_t i = 0; i < n; ++i) {
+        auto& members = lists[l.list_of[h][i]];
+        const int32_t pos = l.pos_in_list[h][i];
+        if (pos < 0 || static_cast<size_t>(pos) >= members.size() || members[pos] != -1) return bad;
+        members[pos] = static_cast<int32_t>(i);
+      }
+    }
+  }
+  if (at != bytes.size()) return bad;
+  lanes_[lane] = std::move(l);
+  return Status::OK();
+}
+
 void KvRing::Reserve(int64_t lane, int64_t tokens) {
   if (!CheckLane(lane).ok() || tokens <= 0) return;
   Lane& l = lanes_[lane];

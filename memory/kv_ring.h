@@ -79,6 +79,12 @@ class KvRing : public KvMemory {
   std::vector<float> Values(int64_t lane) const;
   // Whether a search of `lane` now goes through the IVF lists.
   bool searches_by_ivf(int64_t lane) const;
+  // The lane's whole state (pairs, tags, insertion order, eviction count, IVF lists) as bytes (host byte
+  // order), and back: a lane restored from Save's bytes answers every search, append and removal as the
+  // saved one did. Restore checks the bytes against this ring's options and replaces the lane only when they
+  // are whole and consistent (Corruption otherwise, the lane unchanged).
+  void Save(int64_t lane, std::string* out) const;  // appends to *out
+  Status Restore(int64_t lane, std::string_view bytes);
   // Reserves room for `tokens` more tokens in the lane (at most the capacity): a ring rebuilt from many
   // documents then grows without reallocating. No effect on what it holds.
   void Reserve(int64_t lane, int64_t tokens);

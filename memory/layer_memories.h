@@ -30,6 +30,20 @@
 // Durability: each write is one SQLite transaction (WAL, synchronous=FULL); when a call returns OK it has
 // committed, and Open rebuilds every ring from the database, so an acknowledged write survives a crash.
 //
+// Ring snapshots. Rebuilding a large ring costs about 30 us per token (reading and decoding the pairs,
+// assigning IVF lists), so a ring of at least `snapshot_from` tokens is also saved to
+// <state dir>/memory-rings/<id>.ring (KvRing::Save, written atomically) after Open rebuilt it and, for
+// rings changed since, when the LayerMemories is destroyed (a clean shutdown). A snapshot names the
+// database state it was taken at: the memory's generation, a random value the database stores and every
+// write to the memory replaces in its own transaction (so a restored backup or a new database never
+// matches), with its document and tombstone counts, and the ring's shape and centroids. Open uses it only
+// when all of these match and its checksum holds, and otherwise rebuilds from the database and removes it;
+// a ring that failed to follow a committed write is never saved. The database stays the source of truth: a
+// snapshot only ever holds documents the database holds. Deleting a document or a memory removes that
+// memory's snapshot (unlink and directory fsync, before the call returns), so no file holds a deleted
+// document's pairs afterwards (the blocks an unlink frees are not overwritten, as for the fact store's
+// snapshots); the next open rebuilds and snapshots again.
+//
 // Thread-safety: every method may be called from any thread. Writes are serialized; searches (through
 // Reader) run concurrently with each other and take a memory's lock per search, so a write waits at most
 // one search, and a search after a delete returns never sees the deleted document.
@@ -68,6 +82,10 @@ struct LayerMemoriesOptions {
   int64_t lists = 0;
   int64_t nprobe = 8;
   int64_t ivf_from = 16384;
+  // Rings of at least this many tokens are snapshotted (see "Ring snapshots" above); 0: never.
+  int64_t snapshot_from = 16384;
+  // false: snapshots are used when current but never written or removed (an open that only checks).
+  bool keep_snapshots = true;
 };
 
 struct MemoryInfo {
@@ -177,6 +195,9 @@ class LayerMemories {
 
   // PRAGMA quick_check of the database, and every ring against a rebuild from it (fsck).
   Status Check(std::string* problems) const;
+  // The snapshot file of a memory's ring (it may not exist), and how many rings Open restored from one.
+  std::string RingSnapshotPath(int64_t memory_id) const;
+  int64_t rings_from_snapshots() const { return rings_from_snapshots_; }
 
  private:
   struct Entry;
@@ -190,6 +211,15 @@ class LayerMemories {
   Status RefuseFactsMemory(int64_t memory_id, const char* what) const;
   // Builds a ring holding the memory's documents as a memory that read them in order would (caller holds mu_).
   Status BuildRing(int64_t memory_id, int64_t capacity, std::unique_ptr<KvRing>* out) const;
+  // What a snapshot of the memory's ring must match: the database state and the ring's shape (caller
+  // holds mu_).
+  Status RingStamp(const MemoryInfo& info, std::string* stamp) const;
+  // Restores the ring from its snapshot when the snapshot is current and whole; otherwise *loaded is false
+  // and any snapshot file is removed (caller holds mu_).
+  Status LoadRingSnapshot(const MemoryInfo& info, std::unique_ptr<KvRing>* ring, bool* loaded) const;
+  // Writes the snapshot of a ring of at least snapshot_from tokens (caller holds mu_); *written says
+  // whether it did.
+  Status WriteRingSnapshot(Entry& entry, bool* written) const;
 
   std::string path_;
   LayerMemoriesOptions options_;
@@ -198,6 +228,7 @@ class LayerMemories {
   std::map<int64_t, std::shared_ptr<Entry>> memories_;
   int64_t page_size_ = 4096;
   int64_t facts_memory_ = 0;  // guarded by mu_ (0: none yet)
+  int64_t rings_from_snapshots_ = 0;  // set by Open
 };
 
 }  // namespace mnemo

@@ -142,8 +142,8 @@ Status StateService::VerifyMemoryDocumentDeleted(int64_t memory_id, int64_t docu
       MNEMO_RETURN_IF_ERROR(memories_->StoredDocumentsContain(needle, &live));
       if (!live) unique.push_back(needle);
     }
-    for (const char* suffix : {"", "-wal", "-shm"}) {
-      const std::string path = memories_->path() + suffix;
+    for (const std::string& path : {memories_->path(), memories_->path() + "-wal", memories_->path() + "-shm",
+                                    memories_->RingSnapshotPath(memory_id)}) {
       if (!std::filesystem::exists(path)) continue;
       const std::string data = ReadWhole(path);
       for (const std::string& needle : unique) {

@@ -104,6 +104,7 @@ Status StateService::OpenStore(const std::string& dir, LanguageModel* model, con
     }
     memory_options.nprobe = options.memory_nprobe;
     memory_options.ivf_from = std::max<int64_t>(1, options.memory_ivf_from);
+    memory_options.keep_snapshots = !options.store.read_only_check;  // a checking open leaves the files alone
     MNEMO_RETURN_IF_ERROR(LayerMemories::Open(MemoriesDbPath(dir), memory_options, &service->memories_));
     MNEMO_RETURN_IF_ERROR(service->SyncFactsMemory());
     LayerMemories* memories = service->memories_.get();

@@ -2,7 +2,7 @@
 // and deleting memories; validating documents; searching through Reader (tags name document and
 // position); reopening rebuilds the rings; deleting a document leaves the memory exactly as one that never
 // read it (unbounded and FIFO); FIFO eviction counts; deleted content leaves no bytes in the files; Check;
-// paging. Pairs are made up (no model): keys and values [heads, n, head_dim] from a seeded generator.
+// paging; ring snapshots (restored only when current, removed by deletes). Pairs are made up (no model): keys and values [heads, n, head_dim] from a seeded generator.
 #include "memory/layer_memories.h"
 
 #include <gtest/gtest.h>
@@ -1105,6 +1105,203 @@ TEST(LayerMemoriesTest, SearchesDuringWritesNeverSeeDeletedDocuments) {
   std::string problems = "unset";
   ASSERT_TRUE(m->Check(&problems).ok());
   EXPECT_EQ(problems, "");
+}
+
+// Ring snapshots: a clean close saves large rings, the next open restores them (and they answer as the
+// rebuilt ring); a write makes a snapshot stale, a delete removes it before returning, and a stale, torn or
+// orphaned snapshot is ignored and removed at open.
+LayerMemoriesOptions SnapshotOptions() {
+  LayerMemoriesOptions o = Options();
+  o.snapshot_from = 1;
+  return o;
+}
+
+std::vector<std::string> RingFiles(const ScratchDir& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir.File("memory-rings"), ec)) {
+    out.push_back(e.path().filename().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+TEST(LayerMemoriesSnapshotTest, ACleanCloseSavesRingsAndOpenRestoresThem) {
+  ScratchDir dir;
+  std::mt19937 rng(31);
+  const std::vector<float> q = RandomQueries(rng, 7);
+  Hits fifo_hits, unbounded_hits;
+  int64_t fifo_id = 0, unbounded_id = 0;
+  {
+    auto m = OpenStore(dir.File("memories.db"), SnapshotOptions());
+    MemoryInfo fifo, unbounded;
+    ASSERT_TRUE(m->Create("fifo", 50, &fifo).ok());
+    ASSERT_TRUE(m->Create("all", 0, &unbounded).ok());
+    fifo_id = fifo.id, unbounded_id = unbounded.id;
+    for (int i = 0; i < 4; ++i) {
+      MemoryDocument d;
+      ASSERT_TRUE(m->AddDocument(fifo.id, MakeDoc(rng, 20, "f" + std::to_string(i)), &d, nullptr).ok());
+      ASSERT_TRUE(m->AddDocument(unbounded.id, MakeDoc(rng, 20, "u" + std::to_string(i)), &d, nullptr).ok());
+    }
+    EXPECT_EQ(m->rings_from_snapshots(), 0);
+    EXPECT_TRUE(RingFiles(dir).empty());  // written at close, not per write
+    std::unique_ptr<KvMemory> r;
+    ASSERT_TRUE(m->Reader(fifo.id, &r).ok());
+    fifo_hits = SearchAll(*r, q, 7, 5);
+    ASSERT_TRUE(m->Reader(unbounded.id, &r).ok());
+    unbounded_hits = SearchAll(*r, q, 7, 5);
+  }
+  EXPECT_EQ(RingFiles(dir), (std::vector<std::string>{std::to_string(fifo_id) + ".ring",
+                                                      std::to_string(unbounded_id) + ".ring"}));
+  auto m = OpenStore(dir.File("memories.db"), SnapshotOptions());
+  EXPECT_EQ(m->rings_from_snapshots(), 2);
+  std::string problems = "unset";
+  ASSERT_TRUE(m->Check(&problems).ok());  // every ring equals a rebuild from the database
+  EXPECT_EQ(problems, "");
+  std::unique_ptr<KvMemory> r;
+  ASSERT_TRUE(m->Reader(fifo_id, &r).ok());
+  Hits h = SearchAll(*r, q, 7, 5);
+  EXPECT_EQ(h.tags, fifo_hits.tags);
+  EXPECT_TRUE(SameBits(h.keys, fifo_hits.keys));
+  EXPECT_TRUE(SameBits(h.values, fifo_hits.values));
+  ASSERT_TRUE(m->Reader(unbounded_id, &r).ok());
+  EXPECT_EQ(SearchAll(*r, q, 7, 5).tags, unbounded_hits.tags);
+  // A restored FIFO ring goes on evicting as the saved one would have.
+  MemoryDocument d;
+  int64_t evicted = 0;
+  ASSERT_TRUE(m->AddDocument(fifo_id, MakeDoc(rng, 20, "f4"), &d, &evicted).ok());
+  EXPECT_EQ(evicted, 20);
+  ASSERT_TRUE(m->Check(&problems).ok());
+  EXPECT_EQ(problems, "");
+}
+
+TEST(LayerMemoriesSnapshotTest, DeletesRemoveTheSnapshotAndStaleOnesAreNeverUsed) {
+  ScratchDir dir;
+  std::mt19937 rng(32);
+  int64_t id = 0, doomed = 0, other = 0;
+  NewMemoryDocument secret = MakeDoc(rng, 16, "the secret document");
+  {
+    auto m = OpenStore(dir.File("memories.db"), SnapshotOptions());
+    MemoryInfo info, gone;
+    ASSERT_TRUE(m->Create("m", 0, &info).ok());
+    ASSERT_TRUE(m->Create("gone", 0, &gone).ok());
+    id = info.id, other = gone.id;
+    MemoryDocument d;
+    ASSERT_TRUE(m->AddDocument(id, MakeDoc(rng, 16, "keep"), &d, nullptr).ok());
+    ASSERT_TRUE(m->AddDocument(id, secret, &d, nullptr).ok());
+    doomed = d.id;
+    ASSERT_TRUE(m->AddDocument(other, MakeDoc(rng, 16, "other"), &d, nullptr).ok());
+  }
+  const std::string snapshot = dir.File("memory-rings/" + std::to_string(id) + ".ring");
+  std::string old_snapshot;
+  ASSERT_TRUE(ReadFileToString(snapshot, &old_snapshot).ok());
+  ASSERT_NE(old_snapshot.find(FloatBytes(secret.keys.data(), 8)), std::string::npos);  // it holds the keys
+  {
+    auto m = OpenStore(dir.File("memories.db"), SnapshotOptions());
+    EXPECT_EQ(m->rings_from_snapshots(), 2);
+    ASSERT_TRUE(m->DeleteDocument(id, doomed, nullptr).ok());
+    EXPECT_FALSE(std::filesystem::exists(snapshot));  // gone before the delete returned
+    ASSERT_TRUE(m->Delete(other, nullptr).ok());
+    EXPECT_TRUE(RingFiles(dir).empty());
+  }
+  // The close saved the changed ring again, without the document.
+  std::string now;
+  ASSERT_TRUE(ReadFileToString(snapshot, &now).ok());
+  EXPECT_EQ(now.find(FloatBytes(secret.keys.data(), 8)), std::string::npos);
+  // A snapshot from before the delete (as a crash between the commit and the unlink would leave) is stale:
+  // open rebuilds from the database and removes it; so is a torn one, and one of a deleted memory.
+  testing::WriteFileOrDie(snapshot, old_snapshot);
+  testing::WriteFileOrDie(dir.File("memory-rings/" + std::to_string(other) + ".ring"), old_snapshot);
+  {
+    auto m = OpenStore(dir.File("memories.db"), SnapshotOptions());
+    EXPECT_EQ(m->rings_from_snapshots(), 0);
+    EXPECT_FALSE(std::filesystem::exists(dir.File("memory-rings/" + std::to_string(other) + ".ring")));
+    int64_t held = 0;
+    ASSERT_TRUE(m->CountHeldKeys(id, secret.keys.data(), 16, &held).ok());
+    EXPECT_EQ(held, 0);
+    std::string problems = "unset";
+    ASSERT_TRUE(m->Check(&problems).ok());
+    EXPECT_EQ(problems, "");
+  }
+  ASSERT_TRUE(ReadFileToString(snapshot, &now).ok());  // rewritten from the rebuild at open
+  EXPECT_EQ(now.find(FloatBytes(secret.keys.data(), 8)), std::string::npos);
+  testing::WriteFileOrDie(snapshot, now.substr(0, now.size() - 5));  // torn
+  {
+    auto m = OpenStore(dir.File("memories.db"), SnapshotOptions());
+    EXPECT_EQ(m->rings_from_snapshots(), 0);
+    EXPECT_EQ(AllDocuments(*m, id).size(), 1u);
+  }
+  // Other centroids (another memory index) make it stale too.
+  LayerMemoriesOptions ivf = SnapshotOptions();
+  ivf.lists = 2;
+  ivf.centroids.assign(static_cast<size_t>(kHeads * 2 * kDim), 0.5f);
+  auto m = OpenStore(dir.File("memories.db"), ivf);
+  EXPECT_EQ(m->rings_from_snapshots(), 0);
+  std::string problems = "unset";
+  ASSERT_TRUE(m->Check(&problems).ok());
+  EXPECT_EQ(problems, "");
+}
+
+TEST(LayerMemoriesSnapshotTest, ASnapshotOfAnotherDatabaseIsNeverUsed) {
+  // Two databases whose memory 1 has the same ids, counts and shape but other pairs (a replaced or
+  // restored database): the snapshot of one must not be restored into the other.
+  ScratchDir a, b;
+  std::mt19937 rng(34);
+  for (ScratchDir* dir : {&a, &b}) {
+    auto m = OpenStore(dir->File("memories.db"), SnapshotOptions());
+    MemoryInfo info;
+    ASSERT_TRUE(m->Create("m", 0, &info).ok());
+    MemoryDocument d;
+    ASSERT_TRUE(m->AddDocument(info.id, MakeDoc(rng, 12, "one"), &d, nullptr).ok());
+    ASSERT_TRUE(m->AddDocument(info.id, MakeDoc(rng, 12, "two"), &d, nullptr).ok());
+  }
+  std::string snapshot;
+  ASSERT_TRUE(ReadFileToString(a.File("memory-rings/1.ring"), &snapshot).ok());
+  testing::WriteFileOrDie(b.File("memory-rings/1.ring"), snapshot);
+  auto m = OpenStore(b.File("memories.db"), SnapshotOptions());
+  EXPECT_EQ(m->rings_from_snapshots(), 0);
+  std::string problems = "unset";
+  ASSERT_TRUE(m->Check(&problems).ok());
+  EXPECT_EQ(problems, "");
+}
+
+TEST(LayerMemoriesSnapshotTest, ACheckingOpenLeavesSnapshotsAlone) {
+  ScratchDir dir;
+  std::mt19937 rng(35);
+  {
+    auto m = OpenStore(dir.File("memories.db"), SnapshotOptions());
+    MemoryInfo info;
+    ASSERT_TRUE(m->Create("m", 0, &info).ok());
+    MemoryDocument d;
+    ASSERT_TRUE(m->AddDocument(info.id, MakeDoc(rng, 12, "one"), &d, nullptr).ok());
+  }
+  testing::WriteFileOrDie(dir.File("memory-rings/1.ring"), "torn");
+  testing::WriteFileOrDie(dir.File("memory-rings/9.ring"), "orphan");
+  LayerMemoriesOptions o = SnapshotOptions();
+  o.keep_snapshots = false;
+  {
+    auto m = OpenStore(dir.File("memories.db"), o);
+    EXPECT_EQ(m->rings_from_snapshots(), 0);
+    MemoryDocument d;
+    ASSERT_TRUE(m->AddDocument(1, MakeDoc(rng, 12, "two"), &d, nullptr).ok());
+  }
+  EXPECT_EQ(RingFiles(dir), (std::vector<std::string>{"1.ring", "9.ring"}));
+  std::string bytes;
+  ASSERT_TRUE(ReadFileToString(dir.File("memory-rings/1.ring"), &bytes).ok());
+  EXPECT_EQ(bytes, "torn");
+}
+
+TEST(LayerMemoriesSnapshotTest, SmallRingsAreNotSnapshotted) {
+  ScratchDir dir;
+  std::mt19937 rng(33);
+  {
+    auto m = OpenStore(dir.File("memories.db"));  // snapshot_from 16,384
+    MemoryInfo info;
+    ASSERT_TRUE(m->Create("m", 0, &info).ok());
+    MemoryDocument d;
+    ASSERT_TRUE(m->AddDocument(info.id, MakeDoc(rng, 30, "small"), &d, nullptr).ok());
+  }
+  EXPECT_TRUE(RingFiles(dir).empty());
 }
 
 }  // namespace

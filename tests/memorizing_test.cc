@@ -231,6 +231,53 @@ TEST(KvRingTest, IvfProbingEveryListIsExactAndFewerListsFindMostNeighbours) {
   EXPECT_FALSE(TrainKvCentroids(q.data(), 2, 20, 8, 64, 1, &out).ok());  // fewer keys than lists
 }
 
+TEST(KvRingTest, SaveAndRestoreGiveTheSameRing) {
+  for (bool fp16 : {false, true}) {
+    KvRingOptions o = IvfOptions(2, 8, 16, 4, /*capacity=*/100);
+    o.fp16 = fp16;
+    std::unique_ptr<KvRing> a, b;
+    ASSERT_TRUE(KvRing::Create(o, &a).ok());
+    ASSERT_TRUE(KvRing::Create(o, &b).ok());
+    AppendStream(a.get(), 0, 0, 130);  // full and wrapped: 30 evicted, the oldest at slot 30
+    {
+      std::string wrapped;
+      a->Save(0, &wrapped);
+      std::unique_ptr<KvRing> c;
+      ASSERT_TRUE(KvRing::Create(o, &c).ok());
+      ASSERT_TRUE(c->Restore(0, wrapped).ok());
+      AppendStream(a.get(), 0, 130, 140);  // both go on evicting from the same slot
+      AppendStream(c.get(), 0, 130, 140);
+      EXPECT_EQ(a->Tags(0), c->Tags(0));
+      const std::vector<float> q = Random(2 * 5 * 8, 8);
+      EXPECT_EQ(SearchAll(*a, 0, q, 5, 6).tags, SearchAll(*c, 0, q, 5, 6).tags);
+    }
+    ASSERT_TRUE(a->RemoveTags(0, 40, 49, nullptr).ok());
+    std::string bytes;
+    a->Save(0, &bytes);
+    ASSERT_TRUE(b->Restore(0, bytes).ok());
+    const std::vector<float> q = Random(2 * 9 * 8, 9);
+    Hits ha = SearchAll(*a, 0, q, 9, 6), hb = SearchAll(*b, 0, q, 9, 6);
+    EXPECT_EQ(ha.tags, hb.tags);
+    EXPECT_EQ(ha.keys, hb.keys);
+    EXPECT_EQ(ha.values, hb.values);
+    EXPECT_EQ(a->Tags(0), b->Tags(0));
+    EXPECT_EQ(a->evicted(0), b->evicted(0));
+    // They go on alike: appends, evictions, removals.
+    AppendStream(a.get(), 0, 200, 260);
+    AppendStream(b.get(), 0, 200, 260);
+    ASSERT_TRUE(a->RemoveTags(0, 210, 215, nullptr).ok());
+    ASSERT_TRUE(b->RemoveTags(0, 210, 215, nullptr).ok());
+    EXPECT_EQ(SearchAll(*a, 0, q, 9, 6).tags, SearchAll(*b, 0, q, 9, 6).tags);
+    EXPECT_EQ(a->Tags(0), b->Tags(0));
+    // Short, padded or foreign bytes are refused and leave the lane as it was.
+    const std::vector<int64_t> before = b->Tags(0);
+    for (const std::string& bad : {bytes.substr(0, bytes.size() - 1), bytes + "x", std::string(40, '\xff')}) {
+      EXPECT_TRUE(b->Restore(0, bad).IsCorruption());
+      EXPECT_EQ(b->Tags(0), before);
+    }
+  }
+}
+
 TEST(KvRingTest, IvfRemovalAnswersAsIfTheTokensWereNeverAppended) {
   for (bool fp16 : {false, true}) {
     for (int64_t capacity : {0, 300}) {

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -33,12 +34,32 @@ Status WriteFully(int fd, std::string_view data, const std::string& path) {
 }
 
 Status ReadFileToString(const std::string& path, std::string* out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status::NotFound(path + ": cannot open for reading");
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  if (in.bad()) return Status::IOError(path + ": read failed");
-  *out = buf.str();
+  // One allocation of the file's size and reads straight into it (a stream buffer copied the bytes twice
+  // and grew by doubling: a 280 MB ring snapshot spent a third of its load time in memmove).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::NotFound(path + ": cannot open for reading");
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    return Status::IOError(path + ": cannot stat");
+  }
+  std::string data;
+  data.resize(static_cast<size_t>(std::max<off_t>(st.st_size, 0)));
+  size_t got = 0;
+  while (true) {  // the size may change while reading: read to the end, growing when needed
+    if (got == data.size()) data.resize(data.size() + 65536);
+    const ssize_t n = ::read(fd, data.data() + got, data.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      ::close(fd);
+      return Status::IOError(path + ": read failed: " + std::strerror(errno));
+    }
+    if (n == 0) break;
+    got += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  data.resize(got);
+  *out = std::move(data);
   return Status::OK();
 }
 
