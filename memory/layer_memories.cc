@@ -3,18 +3,16 @@
 
 #include <algorithm>
 #include <climits>
-#include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
-#include <random>
 #include <set>
 #include <shared_mutex>
 #include <utility>
 
 #include "memory/kv_ring.h"
+#include "memory/layer_memories_internal.h"
 #include "memory/sqlite_db.h"
 #include "util/file_util.h"
-#include "util/hash.h"
 #include "util/parse.h"
 
 namespace mnemo {
@@ -65,18 +63,6 @@ Status CheckFormat(SqliteDb* db, bool* empty) {
   return Status::OK();
 }
 
-KvRingOptions RingOptions(const LayerMemoriesOptions& options, int64_t capacity) {
-  KvRingOptions o;
-  o.heads = options.heads;
-  o.head_dim = options.head_dim;
-  o.capacity = capacity;
-  o.centroids = options.centroids;
-  o.lists = options.lists;
-  o.nprobe = options.nprobe;
-  o.ivf_from = options.ivf_from;
-  return o;
-}
-
 MemoryInfo ReadInfo(const Statement& s) {  // id, name, capacity, created_at_ms
   MemoryInfo m;
   m.id = s.Int(0);
@@ -100,14 +86,17 @@ MemoryDocument ReadDocument(const Statement& s) {
 
 }  // namespace
 
-struct LayerMemories::Entry {
-  mutable std::shared_mutex mu;   // the ring: searches shared, changes exclusive
-  std::unique_ptr<KvRing> ring;   // guarded by mu
-  MemoryInfo info;                // guarded by LayerMemories::mu_ (documents, stored_tokens)
-  bool deleted = false;           // guarded by mu
-  bool snapshot_current = false;  // guarded by LayerMemories::mu_: the ring's snapshot file matches it
-  bool diverged = false;          // guarded by LayerMemories::mu_: the ring failed to follow a commit
-};
+KvRingOptions RingOptions(const LayerMemoriesOptions& options, int64_t capacity) {
+  KvRingOptions o;
+  o.heads = options.heads;
+  o.head_dim = options.head_dim;
+  o.capacity = capacity;
+  o.centroids = options.centroids;
+  o.lists = options.lists;
+  o.nprobe = options.nprobe;
+  o.ivf_from = options.ivf_from;
+  return o;
+}
 
 class LayerMemories::ReaderImpl : public KvMemory {
  public:
@@ -153,134 +142,6 @@ LayerMemories::~LayerMemories() {
     }
   } catch (...) {  // out of memory while saving: the next open rebuilds
   }
-}
-
-namespace {
-
-constexpr char kRingMagic[8] = {'M', 'N', 'R', 'I', 'N', 'G', '0', '1'};
-
-// The snapshot body's checksum: FNV-1a over 8-byte words (then the tail bytes), eight times fewer steps than
-// byte-wise FNV over a few hundred MB. It detects torn and damaged files, not tampering.
-uint64_t RingChecksum(std::string_view data) {
-  uint64_t h = kFnv1a64Basis;
-  size_t i = 0;
-  for (; i + 8 <= data.size(); i += 8) {
-    uint64_t w;
-    std::memcpy(&w, data.data() + i, sizeof(w));
-    h = (h ^ w) * 0x100000001b3ull;
-  }
-  for (; i < data.size(); ++i) h = (h ^ static_cast<unsigned char>(data[i])) * 0x100000001b3ull;
-  return h;
-}
-
-}  // namespace
-
-std::string LayerMemories::RingSnapshotPath(int64_t memory_id) const {
-  return (std::filesystem::path(path_).parent_path() / "memory-rings" / (std::to_string(memory_id) + ".ring")).string();
-}
-
-namespace {
-
-// Replaces the memory's generation (inside the caller's write transaction).
-Status NewGeneration(SqliteDb* db, int64_t memory_id) {
-  static std::mt19937_64 rng(std::random_device{}() ^ static_cast<uint64_t>(UnixTimeMs()));
-  static std::mutex rng_mu;
-  uint64_t value;
-  {
-    std::lock_guard<std::mutex> lock(rng_mu);
-    value = rng();
-  }
-  Statement s(db);
-  MNEMO_RETURN_IF_ERROR(s.Prepare("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)"));
-  s.BindText(1, "generation:" + std::to_string(memory_id));
-  s.BindText(2, std::to_string(value));
-  return s.Run();
-}
-
-}  // namespace
-
-Status LayerMemories::RingStamp(const MemoryInfo& info, std::string* stamp) const {
-  std::string generation;
-  bool found = false;
-  MNEMO_RETURN_IF_ERROR(db_->QueryText("SELECT value FROM meta WHERE key = 'generation:" + std::to_string(info.id) + "'",
-                                       &generation, &found));
-  Statement docs(db_.get()), tombs(db_.get());
-  MNEMO_RETURN_IF_ERROR(docs.Prepare("SELECT coalesce(max(id), 0), count(*) FROM documents WHERE memory_id = ?"));
-  docs.BindInt(1, info.id);
-  MNEMO_RETURN_IF_ERROR(tombs.Prepare("SELECT count(*) FROM tombstones WHERE memory_id = ?"));
-  tombs.BindInt(1, info.id);
-  bool row = false;
-  MNEMO_RETURN_IF_ERROR(docs.Next(&row));
-  const int64_t max_id = docs.Int(0), count = docs.Int(1);
-  MNEMO_RETURN_IF_ERROR(tombs.Next(&row));
-  const uint64_t centroids = Fnv1a64(options_.centroids.data(), options_.centroids.size() * sizeof(float));
-  *stamp = "memory=" + std::to_string(info.id) + " generation=" + (found ? generation : "none") +
-           " capacity=" + std::to_string(info.capacity) +
-           " heads=" + std::to_string(options_.heads) + " head_dim=" + std::to_string(options_.head_dim) +
-           " lists=" + std::to_string(options_.lists) + " centroids=" + std::to_string(centroids) +
-           " max_document=" + std::to_string(max_id) + " documents=" + std::to_string(count) +
-           " tombstones=" + std::to_string(tombs.Int(0));
-  return Status::OK();
-}
-
-Status LayerMemories::LoadRingSnapshot(const MemoryInfo& info, std::unique_ptr<KvRing>* ring, bool* loaded) const {
-  *loaded = false;
-  const std::string path = RingSnapshotPath(info.id);
-  if (!FileExists(path)) return Status::OK();
-  std::string bytes, stamp;
-  MNEMO_RETURN_IF_ERROR(RingStamp(info, &stamp));
-  Status s = ReadFileToString(path, &bytes);
-  // magic, stamp size (u64), stamp, body checksum (u64), body
-  uint64_t stamp_size = 0, checksum = 0;
-  const size_t fixed = sizeof(kRingMagic) + 2 * sizeof(uint64_t);
-  if (s.ok() && bytes.size() >= fixed && std::memcmp(bytes.data(), kRingMagic, sizeof(kRingMagic)) == 0) {
-    std::memcpy(&stamp_size, bytes.data() + sizeof(kRingMagic), sizeof(stamp_size));
-    if (stamp_size == stamp.size() && bytes.size() >= fixed + stamp_size &&
-        bytes.compare(sizeof(kRingMagic) + sizeof(uint64_t), stamp_size, stamp) == 0) {
-      const size_t body = fixed + stamp_size;
-      std::memcpy(&checksum, bytes.data() + body - sizeof(uint64_t), sizeof(checksum));
-      const std::string_view data(bytes.data() + body, bytes.size() - body);
-      std::unique_ptr<KvRing> restored;
-      if (checksum == RingChecksum(data) &&
-          KvRing::Create(RingOptions(options_, info.capacity), &restored).ok() && restored->Restore(0, data).ok()) {
-        *ring = std::move(restored);
-        *loaded = true;
-        return Status::OK();
-      }
-    }
-  }
-  // Stale, torn or foreign: the database rebuilds the ring.
-  return options_.keep_snapshots ? RemoveFileDurably(path) : Status::OK();
-}
-
-Status LayerMemories::WriteRingSnapshot(Entry& entry, bool* written) const {
-  *written = false;
-  if (!options_.keep_snapshots || options_.snapshot_from <= 0 || entry.diverged) return Status::OK();
-  {
-    std::shared_lock<std::shared_mutex> ring_lock(entry.mu);
-    if (entry.ring->size(0) < options_.snapshot_from) return Status::OK();
-  }
-  std::string stamp;
-  MNEMO_RETURN_IF_ERROR(RingStamp(entry.info, &stamp));
-  const uint64_t stamp_size = stamp.size();
-  std::string bytes(kRingMagic, sizeof(kRingMagic));
-  bytes.append(reinterpret_cast<const char*>(&stamp_size), sizeof(stamp_size));
-  bytes += stamp;
-  const size_t checksum_at = bytes.size(), body_at = checksum_at + sizeof(uint64_t);
-  bytes.resize(body_at);
-  {
-    std::shared_lock<std::shared_mutex> ring_lock(entry.mu);
-    if (options_.snapshot_from <= 0 || entry.ring->size(0) < options_.snapshot_from) return Status::OK();
-    entry.ring->Save(0, &bytes);
-  }
-  const uint64_t checksum = RingChecksum(std::string_view(bytes).substr(body_at));
-  std::memcpy(bytes.data() + checksum_at, &checksum, sizeof(checksum));
-  const std::string path = RingSnapshotPath(entry.info.id);
-  MNEMO_RETURN_IF_ERROR(EnsureDirectory(std::filesystem::path(path).parent_path().string()));
-  MNEMO_RETURN_IF_ERROR(WriteFileAtomically(path, bytes));
-  entry.snapshot_current = true;
-  *written = true;
-  return Status::OK();
 }
 
 Status LayerMemories::Open(const std::string& path, const LayerMemoriesOptions& options,
@@ -766,89 +627,6 @@ Status LayerMemories::DeleteDocumentImpl(int64_t memory_id, int64_t document_id,
   if (FileExists(snapshot)) MNEMO_RETURN_IF_ERROR(RemoveFileDurably(snapshot));
   MNEMO_RETURN_IF_ERROR(ring_status);
   return db_->CheckpointAndTruncateWal();
-}
-
-Status LayerMemories::FactsMemory(bool create, int64_t* id) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    *id = facts_memory_;
-    if (facts_memory_ != 0 || !create) return Status::OK();
-  }
-  // Created once; the meta row is written after the memory, so a crash in between leaves an ordinary empty
-  // memory named "facts" and the next open makes a new facts memory.
-  MemoryInfo info;
-  MNEMO_RETURN_IF_ERROR(Create("facts", 0, &info));
-  std::lock_guard<std::mutex> lock(mu_);
-  Statement s(db_.get());
-  MNEMO_RETURN_IF_ERROR(s.Prepare("INSERT OR REPLACE INTO meta(key, value) VALUES('facts_memory', ?)"));
-  s.BindText(1, std::to_string(info.id));
-  MNEMO_RETURN_IF_ERROR(s.Run());
-  facts_memory_ = info.id;
-  *id = info.id;
-  return Status::OK();
-}
-
-int64_t LayerMemories::facts_memory_id() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return facts_memory_;
-}
-
-Status LayerMemories::AddFactDocuments(const std::vector<int64_t>& fact_ids, std::vector<NewMemoryDocument>* docs) {
-  if (fact_ids.size() != docs->size()) return Status::InvalidArgument("one document per fact");
-  if (docs->empty()) return Status::OK();
-  int64_t id = 0;
-  MNEMO_RETURN_IF_ERROR(FactsMemory(/*create=*/true, &id));
-  std::vector<const NewMemoryDocument*> pointers;
-  for (size_t i = 0; i < docs->size(); ++i) {
-    (*docs)[i].metadata_json = "{\"fact_id\":" + std::to_string(fact_ids[i]) + "}";
-    pointers.push_back(&(*docs)[i]);
-  }
-  std::vector<MemoryDocument> added;
-  return AddDocumentImpl(id, pointers, &added, nullptr);
-}
-
-Status LayerMemories::FactDocuments(std::vector<std::pair<int64_t, int64_t>>* out) const {
-  std::lock_guard<std::mutex> lock(mu_);
-  out->clear();
-  if (facts_memory_ == 0) return Status::OK();
-  Statement s(db_.get());
-  MNEMO_RETURN_IF_ERROR(s.Prepare(
-      "SELECT id, json_extract(metadata, '$.fact_id') FROM documents WHERE memory_id = ? ORDER BY id"));
-  s.BindInt(1, facts_memory_);
-  bool row = false;
-  while (true) {
-    MNEMO_RETURN_IF_ERROR(s.Next(&row));
-    if (!row) break;
-    out->push_back({s.Int(0), s.Int(1)});
-  }
-  return Status::OK();
-}
-
-Status LayerMemories::DeleteFactDocuments(int64_t fact_id, int64_t* deleted) {
-  *deleted = 0;
-  std::vector<int64_t> docs;
-  int64_t memory = 0;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    memory = facts_memory_;
-    if (memory == 0) return Status::OK();
-    Statement s(db_.get());
-    MNEMO_RETURN_IF_ERROR(s.Prepare(
-        "SELECT id FROM documents WHERE memory_id = ? AND json_extract(metadata, '$.fact_id') = ? ORDER BY id"));
-    s.BindInt(1, memory);
-    s.BindInt(2, fact_id);
-    bool row = false;
-    while (true) {
-      MNEMO_RETURN_IF_ERROR(s.Next(&row));
-      if (!row) break;
-      docs.push_back(s.Int(0));
-    }
-  }
-  for (int64_t doc : docs) {
-    MNEMO_RETURN_IF_ERROR(DeleteDocumentImpl(memory, doc, nullptr));
-    ++*deleted;
-  }
-  return Status::OK();
 }
 
 Status LayerMemories::GetTombstone(int64_t document_id, MemoryDocumentTombstone* out) const {
