@@ -66,6 +66,10 @@ void RegisterAuditCommands(CLI::App& app, Command* selected) {
                     "Tokens M of the FIFO memories of the memory section (models with a memorizing layer; points "
                     "at M/4, M/2, M, 2M tokens read after the canaries; 0: skip)")
       ->capture_default_str();
+  audit->add_option("--datastore-documents", aa->options.datastore_documents,
+                    "Filler documents of the base-datastore section's scratch datastore (members and canaries are "
+                    "deleted from it as documents; 0: skip)")
+      ->capture_default_str();
   audit->add_option("--seed", aa->options.seed, "Seed of every random choice")->capture_default_str();
   aa->knn.RegisterKnobs(audit);
   aa->device.Register(audit);

@@ -1,10 +1,14 @@
-// Datastore commands: build (run the LM over a text, store key -> next token, index the keys) and info.
+// Datastore commands: build (run the LM over documents or a text, store key -> next token, index the keys),
+// documents, rm, verify-deleted, recall and info.
 #include <iostream>
+#include <sstream>
 
 #include "api/cli.h"
 #include "api/common_flags.h"
 #include "lm/checkpoint.h"
+#include "api/fact_json.h"
 #include "retriever/datastore_builder.h"
+#include "retriever/deletion_verifier.h"
 #include "retriever/recall.h"
 #include "util/file_util.h"
 
@@ -14,16 +18,29 @@ void RegisterDatastoreCommands(CLI::App& app, Command* selected) {
   auto* ds = app.add_subcommand("datastore", "kNN-LM datastores");
   ds->require_subcommand(1);
 
-  auto* build = ds->add_subcommand("build", "Build a datastore of (context key -> next token) entries from a text");
+  auto* build = ds->add_subcommand(
+      "build", "Build a datastore of (context key -> next token) entries from documents or a text");
   struct BuildArgs {
-    std::string model, text_file, out;
+    std::string model, text_file, documents, train_text, out;
+    bool lines = false;
     DatastoreBuildOptions options;
     DeviceFlag device;
     bool json = false, quiet = false;
   };
   auto b = std::make_shared<BuildArgs>();
   build->add_option("--model", b->model, "Model directory")->required();
-  build->add_option("--text-file", b->text_file, "Text to memorise")->required()->check(CLI::ExistingFile);
+  auto* docs = build->add_option("--documents", b->documents,
+                                 "JSON Lines of {\"text\", \"id\"?, \"metadata\"?, \"train\"?}: one document per "
+                                 "line, each scored on its own and deletable later (datastore rm)")
+                   ->check(CLI::ExistingFile);
+  auto* text = build->add_option("--text-file", b->text_file,
+                                 "Text to memorise: a single document (with --lines: one per non-blank line)")
+                   ->check(CLI::ExistingFile)->excludes(docs);
+  build->add_flag("--lines", b->lines, "With --text-file: every non-blank line is a document (ids: line numbers)")
+      ->needs(text);
+  build->add_option("--train-text", b->train_text,
+                    "A separate (public) text whose keys train the IVF/PQ structures; its entries are not stored, and "
+                    "deleting any document is then exact without retraining")->check(CLI::ExistingFile);
   build->add_option("--out", b->out, "Output datastore directory")->required();
   build->add_option("--index", b->options.finish.index_spec, "Index: Flat, IVF<n>,Flat or IVF<n>,PQ<m>")
       ->capture_default_str();
@@ -38,28 +55,172 @@ void RegisterDatastoreCommands(CLI::App& app, Command* selected) {
   build->add_flag("--json", b->json, "Machine-readable output");
   build->callback([b, selected] {
     *selected = [b] {
+      if (b->documents.empty() && b->text_file.empty()) {
+        return Fail(Status::InvalidArgument("give the corpus with --documents FILE.jsonl or --text-file FILE"));
+      }
       torch::Device device = torch::kCPU;
       Status s = b->device.Resolve(&device);
       if (!s.ok()) return Fail(s);
+      std::vector<DatastoreDocumentInput> documents;
+      s = b->documents.empty() ? ReadTextDocuments(b->text_file, b->lines, &documents)
+                               : ReadDatastoreDocuments(b->documents, &documents);
+      std::string train_text;
+      if (s.ok() && !b->train_text.empty()) s = ReadFileToString(b->train_text, &train_text);
       std::unique_ptr<LanguageModel> model;
-      s = LoadLanguageModel(b->model, &model, device);
-      std::string text;
-      if (s.ok()) s = ReadFileToString(b->text_file, &text);
+      if (s.ok()) s = LoadLanguageModel(b->model, &model, device);
       DatastoreBuildOptions options = b->options;
       options.finish.progress = !b->quiet;
       DatastoreBuildReport report;
-      if (s.ok()) s = BuildDatastore(*model, text, b->text_file, b->out, options, &report);
+      const std::string source = b->documents.empty() ? b->text_file : b->documents;
+      if (s.ok()) {
+        s = BuildDatastoreFromDocuments(*model, documents, source, b->train_text.empty() ? nullptr : &train_text,
+                                        b->train_text, b->out, options, &report);
+      }
       if (!s.ok()) return Fail(s);
-      Json out = {{"out", b->out}, {"entries", report.entries}, {"index", options.finish.index_spec},
+      std::unique_ptr<Datastore> built;
+      s = Datastore::Open(b->out, DatastoreOpenOptions(), &built);
+      if (!s.ok()) return Fail(s);
+      const std::string pool = built->manifest().training_pool;
+      Json out = {{"out", b->out}, {"entries", report.entries}, {"documents", report.documents},
+                  {"index", options.finish.index_spec}, {"training_pool", pool},
                   {"forward_seconds", report.forward_seconds}, {"index_seconds", report.index_seconds},
                   {"entries_per_second", report.entries / (report.forward_seconds + report.index_seconds)}};
       if (b->json) {
         std::cout << DumpJson(out) << "\n";
       } else {
-        printf("wrote %ld entries to %s (model %.1fs, index %.1fs)\n", static_cast<long>(report.entries),
-               b->out.c_str(), report.forward_seconds, report.index_seconds);
+        printf("wrote %ld entries of %ld documents to %s (model %.1fs, index %.1fs)\n",
+               static_cast<long>(report.entries), static_cast<long>(report.documents), b->out.c_str(),
+               report.forward_seconds, report.index_seconds);
+        if (pool == "all" && report.documents > 0) {
+          printf("note: the index was trained on a sample of all entries, so deleting a document will need "
+                 "--retrain; build with --train-text (or mark training documents \"train\": true) to avoid it\n");
+        }
       }
       return 0;
+    };
+  });
+
+  // datastore documents ---------------------------------------------------------------------------------
+  auto* list = ds->add_subcommand("documents", "List a datastore's documents (provenance), or show one");
+  struct ListArgs {
+    std::string datastore, id;
+  };
+  auto la = std::make_shared<ListArgs>();
+  list->add_option("--datastore", la->datastore, "Datastore directory")->required();
+  list->add_option("--document", la->id, "Only this document");
+  list->callback([la, selected] {
+    *selected = [la] {
+      std::unique_ptr<Datastore> ds;
+      Status s = Datastore::Open(la->datastore, DatastoreOpenOptions(), &ds);
+      if (!s.ok()) return Fail(s);
+      if (!la->id.empty()) {
+        DatastoreDocument d;
+        s = ds->GetDocument(la->id, &d);
+        if (!s.ok()) return Fail(s);
+        std::cout << DumpJson(api::DatastoreDocumentToJson(*ds, d)) << "\n";
+        return 0;
+      }
+      if (!ds->has_provenance()) {
+        DatastoreDocument none;
+        return Fail(ds->GetDocument("", &none));
+      }
+      for (const DatastoreDocument& d : ds->Documents()) std::cout << api::DatastoreDocumentToJson(*ds, d).dump() << "\n";
+      return 0;
+    };
+  });
+
+  // datastore rm ----------------------------------------------------------------------------------------
+  auto* rm = ds->add_subcommand(
+      "rm", "Delete documents from a datastore: their entries leave the index, keys and values (see verify-deleted)");
+  struct RmArgs {
+    std::string datastore, ids_file;
+    std::vector<std::string> ids;
+    bool retrain = false, json = false, quiet = false;
+  };
+  auto ra = std::make_shared<RmArgs>();
+  rm->add_option("--datastore", ra->datastore, "Datastore directory")->required();
+  auto* one = rm->add_option("--document", ra->ids, "Document id (repeatable)");
+  rm->add_option("--ids-file", ra->ids_file, "Document ids, one per line (deleted as one batch)")
+      ->check(CLI::ExistingFile)->excludes(one);
+  rm->add_flag("--retrain", ra->retrain,
+               "Allow deleting documents the index's centroids were trained on: train again on the remaining "
+               "pool and re-add every live entry");
+  rm->add_flag("--quiet", ra->quiet, "No progress output");
+  rm->add_flag("--json", ra->json, "Machine-readable output");
+  rm->callback([ra, selected] {
+    *selected = [ra] {
+      std::vector<std::string> ids = ra->ids;
+      if (!ra->ids_file.empty()) {
+        std::string text;
+        Status s = ReadFileToString(ra->ids_file, &text);
+        if (!s.ok()) return Fail(s);
+        std::istringstream in(text);
+        for (std::string line; std::getline(in, line);) {
+          if (!line.empty() && line.back() == '\r') line.pop_back();
+          if (!line.empty()) ids.push_back(line);
+        }
+      }
+      if (ids.empty()) return Fail(Status::InvalidArgument("name documents with --document ID or --ids-file FILE"));
+      std::unique_ptr<Datastore> ds;
+      Status s = Datastore::Open(ra->datastore, DatastoreOpenOptions(), &ds);
+      DocumentDeleteOptions options;
+      options.retrain = ra->retrain;
+      options.progress = !ra->quiet;
+      DocumentDeleteReport report;
+      if (s.ok()) s = ds->DeleteDocuments(ids, options, &report);
+      if (!s.ok()) return Fail(s);
+      Json out = {{"datastore", ra->datastore}, {"deleted", report.deleted.size()}, {"entries", report.entries},
+                  {"deletion", report.seq}, {"retrained", report.retrained}, {"seconds", report.seconds},
+                  {"index_seconds", report.index_seconds}, {"live_entries", ds->size()}};
+      if (ra->json) {
+        std::cout << DumpJson(out) << "\n";
+      } else {
+        printf("deleted %zu documents (%ld entries) in %.2fs%s; %ld entries remain\n", report.deleted.size(),
+               static_cast<long>(report.entries), report.seconds, report.retrained ? ", index retrained" : "",
+               static_cast<long>(ds->size()));
+      }
+      return 0;
+    };
+  });
+
+  // datastore verify-deleted ----------------------------------------------------------------------------
+  auto* verify = ds->add_subcommand(
+      "verify-deleted", "Check that a deleted document left no trace in the datastore's files; with its text and "
+                        "model, also scan every file for its keys");
+  struct VerifyArgs {
+    std::string datastore, id, model, text_file;
+    DeviceFlag device;
+  };
+  auto va = std::make_shared<VerifyArgs>();
+  verify->add_option("--datastore", va->datastore, "Datastore directory")->required();
+  verify->add_option("--document", va->id, "The deleted document's id")->required();
+  auto* vm = verify->add_option("--model", va->model, "The datastore's model (with --text-file)");
+  verify->add_option("--text-file", va->text_file, "The deleted document's text (the datastore keeps no copy)")
+      ->check(CLI::ExistingFile)->needs(vm);
+  va->device.Register(verify);
+  verify->callback([va, selected] {
+    *selected = [va] {
+      std::unique_ptr<Datastore> ds;
+      Status s = Datastore::Open(va->datastore, DatastoreOpenOptions(), &ds);
+      if (!s.ok()) return Fail(s);
+      DocumentDeletionVerdict v;
+      std::string text;
+      std::unique_ptr<LanguageModel> model;
+      if (!va->text_file.empty()) {
+        torch::Device device = torch::kCPU;
+        s = va->device.Resolve(&device);
+        if (s.ok()) s = ReadFileToString(va->text_file, &text);
+        if (s.ok()) s = LoadLanguageModel(va->model, &model, device);
+        if (s.ok() && ModelFingerprint(model->net) != ds->manifest().model_fingerprint) {
+          s = Status::InvalidArgument(va->model + ": not the model the datastore was built with");
+        }
+      } else if (!va->model.empty()) {
+        s = Status::InvalidArgument("--model is only used with --text-file");
+      }
+      if (s.ok()) s = VerifyDocumentDeleted(model.get(), *ds, va->id, va->text_file.empty() ? nullptr : &text, &v);
+      if (!s.ok()) return Fail(s);
+      std::cout << DumpJson(api::DocumentDeletionVerdictToJson(v)) << "\n";
+      return v.passed ? 0 : 1;
     };
   });
 

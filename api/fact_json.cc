@@ -91,4 +91,49 @@ Json MemoryDeletionVerdictToJson(int64_t memory_id, int64_t document_id, const M
   return j;
 }
 
+Json DatastoreDocumentToJson(const Datastore& datastore, const DatastoreDocument& d) {
+  Json j;
+  j["id"] = d.id;
+  j["object"] = "datastore.document";
+  j["first_entry"] = d.first;
+  j["entries"] = d.count;
+  if (d.deleted()) {
+    j["deleted"] = true;
+    j["deletion"] = d.deleted_seq;
+    return j;
+  }
+  j["deleted"] = false;
+  j["tokens"] = d.tokens;
+  j["metadata"] = d.metadata_json.empty() ? Json::object() : Json::parse(d.metadata_json);
+  j["train"] = d.train;
+  const std::string reason = datastore.RetrainReason(d);
+  j["delete_needs_retrain"] = !reason.empty();
+  return j;
+}
+
+Json DocumentDeletionVerdictToJson(const DocumentDeletionVerdict& v) {
+  Json j;
+  j["document_id"] = v.traces.id;
+  j["verdict"] = v.passed ? "deleted" : "NOT deleted";
+  j["passed"] = v.passed;
+  if (!v.reason.empty()) j["reason"] = v.reason;
+  j["structural"] = {{"tombstone", v.traces.tombstone},
+                     {"deletion", v.traces.deleted_seq},
+                     {"entries", v.traces.entries},
+                     {"metadata_kept", v.traces.metadata_kept},
+                     {"entries_in_index", v.traces.index_entries},
+                     {"nonzero_key_bytes", v.traces.nonzero_key_bytes},
+                     {"nonzero_value_bytes", v.traces.nonzero_value_bytes},
+                     {"stray_files", v.traces.stray_files}};
+  if (v.probed) {
+    j["probe"] = {{"keys_probed", v.keys_probed},
+                  {"keys_shared_with_live_documents", v.keys_shared_with_live},
+                  {"files_scanned", v.files_scanned},
+                  {"key_rows_found_in_files", v.key_rows_found}};
+  } else {
+    j["probe"] = "skipped: give the document's text (and the model) to scan the files for its keys";
+  }
+  return j;
+}
+
 }  // namespace mnemo::api

@@ -30,6 +30,13 @@ Json MemoryDocumentToJson(const MemoryDocument& d);
 // it was skipped}.
 Json MemoryDeletionVerdictToJson(int64_t memory_id, int64_t document_id, const MemoryDeletionVerdict& v);
 
+// A base datastore's document (provenance; CLI `datastore documents`, GET /v1/datastore/documents): {"id",
+// "object": "datastore.document", "first_entry", "entries", "deleted", and for a live one "tokens",
+// "metadata", "train", "delete_needs_retrain"; for a deleted one "deletion" (its number)}.
+Json DatastoreDocumentToJson(const Datastore& datastore, const DatastoreDocument& d);
+// {"document_id", "verdict", "passed", "reason"?, "structural": {...}, "probe": {...} or why it was skipped}.
+Json DocumentDeletionVerdictToJson(const DocumentDeletionVerdict& v);
+
 // The JSON to match for a metadata filter given as text (--where field=value, ?metadata.field=value): the
 // text itself when it is a JSON scalar (1, true, "x"), else the text as a JSON string.
 std::string MetadataMatchValue(const std::string& text);

@@ -41,6 +41,13 @@ std::string EndpointOf(const std::string& path) {
     if (docs == std::string::npos) return "/v1/memories/{id}";
     return path.size() == docs + 10 ? "/v1/memories/{id}/documents" : "/v1/memories/{id}/documents/{doc}";
   }
+  if (path.rfind("/v1/datastore/documents", 0) == 0) {
+    if (path == "/v1/datastore/documents") return path;
+    if (path.size() > 16 && path.compare(path.size() - 15, 15, "/verify-deleted") == 0) {
+      return "/v1/datastore/documents/{id}/verify-deleted";
+    }
+    return "/v1/datastore/documents/{id}";
+  }
   if (path.rfind("/v1/audits", 0) == 0) {
     if (path == "/v1/audits") return path;
     if (path.size() > 12 && path.compare(path.size() - 12, 12, "/report.json") == 0) return "/v1/audits/{id}/report.json";
@@ -60,7 +67,9 @@ thread_local bool t_request_started = false;
 
 Role RequiredRole(const std::string& method, const std::string& path) {
   if (path == "/health") return Role::kNone;
-  if (path.rfind("/v1/facts", 0) == 0 || path.rfind("/v1/audits", 0) == 0) return Role::kAdmin;
+  if (path.rfind("/v1/facts", 0) == 0 || path.rfind("/v1/audits", 0) == 0 || path.rfind("/v1/datastore", 0) == 0) {
+    return Role::kAdmin;
+  }
   // Memories: read keys may list them and see one (names and sizes); reading documents into them, their
   // documents (metadata, text), deletes and verification are admin's.
   if (path.rfind("/v1/memories", 0) == 0) {
@@ -415,6 +424,14 @@ void Server::Impl::Routes() {
         [this](const httplib::Request& req, httplib::Response& res) { HandleDeleteDocument(req, res); });
   Route("POST", R"(/v1/memories/(\d+)/documents/(\d+)/verify-deleted)",
         [this](const httplib::Request& req, httplib::Response& res) { HandleVerifyDocumentDeleted(req, res); });
+  Route("GET", "/v1/datastore/documents",
+        [this](const httplib::Request& req, httplib::Response& res) { HandleListDatastoreDocuments(req, res); });
+  Route("POST", R"(/v1/datastore/documents/(.+)/verify-deleted)",
+        [this](const httplib::Request& req, httplib::Response& res) { HandleVerifyDatastoreDocument(req, res); });
+  Route("GET", R"(/v1/datastore/documents/(.+))",
+        [this](const httplib::Request& req, httplib::Response& res) { HandleGetDatastoreDocument(req, res); });
+  Route("DELETE", R"(/v1/datastore/documents/(.+))",
+        [this](const httplib::Request& req, httplib::Response& res) { HandleDeleteDatastoreDocument(req, res); });
   Route("GET", R"(/v1/facts/(\d+))", [this](const httplib::Request& req, httplib::Response& res) { HandleGetFact(req, res); });
   Route("DELETE", R"(/v1/facts/(\d+))", [this](const httplib::Request& req, httplib::Response& res) { HandleDeleteFact(req, res); });
   Route("POST", R"(/v1/facts/(\d+)/verify-deleted)",

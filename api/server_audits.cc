@@ -44,7 +44,8 @@ Status ParseAuditOptions(const Json& body, const KnnOptions& knn_defaults, Audit
   for (const auto& [key, value] : body.items()) {
     static const std::set<std::string> kKnown = {"canaries", "references", "repetitions", "members",
                                                  "extraction_prefixes", "extraction_samples", "forgetting_added",
-                                                 "finetune_steps", "memory_capacity", "seed", "knn"};
+                                                 "finetune_steps", "memory_capacity", "datastore_documents",
+                                                 "seed", "knn"};
     if (kKnown.count(key) == 0) return Status::InvalidArgument(key + ": unknown audit option");
   }
   // Only the JSON types and the int range are checked here; AuditOptions::Validate holds the bounds.
@@ -57,6 +58,9 @@ Status ParseAuditOptions(const Json& body, const KnnOptions& knn_defaults, Audit
   MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "finetune_steps", 0, INT32_MAX, &steps));
   MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "seed", 0, INT64_MAX, &seed));
   MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "memory_capacity", 0, INT32_MAX, &o->memory_capacity));
+  int64_t datastore_documents = o->datastore_documents;
+  MNEMO_RETURN_IF_ERROR(api::OptionalInt(body, "datastore_documents", 0, INT32_MAX, &datastore_documents));
+  o->datastore_documents = static_cast<int>(datastore_documents);
   MNEMO_RETURN_IF_ERROR(OptionalIntList(body, "repetitions", 0, INT32_MAX, &o->repetitions));
   MNEMO_RETURN_IF_ERROR(OptionalIntList(body, "extraction_prefixes", 0, INT32_MAX, &o->extraction_prefixes));
   MNEMO_RETURN_IF_ERROR(OptionalIntList(body, "forgetting_added", 0, INT32_MAX, &o->forgetting_added));

@@ -140,18 +140,17 @@ Json LogprobsJson(const CompletionChoice& c, const Tokenizer& tokenizer) {
 }
 
 // What a caller may learn of each neighbour (docs/ARCHITECTURE.md, "api/", roles). Every neighbour says
-// where it comes from ("datastore" or "fact"), its distance and its weight. A datastore neighbour also
-// gives its entry and next token (the base datastore is the served corpus, not a secret). A fact
-// neighbour gives its entry, token, fact id, position and the fact's text to admin keys only: a read key
-// that had (fact id, position, token) triples could rebuild a fact's text from them, and the entry
-// number encodes the fact id and position.
+// where it comes from ("datastore" or "fact"), its distance and its weight. Its entry and next token go to
+// admin keys only, for both sources: a read key that had (entry, token) pairs could spell a base
+// document from its consecutive entries (documents are deletable data, like facts), or a fact from (fact
+// id, position, token) triples; a fact neighbour's fact id, position and text are admin's too.
 Json NeighborsJson(const std::vector<Neighbor>& neighbors, const FactStore& store, bool admin) {
   Json out = Json::array();
   for (const Neighbor& nb : neighbors) {
     if (nb.entry < 0) continue;
     const bool fact = IsFactEntry(nb.entry);
     Json j = Json::object();
-    if (!fact || admin) {
+    if (admin) {
       j["entry"] = nb.entry;
       j["token"] = nb.token;
     }

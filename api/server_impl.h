@@ -103,6 +103,12 @@ struct Server::Impl {
   void HandleDeleteMatching(const httplib::Request& req, httplib::Response& res);
   void HandleVerifyDeleted(const httplib::Request& req, httplib::Response& res);
 
+  // server_datastore.cc: the base datastore's documents (admin; 409 without a datastore with provenance)
+  void HandleListDatastoreDocuments(const httplib::Request& req, httplib::Response& res);
+  void HandleGetDatastoreDocument(const httplib::Request& req, httplib::Response& res);
+  void HandleDeleteDatastoreDocument(const httplib::Request& req, httplib::Response& res);
+  void HandleVerifyDatastoreDocument(const httplib::Request& req, httplib::Response& res);
+
   // server_memories.cc: the memorizing layer's memories (state->memories(); 409 without a memory layer)
   void HandleCreateMemory(const httplib::Request& req, httplib::Response& res);
   void HandleListMemories(const httplib::Request& req, httplib::Response& res);

@@ -129,6 +129,7 @@ Status Auditor::Run(const FactStore& live, json* report) {
   config["extraction_samples"] = std::min(o_.extraction_samples, o_.members);
   config["forgetting_added"] = o_.forgetting_added;
   config["memory_capacity"] = o_.memory_capacity;
+  config["datastore_documents"] = o_.datastore_documents;
   config["finetune_steps"] = o_.finetune_steps;
   config["bootstrap_resamples"] = o_.bootstrap_resamples;
   config["canary_format"] = format_.pattern;
@@ -213,6 +214,14 @@ Status Auditor::Run(const FactStore& live, json* report) {
     lap("memory");
   }
   scratch.reset();
+  json datastore_documents;
+  if (o_.datastore_documents == 0) {
+    datastore_documents = {{"measured", false}, {"reason", "left out (datastore documents 0)"}};
+  } else {
+    MNEMO_RETURN_IF_ERROR(Step("datastore documents: building", 0.76));
+    MNEMO_RETURN_IF_ERROR(DatastoreSection(o_.scratch_dir, &datastore_documents));
+    lap("datastore_documents");
+  }
   if (o_.finetune_steps > 0) {
     MNEMO_RETURN_IF_ERROR(Step("parametric: fine-tuning a copy of the model", 0.8));
     json parametric;
@@ -222,6 +231,7 @@ Status Auditor::Run(const FactStore& live, json* report) {
   }
   r["forgetting"] = forgetting;
   r["memory"] = memory;
+  r["datastore_documents"] = datastore_documents;
   // (ordered_json keeps members in a vector: references into r do not survive insertions.)
   r["config"]["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   r["config"]["timings"] = timings;
@@ -265,6 +275,9 @@ Status AuditOptions::Validate() const {
   if (memory_capacity != 0 && (memory_capacity < 64 || memory_capacity > 65536)) {
     return Status::InvalidArgument("memory capacity must be 0 (no memory section) or in [64, 65536] tokens");
   }
+  if (datastore_documents < 0 || datastore_documents > 4096) {
+    return Status::InvalidArgument("datastore documents must be in [0, 4096] (0: no base-datastore section)");
+  }
   if (finetune_steps < 0 || finetune_steps > 5000) return Status::InvalidArgument("finetune steps must be in [0, 5000]");
   if (finetune_repetitions < 1 || finetune_repetitions > 1000) {
     return Status::InvalidArgument("finetune repetitions must be in [1, 1000]");
@@ -273,10 +286,11 @@ Status AuditOptions::Validate() const {
     return Status::InvalidArgument("bootstrap resamples must be in [10, 100000]");
   }
   // Every canary has its own name from the pool of synthetic names: the groups, the never-inserted ones,
-  // the forgetting canaries, the two parametric sets and the memory section's three.
-  const size_t names = static_cast<size_t>(canaries) * (repetitions.size() + 7);
+  // the forgetting canaries, the two parametric sets, the memory section's three and the base-datastore
+  // section's.
+  const size_t names = static_cast<size_t>(canaries) * (repetitions.size() + 8);
   if (names > audit_internal::SyntheticNameCount()) {
-    return Status::InvalidArgument("canaries x (repetition counts + 7) must be at most " +
+    return Status::InvalidArgument("canaries x (repetition counts + 8) must be at most " +
                                    std::to_string(audit_internal::SyntheticNameCount()));
   }
   if (scratch_dir.empty()) return Status::InvalidArgument("the audit needs a scratch directory");

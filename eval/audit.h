@@ -9,7 +9,9 @@
 // them (forgetting), and fine-tunes a scratch copy of the model with canaries in its training text
 // (parametric vs datastore leakage). When the model has a memorizing layer, the memory section reads
 // canaries into memories of that layer and measures their FIFO forgetting (against the kNN-LM datastore,
-// which does not forget) and their deletion (against a memory that never read them). The live state is
+// which does not forget) and their deletion (against a memory that never read them). The base-datastore
+// section builds a scratch datastore from documents (fillers, members, canaries), deletes the members and
+// canaries as documents and compares with a datastore built without them. The live state is
 // only read; the scratch directory is removed at the end.
 //
 // Every run is deterministic for a seed (the same state, model and options give the same report, apart
@@ -45,6 +47,9 @@ struct AuditOptions {
   // The memory section (models with a memorizing layer): the capacity M of the FIFO memories whose
   // forgetting is measured after M/4, M/2, M and 2M more tokens; 0 leaves the section out.
   int64_t memory_capacity = 2048;
+  // The base-datastore section: filler documents of a scratch datastore built from documents, beside
+  // member and canary documents that are then deleted from it (memory/datastore.h); 0 leaves it out.
+  int datastore_documents = 256;
   int finetune_steps = 150;                // Parametric section; 0 leaves it out.
   int finetune_repetitions = 16;           // Copies of each parametric canary in the training text.
   int bootstrap_resamples = 200;

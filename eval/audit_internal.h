@@ -3,6 +3,7 @@
 //   audit_measures.cc   exposure, extraction and membership measures of one memory, and their JSON
 //   audit_forgetting.cc exposure as more facts are added after the canaries
 //   audit_memory.cc     the memorizing layer's memories: FIFO forgetting and deletion
+//   audit_datastore.cc  documents deleted from a base datastore built from documents
 //   audit_parametric.cc datastore vs training-text canaries (a fine-tuned copy of the model)
 //   audit.cc            the run: scratch copy, phases before/after deletion and rebuilt, the report
 #pragma once
@@ -78,6 +79,25 @@ struct Phase {
   }
 };
 
+// One phase of a deletion compared with its gold standard (the memory section's deletions, the
+// base-datastore documents): canary exposure and secret extraction, membership scores of the deleted
+// members and of held-out texts, and every log-prob and extraction outcome for the bit-for-bit check.
+struct DeletionMeasure {
+  Expo exposure;
+  Rate extraction;
+  std::map<std::string, std::vector<double>> members, non_members;
+  std::vector<float> raw;
+  std::vector<bool> outcomes;
+};
+
+// Writes "before", "after", "rebuilt" ({"exposure", "extraction_rate", "membership_auc"}), "privleak",
+// "max_abs_logprob" and "matches_rebuilt" into *out.
+Status DeletionComparisonJson(const DeletionMeasure& before, const DeletionMeasure& after,
+                              const DeletionMeasure& rebuilt, json* out);
+
+// Whether two runs of log-probs are the same bits; *max_abs (may be null) gets the largest finite difference.
+bool SameBits(const std::vector<float>& a, const std::vector<float>& b, double* max_abs);
+
 Status PhaseJson(const Phase& p, const std::vector<int>& prefixes, json* out);
 json ExtractionJson(const std::vector<Rate>& greedy, const Rate& sampled, const std::map<int, Rate>& secret,
                     const std::vector<int>& prefixes);
@@ -122,6 +142,8 @@ class Auditor {
   // *read reaches `target` tokens.
   Status ReadFillers(StateService* scratch, const std::vector<int64_t>& memories, bool facts, int64_t target,
                      int64_t* read);
+  // The base-datastore documents section (audit_datastore.cc), in scratch_dir.
+  Status DatastoreSection(const std::string& scratch_dir, json* out);
   Status Parametric(json* out);
 
   ScoredModel Scored(LanguageModel& model, const KnnMemory* memory) const {

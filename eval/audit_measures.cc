@@ -263,4 +263,39 @@ json ExtractionJson(const std::vector<Rate>& greedy, const Rate& sampled, const 
   return j;
 }
 
+bool SameBits(const std::vector<float>& a, const std::vector<float>& b, double* max_abs) {
+  bool same = a.size() == b.size();
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    const double diff = std::fabs(static_cast<double>(a[i]) - b[i]);
+    if (std::isfinite(diff) && max_abs != nullptr) *max_abs = std::max(*max_abs, diff);
+    same = same && std::memcmp(&a[i], &b[i], sizeof(float)) == 0;
+  }
+  return same;
+}
+
+Status DeletionComparisonJson(const DeletionMeasure& before, const DeletionMeasure& after,
+                              const DeletionMeasure& rebuilt, json* out) {
+  json& r = *out;
+  for (const auto& [name, m] : {std::pair<const char*, const DeletionMeasure*>{"before", &before},
+                                {"after", &after},
+                                {"rebuilt", &rebuilt}}) {
+    json j = {{"exposure", ExpoJson(m->exposure)}, {"extraction_rate", m->extraction.rate()}};
+    for (const char* score : kScores) {
+      double auc = 0;
+      MNEMO_RETURN_IF_ERROR(RocAuc(m->members.at(score), m->non_members.at(score), &auc));
+      j["membership_auc"][score] = auc;
+    }
+    r[name] = j;
+  }
+  for (const char* score : kScores) {
+    const double a = r["after"]["membership_auc"][score], b = r["rebuilt"]["membership_auc"][score];
+    r["privleak"][score] = b > 0 ? (a - b) / b : a - b;
+  }
+  double max_abs = 0;
+  const bool same = SameBits(after.raw, rebuilt.raw, &max_abs);
+  r["max_abs_logprob"] = max_abs;
+  r["matches_rebuilt"] = same && after.outcomes == rebuilt.outcomes;
+  return Status::OK();
+}
+
 }  // namespace mnemo::audit_internal

@@ -15,17 +15,6 @@ namespace mnemo::audit_internal {
 
 namespace {
 
-// Whether two runs of log-probs are the same bits.
-bool SameBits(const std::vector<float>& a, const std::vector<float>& b, double* max_abs) {
-  bool same = a.size() == b.size();
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    const double diff = std::fabs(static_cast<double>(a[i]) - b[i]);
-    if (std::isfinite(diff) && max_abs != nullptr) *max_abs = std::max(*max_abs, diff);
-    same = same && std::memcmp(&a[i], &b[i], sizeof(float)) == 0;
-  }
-  return same;
-}
-
 json Measured(const Expo& e, const Rate& extraction) {
   return {{"exposure", ExpoJson(e)}, {"extraction_rate", extraction.rate()}};
 }
@@ -189,14 +178,7 @@ Status Auditor::MemoryDeletion(StateService* scratch, int64_t capacity, json* ou
   std::vector<DualScores> base;
   MNEMO_RETURN_IF_ERROR(ScoreBothBatch(model_, nullptr, o_.knn, seqs, &base));
 
-  struct Measure {
-    Expo exposure;
-    Rate extraction;
-    std::map<std::string, std::vector<double>> members, non_members;
-    std::vector<float> raw;
-    std::vector<bool> outcomes;
-  };
-  auto measure = [&](int64_t memory_id, Measure* m) -> Status {
+  auto measure = [&](int64_t memory_id, DeletionMeasure* m) -> Status {
     std::unique_ptr<KvMemory> reader;
     MNEMO_RETURN_IF_ERROR(memories->Reader(memory_id, &reader));
     layer_ = reader.get();
@@ -218,7 +200,7 @@ Status Auditor::MemoryDeletion(StateService* scratch, int64_t capacity, json* ou
     layer_ = nullptr;
     return s;
   };
-  Measure before, after, rebuilt;
+  DeletionMeasure before, after, rebuilt;
   MNEMO_RETURN_IF_ERROR(measure(read.id, &before));
   MNEMO_RETURN_IF_ERROR(Step("memory: deleting from the " + policy + " memory", 0.76 + (capacity > 0 ? 0 : 0.02)));
   const auto start = std::chrono::steady_clock::now();
@@ -246,25 +228,7 @@ Status Auditor::MemoryDeletion(StateService* scratch, int64_t capacity, json* ou
   r["canaries"] = canaries.size();
   r["delete_seconds"] = seconds;
   r["verified"] = {{"documents", verified}, {"passed", passed}};
-  for (const auto& [name, m] : {std::pair<const char*, const Measure*>{"before", &before},
-                                {"after", &after},
-                                {"rebuilt", &rebuilt}}) {
-    json j = Measured(m->exposure, m->extraction);
-    for (const char* score : kScores) {
-      double auc = 0;
-      MNEMO_RETURN_IF_ERROR(RocAuc(m->members.at(score), m->non_members.at(score), &auc));
-      j["membership_auc"][score] = auc;
-    }
-    r[name] = j;
-  }
-  for (const char* score : kScores) {
-    const double a = r["after"]["membership_auc"][score], b = r["rebuilt"]["membership_auc"][score];
-    r["privleak"][score] = b > 0 ? (a - b) / b : a - b;
-  }
-  double max_abs = 0;
-  const bool same = SameBits(after.raw, rebuilt.raw, &max_abs);
-  r["max_abs_logprob"] = max_abs;
-  r["matches_rebuilt"] = same && after.outcomes == rebuilt.outcomes;
+  MNEMO_RETURN_IF_ERROR(DeletionComparisonJson(before, after, rebuilt, &r));
   return Status::OK();
 }
 

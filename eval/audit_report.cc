@@ -150,6 +150,26 @@ std::string AuditSummary(const json& report) {
     line("");
     line("memory: not measured (" + m.value("reason", std::string()) + ")");
   }
+  json dd = r.contains("datastore_documents") && r["datastore_documents"].is_object() ? r["datastore_documents"]
+                                                                                     : json::object();
+  if (dd.value("measured", false)) {
+    std::string privleak;
+    for (auto [name, v] : dd["privleak"].items()) privleak += " " + name + " " + Fixed(v.get<double>(), 4);
+    line("");
+    line("base datastore documents (" + std::to_string(dd["deleted_documents"].get<int64_t>()) + " of " +
+         std::to_string(dd["documents"].get<int64_t>()) + " deleted from a " + dd["index"].get<std::string>() +
+         " datastore): PrivLeak" + privleak);
+    line("  exposure before / after / rebuilt: " + Fixed(dd["before"]["exposure"]["mean_extrapolated"].get<double>()) +
+         " / " + Fixed(dd["after"]["exposure"]["mean_extrapolated"].get<double>()) + " / " +
+         Fixed(dd["rebuilt"]["exposure"]["mean_extrapolated"].get<double>()) + " bits; after deletion " +
+         (dd["matches_rebuilt"].get<bool>() ? "MATCHES" : "DIFFERS FROM") +
+         " a datastore built without them, bit for bit; verify-deleted passed " +
+         std::to_string(dd["verified"]["passed"].get<int64_t>()) + " of " +
+         std::to_string(dd["verified"]["documents"].get<int64_t>()));
+  } else if (r.contains("datastore_documents")) {
+    line("");
+    line("base datastore documents: not measured (" + dd.value("reason", std::string()) + ")");
+  }
   return out;
 }
 

@@ -670,6 +670,43 @@ std::string MemoryChart(const std::vector<Series>& series, std::optional<double>
   return plot.Render("tokens read after the canaries", y_title, y_title + " as the memory reads on");
 }
 
+// One deletion compared with its gold standard (the memory section's deletions, the base-datastore
+// documents): verdict, what was deleted, and the measures before, after and on the gold standard.
+std::string DeletionComparison(const Json& d, const std::string& heading, const std::string& gold_column,
+                               const std::string& gold_phrase, const std::string& deleted_html) {
+  std::string gold_lower = gold_column;
+  for (char& c : gold_lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const Json *before = Get(&d, "before"), *after = Get(&d, "after"), *rebuilt = Get(&d, "rebuilt");
+  const Json* privleak = Get(&d, "privleak");
+  auto row = [&](const std::string& label, const std::string& key, const Json* (*pick)(const Json*),
+                 const std::string& privleak_cell) {
+    auto b = NumberAt(pick(before), key), a = NumberAt(pick(after), key), r = NumberAt(pick(rebuilt), key);
+    return "<tr><td class=\"l\">" + label + "</td><td>" + NumberCell(b) + "</td><td>" + NumberCell(a) +
+           "</td><td>" + NumberCell(r) + "</td><td>" +
+           NumberCell(a && r ? std::optional<double>(*a - *r) : std::nullopt) + "</td><td>" + privleak_cell +
+           "</td></tr>";
+  };
+  std::string rows;
+  const Json* auc = GetObject(before, "membership_auc");
+  for (const std::string& score : UnionKeys({auc, privleak})) {
+    rows += row("membership AUC, " + Escape(ScoreName(score)), score,
+                [](const Json* phase) { return Get(phase, "membership_auc"); }, NumberCell(NumberAt(privleak, score)));
+  }
+  rows += row("mean extrapolated exposure (bits)", "mean_extrapolated",
+              [](const Json* phase) { return Get(phase, "exposure"); }, "");
+  rows += row("secret extraction rate", "extraction_rate", [](const Json* phase) { return phase; }, "");
+  const std::string verdict =
+      Badge(Get(&d, "matches_rebuilt"), "every score after deletion equals " + gold_phrase + ", bit for bit",
+            "scores after deletion differ from " + gold_phrase + " (largest |log-prob difference| " +
+                NumberCell(NumberAt(&d, "max_abs_logprob")) + ")");
+  return "<h3>" + Escape(heading) + "</h3><p class=\"verdict\">" + verdict + "</p><p>" + deleted_html + " in " +
+         Value(Get(&d, "delete_seconds")) + " s; verify-deleted passed for " +
+         Value(Get(Get(&d, "verified"), "passed")) + " of " + Value(Get(Get(&d, "verified"), "documents")) +
+         " canary documents.</p><table><thead><tr><th class=\"l\">Measure</th><th>Before</th><th>After deletion</th>"
+         "<th>" + gold_column + "</th><th>After &minus; " + gold_lower +
+         "</th><th>PrivLeak</th></tr></thead><tbody>" + rows + "</tbody></table>";
+}
+
 std::string MemorySection(const Json& report) {
   const Json* memory = GetObject(&report, "memory");
   std::string note =
@@ -736,43 +773,35 @@ std::string MemorySection(const Json& report) {
       "</div>";
   const Json* deletion = Get(memory, "deletion");
   for (const Json& d : deletion != nullptr && deletion->is_array() ? *deletion : Json::array()) {
-    const Json *before = Get(&d, "before"), *after = Get(&d, "after"), *rebuilt = Get(&d, "rebuilt");
-    const Json* privleak = Get(&d, "privleak");
-    auto row = [&](const std::string& label, const std::string& key, const Json* (*pick)(const Json*),
-                   const std::string& privleak_cell) {
-      auto b = NumberAt(pick(before), key), a = NumberAt(pick(after), key), r = NumberAt(pick(rebuilt), key);
-      return "<tr><td class=\"l\">" + label + "</td><td>" + NumberCell(b) + "</td><td>" + NumberCell(a) +
-             "</td><td>" + NumberCell(r) + "</td><td>" +
-             NumberCell(a && r ? std::optional<double>(*a - *r) : std::nullopt) + "</td><td>" + privleak_cell +
-             "</td></tr>";
-    };
-    std::string drows;
-    const Json* auc = GetObject(before, "membership_auc");
-    for (const std::string& score : UnionKeys({auc, privleak})) {
-      drows += row("membership AUC, " + Escape(ScoreName(score)), score,
-                   [](const Json* phase) { return Get(phase, "membership_auc"); },
-                   NumberCell(NumberAt(privleak, score)));
-    }
-    drows += row("mean extrapolated exposure (bits)", "mean_extrapolated",
-                 [](const Json* phase) { return Get(phase, "exposure"); }, "");
-    drows += row("secret extraction rate", "extraction_rate", [](const Json* phase) { return phase; }, "");
-    const std::string verdict =
-        Badge(Get(&d, "matches_rebuilt"),
-              "every score after deletion equals a memory's that never read the deleted documents, bit for bit",
-              "scores after deletion differ from a memory's that never read the deleted documents (largest "
-              "|log-prob difference| " + NumberCell(NumberAt(&d, "max_abs_logprob")) + ")");
     const std::string policy = Text(Get(&d, "policy"));
-    body += "<h3>Deletion from " + std::string(policy == "fifo" ? "a FIFO" : "an unbounded") + " memory</h3>" +
-            "<p class=\"verdict\">" + verdict + "</p><p>" + Value(Get(&d, "deleted_documents")) +
-            " documents deleted (" + Value(Get(&d, "members")) + " members, " + Value(Get(&d, "canaries")) +
-            " canaries; " + Value(Get(&d, "deleted_tokens")) + " tokens) in " + Value(Get(&d, "delete_seconds")) +
-            " s; verify-deleted passed for " + Value(Get(Get(&d, "verified"), "passed")) + " of " +
-            Value(Get(Get(&d, "verified"), "documents")) + " canary documents.</p>" +
-            "<table><thead><tr><th class=\"l\">Measure</th><th>Before</th><th>After deletion</th>"
-            "<th>Never read</th><th>After &minus; never read</th><th>PrivLeak</th></tr></thead><tbody>" +
-            drows + "</tbody></table>";
+    body += DeletionComparison(
+        d, "Deletion from " + std::string(policy == "fifo" ? "a FIFO" : "an unbounded") + " memory", "Never read",
+        "a memory's that never read the deleted documents",
+        Value(Get(&d, "deleted_documents")) + " documents deleted (" + Value(Get(&d, "members")) + " members, " +
+            Value(Get(&d, "canaries")) + " canaries; " + Value(Get(&d, "deleted_tokens")) + " tokens)");
   }
   return Section("memory", "Memory", note, body);
+}
+
+std::string DatastoreDocumentsSection(const Json& report) {
+  const Json* section = Get(&report, "datastore_documents");
+  const std::string note =
+      "Documents a base datastore was built from can be deleted (mnemo datastore rm, DELETE "
+      "/v1/datastore/documents/{id}). A scratch datastore is built from filler, member and canary documents; the "
+      "members and canaries are deleted as documents and everything is measured again, and on a datastore built "
+      "from the fillers alone from the start (the gold standard). PrivLeak as in the deletion audit.";
+  if (section == nullptr || !section->is_object()) return Section("datastore", "Base datastore documents", note, "");
+  if (!Get(section, "measured") || !Get(section, "measured")->is_boolean() || !Get(section, "measured")->get<bool>()) {
+    return Section("datastore", "Base datastore documents", note,
+                   "<p>Not measured: " + Escape(Text(Get(section, "reason"))) + ".</p>");
+  }
+  const std::string body = DeletionComparison(
+      *section, "Deletion of documents from a " + Text(Get(section, "index")) + " datastore", "Rebuilt",
+      "a datastore built without the deleted documents",
+      Value(Get(section, "deleted_documents")) + " of " + Value(Get(section, "documents")) + " documents deleted (" +
+          Value(Get(section, "members")) + " members, " + Value(Get(section, "canaries")) + " canaries; " +
+          Value(Get(section, "deleted_entries")) + " of " + Value(Get(section, "entries")) + " entries)");
+  return Section("datastore", "Base datastore documents", note, body);
 }
 
 const char kStyle[] = R"css(
@@ -827,9 +856,11 @@ std::string RenderAuditHtml(const nlohmann::ordered_json& report) {
          "<nav><a href=\"#config\">Configuration</a><a href=\"#exposure\">Exposure</a>"
          "<a href=\"#membership\">Membership</a><a href=\"#extraction\">Extraction</a>"
          "<a href=\"#deletion\">Deletion audit</a><a href=\"#parametric\">Parametric vs datastore</a>"
-         "<a href=\"#forgetting\">Forgetting</a><a href=\"#memory\">Memory</a></nav></header>\n";
+         "<a href=\"#forgetting\">Forgetting</a><a href=\"#memory\">Memory</a>"
+         "<a href=\"#datastore\">Base datastore documents</a></nav></header>\n";
   out += ConfigSection(config) + ExposureSection(report) + MembershipSection(report) + ExtractionSection(report) +
-         DeletionSection(report) + ParametricSection(report) + ForgettingSection(report) + MemorySection(report);
+         DeletionSection(report) + ParametricSection(report) + ForgettingSection(report) + MemorySection(report) +
+         DatastoreDocumentsSection(report);
   return out + "</main></body></html>\n";
 }
 

@@ -1,6 +1,7 @@
 #include "memory/datastore.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -42,6 +43,10 @@ std::string DatastoreManifest::ToJson() const {
   j["source_tokens"] = source_tokens;
   j["keys"] = {{"file", "keys.f16"}, {"dtype", "float16"}, {"crc32", keys_crc32}};
   j["values"] = {{"file", "values.i32"}, {"dtype", "int32"}, {"crc32", values_crc32}};
+  j["live"] = live < 0 ? count : live;
+  j["training"] = {{"pool", training_pool}, {"source", training_source}, {"sample", train_sample},
+                   {"seed", train_seed}};
+  if (provenance) j["documents"] = {{"file", "documents.jsonl"}, {"deletions_applied", deletions_applied}};
   return j.dump(2) + "\n";
 }
 
@@ -65,7 +70,25 @@ Status DatastoreManifest::FromJson(const std::string& text, const std::string& p
     m.source_tokens = j.at("source_tokens").get<int64_t>();
     m.keys_crc32 = j.at("keys").at("crc32").get<uint32_t>();
     m.values_crc32 = j.at("values").at("crc32").get<uint32_t>();
+    // Written since provenance (older manifests lack them: nothing was ever deleted from those).
+    m.live = j.value("live", m.count);
+    if (j.contains("training")) {
+      const auto& t = j.at("training");
+      m.training_pool = t.at("pool").get<std::string>();
+      m.training_source = t.at("source").get<std::string>();
+      m.train_sample = t.at("sample").get<int64_t>();
+      m.train_seed = t.at("seed").get<uint64_t>();
+    }
+    if (j.contains("documents")) {
+      m.provenance = true;
+      m.deletions_applied = j.at("documents").at("deletions_applied").get<int64_t>();
+    }
     if (m.dim <= 0 || m.count < 0) return Status::Corruption(path + ": dim must be positive and count non-negative");
+    if (m.live < 0 || m.live > m.count) return Status::Corruption(path + ": live must be in [0, count]");
+    if (m.training_pool != "all" && m.training_pool != "marked" && m.training_pool != "external" &&
+        m.training_pool != "none") {
+      return Status::Corruption(path + ": unknown training pool " + m.training_pool);
+    }
     *out = m;
   } catch (const nlohmann::json::exception& e) {
     return Status::Corruption(path + ": malformed manifest: " + e.what());
@@ -73,23 +96,46 @@ Status DatastoreManifest::FromJson(const std::string& text, const std::string& p
   return Status::OK();
 }
 
-Datastore::~Datastore() = default;
+Datastore::~Datastore() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
+}
 
 Status Datastore::Open(const std::string& dir, const DatastoreOpenOptions& options, std::unique_ptr<Datastore>* out) {
   std::unique_ptr<Datastore> ds(new Datastore());
   ds->dir_ = dir;
+  ds->options_ = options;
   const std::string manifest_path = dir + kManifest;
   std::string text;
   if (!ReadFileToString(manifest_path, &text).ok()) {
     return Status::NotFound(manifest_path + ": missing (not a datastore, or its build did not finish)");
   }
   MNEMO_RETURN_IF_ERROR(DatastoreManifest::FromJson(text, manifest_path, &ds->manifest_));
-  const DatastoreManifest& m = ds->manifest_;
-  if (!options.expected_model_fingerprint.empty() && options.expected_model_fingerprint != m.model_fingerprint) {
-    return Status::InvalidArgument(dir + ": datastore was built with model " + m.model_fingerprint +
+  if (!options.expected_model_fingerprint.empty() &&
+      options.expected_model_fingerprint != ds->manifest_.model_fingerprint) {
+    return Status::InvalidArgument(dir + ": datastore was built with model " + ds->manifest_.model_fingerprint +
                                    ", but the loaded model is " + options.expected_model_fingerprint +
                                    " (rebuild it with `mnemo datastore build` for this model)");
   }
+  ds->dim_ = ds->manifest_.dim;
+  ds->slots_ = ds->manifest_.count;
+  // A shared lock for as long as it is open: deletions (exclusive) wait for, or refuse, other holders.
+  // A datastore on a read-only file system is served unlocked (nothing can delete from it).
+  const std::string lock_path = dir + "/LOCK";
+  ds->lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (ds->lock_fd_ >= 0 && ::flock(ds->lock_fd_, LOCK_SH) != 0) {
+    return Status::IOError(lock_path + ": flock failed: " + std::strerror(errno));
+  }
+  if (ds->manifest_.provenance) {
+    MNEMO_RETURN_IF_ERROR(ds->LoadDocuments());
+    if (ds->documents_seq_ > ds->manifest_.deletions_applied) {
+      if (options.read_only) {
+        return Status::FailedPrecondition(dir + ": deletion " + std::to_string(ds->documents_seq_) +
+                                          " committed but not applied to every file (open it writable to finish it)");
+      }
+      MNEMO_RETURN_IF_ERROR(ds->RollForward());
+    }
+  }
+  const DatastoreManifest& m = ds->manifest_;
   MNEMO_RETURN_IF_ERROR(MappedFile::Open(dir + kKeys, &ds->keys_file_));
   MNEMO_RETURN_IF_ERROR(MappedFile::Open(dir + kValues, &ds->values_file_));
   const size_t key_bytes = static_cast<size_t>(m.count) * m.dim * sizeof(uint16_t);
@@ -123,18 +169,28 @@ Status Datastore::Open(const std::string& dir, const DatastoreOpenOptions& optio
       return s.IsInvalidArgument() ? Status::InvalidArgument(message) : Status::FailedPrecondition(message);
     }
   }
-  if (ds->index_->size() != m.count) {
+  if (ds->index_->size() != m.live) {
     return Status::Corruption(dir + kIndex + ": holds " + std::to_string(ds->index_->size()) +
-                              " entries, manifest says " + std::to_string(m.count));
+                              " entries, manifest says " + std::to_string(m.live));
   }
   *out = std::move(ds);
   return Status::OK();
 }
 
+DatastoreManifest Datastore::manifest() const {
+  std::shared_lock lock(mu_);
+  return manifest_;
+}
+
+int64_t Datastore::size() const {
+  std::shared_lock lock(mu_);
+  return manifest_.live;
+}
+
 float Datastore::SquaredDistance(const float* query, int64_t i) const {
   const uint16_t* k = key(i);
   float sum = 0;
-  for (int d = 0; d < manifest_.dim; ++d) {
+  for (int d = 0; d < dim_; ++d) {
     const float diff = query[d] - HalfToFloat(k[d]);
     sum += diff * diff;
   }
@@ -148,13 +204,14 @@ Status Datastore::Search(const float* queries, int64_t n, const MemorySearchOpti
   std::vector<int64_t> ids(n * k);
   SearchOptions search;
   search.nprobe = options.nprobe;
+  std::shared_lock lock(mu_);  // a deletion swaps the index and zeroes keys under the exclusive lock
   MNEMO_RETURN_IF_ERROR(index_->Search(n, queries, k, distances.data(), ids.data(), search));
   out->assign(n * k, Neighbor());
   for (int64_t q = 0; q < n; ++q) {
     for (int j = 0; j < k; ++j) {
       Neighbor& nb = (*out)[q * k + j];
       const int64_t id = ids[q * k + j];
-      if (id < 0 || id >= size()) continue;
+      if (id < 0 || id >= slots_) continue;
       nb.entry = id;
       nb.token = value(id);
       nb.distance = options.recompute ? SquaredDistance(queries + q * dim(), id) : distances[q * k + j];
@@ -228,19 +285,39 @@ Status DatastoreWriter::Finish(DatastoreManifest manifest, const DatastoreFinish
   std::unique_ptr<VectorIndex> index;
   MNEMO_RETURN_IF_ERROR(VectorIndex::Create(dim_, options.index_spec, Metric::kL2, &index));
   std::vector<float> buffer;
+  manifest.training_pool = "none";
+  manifest.training_source.clear();
+  manifest.train_sample = 0;
+  manifest.train_seed = options.seed;
   if (!index->is_trained()) {
-    // A uniform sample without replacement, in entry order (deterministic for a seed).
-    const int64_t n = std::min(count_, options.train_sample);
-    std::vector<int64_t> rows(count_);
-    std::iota(rows.begin(), rows.end(), 0);
-    std::mt19937_64 rng(options.seed);
-    for (int64_t i = 0; i < n; ++i) std::swap(rows[i], rows[i + rng() % (count_ - i)]);
-    rows.resize(n);
-    std::sort(rows.begin(), rows.end());
-    std::vector<float> sample(n * dim_);
-    for (int64_t i = 0; i < n; ++i) {
-      for (int d = 0; d < dim_; ++d) sample[i * dim_ + d] = HalfToFloat(keys[rows[i] * dim_ + d]);
+    // The pool the sample is drawn from (datastore.h): a separate text's keys, the documents marked
+    // "train", or every entry.
+    std::vector<float> sample;
+    std::vector<int64_t> pool;
+    if (!training_keys_.empty()) {
+      manifest.training_pool = "external";
+      manifest.training_source = training_source_;
+      for (int64_t i = 0; i < static_cast<int64_t>(training_keys_.size()) / dim_; ++i) pool.push_back(i);
+    } else if (std::any_of(documents_.begin(), documents_.end(), [](const DatastoreDocument& d) { return d.train; })) {
+      manifest.training_pool = "marked";
+      for (const DatastoreDocument& d : documents_) {
+        for (int64_t i = d.first; d.train && i < d.first + d.count; ++i) pool.push_back(i);
+      }
+    } else {
+      manifest.training_pool = "all";
+      pool.resize(count_);
+      std::iota(pool.begin(), pool.end(), 0);
     }
+    const std::vector<int64_t> rows = SampleTrainingRows(pool, options.train_sample, options.seed);
+    const int64_t n = static_cast<int64_t>(rows.size());
+    sample.resize(n * dim_);
+    for (int64_t i = 0; i < n; ++i) {
+      for (int d = 0; d < dim_; ++d) {
+        sample[i * dim_ + d] = manifest.training_pool == "external" ? training_keys_[rows[i] * dim_ + d]
+                                                                     : HalfToFloat(keys[rows[i] * dim_ + d]);
+      }
+    }
+    manifest.train_sample = options.train_sample;
     ProgressBar bar("train index " + options.index_spec, 1, "", options.progress);
     MNEMO_RETURN_IF_ERROR(index->Train(n, sample.data()));
     bar.Update(1, n, "keys");
@@ -264,7 +341,49 @@ Status DatastoreWriter::Finish(DatastoreManifest manifest, const DatastoreFinish
   manifest.index_spec = index->spec();
   manifest.keys_crc32 = keys_crc_;
   manifest.values_crc32 = values_crc_;
+  manifest.live = count_;
+  manifest.provenance = !documents_.empty();
+  manifest.deletions_applied = 0;
+  if (manifest.provenance) {
+    documents_.back().count = count_ - documents_.back().first;
+    MNEMO_RETURN_IF_ERROR(WriteDocumentsFile(dir_, documents_, 0, false));
+  }
   return WriteFileAtomically(dir_ + kManifest, manifest.ToJson());
+}
+
+Status DatastoreWriter::BeginDocument(const std::string& id, int64_t tokens, const std::string& metadata_json,
+                                      bool train) {
+  if (id.empty()) return Status::InvalidArgument("a document id must not be empty");
+  if (documents_.empty() && count_ > 0) {
+    return Status::InvalidArgument("entries were appended before the first document");
+  }
+  if (!document_ids_.insert(id).second) return Status::InvalidArgument("document id " + nlohmann::json(id).dump() + " is repeated");
+  if (!documents_.empty()) documents_.back().count = count_ - documents_.back().first;
+  DatastoreDocument d;
+  d.id = id;
+  d.first = count_;
+  d.tokens = tokens;
+  d.metadata_json = metadata_json;
+  d.train = train;
+  documents_.push_back(std::move(d));
+  return Status::OK();
+}
+
+void DatastoreWriter::AddTrainingKeys(int64_t n, const float* keys, const std::string& source) {
+  training_source_ = source;
+  for (int64_t i = 0; i < n * dim_; ++i) training_keys_.push_back(HalfToFloat(FloatToHalf(keys[i])));
+}
+
+std::vector<int64_t> SampleTrainingRows(const std::vector<int64_t>& pool, int64_t n, uint64_t seed) {
+  // A uniform sample without replacement, in entry order (deterministic for a seed and pool).
+  const int64_t size = static_cast<int64_t>(pool.size());
+  n = std::min(n, size);
+  std::vector<int64_t> rows = pool;
+  std::mt19937_64 rng(seed);
+  for (int64_t i = 0; i < n; ++i) std::swap(rows[i], rows[i + rng() % (size - i)]);
+  rows.resize(n);
+  std::sort(rows.begin(), rows.end());
+  return rows;
 }
 
 }  // namespace mnemo

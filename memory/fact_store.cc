@@ -201,6 +201,7 @@ Status FactStore::Open(const std::string& dir, const FactStoreOptions& options, 
     ds.expected_model_fingerprint = config.model_fingerprint;
     ds.mmap_index = options.mmap_base_index;
     ds.gpu_device = options.base_gpu_device;
+    ds.read_only = options.read_only_check;  // fsck without --repair finishes no deletion
     MNEMO_RETURN_IF_ERROR(Datastore::Open(config.datastore_path, ds, &store->base_));
     if (store->base_->dim() != config.dim) {
       return Status::InvalidArgument(config.datastore_path + ": keys have dimension " +
@@ -580,6 +581,13 @@ Status FactStore::SearchMerged(const Datastore* base, const Segment& segment, co
     if (options.recompute) SortNeighborsByDistance(out->begin() + q * k, out->begin() + (q + 1) * k);
   }
   return Status::OK();
+}
+
+Status FactStore::DeleteBaseDocuments(const std::vector<std::string>& ids, DocumentDeleteReport* report) {
+  if (base_ == nullptr) return Status::FailedPrecondition("this state has no base datastore");
+  DocumentDeleteOptions options;
+  options.retrain = false;
+  return base_->DeleteDocuments(ids, options, report);
 }
 
 }  // namespace mnemo

@@ -143,6 +143,10 @@ class FactStore : public KnnMemory {
   // Whether any entry of `fact_id` is in the segment.
   bool SegmentHoldsFact(int64_t fact_id, int64_t entries) const;
   const Datastore* base() const { return base_.get(); }
+  // Deletes documents from the base datastore while serving (Datastore::DeleteDocuments): searches see
+  // them gone once it returns. Retraining is refused here (it would change the trained structures the
+  // facts' segment shares; offline: mnemo datastore rm --retrain). FailedPrecondition without a base.
+  Status DeleteBaseDocuments(const std::vector<std::string>& ids, DocumentDeleteReport* report);
   const StateConfig& config() const { return config_; }
   const RecoveryReport& recovery() const { return recovery_; }
   // SQLite's quick_check of the fact database ("ok" when sound).

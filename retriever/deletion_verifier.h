@@ -38,6 +38,24 @@ struct DeletionVerdict {
   int64_t facts_memory_documents = -1;
 };
 
+// Evidence that a document deleted from a base datastore left no trace (Datastore::FindDocumentTraces,
+// plus, with its text, a scan of every file in the datastore's directory for its keys).
+struct DocumentDeletionVerdict {
+  bool passed = false;
+  std::string reason;
+  DocumentTraces traces;
+  bool probed = false;
+  int64_t keys_probed = 0;          // Its keys, recomputed with the model as the build computed them.
+  int64_t keys_shared_with_live = 0;  // Of those, keys a live entry also has (a shared opening context).
+  int64_t files_scanned = 0;
+  int64_t key_rows_found = 0;       // Occurrences of the others (fp16 or fp32 rows) in any file.
+};
+
+// NotFound for an id the datastore never had, FailedPrecondition when it is not deleted. `text` may be null
+// (structural checks only; `model` may then be null too); with it, `model` must be the datastore's.
+Status VerifyDocumentDeleted(LanguageModel* model, const Datastore& datastore, const std::string& id,
+                             const std::string* text, DocumentDeletionVerdict* out);
+
 // NotFound when `fact_id` never existed; FailedPrecondition when it is still stored. `text` may be null.
 Status VerifyDeleted(LanguageModel& model, const FactStore& store, int64_t fact_id, const std::string* text,
                      const KnnOptions& knn, DeletionVerdict* out);

@@ -10,12 +10,13 @@ namespace mnemo {
 
 Status MeasureRecall(const Datastore& datastore, const torch::Tensor& queries_in, int k, int nprobe,
                      RecallReport* report, int64_t chunk) {
-  const int64_t n = queries_in.size(0), size = datastore.size();
+  const int64_t n = queries_in.size(0), size = datastore.slots();
+  const auto deleted = datastore.DeletedRanges();  // holes of deleted documents: zero keys, not entries
   const int dim = datastore.dim();
   if (queries_in.dim() != 2 || queries_in.size(1) != dim) {
     return Status::InvalidArgument("recall queries must be [n, " + std::to_string(dim) + "]");
   }
-  if (k < 1 || k > size) return Status::InvalidArgument("recall k must be in [1, datastore size]");
+  if (k < 1 || k > datastore.size()) return Status::InvalidArgument("recall k must be in [1, datastore size]");
   torch::NoGradGuard no_grad;
   torch::Tensor queries = queries_in.to(torch::kFloat32).contiguous();
 
@@ -31,6 +32,10 @@ Status MeasureRecall(const Datastore& datastore, const torch::Tensor& queries_in
     const uint16_t* src = datastore.key(begin);
     for (int64_t i = 0; i < rows * dim; ++i) dst[i] = HalfToFloat(src[i]);
     torch::Tensor d = q_norm - 2 * torch::matmul(queries, keys.t()) + keys.pow(2).sum(1).unsqueeze(0);
+    for (const auto& [first, count] : deleted) {
+      const int64_t lo = std::max(first, begin), hi = std::min(first + count, begin + rows);
+      if (lo < hi) d.narrow(1, lo - begin, hi - lo).fill_(std::numeric_limits<float>::infinity());
+    }
     torch::Tensor ids = torch::arange(begin, begin + rows, torch::kLong).unsqueeze(0).expand({n, rows});
     auto merged_d = torch::cat({best_d, d}, 1), merged_i = torch::cat({best_i, ids}, 1);
     auto top = merged_d.topk(k, 1, /*largest=*/false);

@@ -33,6 +33,7 @@ AuditOptions SmallAudit(const std::string& scratch) {
   o.extraction_samples = 8;
   o.forgetting_added = {0, 40};
   o.finetune_steps = 30;
+  o.datastore_documents = 32;
   o.bootstrap_resamples = 50;
   o.knn.k = 8;
   o.knn.lambda = 0.9;  // the kNN part decides greedy decoding: stored facts become extractable
@@ -156,6 +157,26 @@ TEST_F(AuditTest, InsertedCanariesAreExposedAndDeletionMatchesTheRebuiltMemory) 
             d["after"]["exposure_mean_extrapolated"].get<double>() + 5);
 }
 
+// Members and canaries built into a datastore as documents and deleted from it: everything after the
+// deletion equals a datastore built without them, bit for bit, and verify-deleted passes for each canary.
+TEST_F(AuditTest, DatastoreDocumentsDeletedMatchADatastoreBuiltWithoutThem) {
+  const json& d = (*report_)["datastore_documents"];
+  ASSERT_TRUE(d["measured"].get<bool>()) << d.dump();
+  EXPECT_EQ(d["canaries"], 2);
+  EXPECT_EQ(d["members"], 8);  // 32 fillers / 4
+  EXPECT_EQ(d["deleted_documents"], 10);
+  EXPECT_EQ(d["documents"], 42);
+  EXPECT_TRUE(d["matches_rebuilt"].get<bool>());
+  EXPECT_EQ(d["max_abs_logprob"], 0.0);
+  for (const auto& [score, leak] : d["privleak"].items()) EXPECT_EQ(leak.get<double>(), 0.0) << score;
+  EXPECT_EQ(d["after"], d["rebuilt"]);
+  EXPECT_EQ(d["verified"]["passed"], 2);
+  EXPECT_GT(d["before"]["exposure"]["mean_extrapolated"].get<double>(),
+            d["after"]["exposure"]["mean_extrapolated"].get<double>());
+  EXPECT_NE(RenderAuditHtml(*report_).find("Deletion of documents from a Flat datastore"), std::string::npos);
+  EXPECT_NE(AuditSummary(*report_).find("base datastore documents (10 of 42 deleted"), std::string::npos);
+}
+
 TEST_F(AuditTest, MembershipInferenceSeparatesStoredFactsOnlyUnderTheKnnLm) {
   const json& m = (*report_)["membership"];
   EXPECT_GT(m["knn_lm"]["loss"]["auc"].get<double>(), 0.9);
@@ -254,8 +275,11 @@ TEST(AuditOptionsTest, RejectsBadOptions) {
   EXPECT_TRUE(bad([](AuditOptions& o) { o.memory_capacity = 63; }));
   EXPECT_TRUE(bad([](AuditOptions& o) { o.memory_capacity = 65537; }));
   EXPECT_TRUE(bad([](AuditOptions& o) { o.memory_capacity = -1; }));
+  EXPECT_TRUE(bad([](AuditOptions& o) { o.datastore_documents = -1; }));
+  EXPECT_TRUE(bad([](AuditOptions& o) { o.datastore_documents = 4097; }));
   AuditOptions none = ok;
   none.memory_capacity = 0;
+  none.datastore_documents = 0;
   EXPECT_TRUE(none.Validate().ok());
 }
 

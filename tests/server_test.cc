@@ -348,6 +348,10 @@ TEST_F(ServerTest, EveryRouteAnswersOnlyItsRoles) {
       {"GET", "/v1/audits/audit-1-1", kAdmin},
       {"DELETE", "/v1/audits/audit-1-1", kAdmin},
       {"GET", "/v1/audits/audit-1-1/report.json", kAdmin},
+      {"GET", "/v1/datastore/documents", kAdmin},
+      {"GET", "/v1/datastore/documents/nope", kAdmin},
+      {"DELETE", "/v1/datastore/documents/nope", kAdmin},
+      {"POST", "/v1/datastore/documents/nope/verify-deleted", kAdmin},
   };
   struct Caller {
     const char* name;
@@ -439,6 +443,90 @@ TEST_F(ServerTest, FactAddedUsedDeletedAndVerified) {
   Post("/v1/facts/delete", json::object(), 400);
   Post("/v1/facts", {{"text", 5}}, 400);
   Post("/v1/facts", {{"text", "x y"}, {"metadata", "no"}}, 400);
+}
+
+// A base datastore built from documents: one is deleted while serving, leaves the neighbours at once, and
+// verify-deleted finds none of its keys in the datastore's files.
+TEST(ServerDatastoreDocumentsTest, DocumentDeletedWhileServingAndVerified) {
+  ScratchDir d;
+  std::string out;
+  ASSERT_NO_FATAL_FAILURE(testing::TrainTinyModelWithCli(d.path(), /*steps=*/2));
+  const std::string secret = "The cat sees the golden bridge of Quillon at dawn.";
+  std::string docs = json({{"text", secret}, {"id", "secret doc/1"}, {"metadata", {{"owner", "u7"}}}}).dump() + "\n";
+  const std::string corpus = testing::ToyCorpus().substr(0, 3000);
+  for (size_t at = 0, i = 0; at < corpus.size(); at += 300, ++i) {
+    docs += json({{"text", corpus.substr(at, 300)}, {"id", "p" + std::to_string(i)}}).dump() + "\n";
+  }
+  testing::WriteFileOrDie(d.File("docs.jsonl"), docs);
+  testing::WriteFileOrDie(d.File("keys"), std::string("read ") + kReadKey + "\nadmin " + kAdminKey + "\n");
+  ASSERT_EQ(RunCommand(Mnemo() + " datastore build --model " + d.File("model") + " --documents " + d.File("docs.jsonl") +
+                           " --out " + d.File("ds") + " --index Flat --quiet", &out), 0) << out;
+  ASSERT_EQ(RunCommand(Mnemo() + " init --state " + d.File("state") + " --model " + d.File("model") + " --datastore " +
+                           d.File("ds"), &out), 0) << out;
+  RunningServer server(d.File("state"), d.File("keys"));
+  httplib::Client admin("127.0.0.1", server.port()), reader("127.0.0.1", server.port());
+  admin.set_default_headers({{"Authorization", std::string("Bearer ") + kAdminKey}});
+  reader.set_default_headers({{"Authorization", std::string("Bearer ") + kReadKey}});
+  admin.set_read_timeout(60, 0);
+
+  auto list = admin.Get("/v1/datastore/documents?limit=3");
+  ASSERT_EQ(list->status, 200) << list->body;
+  json l = json::parse(list->body);
+  EXPECT_EQ(l["total"], 11);
+  EXPECT_EQ(l["data"].size(), 3u);
+  EXPECT_EQ(l["next_offset"], 3);
+  EXPECT_EQ(l["training_pool"], "none");
+  EXPECT_EQ(reader.Get("/v1/datastore/documents")->status, 403);
+  EXPECT_EQ(admin.Get("/v1/datastore/documents?limit=0")->status, 400);
+  const std::string path = "/v1/datastore/documents/secret%20doc%2F1";
+  auto got = admin.Get(path.c_str());
+  ASSERT_EQ(got->status, 200) << got->body;
+  json doc = json::parse(got->body);
+  EXPECT_EQ(doc["metadata"]["owner"], "u7");
+  const int64_t first = doc["first_entry"], count = doc["entries"];
+  ASSERT_GT(count, 0);
+
+  // The document's own contexts find its entries (distance ~0) until it is deleted.
+  const json body = {{"model", "model"}, {"prompt", "The cat sees the golden"}, {"max_tokens", 3},
+                     {"temperature", 0}, {"knn", {{"k", 8}, {"lambda", 0.5}}}, {"return_neighbors", 8}};
+  auto from_secret = [&]() {
+    auto res = admin.Post("/v1/completions", body.dump(), "application/json");
+    EXPECT_EQ(res->status, 200) << res->body;
+    int found = 0;
+    const json reply = json::parse(res->body);
+    for (const json& step : reply["choices"][0]["neighbors"]) {
+      for (const json& nb : step) {
+        if (nb.contains("entry") && nb["entry"].get<int64_t>() >= first && nb["entry"].get<int64_t>() < first + count) {
+          ++found;
+        }
+      }
+    }
+    return found;
+  };
+  EXPECT_GT(from_secret(), 0);
+  // A read key sees that datastore neighbours are near, not which entries or tokens they are.
+  auto as_reader = reader.Post("/v1/completions", body.dump(), "application/json");
+  ASSERT_EQ(as_reader->status, 200) << as_reader->body;
+  const json read_reply = json::parse(as_reader->body);
+  for (const json& step : read_reply["choices"][0]["neighbors"]) {
+    for (const json& nb : step) EXPECT_FALSE(nb.contains("entry") || nb.contains("token")) << nb.dump();
+  }
+  auto del = admin.Delete(path.c_str());
+  ASSERT_EQ(del->status, 200) << del->body;
+  EXPECT_EQ(json::parse(del->body)["entries"], count);
+  EXPECT_EQ(from_secret(), 0);
+  EXPECT_EQ(admin.Delete(path.c_str())->status, 404);
+  EXPECT_EQ(admin.Delete("/v1/datastore/documents/no-such-doc")->status, 404);
+  json gone = json::parse(admin.Get(path.c_str())->body);
+  EXPECT_TRUE(gone["deleted"].get<bool>());
+  EXPECT_FALSE(gone.contains("metadata"));
+  auto verdict = admin.Post((path + "/verify-deleted").c_str(), json({{"text", secret}}).dump(), "application/json");
+  ASSERT_EQ(verdict->status, 200) << verdict->body;
+  json v = json::parse(verdict->body);
+  EXPECT_TRUE(v["passed"].get<bool>()) << v.dump();
+  EXPECT_GT(v["probe"]["keys_probed"].get<int64_t>(), 0);
+  EXPECT_EQ(v["probe"]["key_rows_found_in_files"], 0);
+  EXPECT_EQ(admin.Post("/v1/datastore/documents/p1/verify-deleted", "", "application/json")->status, 409);
 }
 
 TEST_F(ServerTest, ScoreWithAndWithoutKnnAndTokenizeRoundTrip) {

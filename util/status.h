@@ -38,6 +38,7 @@ class [[nodiscard]] Status {
   bool IsInvalidArgument() const { return code_ == Code::kInvalidArgument; }
   bool IsIOError() const { return code_ == Code::kIOError; }
   bool IsCancelled() const { return code_ == Code::kCancelled; }
+  bool IsFailedPrecondition() const { return code_ == Code::kFailedPrecondition; }
   bool IsInternal() const { return code_ == Code::kInternal; }
 
   // "Corruption: model.safetensors: header length 9999 exceeds file size 120".

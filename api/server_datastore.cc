@@ -1,0 +1,103 @@
+// The base datastore's documents over HTTP (admin only; the pre-routing handler checks the role): list
+// them, see one, delete one while serving, verify a deletion. 409 when the state has no base datastore or
+// it was built without provenance, and for a document whose deletion needs retraining (offline only).
+#include "api/fact_json.h"
+#include "api/server_impl.h"
+#include "util/parse.h"
+
+namespace mnemo {
+namespace {
+
+using api::Json;
+
+// The state's base datastore, or FailedPrecondition.
+Status BaseDatastore(const FactStore* store, const Datastore** out) {
+  if (store->base() == nullptr) return Status::FailedPrecondition("this state has no base datastore");
+  *out = store->base();
+  return Status::OK();
+}
+
+// The id in /v1/datastore/documents/{id} (percent-decoded by the HTTP layer).
+std::string IdFromPath(const httplib::Request& req) { return req.matches[1].str(); }
+
+}  // namespace
+
+void Server::Impl::HandleListDatastoreDocuments(const httplib::Request& req, httplib::Response& res) {
+  const Datastore* ds = nullptr;
+  Status s = BaseDatastore(store, &ds);
+  int64_t offset = 0, limit = 100;
+  auto int_param = [&](const char* name, int64_t min, int64_t max, int64_t* out) {
+    if (!s.ok() || !req.has_param(name)) return;
+    if (!ParseInt64(req.get_param_value(name), min, max, out).ok()) {
+      s = Status::InvalidArgument(std::string(name) + ": must be an integer in [" + std::to_string(min) + ", " +
+                                  std::to_string(max) + "]");
+    }
+  };
+  int_param("offset", 0, INT64_MAX, &offset);
+  int_param("limit", 1, 10000, &limit);
+  if (s.ok() && !ds->has_provenance()) {
+    DatastoreDocument none;
+    s = ds->GetDocument("", &none);  // the "built without provenance" error
+  }
+  if (!s.ok()) return SendError(res, ErrorFromStatus(s));
+  const std::vector<DatastoreDocument> all = ds->Documents();
+  Json data = Json::array();
+  const int64_t total = static_cast<int64_t>(all.size());
+  int64_t deleted = 0;
+  for (const DatastoreDocument& d : all) deleted += d.deleted();
+  for (int64_t i = offset; i < total && i < offset + limit; ++i) data.push_back(api::DatastoreDocumentToJson(*ds, all[i]));
+  const int64_t next = offset + limit;
+  SendJson(res, {{"object", "list"},
+                 {"data", data},
+                 {"total", total},
+                 {"deleted", deleted},
+                 {"live_entries", ds->size()},
+                 {"training_pool", ds->manifest().training_pool},
+                 {"next_offset", next < total ? Json(next) : Json(nullptr)}});
+}
+
+void Server::Impl::HandleGetDatastoreDocument(const httplib::Request& req, httplib::Response& res) {
+  const Datastore* ds = nullptr;
+  Status s = BaseDatastore(store, &ds);
+  DatastoreDocument d;
+  if (s.ok()) s = ds->GetDocument(IdFromPath(req), &d);
+  if (!s.ok()) return SendError(res, ErrorFromStatus(s));
+  SendJson(res, api::DatastoreDocumentToJson(*ds, d));
+}
+
+void Server::Impl::HandleDeleteDatastoreDocument(const httplib::Request& req, httplib::Response& res) {
+  DocumentDeleteReport report;
+  Status s = store->DeleteBaseDocuments({IdFromPath(req)}, &report);
+  if (!s.ok()) return SendError(res, ErrorFromStatus(s));
+  metrics.GetCounter("mnemo_datastore_documents_deleted_total", "Base datastore documents deleted").Increment();
+  SendJson(res, {{"id", IdFromPath(req)},
+                 {"object", "datastore.document"},
+                 {"deleted", true},
+                 {"entries", report.entries},
+                 {"deletion", report.seq},
+                 {"live_entries", store->base()->size()},
+                 {"seconds", report.seconds}});
+}
+
+void Server::Impl::HandleVerifyDatastoreDocument(const httplib::Request& req, httplib::Response& res) {
+  Json body = Json::object();
+  if (!req.body.empty() && !ParseBody(req, res, &body)) return;
+  std::string text;
+  bool has_text = false;
+  const Datastore* ds = nullptr;
+  Status s = api::OptionalString(body, "text", &text, &has_text);
+  if (s.ok()) s = BaseDatastore(store, &ds);
+  if (!s.ok()) return SendError(res, ErrorFromStatus(s));
+  DocumentDeletionVerdict verdict;
+  Status run;
+  const std::string id = IdFromPath(req);
+  if (!RunOnWorker(res, [&](const std::atomic<bool>&) {
+        run = VerifyDocumentDeleted(&state->model(), *ds, id, has_text ? &text : nullptr, &verdict);
+      })) {
+    return;
+  }
+  if (!run.ok()) return SendError(res, ErrorFromStatus(run));
+  SendJson(res, api::DocumentDeletionVerdictToJson(verdict));
+}
+
+}  // namespace mnemo
