@@ -49,12 +49,12 @@ sizes before "$ds"
 /usr/bin/time -v $mnemo eval ppl --model $model --text-file $out/valid-30k.txt --datastore "$ds" --mmap-index \
   --k 1024 --nprobe 8 --json > $out/ppl-before.json 2> $out/ppl-before.time
 echo "kNN-LM scoring before: $(cat $out/ppl-before.json | head -c 300) peak RSS $(rss $out/ppl-before.time) KB"
-# The documents the build used (with --max-entries, the first ones), and the ids to delete: every 3rd of them.
+# The documents the build used (with --max-entries, the first ones), and the ids to delete: every 2nd of them.
 python3 - "$ds" "$out" <<'EOF'
 import json, sys
 ds, out = sys.argv[1], sys.argv[2]
 live = [json.loads(l)["id"] for l in list(open(ds + "/documents.jsonl"))[1:]]
-picked = live[::3]
+picked = live[::2]
 open(out + "/single.txt", "w").write("\n".join(picked[:5]) + "\n")
 open(out + "/batch.txt", "w").write("\n".join(picked[5:1005]) + "\n")
 open(out + "/first-deleted.txt", "w").write(picked[0])

@@ -1,8 +1,9 @@
 // The audit's base-datastore section: documents (fillers, member documents and canary documents) are built
-// into a scratch datastore with provenance, the members and canaries are then deleted as documents
+// into a scratch IVF-Flat datastore with provenance (its centroids trained on the fillers only), the members and canaries are then deleted as documents
 // (memory/datastore.h), and their exposure, extraction and membership inference are compared before the
 // deletion, after it, and on a datastore built from the fillers alone from the start (the gold standard).
 // docs/AUDIT.md, "Base datastore documents".
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -31,7 +32,12 @@ Status Auditor::DatastoreSection(const std::string& scratch_dir, json* out) {
     return d;
   };
   std::vector<DatastoreDocumentInput> filler_docs, member_docs, non_member_docs;
-  for (int i = 0; i < fillers; ++i) filler_docs.push_back(document("filler", i));
+  // The fillers are marked "train": the index's centroids come from them alone (pool "marked"), so deleting
+  // the members and canaries needs no retraining and the gold standard has the same centroids.
+  for (int i = 0; i < fillers; ++i) {
+    filler_docs.push_back(document("filler", i));
+    filler_docs.back().train = true;
+  }
   for (int i = 0; i < n; ++i) member_docs.push_back(document("member", i));
   for (int i = 0; i < n; ++i) non_member_docs.push_back(document("held-out", i));
   std::vector<Canary> canaries;
@@ -52,7 +58,8 @@ Status Auditor::DatastoreSection(const std::string& scratch_dir, json* out) {
   corpus.insert(corpus.end(), filler_docs.begin() + fillers / 2, filler_docs.end());
   DatastoreBuildOptions build;
   build.finish.progress = false;
-  build.finish.index_spec = "Flat";
+  const std::string spec = "IVF" + std::to_string(std::clamp(fillers / 2, 1, 128)) + ",Flat";
+  build.finish.index_spec = spec;
   DatastoreBuildReport report;
   const std::string full_dir = scratch_dir + "/datastore-documents";
   const std::string gold_dir = scratch_dir + "/datastore-rebuilt";
@@ -99,7 +106,8 @@ Status Auditor::DatastoreSection(const std::string& scratch_dir, json* out) {
 
   json& r = *out;
   r["measured"] = true;
-  r["index"] = "Flat";
+  r["index"] = spec;
+  r["training_pool"] = "marked";
   r["documents"] = corpus.size();
   r["entries"] = entries;
   r["deleted_documents"] = deletion.deleted.size();

@@ -157,7 +157,7 @@ std::string AuditSummary(const json& report) {
     for (auto [name, v] : dd["privleak"].items()) privleak += " " + name + " " + Fixed(v.get<double>(), 4);
     line("");
     line("base datastore documents (" + std::to_string(dd["deleted_documents"].get<int64_t>()) + " of " +
-         std::to_string(dd["documents"].get<int64_t>()) + " deleted from a " + dd["index"].get<std::string>() +
+         std::to_string(dd["documents"].get<int64_t>()) + " deleted from an " + dd["index"].get<std::string>() +
          " datastore): PrivLeak" + privleak);
     line("  exposure before / after / rebuilt: " + Fixed(dd["before"]["exposure"]["mean_extrapolated"].get<double>()) +
          " / " + Fixed(dd["after"]["exposure"]["mean_extrapolated"].get<double>()) + " / " +

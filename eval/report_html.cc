@@ -796,7 +796,7 @@ std::string DatastoreDocumentsSection(const Json& report) {
                    "<p>Not measured: " + Escape(Text(Get(section, "reason"))) + ".</p>");
   }
   const std::string body = DeletionComparison(
-      *section, "Deletion of documents from a " + Text(Get(section, "index")) + " datastore", "Rebuilt",
+      *section, "Deletion of documents from an " + Text(Get(section, "index")) + " datastore", "Rebuilt",
       "a datastore built without the deleted documents",
       Value(Get(section, "deleted_documents")) + " of " + Value(Get(section, "documents")) + " documents deleted (" +
           Value(Get(section, "members")) + " members, " + Value(Get(section, "canaries")) + " canaries; " +

@@ -240,6 +240,7 @@ class DatastoreWriter {
   // Appends n entries: keys (n * dim floats, stored as fp16) and their next-token values.
   Status Append(int64_t n, const float* keys, const int32_t* values);
   int64_t count() const { return count_; }
+  int64_t documents() const { return static_cast<int64_t>(documents_.size()); }
   // Provenance: entries appended from now until the next BeginDocument (or Finish) are document `id`'s.
   // InvalidArgument for an empty or repeated id, or entries appended before the first document.
   Status BeginDocument(const std::string& id, int64_t tokens, const std::string& metadata_json, bool train);

@@ -152,7 +152,7 @@ Status BuildDatastoreFromDocuments(LanguageModel& model, const std::vector<Datas
   MNEMO_RETURN_IF_ERROR(writer->Finish(manifest, options.finish));
   auto end = std::chrono::steady_clock::now();
   report->entries = writer->count();
-  report->documents = static_cast<int64_t>(documents.size());
+  report->documents = writer->documents();
   report->forward_seconds = std::chrono::duration<double>(mid - start).count();
   report->index_seconds = std::chrono::duration<double>(end - mid).count();
   return Status::OK();

@@ -173,8 +173,8 @@ TEST_F(AuditTest, DatastoreDocumentsDeletedMatchADatastoreBuiltWithoutThem) {
   EXPECT_EQ(d["verified"]["passed"], 2);
   EXPECT_GT(d["before"]["exposure"]["mean_extrapolated"].get<double>(),
             d["after"]["exposure"]["mean_extrapolated"].get<double>());
-  EXPECT_NE(RenderAuditHtml(*report_).find("Deletion of documents from a Flat datastore"), std::string::npos);
-  EXPECT_NE(AuditSummary(*report_).find("base datastore documents (10 of 42 deleted"), std::string::npos);
+  EXPECT_NE(RenderAuditHtml(*report_).find("Deletion of documents from an IVF16,Flat datastore"), std::string::npos);
+  EXPECT_NE(AuditSummary(*report_).find("base datastore documents (10 of 42 deleted from an IVF16,Flat"), std::string::npos);
 }
 
 TEST_F(AuditTest, MembershipInferenceSeparatesStoredFactsOnlyUnderTheKnnLm) {
