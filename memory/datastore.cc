@@ -44,6 +44,7 @@ std::string DatastoreManifest::ToJson() const {
   j["keys"] = {{"file", "keys.f16"}, {"dtype", "float16"}, {"crc32", keys_crc32}};
   j["values"] = {{"file", "values.i32"}, {"dtype", "int32"}, {"crc32", values_crc32}};
   j["live"] = live < 0 ? count : live;
+  j["windows"] = {{"window", window}, {"stride", stride}};
   j["training"] = {{"pool", training_pool}, {"source", training_source}, {"sample", train_sample},
                    {"seed", train_seed}};
   if (provenance) j["documents"] = {{"file", "documents.jsonl"}, {"deletions_applied", deletions_applied}};
@@ -78,6 +79,10 @@ Status DatastoreManifest::FromJson(const std::string& text, const std::string& p
       m.training_source = t.at("source").get<std::string>();
       m.train_sample = t.at("sample").get<int64_t>();
       m.train_seed = t.at("seed").get<uint64_t>();
+    }
+    if (j.contains("windows")) {
+      m.window = j.at("windows").at("window").get<int64_t>();
+      m.stride = j.at("windows").at("stride").get<int64_t>();
     }
     if (j.contains("documents")) {
       m.provenance = true;

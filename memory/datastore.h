@@ -75,6 +75,9 @@ struct DatastoreManifest {
   std::string training_source;    // The external text's path (pool "external").
   int64_t train_sample = 0;       // Keys sampled from the pool (at most).
   uint64_t train_seed = 1;
+  // The windows the keys were computed with (lm/scorer.h WindowOptions; 0: the model's defaults), so a
+  // document's keys can be recomputed exactly (verify-deleted).
+  int64_t window = 0, stride = 0;
 
   std::string ToJson() const;
   static Status FromJson(const std::string& text, const std::string& path, DatastoreManifest* out);

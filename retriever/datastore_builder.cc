@@ -149,6 +149,8 @@ Status BuildDatastoreFromDocuments(LanguageModel& model, const std::vector<Datas
   manifest.key_layer = KnnKeyLayerName(model.config);
   manifest.source = source;
   manifest.source_tokens = tokens;
+  manifest.window = options.window.window;
+  manifest.stride = options.window.stride;
   MNEMO_RETURN_IF_ERROR(writer->Finish(manifest, options.finish));
   auto end = std::chrono::steady_clock::now();
   report->entries = writer->count();

@@ -116,7 +116,10 @@ Status VerifyDocumentDeleted(LanguageModel* model, const Datastore& datastore, c
     request.logprobs = false;
     request.knn_keys = true;
     if (ids.size() >= 2) {
-      MNEMO_RETURN_IF_ERROR(ForEachScoredSpan(model->net, ids, WindowOptions(), request, [&](const ScoredSpan& span) {
+      WindowOptions windows;  // those of the build, so the keys are the stored ones bit for bit
+      windows.window = datastore.manifest().window;
+      windows.stride = datastore.manifest().stride;
+      MNEMO_RETURN_IF_ERROR(ForEachScoredSpan(model->net, ids, windows, request, [&](const ScoredSpan& span) {
         torch::Tensor keys = span.knn_keys.to(torch::kFloat32).contiguous();
         const float* k = keys.data_ptr<float>();
         for (int64_t r = 0; r < span.count; ++r) {

@@ -181,6 +181,40 @@ INSTANTIATE_TEST_SUITE_P(Indexes, DocumentDeletionTest,
                                            Variant{"IvfPqRetrained", "IVF8,PQ4", "all"}),
                          [](const ::testing::TestParamInfo<Variant>& info) { return info.param.name; });
 
+// verify-deleted recomputes a document's keys with the build's windows: a stray copy of the old keys file
+// left in the directory is found, every one of the document's keys in it.
+TEST(DocumentDeletionVerifyTest, FindsEveryKeyOfTheDocumentInAStrayCopy) {
+  LanguageModel model;
+  ASSERT_NO_FATAL_FAILURE(testing::RandomTinyModel(&model));
+  auto docs = ToyDocuments();
+  // Toy paragraphs repeat each other's 16-token contexts; this one shares none.
+  docs[7].text = "Quillon ledger 7: lanterns 9381, ropes 2274, barrels 5521, gulls 8810, oars 3197, sails 6643.";
+  ScratchDir dir;
+  DatastoreBuildOptions options;
+  options.finish.progress = false;
+  options.window.window = 16;  // several windows per document: keys depend on the windowing
+  options.window.stride = 8;
+  DatastoreBuildReport report;
+  ASSERT_TRUE(BuildDatastoreFromDocuments(model, docs, "toy", nullptr, "", dir.File("ds"), options, &report).ok());
+  std::string keys;
+  ASSERT_TRUE(ReadFileToString(dir.File("ds/keys.f16"), &keys).ok());
+  std::unique_ptr<Datastore> ds;
+  ASSERT_TRUE(Datastore::Open(dir.File("ds"), DatastoreOpenOptions(), &ds).ok());
+  EXPECT_EQ(ds->manifest().window, 16);
+  DocumentDeleteReport deleted;
+  ASSERT_TRUE(ds->DeleteDocuments({"d7"}, {}, &deleted).ok());
+  ASSERT_GT(model.tokenizer->Encode(docs[7].text).size(), 40u);
+  DocumentDeletionVerdict clean, stray;
+  ASSERT_TRUE(VerifyDocumentDeleted(&model, *ds, "d7", &docs[7].text, &clean).ok());
+  EXPECT_TRUE(clean.passed) << clean.reason;
+  ASSERT_TRUE(WriteFileAtomically(dir.File("ds/keys-copy.f16"), keys).ok());
+  ASSERT_TRUE(VerifyDocumentDeleted(&model, *ds, "d7", &docs[7].text, &stray).ok());
+  EXPECT_FALSE(stray.passed) << stray.keys_probed << " " << stray.keys_shared_with_live << " " << stray.key_rows_found << " " << stray.files_scanned;
+  EXPECT_EQ(stray.keys_probed, deleted.entries);
+  EXPECT_GE(stray.key_rows_found, stray.keys_probed - stray.keys_shared_with_live);
+  EXPECT_GT(stray.key_rows_found, 0);
+}
+
 // The bytes of every regular file in `dir` except LOCK, by name.
 std::map<std::string, std::string> Files(const std::string& dir) {
   std::map<std::string, std::string> out;
