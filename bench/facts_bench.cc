@@ -5,6 +5,11 @@
 //
 // `mnemo_facts_bench encode MODEL TEXT` instead measures fact encoding and the raw forward pass;
 // MNEMO_THREADS sets LibTorch's thread count for it and MNEMO_PROFILE=trace.json writes a LibTorch profile.
+//
+// `mnemo_facts_bench startup DATASTORE WORK_DIR FACTS [TOKENS_PER_FACT=8] [DELETES=100] [CHUNK_FACTS=1024]`
+// measures the store alone (no model) at sizes the model would take long to fill: facts whose keys are runs
+// of the base datastore's keys (so they fall into its IVF lists as real ones do), then start-up from the
+// snapshot, single deletes, start-up after those deletes without a clean close (a crash), and a rebuild.
 #include <torch/torch.h>
 #include <torch/csrc/autograd/profiler.h>
 
@@ -18,7 +23,9 @@
 #include <vector>
 
 #include "lm/checkpoint.h"
+#include "memory/datastore.h"
 #include "memory/fact_store.h"
+#include "memory/state_dir.h"
 #include "retriever/fact_encoder.h"
 #include "util/blas_kernels.h"
 #include "util/file_util.h"
@@ -88,8 +95,112 @@ int EncodeRates(const std::string& model_dir, const std::string& text_file) {
   return 0;
 }
 
+// `startup DATASTORE WORK FACTS [TOKENS] [DELETES] [CHUNK_FACTS]` (see the top of the file).
+int StartupAfterDeletes(int argc, char** argv) {
+  const std::string datastore = argv[2], work = argv[3];
+  const int64_t total_facts = std::stoll(argv[4]);
+  const int64_t tokens = argc > 5 ? std::stoll(argv[5]) : 8;
+  const int deletes = argc > 6 ? std::stoi(argv[6]) : 100;
+  mnemo::FactStoreOptions options;
+  if (argc > 7) options.snapshot_chunk_facts = std::stoll(argv[7]);
+  std::unique_ptr<mnemo::Datastore> base;
+  Check(mnemo::Datastore::Open(datastore, mnemo::DatastoreOpenOptions(), &base), "opening the datastore");
+  const int dim = base->dim();
+  std::filesystem::remove_all(work);
+  mnemo::StateConfig config;
+  config.model_path = "(none: store-only benchmark)";
+  config.datastore_path = std::filesystem::absolute(datastore).string();
+  config.model_fingerprint = base->manifest().model_fingerprint;
+  config.dim = dim;
+  const std::string state = work + "/state";
+  Check(mnemo::CreateStateDir(state, config), "creating the state");
+  base.reset();
+
+  nlohmann::ordered_json out;
+  out["datastore"] = datastore;
+  out["facts"] = total_facts;
+  out["tokens_per_fact"] = tokens;
+  out["snapshot_chunk_facts"] = options.snapshot_chunk_facts;
+  std::unique_ptr<mnemo::FactStore> store;
+  Check(mnemo::FactStore::Open(state, options, &store), "opening the state");
+  out["base_index"] = store->base()->index().spec();
+  std::mt19937_64 rng(11);
+  const int64_t slots = store->base()->slots();
+  std::vector<int64_t> ids;
+  auto a = Clock::now();
+  for (int64_t next = 0; next < total_facts;) {
+    std::vector<mnemo::NewFact> batch;
+    for (int i = 0; i < 4096 && next < total_facts; ++i, ++next) {
+      mnemo::NewFact f;
+      const int64_t start = static_cast<int64_t>(rng() % static_cast<uint64_t>(slots - tokens));
+      for (int64_t t = 0; t < tokens; ++t) f.tokens.push_back(store->base()->value(start + t));
+      for (int64_t t = 0; t + 1 < tokens; ++t) {
+        const uint16_t* k = store->base()->key(start + t);
+        f.keys.insert(f.keys.end(), k, k + dim);
+      }
+      f.text = "synthetic fact " + std::to_string(next);
+      batch.push_back(std::move(f));
+    }
+    std::vector<int64_t> got;
+    Check(store->Add(batch, &got), "adding");
+    ids.insert(ids.end(), got.begin(), got.end());
+    if (next % 65536 < 4096) std::fprintf(stderr, "added %ld facts\n", static_cast<long>(next));
+  }
+  out["ingest_facts_per_second"] = total_facts / (Ms(a, Clock::now()) / 1000);
+  out["fact_entries"] = store->fact_entries();
+  a = Clock::now();
+  Check(store->Close(), "close");
+  out["close_ms"] = Ms(a, Clock::now());
+  store.reset();
+  std::error_code ec;
+  auto snapshot_files = [&] {
+    std::vector<std::string> v;
+    for (const auto& e : std::filesystem::directory_iterator(mnemo::SnapshotDir(state), ec)) v.push_back(e.path());
+    return v;
+  };
+  uint64_t snapshot_bytes = 0;
+  for (const std::string& p : snapshot_files()) snapshot_bytes += std::filesystem::file_size(p, ec);
+  out["snapshot_files"] = snapshot_files().size();
+  out["snapshot_bytes"] = snapshot_bytes;
+  out["database_bytes"] = std::filesystem::file_size(mnemo::FactDbPath(state), ec);
+
+  auto reopen = [&](const char* label) {
+    const auto t = Clock::now();
+    Check(mnemo::FactStore::Open(state, options, &store), label);
+    const double ms = Ms(t, Clock::now());
+    const auto& r = store->recovery();
+    out[label] = {{"ms", ms}, {"chunks", r.chunks}, {"chunks_loaded", r.chunks_loaded},
+                  {"chunks_rebuilt", r.chunks_rebuilt}, {"replayed_changes", r.replayed_changes}};
+    std::fprintf(stderr, "%s: %.0f ms (%ld of %ld chunks rebuilt)\n", label, ms, static_cast<long>(r.chunks_rebuilt),
+                 static_cast<long>(r.chunks));
+  };
+  reopen("startup_from_snapshot");
+  std::vector<double> times;
+  for (int i = 0; i < deletes; ++i) {
+    const size_t pick = rng() % ids.size();
+    const int64_t id = ids[pick];
+    ids.erase(ids.begin() + pick);
+    const auto t = Clock::now();
+    Check(store->Delete({id}, nullptr), "delete");
+    times.push_back(Ms(t, Clock::now()));
+  }
+  out["delete_single"] = Percentiles(times);
+  std::fprintf(stderr, "delete: p50 %.1f ms\n", out["delete_single"]["p50_ms"].get<double>());
+  store.reset();  // no Close: the process dies right after its deletes
+  reopen("startup_after_deletes");
+  // What a delete used to cost the next start (the single-file snapshot was unlinked): no usable snapshot,
+  // every chunk built from the database.
+  store.reset();
+  for (const std::string& p : snapshot_files()) std::filesystem::remove(p);
+  reopen("startup_rebuild");
+  store.reset();
+  std::printf("%s\n", out.dump(2).c_str());
+  return 0;
+}
+
 int main(int argc, char** argv) {
   mnemo::RunWithBestBlasKernels(argv);  // the kernels `mnemo` runs, so the two are comparable
+  if (argc >= 5 && std::string(argv[1]) == "startup") return StartupAfterDeletes(argc, argv);
   if (argc == 4 && std::string(argv[1]) == "encode") {
     torch::set_num_threads(getenv("MNEMO_THREADS") ? std::atoi(getenv("MNEMO_THREADS")) : 1);
     return EncodeRates(argv[2], argv[3]);
@@ -241,10 +352,17 @@ int main(int argc, char** argv) {
   measure_search(std::to_string(total_facts).c_str());
   measure_deletes(std::to_string(total_facts).c_str(), 10);
 
-  // Start-up: from the snapshot Close writes, then with no snapshot (rebuilt from the database).
-  Check(store->Close(), "close");
+  // Start-up right after those deletes, without a clean close (the process died), then from the snapshot
+  // Close writes, then with no snapshot (rebuilt from the database).
   store.reset();
   auto a = Clock::now();
+  Check(mnemo::FactStore::Open(state, options, &store), "reopen after deletes");
+  out["startup_after_deletes_ms"] = Ms(a, Clock::now());
+  out["startup_after_deletes_chunks_rebuilt"] = store->recovery().chunks_rebuilt;
+  out["startup_chunks"] = store->recovery().chunks;
+  Check(store->Close(), "close");
+  store.reset();
+  a = Clock::now();
   Check(mnemo::FactStore::Open(state, options, &store), "reopen");
   out["startup_from_snapshot_ms"] = Ms(a, Clock::now());
   out["startup_facts"] = store->recovery().facts;

@@ -67,17 +67,6 @@ Status CheckFinite(int64_t n, int dim, const float* vectors, const char* what) {
   return Status::OK();
 }
 
-Status ReadOnlyError(const char* operation) {
-  return Status::FailedPrecondition(std::string(operation) +
-                                    ": index was loaded memory-mapped and is read-only");
-}
-
-Status GpuCopyError(const char* operation) {
-  return Status::FailedPrecondition(std::string(operation) +
-                                    ": index is searched on a GPU copy, which would go stale; call "
-                                    "DisableGpuSearch first");
-}
-
 }  // namespace
 
 void VectorIndex::Rep::PrepareSearch() {

@@ -132,6 +132,18 @@ class VectorIndex {
   // FailedPrecondition when this index is not trained.
   Status CreateEmptyLike(std::unique_ptr<VectorIndex>* out) const;
 
+  // A new writable index like CreateEmptyLike's holding the stored vectors whose ids are in [lo, hi), in
+  // this index's order (Flat: insertion order; IVF: each list's), their codes copied byte for byte: it
+  // answers exactly as an index given only those vectors in their original order. Works on memory-mapped
+  // indexes. InvalidArgument when lo > hi; FailedPrecondition when this index is not trained.
+  Status CopyIdRange(int64_t lo, int64_t hi, std::unique_ptr<VectorIndex>* out) const;
+
+  // Appends every vector of `other` after this index's own, in other's order, codes copied byte for byte:
+  // this index then answers exactly as one given its vectors and then other's, in order. InvalidArgument
+  // (nothing appended) when other's trained structures differ (TrainedFingerprint) or one of its ids is
+  // already here; FailedPrecondition when this index is read-only or searched on a GPU copy.
+  Status Append(const VectorIndex& other);
+
   // FNV-1a over the spec, metric and trained structures (not the stored vectors): two indexes with equal
   // fingerprints assign and encode every vector identically. 0 for an untrained IVF index.
   uint64_t TrainedFingerprint() const;

@@ -4,6 +4,7 @@
 //   vector_index.cc      creation, training, add, remove, the CPU search, trained copies, accessors
 //   vector_index_io.cc   Save and Load (the self-checking file of index_file_format.h), load checks
 //   vector_index_gpu.cc  the GPU search copy: enabling it and routing searches to it (MNEMO_FAISS_GPU)
+//   vector_index_copy.cc CopyIdRange and Append: stored codes moved between indexes of equal training
 //   ivf_removal.h        the order-preserving IVF removal Remove calls
 //
 // MNEMO_FAISS_GPU is defined for the whole mnemo_indexes library (indexes/CMakeLists.txt), so every file
@@ -67,6 +68,17 @@ inline bool MetricFromCode(uint32_t code, Metric* out) {
   if (code > 1) return false;
   *out = code == 0 ? Metric::kL2 : Metric::kInnerProduct;
   return true;
+}
+
+// The errors of a write to a read-only (memory-mapped) index and to one searched on a GPU copy.
+inline Status ReadOnlyError(const char* operation) {
+  return Status::FailedPrecondition(std::string(operation) + ": index was loaded memory-mapped and is read-only");
+}
+
+inline Status GpuCopyError(const char* operation) {
+  return Status::FailedPrecondition(std::string(operation) +
+                                    ": index is searched on a GPU copy, which would go stale; call "
+                                    "DisableGpuSearch first");
 }
 
 struct VectorIndex::Rep {

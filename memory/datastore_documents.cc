@@ -383,9 +383,6 @@ Status Datastore::DeleteDocuments(const std::vector<std::string>& ids, const Doc
     r.deleted.push_back(d);
     r.entries += d.count;
   }
-  if (retrain && index_->gpu_device() >= 0) {
-    return Status::FailedPrecondition(dir_ + ": cannot retrain while searching on a GPU");
-  }
   if (index_->gpu_device() >= 0) {
     return Status::FailedPrecondition(dir_ + ": documents cannot be deleted while the index is searched on a GPU");
   }

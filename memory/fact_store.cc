@@ -8,157 +8,22 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <set>
 #include <stdexcept>
 #include <unordered_set>
 
+#include "memory/fact_store_segment.h"
 #include "util/file_util.h"
 #include "util/half.h"
 
 namespace mnemo {
 namespace {
 
-constexpr char kSnapshotPrefix[] = "segment-";
-constexpr char kSnapshotSuffix[] = ".idx";
-
-std::string SnapshotPath(const std::string& dir, int64_t seq) {
-  char name[64];
-  std::snprintf(name, sizeof(name), "%s%020" PRId64 "%s", kSnapshotPrefix, seq, kSnapshotSuffix);
-  return SnapshotDir(dir) + "/" + name;
-}
-
-// Snapshot files in the directory, by seq; leftovers of interrupted writes go to *temporary.
-std::vector<std::pair<int64_t, std::string>> ListSnapshots(const std::string& dir,
-                                                           std::vector<std::string>* temporary) {
-  std::vector<std::pair<int64_t, std::string>> out;
-  std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator(SnapshotDir(dir), ec)) {
-    const std::string name = e.path().filename().string();
-    if (name.find(".tmp.") != std::string::npos) {
-      temporary->push_back(e.path().string());
-      continue;
-    }
-    const size_t prefix = std::strlen(kSnapshotPrefix), suffix = std::strlen(kSnapshotSuffix);
-    if (name.size() <= prefix + suffix || name.compare(0, prefix, kSnapshotPrefix) != 0 ||
-        name.compare(name.size() - suffix, suffix, kSnapshotSuffix) != 0) {
-      continue;
-    }
-    const std::string digits = name.substr(prefix, name.size() - prefix - suffix);
-    if (digits.find_first_not_of("0123456789") != std::string::npos) continue;
-    try {
-      out.emplace_back(std::stoll(digits), e.path().string());
-    } catch (const std::out_of_range&) {  // not a seq this store wrote
-    }
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
 double SecondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 }  // namespace
-
-// The facts' entries: an index over their keys plus, per fact, the values and fp16 keys (for exact
-// distances). Not synchronized: FactStore guards it with segment_mu_.
-class FactStore::Segment {
- public:
-  struct Entries {
-    std::vector<int32_t> values;  // tokens[1..n)
-    std::vector<uint16_t> keys;   // (n - 1) * dim
-  };
-
-  Segment(std::unique_ptr<VectorIndex> index, int dim) : index_(std::move(index)), dim_(dim) {}
-
-  // Adds every fact's entries to the index in one call (all or nothing), then to the map.
-  Status AddFacts(const std::vector<const FactRecord*>& facts) {
-    std::vector<std::pair<int64_t, const std::vector<uint16_t>*>> keys;
-    for (const FactRecord* f : facts) keys.emplace_back(f->id, &f->keys);
-    MNEMO_RETURN_IF_ERROR(IndexKeys(keys));
-    for (const FactRecord* f : facts) RememberFact(*f);
-    return Status::OK();
-  }
-
-  // Adds the entries of facts given as (id, fp16 keys) to the index in one call; the map is untouched
-  // (start-up replay re-indexes facts the map already holds).
-  Status IndexKeys(const std::vector<std::pair<int64_t, const std::vector<uint16_t>*>>& facts) {
-    int64_t total = 0;
-    for (const auto& [id, k] : facts) total += static_cast<int64_t>(k->size()) / dim_;
-    std::vector<float> keys(static_cast<size_t>(total) * dim_);
-    std::vector<int64_t> ids(static_cast<size_t>(total));
-    int64_t row = 0;
-    for (const auto& [id, k] : facts) {
-      const int64_t n = static_cast<int64_t>(k->size()) / dim_;
-      for (int64_t p = 0; p < n; ++p, ++row) {
-        ids[row] = FactEntryId(id, p);
-        for (int d = 0; d < dim_; ++d) keys[row * dim_ + d] = HalfToFloat((*k)[p * dim_ + d]);
-      }
-    }
-    MNEMO_RETURN_IF_ERROR(index_->Add(total, keys.data(), ids.data()));
-    entries_ += total;
-    return Status::OK();
-  }
-
-  // Removes the fact's entries (ids for `entries` positions) from the index and the map, zeroing the
-  // in-memory keys before freeing them.
-  Status RemoveFact(int64_t fact_id, int64_t entries) {
-    std::vector<int64_t> ids(static_cast<size_t>(std::max<int64_t>(entries, 0)));
-    for (int64_t p = 0; p < entries; ++p) ids[p] = FactEntryId(fact_id, p);
-    int64_t removed = 0;
-    MNEMO_RETURN_IF_ERROR(index_->Remove(ids.data(), entries, &removed));
-    auto it = facts_.find(fact_id);
-    if (it != facts_.end()) {
-      std::fill(it->second.keys.begin(), it->second.keys.end(), uint16_t{0});
-      facts_.erase(it);
-    }
-    entries_ -= removed;
-    return Status::OK();
-  }
-
-  const Entries* Find(int64_t fact_id) const {
-    auto it = facts_.find(fact_id);
-    return it == facts_.end() ? nullptr : &it->second;
-  }
-
-  // The value and key of a fact entry; false when it is not here.
-  bool Lookup(int64_t entry, int32_t* token, const uint16_t** key) const {
-    const Entries* e = Find(FactIdOfEntry(entry));
-    const int64_t p = PositionOfEntry(entry);
-    if (e == nullptr || p >= static_cast<int64_t>(e->values.size())) return false;
-    *token = e->values[p];
-    *key = e->keys.data() + p * dim_;
-    return true;
-  }
-
-  float SquaredDistance(const float* query, const uint16_t* key) const {
-    float sum = 0;
-    for (int d = 0; d < dim_; ++d) {
-      const float diff = query[d] - HalfToFloat(key[d]);
-      sum += diff * diff;
-    }
-    return sum;
-  }
-
-  VectorIndex& index() { return *index_; }
-  const VectorIndex& index() const { return *index_; }
-  void ReplaceIndex(std::unique_ptr<VectorIndex> index) { index_ = std::move(index); }
-  void SetEntryCount(int64_t n) { entries_ = n; }
-  int64_t entries() const { return entries_; }
-  size_t fact_count() const { return facts_.size(); }
-  // Map-only insertion (start-up: the index comes from a snapshot).
-  void RememberFact(const FactRecord& f) {
-    Entries& e = facts_[f.id];
-    e.values.assign(f.tokens.begin() + 1, f.tokens.end());
-    e.keys = f.keys;
-  }
-  const std::unordered_map<int64_t, Entries>& facts() const { return facts_; }
-
- private:
-  std::unique_ptr<VectorIndex> index_;
-  int dim_;
-  std::unordered_map<int64_t, Entries> facts_;
-  int64_t entries_ = 0;
-};
 
 // A read-only memory of the same base and a segment rebuilt from the database.
 class FactStore::Rebuilt : public KnnMemory {
@@ -186,6 +51,11 @@ Status FactStore::Open(const std::string& dir, const FactStoreOptions& options, 
   std::unique_ptr<FactStore> store(new FactStore());
   store->dir_ = dir;
   store->options_ = options;
+  if (options.snapshot_chunk_facts < 1) {
+    return Status::InvalidArgument("snapshot_chunk_facts must be at least 1, got " +
+                                   std::to_string(options.snapshot_chunk_facts));
+  }
+  store->chunk_facts_ = options.snapshot_chunk_facts;
   MNEMO_RETURN_IF_ERROR(ReadStateConfig(dir, &store->config_));
   const StateConfig& config = store->config_;
   if (!options.expected_model_fingerprint.empty() &&
@@ -244,115 +114,6 @@ Status FactStore::RebuildSegment(Segment* segment) const {
     return batch.size() >= 1024 ? flush() : Status::OK();
   }));
   return flush();
-}
-
-Status FactStore::Recover() {
-  RecoveryReport& report = recovery_;
-  MNEMO_RETURN_IF_ERROR(db_->LastSeq(&last_seq_));
-  std::vector<std::string> temporary;
-  auto snapshots = ListSnapshots(dir_, &temporary);
-  if (!options_.read_only_check) {
-    for (const std::string& t : temporary) MNEMO_RETURN_IF_ERROR(RemoveFileDurably(t));
-  }
-
-  std::unique_ptr<Segment> segment;
-  MNEMO_RETURN_IF_ERROR(NewSegment(&segment));
-  const uint64_t trained = segment->index().TrainedFingerprint();
-  bool snapshot_needs_rewrite = false;
-  if (!snapshots.empty()) {
-    const auto& [seq, path] = snapshots.back();
-    LoadOptions load;
-    load.expected_dim = config_.dim;
-    std::unique_ptr<VectorIndex> index;
-    Status s = VectorIndex::Load(path, load, &index);
-    if (s.ok() && index->TrainedFingerprint() != trained) {
-      s = Status::Corruption(path + ": trained structures differ from the base datastore's");
-    }
-    if (s.ok() && seq > last_seq_) {
-      s = Status::Corruption(path + ": snapshot is newer than the database's last change");
-    }
-    if (s.ok()) {
-      report.snapshot_seq = seq;
-      snapshot_seq_ = seq;
-      segment->ReplaceIndex(std::move(index));
-    } else {
-      report.snapshot_problem = s.ToString();
-    }
-  }
-
-  // The map of values and keys always comes from the database.
-  int64_t live_entries = 0;
-  MNEMO_RETURN_IF_ERROR(db_->ForEach(/*with_entries=*/true, [&](const FactRecord& f) -> Status {
-    segment->RememberFact(f);
-    live_entries += static_cast<int64_t>(f.tokens.size()) - 1;
-    ++report.facts;
-    return Status::OK();
-  }));
-  report.fact_entries = live_entries;
-
-  bool rebuild = report.snapshot_seq < 0;
-  if (!rebuild) {
-    std::vector<Change> changes;
-    MNEMO_RETURN_IF_ERROR(db_->ChangesAfter(report.snapshot_seq, &changes));
-    VectorIndex& index = segment->index();
-    for (const Change& c : changes) {
-      ++report.replayed_changes;
-      if (c.op == ChangeOp::kAdd) {
-        const Segment::Entries* e = segment->Find(c.fact_id);
-        if (e == nullptr || index.Contains(FactEntryId(c.fact_id, 0))) continue;  // deleted later, or present
-        MNEMO_RETURN_IF_ERROR(segment->IndexKeys({{c.fact_id, &e->keys}}));
-      } else {
-        Tombstone t;
-        if (!db_->GetTombstone(c.fact_id, &t).ok()) continue;
-        std::vector<int64_t> ids(static_cast<size_t>(t.entries));
-        for (int64_t p = 0; p < t.entries; ++p) ids[p] = FactEntryId(c.fact_id, p);
-        int64_t removed = 0;
-        MNEMO_RETURN_IF_ERROR(index.Remove(ids.data(), t.entries, &removed));
-        // The snapshot file still holds the deleted fact's keys (the process died before unlinking it).
-        if (removed > 0) snapshot_needs_rewrite = true;
-      }
-    }
-    // Check the result against the database: every live entry present, nothing else.
-    int64_t present = 0;
-    for (const auto& [fact_id, e] : segment->facts()) {
-      for (size_t p = 0; p < e.values.size(); ++p) {
-        if (index.Contains(FactEntryId(fact_id, static_cast<int64_t>(p)))) {
-          ++present;
-        } else {
-          ++report.missing_entries;
-        }
-      }
-    }
-    report.orphan_entries = index.size() - present;
-    rebuild = report.missing_entries > 0 || report.orphan_entries > 0;
-    if (!rebuild) segment->SetEntryCount(index.size());
-  }
-  if (rebuild) {
-    report.rebuilt = true;
-    std::unique_ptr<Segment> fresh;
-    MNEMO_RETURN_IF_ERROR(NewSegment(&fresh));
-    MNEMO_RETURN_IF_ERROR(RebuildSegment(fresh.get()));
-    segment = std::move(fresh);
-    snapshot_needs_rewrite = true;
-  }
-  segment_ = std::move(segment);
-  if (options_.read_only_check) return Status::OK();
-  for (size_t i = 0; i + 1 < snapshots.size(); ++i) MNEMO_RETURN_IF_ERROR(RemoveFileDurably(snapshots[i].second));
-  if (snapshot_needs_rewrite) {
-    if (!snapshots.empty()) MNEMO_RETURN_IF_ERROR(RemoveFileDurably(snapshots.back().second));
-    snapshot_seq_ = -1;
-    if (last_seq_ > 0) {
-      std::lock_guard<std::mutex> lock(write_mu_);
-      return CheckpointLocked();
-    }
-  }
-  return Status::OK();
-}
-
-std::vector<std::string> FactStore::SnapshotPaths() const {
-  std::vector<std::string> temporary, out;
-  for (auto& [seq, path] : ListSnapshots(dir_, &temporary)) out.push_back(path);
-  return out;
 }
 
 int64_t FactStore::size() const {
@@ -423,6 +184,7 @@ Status FactStore::Add(const std::vector<NewFact>& facts, std::vector<int64_t>* i
     std::unique_lock lock(segment_mu_);
     MNEMO_RETURN_IF_ERROR(segment_->AddFacts(ptrs));
   }
+  for (int64_t id : *ids) dirty_chunks_.insert(ChunkOf(id));
   return AfterChange(last_seq);
 }
 
@@ -431,16 +193,18 @@ Status FactStore::Delete(const std::vector<int64_t>& ids, std::vector<FactRecord
   std::vector<FactRecord>& out = deleted != nullptr ? *deleted : local;
   out.clear();
   std::lock_guard<std::mutex> write(write_mu_);
-  // A snapshot holding any of these facts goes first, before the delete is committed: after the
-  // acknowledgement no file may keep their keys, even if the process dies right after.
-  if (snapshot_seq_ >= 0) {
+  // A snapshot chunk holding any of these facts goes first, before the delete is committed: after the
+  // acknowledgement no file may keep their keys, even if the process dies right after. (A file at seq s
+  // holds exactly the chunk's facts created at or before s.)
+  if (!chunk_seq_.empty()) {
     for (int64_t id : ids) {
       FactRecord f;
-      if (db_->Get(id, /*with_entries=*/false, &f).ok() && f.created_seq <= snapshot_seq_) {
-        MNEMO_RETURN_IF_ERROR(RemoveFileDurably(SnapshotPath(dir_, snapshot_seq_)));
-        snapshot_seq_ = -1;
-        break;
+      auto file = chunk_seq_.find(ChunkOf(id));
+      if (file == chunk_seq_.end() || !db_->Get(id, /*with_entries=*/false, &f).ok() ||
+          f.created_seq > file->second) {
+        continue;
       }
+      MNEMO_RETURN_IF_ERROR(RemoveChunkFileLocked(file->first));
     }
   }
   int64_t last_seq = 0;
@@ -474,13 +238,25 @@ Status FactStore::DeleteMatching(const FactFilter& filter, std::vector<FactRecor
 }
 
 Status FactStore::ApplyDeletes(const std::vector<FactRecord>& deleted, int64_t last_seq) {
+  std::set<int64_t> touched;
   {
     std::unique_lock lock(segment_mu_);
     for (const FactRecord& f : deleted) {
       MNEMO_RETURN_IF_ERROR(segment_->RemoveFact(f.id, static_cast<int64_t>(f.tokens.size()) - 1));
+      touched.insert(ChunkOf(f.id));
     }
   }
-  return AfterChange(last_seq);
+  dirty_chunks_.insert(touched.begin(), touched.end());
+  MNEMO_RETURN_IF_ERROR(AfterChange(last_seq));
+  // The chunks the delete touched are written again without the facts, so the next start loads them
+  // instead of rebuilding them. Like a failed automatic snapshot, a failure here does not undo the
+  // acknowledged delete: the chunk stays dirty (written at the next checkpoint, or rebuilt at start-up).
+  for (int64_t chunk : touched) {
+    if (dirty_chunks_.count(chunk) == 0) continue;  // AfterChange's checkpoint wrote it
+    Status s = WriteChunkLocked(chunk);
+    if (!s.ok()) std::fprintf(stderr, "fact store: snapshot chunk not written, will retry: %s\n", s.ToString().c_str());
+  }
+  return Status::OK();
 }
 
 Status FactStore::AfterChange(int64_t last_seq) {
@@ -493,31 +269,6 @@ Status FactStore::AfterChange(int64_t last_seq) {
     if (!s.ok()) std::fprintf(stderr, "fact store: snapshot failed, will retry: %s\n", s.ToString().c_str());
   }
   return Status::OK();
-}
-
-Status FactStore::Checkpoint() {
-  std::lock_guard<std::mutex> write(write_mu_);
-  return CheckpointLocked();
-}
-
-Status FactStore::CheckpointLocked() {
-  // The caller holds write_mu_, so the segment cannot change meanwhile; searches keep running (Save takes
-  // the index's shared lock).
-  if (options_.read_only_check) return Status::FailedPrecondition("Checkpoint: store opened for checking only");
-  if (snapshot_seq_ == last_seq_) return Status::OK();
-  const int64_t seq = last_seq_;
-  const std::string path = SnapshotPath(dir_, seq);
-  MNEMO_RETURN_IF_ERROR(segment_->index().Save(path));
-  if (snapshot_seq_ >= 0) MNEMO_RETURN_IF_ERROR(RemoveFileDurably(SnapshotPath(dir_, snapshot_seq_)));
-  snapshot_seq_ = seq;
-  changes_since_snapshot_ = 0;
-  return db_->TruncateChanges(seq);
-}
-
-Status FactStore::Close() {
-  if (options_.read_only_check) return Status::OK();
-  std::lock_guard<std::mutex> write(write_mu_);
-  return CheckpointLocked();
 }
 
 Status FactStore::RebuildFromDatabase(std::unique_ptr<KnnMemory>* out) const {

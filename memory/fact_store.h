@@ -15,12 +15,17 @@
 // exactly as one that never held them (VectorIndex's removal contract), so search results and kNN-LM
 // distributions are bit-for-bit those of a state where the fact was never added.
 //
-// Snapshots and recovery: Checkpoint saves the segment as snapshots/segment-<seq>.idx and drops the
-// changes log up to <seq>. Open loads the newest snapshot, replays later changes from the log, then
-// checks the result against the database; any mismatch, or a missing or corrupt snapshot, rebuilds the
-// segment from the database (which stores every fact's keys, so the model is not needed). A delete of a
-// fact that a snapshot holds unlinks that snapshot before it is acknowledged, so no file keeps the
-// fact's keys.
+// Snapshots and recovery: the segment is snapshotted in chunks of fact ids, chunk c holding the entries of
+// facts [c*C, (c+1)*C) (C = FactStoreOptions::snapshot_chunk_facts) as snapshots/chunk-<C>-<c>-<seq>.idx,
+// its state as of change <seq>. Checkpoint writes the chunks changed since their file and drops the changes
+// log; since ids grow with time, adds dirty only the newest chunk. Open loads every chunk, replays later
+// changes of its facts from the log, checks it against the database and puts the segment together in id
+// order (VectorIndex::Append); a chunk whose file is missing, corrupt or inconsistent is rebuilt from the
+// database alone (which stores every fact's keys, so the model is not needed), the others are not.
+// A delete of a fact that a chunk file holds unlinks that file before the delete commits, so no file
+// keeps the fact's keys once it is acknowledged; after the commit it writes the chunk again without the
+// fact (VectorIndex::CopyIdRange), so the next start does not rebuild it. Should the process die in
+// between, only that chunk is rebuilt.
 //
 // What deletion does not reach: what the base language model learned in training. A fact that was also
 // in the model's training text stays in its weights (Huang et al. 2023); eval/ measures that.
@@ -31,8 +36,10 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <shared_mutex>
 #include <string>
 #include <unordered_map>
@@ -62,6 +69,9 @@ struct FactStoreOptions {
   // Changes between automatic snapshots (0: only Checkpoint and Close write them). A snapshot costs a
   // write of the whole segment; replaying the changes since the last one costs their index adds.
   int64_t snapshot_every = 10000;
+  // Facts per snapshot chunk: what one delete writes again (about C x entries per fact x bytes per entry).
+  // Files of another chunk size are read once (split by CopyIdRange) and replaced.
+  int64_t snapshot_chunk_facts = 1024;
   // fsck without --repair: never write, delete or heal anything on disk.
   bool read_only_check = false;
 };
@@ -87,12 +97,15 @@ struct FactTraces {
 
 // What Open found and did.
 struct RecoveryReport {
-  int64_t snapshot_seq = -1;       // The snapshot loaded, -1 when none was usable.
-  std::string snapshot_problem;    // Why a snapshot was not used (corrupt, missing), when one was not.
-  int64_t replayed_changes = 0;    // Log entries applied after the snapshot.
-  int64_t missing_entries = 0;     // Entries of live facts absent after replay.
-  int64_t orphan_entries = 0;      // Entries in the index whose fact is not in the database.
-  bool rebuilt = false;            // The segment was rebuilt from the database.
+  int64_t snapshot_seq = -1;       // The newest snapshot chunk loaded, -1 when none was usable.
+  std::string snapshot_problem;    // Why a snapshot file was not used (corrupt, inconsistent), when one was not.
+  int64_t replayed_changes = 0;    // Log entries applied to loaded chunks after their snapshots.
+  int64_t missing_entries = 0;     // Entries of live facts absent from a loaded chunk after replay.
+  int64_t orphan_entries = 0;      // Entries in a loaded chunk whose fact is not in the database.
+  int64_t chunks = 0;              // Snapshot chunks holding live facts.
+  int64_t chunks_loaded = 0;       // Of those, loaded from their files.
+  int64_t chunks_rebuilt = 0;      // Built from the database instead (no usable file).
+  bool rebuilt = false;            // Some chunk was built from the database (chunks_rebuilt > 0).
   int64_t facts = 0, fact_entries = 0;
   double seconds = 0;
 };
@@ -130,7 +143,7 @@ class FactStore : public KnnMemory {
   // in the live segment or any snapshot file and, when `text` is given, its bytes in the database files.
   // NotFound when `fact_id` never existed; FailedPrecondition when it is still stored. (fact_traces.cc)
   Status FindTraces(int64_t fact_id, const std::string* text, FactTraces* out) const;
-  // The snapshot files on disk, oldest first.
+  // The snapshot files on disk, by chunk and seq.
   std::vector<std::string> SnapshotPaths() const;
 
   // KnnMemory over base + facts.
@@ -156,7 +169,7 @@ class FactStore : public KnnMemory {
   uint64_t segment_trained_fingerprint() const;
   uint64_t base_trained_fingerprint() const;
 
-  // Saves the segment as a snapshot of the current change, removes older snapshots and truncates the log.
+  // Writes the chunks changed since their snapshot files, removes the files they replace and truncates the log.
   Status Checkpoint();
 
   // A memory rebuilt from the database alone, beside this one (same base, fresh segment): the reference
@@ -172,6 +185,12 @@ class FactStore : public KnnMemory {
   Status NewSegment(std::unique_ptr<Segment>* out) const;
   Status AfterChange(int64_t last_seq);
   Status CheckpointLocked();  // callers hold write_mu_
+  // Writes chunk `chunk` of the segment as of last_seq_ (none when it holds no entries) and removes the file
+  // it replaces. Callers hold write_mu_.
+  Status WriteChunkLocked(int64_t chunk);
+  // Unlinks chunk `chunk`'s snapshot file (durably) and forgets it. Callers hold write_mu_.
+  Status RemoveChunkFileLocked(int64_t chunk);
+  int64_t ChunkOf(int64_t fact_id) const { return fact_id / chunk_facts_; }
   Status ApplyDeletes(const std::vector<FactRecord>& deleted, int64_t last_seq);
   static Status SearchMerged(const Datastore* base, const Segment& segment, const float* queries, int64_t n,
                              const MemorySearchOptions& options, std::vector<Neighbor>* out);
@@ -189,7 +208,9 @@ class FactStore : public KnnMemory {
   mutable std::shared_mutex segment_mu_;  // shared: searches; exclusive: segment changes
   std::unique_ptr<Segment> segment_;
   int64_t last_seq_ = 0;       // newest change applied to the segment
-  int64_t snapshot_seq_ = -1;  // the snapshot on disk, -1 when none
+  int64_t chunk_facts_ = 1024;           // options_.snapshot_chunk_facts
+  std::map<int64_t, int64_t> chunk_seq_;  // chunk -> seq of its snapshot file on disk
+  std::set<int64_t> dirty_chunks_;        // chunks changed since their file (or without one)
   int64_t changes_since_snapshot_ = 0;
 };
 

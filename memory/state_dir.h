@@ -7,7 +7,7 @@
 //   facts.db, facts.db-wal       the FactDb (SQLite, WAL): the source of truth for facts
 //   memories.db, memories.db-wal the memorizing layer's memories (memory/layer_memories.h), when the model
 //                                has the layer
-//   snapshots/segment-<seq>.idx  the facts' VectorIndex as of change <seq> (start-up replays later changes)
+//   snapshots/chunk-<C>-<c>-<seq>.idx  chunk c of the facts' VectorIndex (facts [c*C, (c+1)*C)) as of change <seq>
 //
 // Thread-safety: the free functions are safe from any thread; a StateLock has one owner.
 #pragma once

@@ -390,7 +390,7 @@ TEST_F(CliTest, FactsAddScoreDeleteVerifyFsck) {
   EXPECT_EQ(fsck["database_check"], "ok");
 
   // A damaged snapshot: fsck reports it (exit 1) and changes nothing; --repair rebuilds from the database.
-  ASSERT_EQ(RunCommand("f=$(ls " + state + "/snapshots/segment-*.idx) && printf '\\377\\377\\377' | "
+  ASSERT_EQ(RunCommand("f=$(ls " + state + "/snapshots/chunk-*.idx) && printf '\\377\\377\\377' | "
                        "dd of=$f bs=1 seek=300 conv=notrunc status=none", &out), 0) << out;
   EXPECT_EQ(RunCommand(Mnemo() + " fsck --state " + state + " --json", &out), 1) << out;
   fsck = json::parse(out);

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <set>
@@ -68,6 +69,16 @@ std::vector<float> QueriesNear(const std::vector<NewFact>& facts, uint32_t seed)
     }
   }
   return q;
+}
+
+// Whether any snapshot file of the store holds an entry of the fact (its first entry is always there).
+bool SnapshotsHold(const FactStore& store, int64_t fact_id) {
+  for (const std::string& path : store.SnapshotPaths()) {
+    std::unique_ptr<VectorIndex> index;
+    EXPECT_TRUE(VectorIndex::Load(path, LoadOptions(), &index).ok()) << path;
+    if (index != nullptr && index->Contains(FactEntryId(fact_id, 0))) return true;
+  }
+  return false;
 }
 
 std::string AllBytesOf(const std::string& dir) {
@@ -292,10 +303,142 @@ TEST_F(FactStoreTest, RestartLoadsSnapshotAndReplaysLaterChanges) {
     ASSERT_EQ(before[i].entry, after[i].entry);
     ASSERT_EQ(before[i].distance, after[i].distance);
   }
-  // Deleting a fact the snapshot holds removes the snapshot before acknowledging.
+  // Deleting a fact a snapshot chunk holds replaces that file with one without it before Delete returns.
   ASSERT_FALSE(store->SnapshotPaths().empty());
   ASSERT_TRUE(store->Delete({ids[0]}, nullptr).ok());
-  EXPECT_TRUE(store->SnapshotPaths().empty());
+  EXPECT_FALSE(SnapshotsHold(*store, ids[0]));
+  EXPECT_EQ(store->SnapshotPaths().size(), 1u);
+}
+
+TEST_F(FactStoreTest, DeletesRewriteOnlyTheirChunksAndTheNextStartRebuildsNothing) {
+  ASSERT_TRUE(MakeState(State(), Base(), 400, "IVF16,Flat").ok());
+  FactStoreOptions options;
+  options.snapshot_every = 0;
+  options.snapshot_chunk_facts = 4;
+  std::vector<NewFact> facts;
+  for (int i = 0; i < 18; ++i) facts.push_back(SyntheticFact("c" + std::to_string(i), 6));
+  std::vector<int64_t> ids;
+  {
+    auto store = OpenOrDie(State(), options);
+    ids = AddOrDie(store.get(), facts);
+    ASSERT_TRUE(store->Close().ok());
+  }
+  std::set<int64_t> chunks;
+  for (int64_t id : ids) chunks.insert(id / 4);
+  const int64_t n_chunks = static_cast<int64_t>(chunks.size());
+  ASSERT_GE(n_chunks, 5);
+  auto store = OpenOrDie(State(), options);
+  EXPECT_EQ(store->recovery().chunks, n_chunks);
+  EXPECT_EQ(store->recovery().chunks_loaded, n_chunks);
+  EXPECT_FALSE(store->recovery().rebuilt);
+  const auto files_before = store->SnapshotPaths();
+  ASSERT_EQ(static_cast<int64_t>(files_before.size()), n_chunks);
+
+  // Two facts of one chunk and one of another: exactly those two files are replaced, none holds them.
+  const std::vector<int64_t> doomed = {ids[4], ids[5], ids[13]};
+  ASSERT_EQ(ids[4] / 4, ids[5] / 4);
+  ASSERT_NE(ids[4] / 4, ids[13] / 4);
+  ASSERT_TRUE(store->Delete(doomed, nullptr).ok());
+  const auto files_after = store->SnapshotPaths();
+  EXPECT_EQ(files_after.size(), files_before.size());
+  int unchanged = 0;
+  for (const std::string& f : files_after) {
+    unchanged += std::count(files_before.begin(), files_before.end(), f) > 0;
+  }
+  EXPECT_EQ(unchanged, n_chunks - 2);
+  for (int64_t id : doomed) EXPECT_FALSE(SnapshotsHold(*store, id)) << id;
+  const auto queries = QueriesNear(facts, 5);
+  const auto before = SearchOrDie(*store, queries, 10);
+
+  // The process dies right after the deletes: the next start loads every chunk and rebuilds none.
+  store.reset();
+  store = OpenOrDie(State(), options);
+  EXPECT_EQ(store->recovery().chunks_loaded, n_chunks);
+  EXPECT_EQ(store->recovery().chunks_rebuilt, 0);
+  EXPECT_EQ(store->recovery().replayed_changes, 0);
+  EXPECT_TRUE(store->recovery().snapshot_problem.empty()) << store->recovery().snapshot_problem;
+  std::unique_ptr<KnnMemory> rebuilt;
+  ASSERT_TRUE(store->RebuildFromDatabase(&rebuilt).ok());
+  const auto after = SearchOrDie(*store, queries, 10);
+  const auto reference = SearchOrDie(*rebuilt, queries, 10);
+  ASSERT_EQ(before.size(), after.size());
+  for (size_t i = 0; i < before.size(); ++i) {
+    ASSERT_EQ(before[i].entry, after[i].entry) << i;
+    ASSERT_EQ(before[i].distance, after[i].distance) << i;
+    ASSERT_EQ(reference[i].entry, after[i].entry) << i;
+    ASSERT_EQ(reference[i].distance, after[i].distance) << i;
+  }
+
+  // A file lost between a delete's unlink and its rewrite (a crash there): only that chunk is rebuilt.
+  rebuilt.reset();
+  store.reset();
+  ASSERT_TRUE(RemoveFileDurably(files_after[2]).ok());
+  store = OpenOrDie(State(), options);
+  EXPECT_EQ(store->recovery().chunks_rebuilt, 1);
+  EXPECT_EQ(store->recovery().chunks_loaded, n_chunks - 1);
+  const auto again = SearchOrDie(*store, queries, 10);
+  for (size_t i = 0; i < before.size(); ++i) {
+    ASSERT_EQ(before[i].entry, again[i].entry) << i;
+    ASSERT_EQ(before[i].distance, again[i].distance) << i;
+  }
+  EXPECT_EQ(static_cast<int64_t>(store->SnapshotPaths().size()), n_chunks);  // written again at start-up
+}
+
+TEST_F(FactStoreTest, SnapshotOfTheOlderSingleFileFormatIsSplitIntoChunks) {
+  ASSERT_TRUE(MakeState(State(), Base(), 400, "IVF16,Flat").ok());
+  FactStoreOptions options;
+  options.snapshot_chunk_facts = 4;
+  std::vector<NewFact> facts;
+  for (int i = 0; i < 10; ++i) facts.push_back(SyntheticFact("s" + std::to_string(i), 5));
+  std::vector<Neighbor> before;
+  const auto queries = QueriesNear(facts, 6);
+  {
+    auto store = OpenOrDie(State(), options);
+    AddOrDie(store.get(), facts);
+    before = SearchOrDie(*store, queries, 10);
+    ASSERT_TRUE(store->Close().ok());
+    // The older format: the whole segment in snapshots/segment-<seq>.idx.
+    const auto chunks = store->SnapshotPaths();
+    ASSERT_EQ(chunks.size(), 3u);
+    std::unique_ptr<VectorIndex> whole;
+    ASSERT_TRUE(VectorIndex::Load(chunks[0], LoadOptions(), &whole).ok());
+    for (size_t i = 1; i < chunks.size(); ++i) {
+      std::unique_ptr<VectorIndex> part;
+      ASSERT_TRUE(VectorIndex::Load(chunks[i], LoadOptions(), &part).ok());
+      ASSERT_TRUE(whole->Append(*part).ok());
+    }
+    const std::string seq = chunks[0].substr(chunks[0].size() - 24, 20);  // chunk-<C>-<c>-<seq>.idx
+    ASSERT_TRUE(whole->Save(SnapshotDir(State()) + "/segment-" + seq + ".idx").ok());
+    for (const std::string& f : chunks) ASSERT_TRUE(RemoveFileDurably(f).ok());
+  }
+  {
+    auto store = OpenOrDie(State(), options);
+    EXPECT_EQ(store->recovery().chunks_loaded, 3);
+    EXPECT_FALSE(store->recovery().rebuilt);
+    EXPECT_TRUE(store->recovery().snapshot_problem.empty()) << store->recovery().snapshot_problem;
+    const auto paths = store->SnapshotPaths();
+    ASSERT_EQ(paths.size(), 3u);
+    for (const std::string& p : paths) EXPECT_NE(p.find("/chunk-4-"), std::string::npos) << p;
+    const auto after = SearchOrDie(*store, queries, 10);
+    for (size_t i = 0; i < before.size(); ++i) {
+      ASSERT_EQ(before[i].entry, after[i].entry) << i;
+      ASSERT_EQ(before[i].distance, after[i].distance) << i;
+    }
+  }
+  // Another chunk size: the files are not used but replaced, and the segment is the same.
+  options.snapshot_chunk_facts = 3;
+  auto store = OpenOrDie(State(), options);
+  EXPECT_EQ(store->recovery().chunks_loaded, 0);
+  EXPECT_EQ(store->recovery().chunks_rebuilt, 4);
+  const auto paths = store->SnapshotPaths();
+  ASSERT_EQ(paths.size(), 4u);
+  for (const std::string& p : paths) EXPECT_NE(p.find("/chunk-3-"), std::string::npos) << p;
+  const auto after = SearchOrDie(*store, queries, 10);
+  for (size_t i = 0; i < before.size(); ++i) ASSERT_EQ(before[i].entry, after[i].entry) << i;
+  options.snapshot_chunk_facts = 0;
+  std::unique_ptr<FactStore> bad;
+  store.reset();
+  EXPECT_EQ(FactStore::Open(State(), options, &bad).code(), Status::Code::kInvalidArgument);
 }
 
 TEST_F(FactStoreTest, CorruptSnapshotIsRebuiltFromTheDatabase) {

@@ -300,6 +300,75 @@ TEST_P(VectorIndexTypeTest, RemovalEqualsBuildingWithoutTheIds) {
   EXPECT_EQ(ra2.distances, rb2.distances);
 }
 
+TEST_P(VectorIndexTypeTest, CopiedIdRangesAppendedInOrderEqualTheWholeIndex) {
+  // What the fact store's snapshot chunks rest on: a range of ids copied out answers as an index given only
+  // those vectors, and the ranges appended in order answer as the whole, bit for bit (ties included).
+  const int64_t n = 2400;
+  const auto unique = MixtureVectors(1600, kDim, 20, 81);
+  std::vector<float> data(n * kDim);
+  for (int64_t i = 0; i < n; ++i) std::copy_n(&unique[(i % 1600) * kDim], kDim, &data[i * kDim]);
+  const auto queries = MixtureVectors(60, kDim, 20, 82);
+  const std::vector<int64_t> ids = IdsFor(n);
+  const std::string trained = SaveTrainedEmpty(data);
+  auto whole = LoadOrDie(trained);
+  for (int64_t begin : {0, 1200}) ASSERT_TRUE(whole->Add(1200, &data[begin * kDim], &ids[begin]).ok());
+
+  const int64_t cuts[] = {0, 700, 1500, n};
+  std::vector<std::unique_ptr<VectorIndex>> parts(3);
+  for (int c = 0; c < 3; ++c) {
+    const int64_t hi = cuts[c + 1] == n ? ids.back() + 1 : ids[cuts[c + 1]];
+    ASSERT_TRUE(whole->CopyIdRange(ids[cuts[c]], hi, &parts[c]).ok());
+    EXPECT_EQ(parts[c]->size(), cuts[c + 1] - cuts[c]);
+  }
+  // The middle part equals an index given only its vectors.
+  auto alone = LoadOrDie(trained);
+  AddOrDie(alone.get(), std::vector<float>(&data[700 * kDim], &data[1500 * kDim]),
+           std::vector<int64_t>(&ids[700], &ids[1500]));
+  for (int nprobe : {3, 16}) {
+    const Results rp = SearchOrDie(*parts[1], queries, 15, nprobe);
+    const Results ra = SearchOrDie(*alone, queries, 15, nprobe);
+    EXPECT_EQ(rp.ids, ra.ids) << "nprobe " << nprobe;
+    EXPECT_EQ(rp.distances, ra.distances) << "nprobe " << nprobe;
+  }
+
+  auto assembled = LoadOrDie(trained);
+  for (const auto& part : parts) ASSERT_TRUE(assembled->Append(*part).ok());
+  EXPECT_EQ(assembled->Ids(), whole->Ids());
+  for (int nprobe : {3, 16}) {
+    const Results rw = SearchOrDie(*whole, queries, 20, nprobe);
+    const Results rs = SearchOrDie(*assembled, queries, 20, nprobe);
+    EXPECT_EQ(rw.ids, rs.ids) << "nprobe " << nprobe;
+    EXPECT_EQ(rw.distances, rs.distances) << "nprobe " << nprobe;
+  }
+  // The appended entries are addressable: removal and re-adding behave as on the whole.
+  const std::vector<int64_t> doomed = {ids[3], ids[701], ids[1499], ids[2399]};
+  int64_t removed = 0;
+  ASSERT_TRUE(assembled->Remove(doomed.data(), 4, &removed).ok());
+  EXPECT_EQ(removed, 4);
+  ASSERT_TRUE(whole->Remove(doomed.data(), 4, nullptr).ok());
+  const Results rw = SearchOrDie(*whole, queries, 20, 5);
+  const Results rs = SearchOrDie(*assembled, queries, 20, 5);
+  EXPECT_EQ(rw.ids, rs.ids);
+  EXPECT_EQ(rw.distances, rs.distances);
+
+  // Errors change nothing.
+  const int64_t size = assembled->size();
+  EXPECT_EQ(assembled->Append(*parts[1]).code(), Status::Code::kInvalidArgument);  // ids already there
+  EXPECT_EQ(assembled->Append(*assembled).code(), Status::Code::kInvalidArgument);
+  auto other = CreateOrDie(GetParam().spec, GetParam().metric == Metric::kL2 ? Metric::kInnerProduct : Metric::kL2);
+  TrainIfNeeded(other.get(), data);
+  EXPECT_EQ(assembled->Append(*other).code(), Status::Code::kInvalidArgument);  // other trained structures
+  EXPECT_EQ(assembled->size(), size);
+  std::unique_ptr<VectorIndex> copy;
+  EXPECT_EQ(whole->CopyIdRange(10, 5, &copy).code(), Status::Code::kInvalidArgument);
+  // A memory-mapped (read-only) index can be copied from, not appended to.
+  ASSERT_TRUE(whole->Save(dir_.File("whole.idx")).ok());
+  auto mapped = LoadOrDie(dir_.File("whole.idx"), /*mmap=*/true);
+  ASSERT_TRUE(mapped->CopyIdRange(ids[0], ids[700], &copy).ok());
+  EXPECT_EQ(copy->size(), 699);  // ids[3] was removed
+  EXPECT_EQ(mapped->Append(*parts[0]).code(), Status::Code::kFailedPrecondition);
+}
+
 TEST_P(VectorIndexTypeTest, RemovingAbsentIdsChangesNothing) {
   auto index = Filled(1500);
   const auto queries = MixtureVectors(30, kDim, 20, 51);
