@@ -24,6 +24,7 @@ void RegisterFactCommands(CLI::App& app, Command* selected);       // cli_facts.
 void RegisterServeCommand(CLI::App& app, Command* selected);       // cli_serve.cc
 void RegisterAuditCommands(CLI::App& app, Command* selected);      // cli_audit.cc
 void RegisterMemoryCommands(CLI::App& app, Command* selected);     // cli_memory.cc
+void RegisterLogCommand(CLI::App& app, Command* selected);         // cli_log.cc
 
 // One line of JSON. Text from the model may end inside a UTF-8 sequence: such bytes become U+FFFD.
 std::string DumpJson(const Json& j);

@@ -133,7 +133,8 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
       std::unique_ptr<StateService> state;
       Status s = StateService::Open(aa->st.state, open, &state);
       std::vector<int64_t> ids;
-      if (s.ok()) s = state->AddFacts(texts, &ids);
+      const ActionRecord action = CliAction("facts.add");
+      if (s.ok()) s = state->AddFacts(texts, &ids, 1, &action);
       if (s.ok()) s = state->Close();
       if (!s.ok()) return Fail(s);
       if (aa->st.json) {
@@ -255,7 +256,15 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
         store = owned.get();
       }
       std::vector<FactRecord> deleted;
-      if (s.ok()) s = ra->ids.empty() ? store->DeleteMatching(filter, &deleted) : store->Delete(ra->ids, &deleted);
+      // The log names the filter's fields, never their values.
+      Json fields = Json::array();
+      if (!filter.client_id.empty()) fields.push_back("client_id");
+      if (!filter.metadata_field.empty()) fields.push_back("metadata." + filter.metadata_field);
+      const ActionRecord action =
+          CliAction("facts.delete", {}, ra->ids.empty() ? Json{{"filter_fields", fields}}.dump() : "{}");
+      if (s.ok()) {
+        s = ra->ids.empty() ? store->DeleteMatching(filter, &deleted, &action) : store->Delete(ra->ids, &deleted, &action);
+      }
       if (s.ok()) s = store->Close();
       if (!s.ok()) return Fail(s);
       Json out = {{"deleted", Json::array()}};
@@ -269,6 +278,7 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
           if (!s.ok()) return Fail(s);
           all_passed = all_passed && v.passed;
           out["verification"].push_back(api::DeletionVerdictToJson(v));
+          LogCliAction(*store, CliAction("facts.verify-deleted", {std::to_string(f.id)}, out["verification"].back().dump()));
         }
       }
       if (ra->st.json) {
@@ -313,6 +323,8 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
       if (s.ok()) s = state->VerifyDeleted(va->id, text.empty() ? nullptr : &text, va->knn.options, &v);
       if (!s.ok()) return Fail(s);
       const Json evidence = api::DeletionVerdictToJson(v);
+      // The verdict is kept in the state's action log as the deletion's receipt.
+      LogCliAction(state->store(), CliAction("facts.verify-deleted", {std::to_string(va->id)}, evidence.dump()));
       std::cout << (va->st.json ? DumpJson(evidence) : evidence.dump(2)) << "\n";
       return v.passed ? 0 : 1;
     };

@@ -185,10 +185,19 @@ void RegisterMemoryStateCommands(CLI::App* mem, Command* selected) {
         MemoryDocument d;
         s = state->memories()->DeleteDocument(xa->memory, xa->document, &d);
         out = {{"memory_id", xa->memory}, {"document_id", xa->document}, {"deleted", true}, {"tokens", d.tokens}};
+        if (s.ok()) {
+          LogCliAction(state->store(), CliAction("memories.documents.delete",
+                                                 {std::to_string(xa->memory) + "/" + std::to_string(xa->document)},
+                                                 Json{{"tokens", d.tokens}}.dump()));
+        }
       } else if (s.ok()) {
         int64_t documents = 0;
         s = state->memories()->Delete(xa->memory, &documents);
         out = {{"memory_id", xa->memory}, {"deleted", true}, {"documents_deleted", documents}};
+        if (s.ok()) {
+          LogCliAction(state->store(), CliAction("memories.delete", {std::to_string(xa->memory)},
+                                                 Json{{"documents_deleted", documents}}.dump()));
+        }
       }
       if (!s.ok()) return Fail(s);
       Print(xa->st, out);
@@ -222,7 +231,11 @@ void RegisterMemoryStateCommands(CLI::App* mem, Command* selected) {
       MemoryDeletionVerdict v;
       if (s.ok()) s = state->VerifyMemoryDocumentDeleted(va->memory, va->document, text.empty() ? nullptr : &text, &v);
       if (!s.ok()) return Fail(s);
-      Print(va->st, api::MemoryDeletionVerdictToJson(va->memory, va->document, v));
+      const Json receipt = api::MemoryDeletionVerdictToJson(va->memory, va->document, v);
+      LogCliAction(state->store(), CliAction("memories.documents.verify-deleted",
+                                             {std::to_string(va->memory) + "/" + std::to_string(va->document)},
+                                             receipt.dump()));
+      Print(va->st, receipt);
       return v.passed ? 0 : 1;
     };
   });

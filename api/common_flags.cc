@@ -1,5 +1,9 @@
 #include "api/common_flags.h"
 
+#include <pwd.h>
+#include <cstdio>
+#include <unistd.h>
+
 #include "lm/device.h"
 #include "retriever/state_service.h"
 
@@ -89,6 +93,26 @@ Status KnnFlags::Open(LanguageModel& model, std::unique_ptr<KnnMemory>* out) con
                                    std::to_string(model.config.n_embd));
   }
   return Status::OK();
+}
+
+std::string CliActor() {
+  const struct passwd* pw = getpwuid(geteuid());
+  if (pw != nullptr && pw->pw_name != nullptr && pw->pw_name[0] != '\0') return std::string("cli:") + pw->pw_name;
+  return "cli:uid-" + std::to_string(geteuid());
+}
+
+void LogCliAction(FactStore& store, const ActionRecord& action) {
+  Status s = store.LogAction(action);
+  if (!s.ok()) std::fprintf(stderr, "mnemo: warning: not in the action log: %s\n", s.ToString().c_str());
+}
+
+ActionRecord CliAction(const std::string& action, std::vector<std::string> ids, const std::string& detail) {
+  ActionRecord a;
+  a.actor = CliActor();
+  a.action = action;
+  a.ids = std::move(ids);
+  a.detail_json = detail;
+  return a;
 }
 
 }  // namespace mnemo::cli

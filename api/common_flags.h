@@ -3,6 +3,12 @@
 // flags, and --device of every command that runs the model for inference.
 #pragma once
 
+#include <string>
+#include <vector>
+
+#include "memory/fact_db.h"
+#include "memory/fact_store.h"
+
 #include <CLI/CLI.hpp>
 
 #include <memory>
@@ -50,6 +56,14 @@ struct DeviceFlag {
 // --gpu-index N: OK for -1 (not given) or a GPU this build can search on, else InvalidArgument naming the
 // flag (a build without FAISS GPU support, no such GPU).
 Status CheckGpuIndexFlag(int gpu_index);
+
+// How the action log names a command-line user: "cli:<login name>" (the uid when it has none).
+std::string CliActor();
+// An action log entry for the command line (CliActor), `detail` a JSON object.
+ActionRecord CliAction(const std::string& action, std::vector<std::string> ids = {}, const std::string& detail = "{}");
+// Appends `action` to the state's action log after the action succeeded; a failure is reported on stderr
+// (the action stands, so the command does not fail for it).
+void LogCliAction(FactStore& store, const ActionRecord& action);
 
 // --window, --stride, --batch-size of strided sliding-window passes (eval ppl, datastore build).
 void RegisterWindowFlags(CLI::App* app, WindowOptions* window);

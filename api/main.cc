@@ -45,6 +45,7 @@ int main(int argc, char** argv) {
   mnemo::cli::RegisterServeCommand(app, &selected);
   mnemo::cli::RegisterAuditCommands(app, &selected);
   mnemo::cli::RegisterMemoryCommands(app, &selected);
+  mnemo::cli::RegisterLogCommand(app, &selected);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -11,6 +11,7 @@
 
 #include "api/server_impl.h"
 #include "util/blas_threads.h"
+#include "util/parse.h"
 
 namespace mnemo {
 
@@ -54,7 +55,8 @@ std::string EndpointOf(const std::string& path) {
     if (path.size() > 12 && path.compare(path.size() - 12, 12, "/report.html") == 0) return "/v1/audits/{id}/report.html";
     return "/v1/audits/{id}";
   }
-  for (const char* known : {"/health", "/metrics", "/v1/models", "/v1/completions", "/v1/score", "/tokenize", "/detokenize"}) {
+  for (const char* known : {"/health", "/metrics", "/v1/models", "/v1/completions", "/v1/score", "/tokenize", "/detokenize",
+                            "/v1/log"}) {
     if (path == known) return path;
   }
   return "other";
@@ -67,7 +69,8 @@ thread_local bool t_request_started = false;
 
 Role RequiredRole(const std::string& method, const std::string& path) {
   if (path == "/health") return Role::kNone;
-  if (path.rfind("/v1/facts", 0) == 0 || path.rfind("/v1/audits", 0) == 0 || path.rfind("/v1/datastore", 0) == 0) {
+  if (path.rfind("/v1/facts", 0) == 0 || path.rfind("/v1/audits", 0) == 0 || path.rfind("/v1/datastore", 0) == 0 ||
+      path == "/v1/log") {
     return Role::kAdmin;
   }
   // Memories: read keys may list them and see one (names and sizes); reading documents into them, their
@@ -80,6 +83,13 @@ Role RequiredRole(const std::string& method, const std::string& path) {
 }
 
 }  // namespace
+
+Status QueryInt(const httplib::Request& req, const char* name, int64_t min, int64_t max, int64_t* out) {
+  if (!req.has_param(name)) return Status::OK();
+  if (ParseInt64(req.get_param_value(name), min, max, out).ok()) return Status::OK();
+  return Status::InvalidArgument(std::string(name) + ": must be an integer in [" + std::to_string(min) + ", " +
+                                 std::to_string(max) + "]");
+}
 
 ApiError ErrorFromStatus(const Status& s) {
   ApiError e(400, s.message());
@@ -165,7 +175,7 @@ bool Server::Impl::CheckModel(const Json& body, httplib::Response& res) {
   return true;
 }
 
-Role Server::Impl::RoleOf(const httplib::Request& req) const {
+Role Server::Impl::RoleOf(const httplib::Request& req, std::string* name) const {
   std::string key;
   const std::string auth = req.get_header_value("Authorization");
   if (auth.rfind("Bearer ", 0) == 0) {
@@ -173,7 +183,11 @@ Role Server::Impl::RoleOf(const httplib::Request& req) const {
   } else if (req.has_header("X-Api-Key")) {
     key = req.get_header_value("X-Api-Key");
   }
-  return key.empty() ? Role::kNone : keys.Authenticate(key);
+  if (key.empty()) {
+    if (name != nullptr) name->clear();
+    return Role::kNone;
+  }
+  return keys.Authenticate(key, name);
 }
 
 bool Server::Impl::RunOnWorker(httplib::Response& res, const std::function<void(const std::atomic<bool>&)>& fn,
@@ -401,6 +415,7 @@ void Server::Impl::Routes() {
   Route("POST", "/v1/facts", [this](const httplib::Request& req, httplib::Response& res) { HandleAddFacts(req, res); });
   Route("GET", "/v1/facts", [this](const httplib::Request& req, httplib::Response& res) { HandleListFacts(req, res); });
   Route("POST", "/v1/facts/delete", [this](const httplib::Request& req, httplib::Response& res) { HandleDeleteMatching(req, res); });
+  Route("GET", "/v1/log", [this](const httplib::Request& req, httplib::Response& res) { HandleLog(req, res); });
   Route("POST", "/v1/audits", [this](const httplib::Request& req, httplib::Response& res) { HandleStartAudit(req, res); });
   Route("GET", "/v1/audits", [this](const httplib::Request& req, httplib::Response& res) { HandleListAudits(req, res); });
   Route("GET", R"(/v1/audits/(audit-[0-9]+-[0-9]+))",

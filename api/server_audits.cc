@@ -141,6 +141,7 @@ void Server::Impl::HandleStartAudit(const httplib::Request& req, httplib::Respon
     if (!s.ok()) return SendError(res, ErrorFromStatus(s));
     running_audit = job;
     audits[job->id] = job;
+    LogAction(ActionFor(req, "audits.start", {job->id}));
     o.cancel = &job->cancel;
     o.progress = [this, job](const std::string& stage, double fraction) {
       std::lock_guard<std::mutex> lock(audit_mu);
@@ -243,6 +244,7 @@ void Server::Impl::HandleCancelAudit(const httplib::Request& req, httplib::Respo
   auto job = FindAudit(req.matches[1].str());
   if (job == nullptr) return SendError(res, {404, "no audit " + req.matches[1].str(), "not_found"});
   job->cancel = true;
+  LogAction(ActionFor(req, "audits.cancel", {job->id}));
   std::lock_guard<std::mutex> lock(audit_mu);
   SendJson(res, AuditStatusJson(*job));
 }

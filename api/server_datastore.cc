@@ -70,6 +70,8 @@ void Server::Impl::HandleDeleteDatastoreDocument(const httplib::Request& req, ht
   Status s = store->DeleteBaseDocuments({IdFromPath(req)}, &report);
   if (!s.ok()) return SendError(res, ErrorFromStatus(s));
   metrics.GetCounter("mnemo_datastore_documents_deleted_total", "Base datastore documents deleted").Increment();
+  LogAction(ActionFor(req, "datastore.documents.delete", {IdFromPath(req)},
+                      {{"entries", report.entries}, {"deletion", report.seq}}));
   SendJson(res, {{"id", IdFromPath(req)},
                  {"object", "datastore.document"},
                  {"deleted", true},
@@ -97,7 +99,9 @@ void Server::Impl::HandleVerifyDatastoreDocument(const httplib::Request& req, ht
     return;
   }
   if (!run.ok()) return SendError(res, ErrorFromStatus(run));
-  SendJson(res, api::DocumentDeletionVerdictToJson(verdict));
+  const Json receipt = api::DocumentDeletionVerdictToJson(verdict);
+  LogAction(ActionFor(req, "datastore.documents.verify-deleted", {id}, receipt));
+  SendJson(res, receipt);
 }
 
 }  // namespace mnemo

@@ -73,7 +73,8 @@ void Server::Impl::HandleAddFacts(const httplib::Request& req, httplib::Response
   if (!s.ok()) return SendError(res, ErrorFromStatus(s));
   std::vector<int64_t> ids;
   Status run;
-  if (!RunOnWorker(res, [&](const std::atomic<bool>&) { run = state->AddFacts(texts, &ids); })) {
+  const ActionRecord action = ActionFor(req, "facts.add");
+  if (!RunOnWorker(res, [&](const std::atomic<bool>&) { run = state->AddFacts(texts, &ids, 1, &action); })) {
     return;
   }
   if (!run.ok()) return SendError(res, ErrorFromStatus(run));
@@ -98,16 +99,8 @@ void Server::Impl::HandleGetFact(const httplib::Request& req, httplib::Response&
 
 void Server::Impl::HandleListFacts(const httplib::Request& req, httplib::Response& res) {
   ListOptions options;
-  Status s;
-  auto int_param = [&](const char* name, int64_t min, int64_t max, int64_t* out) {
-    if (!s.ok() || !req.has_param(name)) return;
-    if (!ParseInt64(req.get_param_value(name), min, max, out).ok()) {
-      s = Status::InvalidArgument(std::string(name) + ": must be an integer in [" + std::to_string(min) + ", " +
-                                  std::to_string(max) + "]");
-    }
-  };
-  int_param("after", 0, INT64_MAX, &options.after_id);
-  int_param("limit", 1, 10000, &options.limit);
+  Status s = QueryInt(req, "after", 0, INT64_MAX, &options.after_id);
+  if (s.ok()) s = QueryInt(req, "limit", 1, 10000, &options.limit);
   if (req.has_param("client_id")) options.filter.client_id = req.get_param_value("client_id");
   // ?metadata.topic=harbour: the value is JSON when it parses as a scalar, else a string.
   for (const auto& [key, value] : req.params) {
@@ -129,7 +122,8 @@ void Server::Impl::HandleDeleteFact(const httplib::Request& req, httplib::Respon
   int64_t id = 0;
   if (Status bad = IdFromPath(req, &id); !bad.ok()) return SendError(res, ErrorFromStatus(bad));
   std::vector<FactRecord> deleted;
-  Status s = store->Delete({id}, &deleted);
+  const ActionRecord action = ActionFor(req, "facts.delete");
+  Status s = store->Delete({id}, &deleted, &action);
   if (!s.ok()) return SendError(res, ErrorFromStatus(s));
   if (deleted.empty()) return SendError(res, {404, "fact " + std::to_string(id) + " does not exist"});
   metrics.GetCounter("mnemo_facts_deleted_total", "Facts deleted").Increment();
@@ -143,7 +137,12 @@ void Server::Impl::HandleDeleteMatching(const httplib::Request& req, httplib::Re
   Status s = ParseFilter(body, &filter);
   if (s.ok() && filter.empty()) s = Status::InvalidArgument("give client_id or metadata to choose the facts to delete");
   std::vector<FactRecord> deleted;
-  if (s.ok()) s = store->DeleteMatching(filter, &deleted);
+  // The log names the filter's fields, never their values (a metadata value may identify a person).
+  Json fields = Json::array();
+  if (!filter.client_id.empty()) fields.push_back("client_id");
+  if (!filter.metadata_field.empty()) fields.push_back("metadata." + filter.metadata_field);
+  const ActionRecord action = ActionFor(req, "facts.delete", {}, {{"filter_fields", fields}});
+  if (s.ok()) s = store->DeleteMatching(filter, &deleted, &action);
   if (!s.ok()) return SendError(res, ErrorFromStatus(s));
   Json ids = Json::array();
   for (const FactRecord& f : deleted) ids.push_back(f.id);
@@ -170,7 +169,10 @@ void Server::Impl::HandleVerifyDeleted(const httplib::Request& req, httplib::Res
     return;
   }
   if (!run.ok()) return SendError(res, ErrorFromStatus(run));
-  SendJson(res, api::DeletionVerdictToJson(verdict));
+  // The verdict is kept as the deletion's receipt (no text: the verdict holds none).
+  const Json receipt = api::DeletionVerdictToJson(verdict);
+  LogAction(ActionFor(req, "facts.verify-deleted", {std::to_string(id)}, receipt));
+  SendJson(res, receipt);
 }
 
 }  // namespace mnemo

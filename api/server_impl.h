@@ -43,6 +43,9 @@ struct ApiError {
 };
 
 ApiError ErrorFromStatus(const Status& s);
+// Reads the integer query parameter `name` into *out when present (absent: *out unchanged). InvalidArgument
+// naming it when it is not an integer in [min, max].
+Status QueryInt(const httplib::Request& req, const char* name, int64_t min, int64_t max, int64_t* out);
 
 struct Server::Impl {
   explicit Impl(ServeOptions o) : options(std::move(o)) {}
@@ -74,7 +77,8 @@ struct Server::Impl {
   void SendJson(httplib::Response& res, const api::Json& body, int status = 200);
   // Parses the body as a JSON object; false (response written) when it is not one.
   bool ParseBody(const httplib::Request& req, httplib::Response& res, api::Json* body);
-  Role RoleOf(const httplib::Request& req) const;
+  // The role of the request's key; *name (may be null) receives the key's name.
+  Role RoleOf(const httplib::Request& req, std::string* name = nullptr) const;
   Role Caller(const httplib::Request& req) const { return keys.empty() ? Role::kAdmin : RoleOf(req); }
   // Runs `fn` on a model worker and waits for it (with the request timeout). False (response written:
   // 503 when the queue is full, 504 on timeout) when it did not complete.
@@ -94,6 +98,16 @@ struct Server::Impl {
   int long_scores_waiting = 0;  // guarded by score_mu
   void HandleCompletions(const httplib::Request& req, httplib::Response& res);
   void HandleScore(const httplib::Request& req, httplib::Response& res);
+
+  // server_log.cc: the action log
+  // Who is calling, as the action log names them: the key's name, or "local" on a server without keys.
+  std::string ActorOf(const httplib::Request& req) const;
+  ActionRecord ActionFor(const httplib::Request& req, const std::string& action, std::vector<std::string> ids = {},
+                         const api::Json& detail = api::Json::object()) const;
+  // Logs an action that is not part of a facts transaction, after it succeeded; a failure to log is
+  // counted (mnemo_action_log_failures_total) and reported on stderr, not to the client.
+  void LogAction(const ActionRecord& action);
+  void HandleLog(const httplib::Request& req, httplib::Response& res);
 
   // server_facts.cc
   void HandleAddFacts(const httplib::Request& req, httplib::Response& res);

@@ -51,6 +51,7 @@ void Server::Impl::HandleCreateMemory(const httplib::Request& req, httplib::Resp
   MemoryInfo info;
   if (s.ok()) s = state->memories()->Create(name, capacity, &info);
   if (!s.ok()) return SendError(res, ErrorFromStatus(s));
+  LogAction(ActionFor(req, "memories.create", {std::to_string(info.id)}, {{"capacity", info.capacity}}));
   SendJson(res, api::MemoryToJson(info));
 }
 
@@ -80,6 +81,7 @@ void Server::Impl::HandleDeleteMemory(const httplib::Request& req, httplib::Resp
   if (s.ok()) s = state->RequireMemories();
   if (s.ok()) s = state->memories()->Delete(id, &documents);
   if (!s.ok()) return SendError(res, ErrorFromStatus(s));
+  LogAction(ActionFor(req, "memories.delete", {std::to_string(id)}, {{"documents_deleted", documents}}));
   SendJson(res, {{"id", id}, {"object", "memory"}, {"deleted", true}, {"documents_deleted", documents}});
 }
 
@@ -109,6 +111,8 @@ void Server::Impl::HandleReadDocument(const httplib::Request& req, httplib::Resp
   }
   if (!run.ok()) return SendError(res, ErrorFromStatus(run));
   metrics.GetCounter("mnemo_memory_tokens_read_total", "Tokens read into memories").Increment(static_cast<double>(doc.tokens));
+  LogAction(ActionFor(req, "memories.documents.add", {std::to_string(id) + "/" + std::to_string(doc.id)},
+                      {{"tokens", doc.tokens}, {"evicted_tokens", evicted}}));
   Json j = api::MemoryDocumentToJson(doc);
   j["evicted_tokens"] = evicted;
   SendJson(res, j);
@@ -162,6 +166,8 @@ void Server::Impl::HandleDeleteDocument(const httplib::Request& req, httplib::Re
   if (s.ok()) s = state->memories()->DeleteDocument(id, doc_id, &doc);
   if (!s.ok()) return SendError(res, ErrorFromStatus(s));
   metrics.GetCounter("mnemo_memory_documents_deleted_total", "Documents deleted from memories").Increment();
+  LogAction(ActionFor(req, "memories.documents.delete", {std::to_string(id) + "/" + std::to_string(doc_id)},
+                      {{"tokens", doc.tokens}}));
   SendJson(res, {{"id", doc_id}, {"object", "memory.document"}, {"memory_id", id}, {"deleted", true}, {"tokens", doc.tokens}});
 }
 
@@ -184,7 +190,10 @@ void Server::Impl::HandleVerifyDocumentDeleted(const httplib::Request& req, http
     return;
   }
   if (!run.ok()) return SendError(res, ErrorFromStatus(run));
-  SendJson(res, api::MemoryDeletionVerdictToJson(id, doc_id, verdict));
+  const Json receipt = api::MemoryDeletionVerdictToJson(id, doc_id, verdict);
+  LogAction(ActionFor(req, "memories.documents.verify-deleted", {std::to_string(id) + "/" + std::to_string(doc_id)},
+                      receipt));
+  SendJson(res, receipt);
 }
 
 }  // namespace mnemo

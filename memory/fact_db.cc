@@ -2,6 +2,7 @@
 // tombstones, get/list/count, the changes log). The SQLite mechanics are in sqlite_db.h, the filter's SQL
 // in fact_filter.h.
 #include "memory/fact_db.h"
+#include "memory/fact_db_internal.h"
 
 #include <cerrno>
 #include <chrono>
@@ -101,7 +102,7 @@ Status CheckFormat(SqliteDb* db, bool* empty) {
 // The body of Delete and DeleteMatching. `collect` runs inside the transaction and lists the records to
 // delete (with entries); an empty list ends the call without writing anything.
 Status DeleteCollected(SqliteDb* db, const std::function<Status(std::vector<FactRecord>*)>& collect,
-                       std::vector<FactRecord>* deleted, int64_t* last_seq) {
+                       std::vector<FactRecord>* deleted, int64_t* last_seq, const ActionRecord* action) {
   deleted->clear();
   std::vector<FactRecord> found;
   int64_t seq = 0;
@@ -127,6 +128,12 @@ Status DeleteCollected(SqliteDb* db, const std::function<Status(std::vector<Fact
       tombstone.BindInt(3, now);
       tombstone.BindInt(4, r.num_tokens - 1);
       MNEMO_RETURN_IF_ERROR(tombstone.Run());
+    }
+    if (action != nullptr) {
+      ActionRecord logged = *action;
+      logged.ids.clear();
+      for (const FactRecord& r : found) logged.ids.push_back(std::to_string(r.id));
+      MNEMO_RETURN_IF_ERROR(InsertAction(db, logged, now, nullptr));
     }
     MNEMO_RETURN_IF_ERROR(txn.Commit());
   }
@@ -187,6 +194,9 @@ Status FactDb::Open(const std::string& path, std::unique_ptr<FactDb>* out) {
     MNEMO_RETURN_IF_ERROR(CheckFormat(db, &empty));
   }
 
+  // The action log joined format 1 later: created when absent (older builds ignore it).
+  MNEMO_RETURN_IF_ERROR(db->Exec(kActionsSchema));
+
   MNEMO_RETURN_IF_ERROR(db->QueryText("SELECT value FROM meta WHERE key = 'dim'", &value, &found));
   if (found) {
     int64_t dim = 0;
@@ -245,7 +255,8 @@ Status FactDb::SetKeyDim(int dim) {
   return Status::OK();
 }
 
-Status FactDb::Insert(const std::vector<NewFact>& facts, std::vector<int64_t>* ids, int64_t* last_seq) {
+Status FactDb::Insert(const std::vector<NewFact>& facts, std::vector<int64_t>* ids, int64_t* last_seq,
+                      const ActionRecord* action) {
   std::lock_guard<std::mutex> lock(mu_);
   if (dim_ <= 0) return Status::FailedPrecondition(path_ + ": key dimension not set (call SetKeyDim before Insert)");
   // Validate the whole batch first, so that a bad fact leaves nothing half written.
@@ -312,6 +323,12 @@ Status FactDb::Insert(const std::vector<NewFact>& facts, std::vector<int64_t>* i
       link.BindInt(2, seq);
       MNEMO_RETURN_IF_ERROR(link.Run());
     }
+    if (action != nullptr) {
+      ActionRecord logged = *action;
+      logged.ids.clear();
+      for (int64_t id : new_ids) logged.ids.push_back(std::to_string(id));
+      MNEMO_RETURN_IF_ERROR(InsertAction(db_.get(), logged, now, nullptr));
+    }
     MNEMO_RETURN_IF_ERROR(txn.Commit());
   }
   *ids = std::move(new_ids);
@@ -319,7 +336,8 @@ Status FactDb::Insert(const std::vector<NewFact>& facts, std::vector<int64_t>* i
   return Status::OK();
 }
 
-Status FactDb::Delete(const std::vector<int64_t>& ids, std::vector<FactRecord>* deleted, int64_t* last_seq) {
+Status FactDb::Delete(const std::vector<int64_t>& ids, std::vector<FactRecord>* deleted, int64_t* last_seq,
+                      const ActionRecord* action) {
   std::lock_guard<std::mutex> lock(mu_);
   auto collect = [&](std::vector<FactRecord>* found) -> Status {
     Statement s(db_.get());
@@ -338,10 +356,11 @@ Status FactDb::Delete(const std::vector<int64_t>& ids, std::vector<FactRecord>* 
     }
     return Status::OK();
   };
-  return DeleteCollected(db_.get(), collect, deleted, last_seq);
+  return DeleteCollected(db_.get(), collect, deleted, last_seq, action);
 }
 
-Status FactDb::DeleteMatching(const FactFilter& filter, std::vector<FactRecord>* deleted, int64_t* last_seq) {
+Status FactDb::DeleteMatching(const FactFilter& filter, std::vector<FactRecord>* deleted, int64_t* last_seq,
+                              const ActionRecord* action) {
   std::lock_guard<std::mutex> lock(mu_);
   // An empty filter would delete everything: too easy to reach by accident (an unset request field).
   if (filter.empty()) return Status::InvalidArgument(path_ + ": DeleteMatching needs a non-empty filter");
@@ -358,7 +377,7 @@ Status FactDb::DeleteMatching(const FactFilter& filter, std::vector<FactRecord>*
       MNEMO_RETURN_IF_ERROR(ReadRecord(s, true, dim_, path_, &found->back()));
     }
   };
-  return DeleteCollected(db_.get(), collect, deleted, last_seq);
+  return DeleteCollected(db_.get(), collect, deleted, last_seq, action);
 }
 
 Status FactDb::Get(int64_t id, bool with_entries, FactRecord* out) {

@@ -96,6 +96,28 @@ struct Change {
   int64_t fact_id = 0;
 };
 
+// One entry of the state's action log: who did what to which ids, and when; never fact text, metadata
+// values or keys. Fact adds and deletes are logged in the transaction that makes them, so the log and the
+// facts never disagree; other actions (memories, base datastore documents, audits, verifications) are
+// logged right after they succeed, so a crash in between can lose their entry but never invent one.
+struct ActionRecord {
+  int64_t seq = 0;                 // Set by the log: ascending, never reused.
+  int64_t at_ms = 0;               // Set by the log: Unix time in milliseconds.
+  std::string actor;               // The API key's name, "cli:<user>", or "local" (a server without keys).
+  std::string action;              // e.g. "facts.add", "facts.delete", "facts.verify-deleted".
+  std::vector<std::string> ids;    // What it acted on (fact ids in decimal, document ids, memory ids).
+  std::string detail_json = "{}";  // A JSON object: counts, a verification's evidence (a deletion receipt).
+};
+
+// A page of the action log, oldest first.
+struct ActionQuery {
+  int64_t after_seq = 0;  // Entries with seq > after_seq.
+  int64_t limit = 100;    // 1..1000.
+  std::string action;     // When non-empty, only this action, or those under it ("facts" matches "facts.add").
+  std::string id;         // When non-empty, only entries naming this id.
+  std::string actor;      // When non-empty, only this actor.
+};
+
 class FactDb {
  public:
   // Opens (creating when absent) the database at `path`, sets the pragmas above and creates the schema.
@@ -114,15 +136,29 @@ class FactDb {
   // reused) are written to *ids and the seq of the last change to *last_seq. InvalidArgument (nothing
   // written) for a fact with fewer than 2 tokens, keys of the wrong size (needs `dim` from meta "dim"
   // via SetKeyDim), or metadata that is not a JSON object.
-  Status Insert(const std::vector<NewFact>& facts, std::vector<int64_t>* ids, int64_t* last_seq);
+  // With `action`, the action log gets one entry for the batch (its ids the new ones) in the same
+  // transaction.
+  Status Insert(const std::vector<NewFact>& facts, std::vector<int64_t>* ids, int64_t* last_seq,
+                const ActionRecord* action = nullptr);
 
   // Deletes the listed facts that exist, in one transaction: the rows go, a kDelete change and a
   // tombstone are recorded per fact, then the WAL is checkpointed and truncated (see above). *deleted
   // receives the removed records with their entries (the caller removes them from its indexes) and
   // *last_seq the seq of the last change (unchanged when nothing matched). Absent ids are ignored.
-  Status Delete(const std::vector<int64_t>& ids, std::vector<FactRecord>* deleted, int64_t* last_seq);
+  // With `action`, the action log gets one entry naming the deleted ids in the same transaction (none
+  // when nothing matched).
+  Status Delete(const std::vector<int64_t>& ids, std::vector<FactRecord>* deleted, int64_t* last_seq,
+                const ActionRecord* action = nullptr);
   // The same for every fact the (non-empty) filter matches; InvalidArgument for an empty filter.
-  Status DeleteMatching(const FactFilter& filter, std::vector<FactRecord>* deleted, int64_t* last_seq);
+  Status DeleteMatching(const FactFilter& filter, std::vector<FactRecord>* deleted, int64_t* last_seq,
+                        const ActionRecord* action = nullptr);
+
+  // Appends one entry to the action log in its own transaction; *seq (may be null) receives its seq.
+  // InvalidArgument for an empty actor or action, or a detail that is not a JSON object. (fact_db_actions.cc)
+  Status LogAction(const ActionRecord& action, int64_t* seq);
+  // One page of the action log; *next_after_seq is the after_seq of the next page, 0 when this is the
+  // last. InvalidArgument for a limit outside 1..1000.
+  Status ListActions(const ActionQuery& query, std::vector<ActionRecord>* out, int64_t* next_after_seq);
 
   // NotFound when no fact has this id (never added, or deleted).
   Status Get(int64_t id, bool with_entries, FactRecord* out);

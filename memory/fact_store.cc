@@ -149,7 +149,7 @@ uint64_t FactStore::base_trained_fingerprint() const {
   return base_->index().TrainedFingerprint();
 }
 
-Status FactStore::Add(const std::vector<NewFact>& facts, std::vector<int64_t>* ids) {
+Status FactStore::Add(const std::vector<NewFact>& facts, std::vector<int64_t>* ids, const ActionRecord* action) {
   ids->clear();
   if (facts.empty()) return Status::OK();
   for (size_t i = 0; i < facts.size(); ++i) {
@@ -169,7 +169,7 @@ Status FactStore::Add(const std::vector<NewFact>& facts, std::vector<int64_t>* i
   }
   std::lock_guard<std::mutex> write(write_mu_);
   int64_t last_seq = 0;
-  MNEMO_RETURN_IF_ERROR(db_->Insert(facts, ids, &last_seq));
+  MNEMO_RETURN_IF_ERROR(db_->Insert(facts, ids, &last_seq, action));
   // Committed: from here on the facts exist. The segment catches up under the exclusive lock; should it
   // fail (out of memory), the next Open rebuilds it from the database.
   std::vector<FactRecord> records(facts.size());
@@ -188,7 +188,8 @@ Status FactStore::Add(const std::vector<NewFact>& facts, std::vector<int64_t>* i
   return AfterChange(last_seq);
 }
 
-Status FactStore::Delete(const std::vector<int64_t>& ids, std::vector<FactRecord>* deleted) {
+Status FactStore::Delete(const std::vector<int64_t>& ids, std::vector<FactRecord>* deleted,
+                         const ActionRecord* action) {
   std::vector<FactRecord> local;
   std::vector<FactRecord>& out = deleted != nullptr ? *deleted : local;
   out.clear();
@@ -208,7 +209,7 @@ Status FactStore::Delete(const std::vector<int64_t>& ids, std::vector<FactRecord
     }
   }
   int64_t last_seq = 0;
-  Status s = db_->Delete(ids, &out, &last_seq);
+  Status s = db_->Delete(ids, &out, &last_seq, action);
   // FactDb reports the deleted records even when the scrub after the commit (VACUUM, checkpoint) failed:
   // the delete happened, so the segment must forget the facts either way.
   if (out.empty()) return s;
@@ -218,7 +219,8 @@ Status FactStore::Delete(const std::vector<int64_t>& ids, std::vector<FactRecord
   return applied.ok() ? listened : applied;
 }
 
-Status FactStore::DeleteMatching(const FactFilter& filter, std::vector<FactRecord>* deleted) {
+Status FactStore::DeleteMatching(const FactFilter& filter, std::vector<FactRecord>* deleted,
+                                 const ActionRecord* action) {
   if (filter.empty()) return Status::InvalidArgument("delete by filter needs a client id or a metadata field");
   std::vector<int64_t> ids;
   ListOptions list;
@@ -234,7 +236,7 @@ Status FactStore::DeleteMatching(const FactFilter& filter, std::vector<FactRecor
   }
   // A fact added between the listing and the delete is not deleted: the filter applies to the facts
   // that existed when the call started.
-  return Delete(ids, deleted);
+  return Delete(ids, deleted, action);
 }
 
 Status FactStore::ApplyDeletes(const std::vector<FactRecord>& deleted, int64_t last_seq) {

@@ -122,11 +122,20 @@ class FactStore : public KnnMemory {
 
   // Adds the facts in one transaction; ids in input order. InvalidArgument (nothing added) for a fact
   // with more than kMaxFactEntries entries, keys of another dimension or a non-finite key.
-  Status Add(const std::vector<NewFact>& facts, std::vector<int64_t>* ids);
+  // With `action`, the action log records the add in the same transaction (FactDb::Insert).
+  Status Add(const std::vector<NewFact>& facts, std::vector<int64_t>* ids, const ActionRecord* action = nullptr);
   // Deletes the listed facts that exist (absent ids are ignored); *deleted (may be null) receives their
   // records, entries included, which is the last copy of them anywhere.
-  Status Delete(const std::vector<int64_t>& ids, std::vector<FactRecord>* deleted);
-  Status DeleteMatching(const FactFilter& filter, std::vector<FactRecord>* deleted);
+  // With `action`, the action log records the delete in the same transaction (FactDb::Delete).
+  Status Delete(const std::vector<int64_t>& ids, std::vector<FactRecord>* deleted,
+                const ActionRecord* action = nullptr);
+  Status DeleteMatching(const FactFilter& filter, std::vector<FactRecord>* deleted,
+                        const ActionRecord* action = nullptr);
+  // The state's action log (FactDb::LogAction, FactDb::ListActions).
+  Status LogAction(const ActionRecord& action, int64_t* seq = nullptr) { return db_->LogAction(action, seq); }
+  Status ListActions(const ActionQuery& query, std::vector<ActionRecord>* out, int64_t* next_after_seq) const {
+    return db_->ListActions(query, out, next_after_seq);
+  }
   // Called after every delete has committed and left the segment, with the deleted records (under the
   // write lock, so before the next write): the state's other copies of facts (the memorizing layer's
   // facts memory) follow deletes whatever path they take. Its error is Delete's. Set before sharing.

@@ -120,7 +120,8 @@ Status StateService::OpenStore(const std::string& dir, LanguageModel* model, con
   return Status::OK();
 }
 
-Status StateService::AddFacts(const std::vector<FactText>& facts, std::vector<int64_t>* ids, int copies) {
+Status StateService::AddFacts(const std::vector<FactText>& facts, std::vector<int64_t>* ids, int copies,
+                              const ActionRecord* action) {
   if (copies < 1) return Status::InvalidArgument("copies must be at least 1");
   std::vector<NewFact> encoded;
   MNEMO_RETURN_IF_ERROR(EncodeFacts(*model_, facts, FactEncodeOptions(), &encoded));
@@ -132,7 +133,7 @@ Status StateService::AddFacts(const std::vector<FactText>& facts, std::vector<in
     }
     encoded = std::move(repeated);
   }
-  MNEMO_RETURN_IF_ERROR(store_->Add(encoded, ids));
+  MNEMO_RETURN_IF_ERROR(store_->Add(encoded, ids, action));
   if (memories_ == nullptr) return Status::OK();
   // The facts are committed; a failure here is repaired by the next Open (SyncFactsMemory). The documents
   // go in kFactDocumentsPerWrite to a transaction (bounding the pairs held at once); copies of a text reuse

@@ -80,7 +80,9 @@ class StateService {
   // crash between them (documents of deleted facts go, live facts without one are read). With
   // copies > 1 each text is stored that many times, as separate facts (the audit's repeated canaries).
   // InvalidArgument (nothing added) as EncodeFacts and FactStore::Add.
-  Status AddFacts(const std::vector<FactText>& facts, std::vector<int64_t>* ids, int copies = 1);
+  // With `action`, the action log records the add with the facts (FactStore::Add).
+  Status AddFacts(const std::vector<FactText>& facts, std::vector<int64_t>* ids, int copies = 1,
+                  const ActionRecord* action = nullptr);
 
   // Evidence that a deleted fact left no trace (deletion_verifier.h). `text` may be null.
   Status VerifyDeleted(int64_t fact_id, const std::string* text, const KnnOptions& knn, DeletionVerdict* out) const;

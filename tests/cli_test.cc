@@ -367,6 +367,29 @@ TEST_F(CliTest, FactsAddScoreDeleteVerifyFsck) {
   EXPECT_EQ(RunCommand(Mnemo() + " facts get --state " + state + " --id " + std::to_string(id) + " 2>&1", &out), 1);
   EXPECT_NE(out.find("was deleted"), std::string::npos) << out;
 
+  // The action log: who (cli:<user>) did what to the fact, and the verifications kept as receipts; never
+  // its text.
+  ASSERT_EQ(RunCommand(Mnemo() + " log --state " + state + " --id " + std::to_string(id) + " --json", &out), 0) << out;
+  std::vector<json> entries;
+  for (size_t b = 0, e; (e = out.find('\n', b)) != std::string::npos; b = e + 1) entries.push_back(json::parse(out.substr(b, e - b)));
+  ASSERT_EQ(entries.size(), 5u) << out;  // add, delete, the delete's verification, two later verifications
+  const std::vector<std::string> actions = {"facts.add", "facts.delete", "facts.verify-deleted", "facts.verify-deleted",
+                                            "facts.verify-deleted"};
+  for (size_t i = 0; i < entries.size(); ++i) {
+    EXPECT_EQ(entries[i]["action"], actions[i]) << out;
+    EXPECT_EQ(entries[i]["actor"].get<std::string>().rfind("cli:", 0), 0u) << out;
+    EXPECT_EQ(entries[i]["ids"], json::array({std::to_string(id)})) << out;
+    if (i > 0) EXPECT_GT(entries[i]["seq"].get<int64_t>(), entries[i - 1]["seq"].get<int64_t>());
+  }
+  EXPECT_TRUE(entries[2]["detail"]["passed"].get<bool>()) << out;
+  EXPECT_EQ(out.find(fact), std::string::npos) << out;
+  ASSERT_EQ(RunCommand(Mnemo() + " log --state " + state + " --action facts.delete", &out), 0) << out;
+  EXPECT_NE(out.find("facts.delete  " + std::to_string(id)), std::string::npos) << out;
+  EXPECT_EQ(out.find("facts.add"), std::string::npos) << out;
+  EXPECT_NE(RunCommand(Mnemo() + " log --state " + state + " --limit 0 2>&1", &out), 0) << out;
+  EXPECT_EQ(RunCommand(Mnemo() + " log --state " + d.File("nowhere") + " 2>&1", &out), 1) << out;
+  EXPECT_NE(out.find("nowhere"), std::string::npos) << out;
+
   // Batch add from JSONL, delete by client id, bad input.
   testing::WriteFileOrDie(d.File("facts.jsonl"), "{\"text\": \"Alpha is a letter.\", \"client_id\": \"u1\"}\n"
                                         "{\"text\": \"Beta follows alpha.\", \"client_id\": \"u1\"}\n"

@@ -458,7 +458,18 @@ TEST_F(ServerMemoriesTest, VerifyDeletedIgnoresLiveDocumentsSharingAPrefix) {
     EXPECT_EQ(v["probe"]["max_abs_logprob_diff_vs_rebuilt"], 0) << v.dump();
     EXPECT_EQ(v["passed"], true) << v.dump();
     EXPECT_EQ(v["verdict"], "deleted") << v.dump();
+    // The action log: the document read, deleted and verified (the receipt), then the memory deleted.
+    const std::string doc_id = std::to_string(id) + "/" + std::to_string(doc);
+    json log = api.Call("GET", "/v1/log?id=" + doc_id, json());
+    ASSERT_EQ(log["data"].size(), 3u) << log.dump();
+    EXPECT_EQ(log["data"][0]["action"], "memories.documents.add");
+    EXPECT_EQ(log["data"][1]["action"], "memories.documents.delete");
+    EXPECT_EQ(log["data"][2]["detail"], v);
+    EXPECT_EQ(log.dump().find("red ball"), std::string::npos) << log.dump();
     api.Call("DELETE", Api::MemoryPath(id));
+    log = api.Call("GET", "/v1/log?action=memories.delete&id=" + std::to_string(id), json());
+    ASSERT_EQ(log["data"].size(), 1u) << log.dump();
+    EXPECT_TRUE(log["data"][0]["detail"].contains("documents_deleted")) << log.dump();
     if (!c.same_memory) api.Call("DELETE", Api::MemoryPath(other));
   }
 }

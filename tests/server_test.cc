@@ -352,6 +352,7 @@ TEST_F(ServerTest, EveryRouteAnswersOnlyItsRoles) {
       {"GET", "/v1/datastore/documents/nope", kAdmin},
       {"DELETE", "/v1/datastore/documents/nope", kAdmin},
       {"POST", "/v1/datastore/documents/nope/verify-deleted", kAdmin},
+      {"GET", "/v1/log", kAdmin},
   };
   struct Caller {
     const char* name;
@@ -387,6 +388,49 @@ TEST_F(ServerTest, EveryRouteAnswersOnlyItsRoles) {
       }
       EXPECT_TRUE(json::parse(res->body, nullptr, false).is_object() || r.path == std::string("/metrics")) << what;
     }
+  }
+}
+
+TEST_F(ServerTest, ActionLogNamesWhoDidWhatAndKeepsDeletionReceipts) {
+  const std::string fact = "Zebulon Quayle keeps the harbour ledger of Quillon.";
+  const int64_t id = Post("/v1/facts", {{"text", fact}})["id"].get<int64_t>();
+  ASSERT_EQ(Client().Delete(("/v1/facts/" + std::to_string(id)).c_str())->status, 200);
+  json verdict = Post("/v1/facts/" + std::to_string(id) + "/verify-deleted", {{"text", fact}});
+  ASSERT_TRUE(verdict["passed"].get<bool>()) << verdict.dump();
+
+  auto res = Client().Get(("/v1/log?id=" + std::to_string(id)).c_str());
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json log = json::parse(res->body);
+  ASSERT_EQ(log["data"].size(), 3u) << res->body;
+  const char* actions[] = {"facts.add", "facts.delete", "facts.verify-deleted"};
+  for (size_t i = 0; i < 3; ++i) {
+    const json& e = log["data"][i];
+    EXPECT_EQ(e["action"], actions[i]) << res->body;
+    EXPECT_EQ(e["actor"], "admin-3") << res->body;  // the key file's line 3, unnamed
+    EXPECT_EQ(e["ids"], json::array({std::to_string(id)})) << res->body;
+    EXPECT_GT(e["at_ms"].get<int64_t>(), 0);
+  }
+  // The receipt is the verdict as it was answered.
+  EXPECT_EQ(log["data"][2]["detail"], verdict) << res->body;
+  // Never the text, never a key.
+  EXPECT_EQ(res->body.find("Zebulon"), std::string::npos) << res->body;
+  EXPECT_EQ(res->body.find(kAdminKey), std::string::npos) << res->body;
+
+  // Filters and pages.
+  res = Client().Get(("/v1/log?action=facts.delete&id=" + std::to_string(id)).c_str());
+  EXPECT_EQ(json::parse(res->body)["data"].size(), 1u) << res->body;
+  res = Client().Get(("/v1/log?action=facts&actor=admin-3&limit=1&id=" + std::to_string(id)).c_str());
+  json page = json::parse(res->body);
+  ASSERT_EQ(page["data"].size(), 1u) << res->body;
+  const int64_t next = page["next_after"].get<int64_t>();
+  res = Client().Get(("/v1/log?limit=5&id=" + std::to_string(id) + "&after=" + std::to_string(next)).c_str());
+  EXPECT_EQ(json::parse(res->body)["data"].size(), 2u) << res->body;
+  res = Client().Get("/v1/log?actor=nobody");
+  EXPECT_TRUE(json::parse(res->body)["data"].empty()) << res->body;
+  for (const char* bad : {"/v1/log?limit=0", "/v1/log?limit=1001", "/v1/log?after=-1", "/v1/log?after=x"}) {
+    res = Client().Get(bad);
+    EXPECT_EQ(res->status, 400) << bad << " " << res->body;
+    EXPECT_TRUE(json::parse(res->body).contains("error")) << res->body;
   }
 }
 
@@ -527,6 +571,17 @@ TEST(ServerDatastoreDocumentsTest, DocumentDeletedWhileServingAndVerified) {
   EXPECT_GT(v["probe"]["keys_probed"].get<int64_t>(), 0);
   EXPECT_EQ(v["probe"]["key_rows_found_in_files"], 0);
   EXPECT_EQ(admin.Post("/v1/datastore/documents/p1/verify-deleted", "", "application/json")->status, 409);
+  // The action log has the delete and its receipt under the document's id (admin-2: line 2 of the keys).
+  auto log = admin.Get("/v1/log?action=datastore.documents&id=secret%20doc%2F1");
+  ASSERT_EQ(log->status, 200) << log->body;
+  const json entries = json::parse(log->body)["data"];
+  ASSERT_EQ(entries.size(), 2u) << log->body;
+  EXPECT_EQ(entries[0]["action"], "datastore.documents.delete");
+  EXPECT_EQ(entries[0]["actor"], "admin-2");
+  EXPECT_EQ(entries[0]["detail"]["entries"], count);
+  EXPECT_EQ(entries[1]["action"], "datastore.documents.verify-deleted");
+  EXPECT_EQ(entries[1]["detail"], v);
+  EXPECT_EQ(log->body.find(secret), std::string::npos) << log->body;
 }
 
 TEST_F(ServerTest, ScoreWithAndWithoutKnnAndTokenizeRoundTrip) {
@@ -829,7 +884,7 @@ TEST(ServerProcessTest, SigtermStopsGracefully) {
   EXPECT_NE(log.find("SIGTERM"), std::string::npos) << log;
   EXPECT_NE(log.find("stopped"), std::string::npos) << log;
   RunCommand("ls " + d.File("state/snapshots"), &out);
-  EXPECT_NE(out.find("segment-"), std::string::npos) << out;
+  EXPECT_NE(out.find("chunk-"), std::string::npos) << out;
 }
 
 TEST(ServerLimitsTest, TimedOutGenerationAnswers504) {
