@@ -141,7 +141,6 @@ void Server::Impl::HandleStartAudit(const httplib::Request& req, httplib::Respon
     if (!s.ok()) return SendError(res, ErrorFromStatus(s));
     running_audit = job;
     audits[job->id] = job;
-    LogAction(ActionFor(req, "audits.start", {job->id}));
     o.cancel = &job->cancel;
     o.progress = [this, job](const std::string& stage, double fraction) {
       std::lock_guard<std::mutex> lock(audit_mu);
@@ -183,6 +182,7 @@ void Server::Impl::HandleStartAudit(const httplib::Request& req, httplib::Respon
       audits.erase(job->id);
       return SendError(res, {500, std::string("cannot start the audit thread: ") + e.what(), "server_error"});
     }
+    LogAction(ActionFor(req, "audits.start", {job->id}));
     SendJson(res, AuditStatusJson(*job), 202);
   }
   res.set_header("Location", "/v1/audits/" + job->id);

@@ -138,6 +138,10 @@ class VectorIndex {
   // indexes. InvalidArgument when lo > hi; FailedPrecondition when this index is not trained.
   Status CopyIdRange(int64_t lo, int64_t hi, std::unique_ptr<VectorIndex>* out) const;
 
+  // The same for the stored vectors whose ids are listed (absent ids are ignored, repeats count once),
+  // in this index's order whatever the list's; costs O(n log n), not O(size()).
+  Status CopyIds(const int64_t* ids, int64_t n, std::unique_ptr<VectorIndex>* out) const;
+
   // Appends every vector of `other` after this index's own, in other's order, codes copied byte for byte:
   // this index then answers exactly as one given its vectors and then other's, in order. InvalidArgument
   // (nothing appended) when other's trained structures differ (TrainedFingerprint) or one of its ids is

@@ -11,7 +11,9 @@
 #include <faiss/invlists/DirectMap.h>
 #include <faiss/invlists/InvertedLists.h>
 
+#include <algorithm>
 #include <mutex>
+#include <stdexcept>
 #include <shared_mutex>
 #include <unordered_set>
 #include <vector>
@@ -65,7 +67,75 @@ void AppendFlat(const faiss::IndexIDMap2& from, faiss::IndexIDMap2* to, int dim,
   if (!kept_ids.empty()) to->add_with_ids(static_cast<idx_t>(kept_ids.size()), kept.data(), kept_ids.data());
 }
 
+// Appends the entries of `from` at the given (list, offset) locations, sorted, to the same lists of `to`.
+void AppendLocations(const faiss::IndexIVF& from, std::vector<std::pair<size_t, size_t>> locations,
+                     faiss::IndexIVF* to) {
+  std::sort(locations.begin(), locations.end());
+  const size_t code_size = from.invlists->code_size;
+  for (size_t begin = 0; begin < locations.size();) {
+    const size_t list_no = locations[begin].first;
+    size_t end = begin;
+    while (end < locations.size() && locations[end].first == list_no) ++end;
+    faiss::InvertedLists::ScopedIds ids(from.invlists, list_no);
+    faiss::InvertedLists::ScopedCodes codes(from.invlists, list_no);
+    std::vector<idx_t> kept_ids;
+    std::vector<uint8_t> kept_codes;
+    for (size_t i = begin; i < end; ++i) {
+      const size_t offset = locations[i].second;
+      kept_ids.push_back(ids[offset]);
+      kept_codes.insert(kept_codes.end(), codes.get() + offset * code_size, codes.get() + (offset + 1) * code_size);
+    }
+    const size_t first = to->invlists->list_size(list_no);
+    to->invlists->add_entries(list_no, kept_ids.size(), kept_ids.data(), kept_codes.data());
+    for (size_t i = 0; i < kept_ids.size(); ++i) {
+      to->direct_map.hashtable[kept_ids[i]] = static_cast<idx_t>(faiss::lo_build(list_no, first + i));
+    }
+    to->ntotal += static_cast<idx_t>(kept_ids.size());
+    begin = end;
+  }
+}
+
 }  // namespace
+
+Status VectorIndex::CopyIds(const int64_t* ids, int64_t n, std::unique_ptr<VectorIndex>* out) const {
+  if (n < 0 || (n > 0 && ids == nullptr)) return Status::InvalidArgument("CopyIds: bad id list");
+  std::unique_ptr<VectorIndex> copy;
+  MNEMO_RETURN_IF_ERROR(CreateEmptyLike(&copy));
+  const Rep& rep = *rep_;
+  std::shared_lock lock(rep.mu);
+  Rep& target = *copy->rep_;
+  MNEMO_RETURN_IF_ERROR(RunFaiss(Status::InvalidArgument, "copying ids of \"" + rep.spec_string + "\"", [&] {
+    if (rep.flat != nullptr) {
+      std::vector<size_t> rows;
+      for (int64_t i = 0; i < n; ++i) {
+        auto it = rep.flat->rev_map.find(ids[i]);
+        if (it != rep.flat->rev_map.end()) rows.push_back(static_cast<size_t>(it->second));
+      }
+      std::sort(rows.begin(), rows.end());
+      rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
+      const auto* flat = dynamic_cast<const faiss::IndexFlat*>(rep.flat->index);
+      if (flat == nullptr) throw std::runtime_error("Flat index without an IndexFlat");
+      std::vector<idx_t> kept_ids;
+      std::vector<float> kept;
+      for (size_t r : rows) {
+        kept_ids.push_back(rep.flat->id_map[r]);
+        kept.insert(kept.end(), flat->get_xb() + r * rep.dim, flat->get_xb() + (r + 1) * rep.dim);
+      }
+      if (!kept_ids.empty()) target.flat->add_with_ids(static_cast<idx_t>(kept_ids.size()), kept.data(), kept_ids.data());
+    } else {
+      std::vector<std::pair<size_t, size_t>> locations;
+      std::unordered_set<int64_t> seen;
+      for (int64_t i = 0; i < n; ++i) {
+        auto it = rep.ivf->direct_map.hashtable.find(ids[i]);
+        if (it == rep.ivf->direct_map.hashtable.end() || !seen.insert(ids[i]).second) continue;
+        locations.emplace_back(faiss::lo_listno(it->second), faiss::lo_offset(it->second));
+      }
+      AppendLocations(*rep.ivf, std::move(locations), target.ivf);
+    }
+  }));
+  *out = std::move(copy);
+  return Status::OK();
+}
 
 Status VectorIndex::CopyIdRange(int64_t lo, int64_t hi, std::unique_ptr<VectorIndex>* out) const {
   if (lo > hi) return Status::InvalidArgument("CopyIdRange: empty range [" + std::to_string(lo) + ", " +

@@ -185,7 +185,7 @@ Status FactStore::Add(const std::vector<NewFact>& facts, std::vector<int64_t>* i
     MNEMO_RETURN_IF_ERROR(segment_->AddFacts(ptrs));
   }
   for (int64_t id : *ids) dirty_chunks_.insert(ChunkOf(id));
-  return AfterChange(last_seq);
+  return AfterChange(last_seq, static_cast<int64_t>(ids->size()));
 }
 
 Status FactStore::Delete(const std::vector<int64_t>& ids, std::vector<FactRecord>* deleted,
@@ -249,7 +249,7 @@ Status FactStore::ApplyDeletes(const std::vector<FactRecord>& deleted, int64_t l
     }
   }
   dirty_chunks_.insert(touched.begin(), touched.end());
-  MNEMO_RETURN_IF_ERROR(AfterChange(last_seq));
+  MNEMO_RETURN_IF_ERROR(AfterChange(last_seq, static_cast<int64_t>(deleted.size())));
   // The chunks the delete touched are written again without the facts, so the next start loads them
   // instead of rebuilding them. Like a failed automatic snapshot, a failure here does not undo the
   // acknowledged delete: the chunk stays dirty (written at the next checkpoint, or rebuilt at start-up).
@@ -261,9 +261,9 @@ Status FactStore::ApplyDeletes(const std::vector<FactRecord>& deleted, int64_t l
   return Status::OK();
 }
 
-Status FactStore::AfterChange(int64_t last_seq) {
+Status FactStore::AfterChange(int64_t last_seq, int64_t facts) {
   last_seq_ = last_seq;
-  ++changes_since_snapshot_;
+  changes_since_snapshot_ += facts;
   if (options_.snapshot_every > 0 && changes_since_snapshot_ >= options_.snapshot_every) {
     // The change itself is committed; a snapshot that cannot be written (disk full) is retried at the
     // next change and must not turn an acknowledged write into an error (a client would retry it).

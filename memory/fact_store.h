@@ -16,7 +16,7 @@
 // distributions are bit-for-bit those of a state where the fact was never added.
 //
 // Snapshots and recovery: the segment is snapshotted in chunks of fact ids, chunk c holding the entries of
-// facts [c*C, (c+1)*C) (C = FactStoreOptions::snapshot_chunk_facts) as snapshots/chunk-<C>-<c>-<seq>.idx,
+// facts [c*C, (c+1)*C) (C = FactStoreOptions::snapshot_chunk_facts, 256) as snapshots/chunk-<C>-<c>-<seq>.idx,
 // its state as of change <seq>. Checkpoint writes the chunks changed since their file and drops the changes
 // log; since ids grow with time, adds dirty only the newest chunk. Open loads every chunk, replays later
 // changes of its facts from the log, checks it against the database and puts the segment together in id
@@ -66,12 +66,12 @@ struct FactStoreOptions {
   // When >= 0, the base datastore's index is searched on this GPU (DatastoreOpenOptions::gpu_device); the
   // facts' segment, which changes, stays on the CPU. InvalidArgument for a state without a base datastore.
   int base_gpu_device = -1;
-  // Changes between automatic snapshots (0: only Checkpoint and Close write them). A snapshot costs a
-  // write of the whole segment; replaying the changes since the last one costs their index adds.
+  // Facts added or deleted between automatic checkpoints (0: only Checkpoint and Close write them). A
+  // checkpoint writes the chunks changed since their files; a restart replays or rebuilds the rest.
   int64_t snapshot_every = 10000;
   // Facts per snapshot chunk: what one delete writes again (about C x entries per fact x bytes per entry).
   // Files of another chunk size are read once (split by CopyIdRange) and replaced.
-  int64_t snapshot_chunk_facts = 1024;
+  int64_t snapshot_chunk_facts = 256;
   // fsck without --repair: never write, delete or heal anything on disk.
   bool read_only_check = false;
 };
@@ -192,7 +192,7 @@ class FactStore : public KnnMemory {
   Status Recover();
   Status RebuildSegment(Segment* segment) const;
   Status NewSegment(std::unique_ptr<Segment>* out) const;
-  Status AfterChange(int64_t last_seq);
+  Status AfterChange(int64_t last_seq, int64_t facts);
   Status CheckpointLocked();  // callers hold write_mu_
   // Writes chunk `chunk` of the segment as of last_seq_ (none when it holds no entries) and removes the file
   // it replaces. Callers hold write_mu_.

@@ -302,9 +302,16 @@ Status FactStore::CheckpointLocked() {
 }
 
 Status FactStore::WriteChunkLocked(int64_t chunk) {
+  // The chunk's entries, listed from the map (only writers change it, and the caller holds write_mu_), so
+  // copying them costs the chunk's size, not the segment's.
+  std::vector<int64_t> ids;
+  for (int64_t f = chunk * chunk_facts_; f < (chunk + 1) * chunk_facts_; ++f) {
+    const Segment::Entries* e = segment_->Find(f);
+    if (e == nullptr) continue;
+    for (size_t p = 0; p < e->values.size(); ++p) ids.push_back(FactEntryId(f, static_cast<int64_t>(p)));
+  }
   std::unique_ptr<VectorIndex> part;
-  MNEMO_RETURN_IF_ERROR(segment_->index().CopyIdRange(FactEntryId(chunk * chunk_facts_, 0),
-                                                      FactEntryId((chunk + 1) * chunk_facts_, 0), &part));
+  MNEMO_RETURN_IF_ERROR(segment_->index().CopyIds(ids.data(), static_cast<int64_t>(ids.size()), &part));
   // The old file goes first: a file this store no longer tracks would escape the unlink of a later delete.
   // A crash in between costs only this chunk's rebuild at the next start.
   MNEMO_RETURN_IF_ERROR(RemoveChunkFileLocked(chunk));

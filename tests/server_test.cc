@@ -829,6 +829,12 @@ TEST_F(ServerTest, AuditRunsBesideServingAndServesItsReports) {
   EXPECT_EQ(Client().Get(("/v1/audits/" + id2 + "/report.json").c_str())->status, 409);
   EXPECT_FALSE(std::filesystem::exists(dir_->File("state/audits/" + id2)));  // nothing half-written stays
   EXPECT_TRUE(std::filesystem::exists(dir_->File("state/audits/" + id + "/report.html")));
+  // Both starts and the cancel are in the action log.
+  const json log = json::parse(Client().Get(("/v1/log?action=audits&id=" + id2).c_str())->body);
+  ASSERT_EQ(log["data"].size(), 2u) << log.dump();
+  EXPECT_EQ(log["data"][0]["action"], "audits.start");
+  EXPECT_EQ(log["data"][1]["action"], "audits.cancel");
+  EXPECT_EQ(json::parse(Client().Get(("/v1/log?action=audits.start&id=" + id).c_str())->body)["data"].size(), 1u);
 }
 
 TEST(ServerBackPressureTest, FullQueueAnswers503WithRetryAfter) {

@@ -331,6 +331,21 @@ TEST_P(VectorIndexTypeTest, CopiedIdRangesAppendedInOrderEqualTheWholeIndex) {
     EXPECT_EQ(rp.distances, ra.distances) << "nprobe " << nprobe;
   }
 
+  // CopyIds: the same vectors named in any order (with an absent id and a repeat) give the same index.
+  std::vector<int64_t> listed(&ids[700], &ids[1500]);
+  std::shuffle(listed.begin(), listed.end(), std::mt19937(83));
+  listed.push_back(1);          // never added
+  listed.push_back(listed[0]);  // repeated
+  std::unique_ptr<VectorIndex> by_ids;
+  ASSERT_TRUE(whole->CopyIds(listed.data(), static_cast<int64_t>(listed.size()), &by_ids).ok());
+  EXPECT_EQ(by_ids->size(), 800);
+  for (int nprobe : {3, 16}) {
+    const Results rp = SearchOrDie(*by_ids, queries, 15, nprobe);
+    const Results ra = SearchOrDie(*alone, queries, 15, nprobe);
+    EXPECT_EQ(rp.ids, ra.ids) << "nprobe " << nprobe;
+    EXPECT_EQ(rp.distances, ra.distances) << "nprobe " << nprobe;
+  }
+
   auto assembled = LoadOrDie(trained);
   for (const auto& part : parts) ASSERT_TRUE(assembled->Append(*part).ok());
   EXPECT_EQ(assembled->Ids(), whole->Ids());
