@@ -47,7 +47,7 @@ void RegisterLogCommand(CLI::App& app, Command* selected) {
       StateConfig config;
       Status s = ReadStateConfig(la->state, &config);  // a clear NotFound for a directory without a state
       std::unique_ptr<FactDb> db;
-      if (s.ok()) s = FactDb::Open(FactDbPath(la->state), &db);
+      if (s.ok()) s = FactDb::OpenForReading(FactDbPath(la->state), &db);
       ActionQuery query = la->query;
       for (;;) {
         std::vector<ActionRecord> page;

@@ -97,7 +97,14 @@ Status KnnFlags::Open(LanguageModel& model, std::unique_ptr<KnnMemory>* out) con
 
 std::string CliActor() {
   const struct passwd* pw = getpwuid(geteuid());
-  if (pw != nullptr && pw->pw_name != nullptr && pw->pw_name[0] != '\0') return std::string("cli:") + pw->pw_name;
+  if (pw != nullptr && pw->pw_name != nullptr && pw->pw_name[0] != '\0') {
+    const std::string name = pw->pw_name;
+    // Names as key names are (the log's readers need not expect anything else); others by uid.
+    if (name.size() <= 64 &&
+        name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@-") == std::string::npos) {
+      return "cli:" + name;
+    }
+  }
   return "cli:uid-" + std::to_string(geteuid());
 }
 

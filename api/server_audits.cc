@@ -244,8 +244,8 @@ void Server::Impl::HandleCancelAudit(const httplib::Request& req, httplib::Respo
   auto job = FindAudit(req.matches[1].str());
   if (job == nullptr) return SendError(res, {404, "no audit " + req.matches[1].str(), "not_found"});
   job->cancel = true;
-  LogAction(ActionFor(req, "audits.cancel", {job->id}));
   std::lock_guard<std::mutex> lock(audit_mu);
+  if (job->status == "running") LogAction(ActionFor(req, "audits.cancel", {job->id}));
   SendJson(res, AuditStatusJson(*job));
 }
 

@@ -145,7 +145,8 @@ class VectorIndex {
   // Appends every vector of `other` after this index's own, in other's order, codes copied byte for byte:
   // this index then answers exactly as one given its vectors and then other's, in order. InvalidArgument
   // (nothing appended) when other's trained structures differ (TrainedFingerprint) or one of its ids is
-  // already here; FailedPrecondition when this index is read-only or searched on a GPU copy.
+  // already here; FailedPrecondition when this index is read-only or searched on a GPU copy. Running out
+  // of memory part-way (an error naming it) can leave part of `other` appended: discard the index then.
   Status Append(const VectorIndex& other);
 
   // FNV-1a over the spec, metric and trained structures (not the stored vectors): two indexes with equal

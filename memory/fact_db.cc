@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <type_traits>
@@ -209,6 +210,24 @@ Status FactDb::Open(const std::string& path, std::unique_ptr<FactDb>* out) {
   if (!found || !ParseInt64(value, &f->page_size_) || f->page_size_ < 512) {
     return Status::Corruption(path + ": unexpected page size \"" + value + "\"");
   }
+  *out = std::move(f);
+  return Status::OK();
+}
+
+Status FactDb::OpenForReading(const std::string& path, std::unique_ptr<FactDb>* out) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return Status::NotFound(path + ": no fact database");
+  std::unique_ptr<FactDb> f(new FactDb());
+  f->path_ = path;
+  MNEMO_RETURN_IF_ERROR(SqliteDb::Open(path, &f->db_, /*read_only=*/true));
+  bool empty = false;
+  MNEMO_RETURN_IF_ERROR(CheckFormat(f->db_.get(), &empty));
+  if (empty) return Status::Corruption(path + ": not a mnemo fact database (empty)");
+  std::string value;
+  bool found = false;
+  MNEMO_RETURN_IF_ERROR(
+      f->db_->QueryText("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'actions'", &value, &found));
+  f->has_actions_ = value == "1";
   *out = std::move(f);
   return Status::OK();
 }

@@ -124,6 +124,9 @@ class FactDb {
   // IOError when SQLite cannot open it; Corruption when it is not a mnemo fact database or its format
   // version is newer than this build understands.
   static Status Open(const std::string& path, std::unique_ptr<FactDb>* out);
+  // Opens an existing database for reading only (never writes, not even the schema or pragmas): what
+  // `mnemo log` uses beside a running server. Writes through it fail. NotFound when the file is absent.
+  static Status OpenForReading(const std::string& path, std::unique_ptr<FactDb>* out);
   ~FactDb();
   FactDb(const FactDb&) = delete;
   FactDb& operator=(const FactDb&) = delete;
@@ -195,6 +198,7 @@ class FactDb {
   std::unique_ptr<SqliteDb> db_;  // The one connection; every use is under mu_.
   int dim_ = 0;
   int64_t page_size_ = 4096;  // Length of each row's leading zero pad (see fact_db.cc, Delete).
+  bool has_actions_ = true;   // False for a database opened for reading that predates the action log.
   std::mutex mu_;
 };
 

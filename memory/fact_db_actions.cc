@@ -29,8 +29,10 @@ Status InsertAction(SqliteDb* db, const ActionRecord& action, int64_t at_ms, int
   s.BindInt(1, at_ms);
   s.BindText(2, action.actor);
   s.BindText(3, action.action);
-  s.BindText(4, nlohmann::json(action.ids).dump());
-  s.BindText(5, detail.dump());
+  // Invalid UTF-8 (a login name, say) is replaced, never thrown inside the caller's transaction.
+  constexpr auto kReplace = nlohmann::json::error_handler_t::replace;
+  s.BindText(4, nlohmann::json(action.ids).dump(-1, ' ', false, kReplace));
+  s.BindText(5, detail.dump(-1, ' ', false, kReplace));
   MNEMO_RETURN_IF_ERROR(s.Run());
   if (seq != nullptr) *seq = db->LastInsertRowid();
   return Status::OK();
@@ -47,6 +49,11 @@ Status FactDb::ListActions(const ActionQuery& query, std::vector<ActionRecord>* 
                                    std::to_string(query.limit));
   }
   std::lock_guard<std::mutex> lock(mu_);
+  if (!has_actions_) {  // a database from before the action log, opened for reading: nothing logged yet
+    out->clear();
+    *next_after_seq = 0;
+    return Status::OK();
+  }
   std::string sql = "SELECT seq, at_ms, actor, action, ids, detail FROM actions WHERE seq > ?";
   std::vector<std::string> args;
   if (!query.action.empty()) {

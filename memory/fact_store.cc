@@ -182,7 +182,11 @@ Status FactStore::Add(const std::vector<NewFact>& facts, std::vector<int64_t>* i
   }
   {
     std::unique_lock lock(segment_mu_);
-    MNEMO_RETURN_IF_ERROR(segment_->AddFacts(ptrs));
+    Status added = segment_->AddFacts(ptrs);
+    if (!added.ok()) {
+      segment_failed_ = true;  // as in ApplyDeletes
+      return added;
+    }
   }
   for (int64_t id : *ids) dirty_chunks_.insert(ChunkOf(id));
   return AfterChange(last_seq, static_cast<int64_t>(ids->size()));
@@ -201,10 +205,10 @@ Status FactStore::Delete(const std::vector<int64_t>& ids, std::vector<FactRecord
     for (int64_t id : ids) {
       FactRecord f;
       auto file = chunk_seq_.find(ChunkOf(id));
-      if (file == chunk_seq_.end() || !db_->Get(id, /*with_entries=*/false, &f).ok() ||
-          f.created_seq > file->second) {
-        continue;
-      }
+      if (file == chunk_seq_.end()) continue;
+      Status got = db_->Get(id, /*with_entries=*/false, &f);
+      if (got.IsNotFound() || (got.ok() && f.created_seq > file->second)) continue;  // not in that file
+      MNEMO_RETURN_IF_ERROR(got);  // unsure what the file holds: delete nothing
       MNEMO_RETURN_IF_ERROR(RemoveChunkFileLocked(file->first));
     }
   }
@@ -244,8 +248,14 @@ Status FactStore::ApplyDeletes(const std::vector<FactRecord>& deleted, int64_t l
   {
     std::unique_lock lock(segment_mu_);
     for (const FactRecord& f : deleted) {
-      MNEMO_RETURN_IF_ERROR(segment_->RemoveFact(f.id, static_cast<int64_t>(f.tokens.size()) - 1));
       touched.insert(ChunkOf(f.id));
+      Status removed = segment_->RemoveFact(f.id, static_cast<int64_t>(f.tokens.size()) - 1);
+      if (!removed.ok()) {
+        // The segment no longer matches the database: no chunk may be written from it (it could put a
+        // deleted fact's keys back on disk). The next Open rebuilds what differs.
+        segment_failed_ = true;
+        return removed;
+      }
     }
   }
   dirty_chunks_.insert(touched.begin(), touched.end());

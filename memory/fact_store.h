@@ -70,7 +70,7 @@ struct FactStoreOptions {
   // checkpoint writes the chunks changed since their files; a restart replays or rebuilds the rest.
   int64_t snapshot_every = 10000;
   // Facts per snapshot chunk: what one delete writes again (about C x entries per fact x bytes per entry).
-  // Files of another chunk size are read once (split by CopyIdRange) and replaced.
+  // Files of another chunk size are not used: their chunks are rebuilt from the database, then replaced.
   int64_t snapshot_chunk_facts = 256;
   // fsck without --repair: never write, delete or heal anything on disk.
   bool read_only_check = false;
@@ -220,6 +220,7 @@ class FactStore : public KnnMemory {
   int64_t chunk_facts_ = 1024;           // options_.snapshot_chunk_facts
   std::map<int64_t, int64_t> chunk_seq_;  // chunk -> seq of its snapshot file on disk
   std::set<int64_t> dirty_chunks_;        // chunks changed since their file (or without one)
+  bool segment_failed_ = false;           // a segment update failed after its commit: write no chunk
   int64_t changes_since_snapshot_ = 0;
 };
 

@@ -275,7 +275,11 @@ Status FactStore::Recover() {
   }
   if (dirty_chunks_.empty()) return Status::OK();
   std::lock_guard<std::mutex> lock(write_mu_);
-  return CheckpointLocked();
+  // As for automatic checkpoints, a chunk that cannot be written (disk full) stays dirty: the store
+  // opens and serves, and the next checkpoint tries again.
+  Status s = CheckpointLocked();
+  if (!s.ok()) std::fprintf(stderr, "fact store: snapshot chunks not written, will retry: %s\n", s.ToString().c_str());
+  return Status::OK();
 }
 
 std::vector<std::string> FactStore::SnapshotPaths() const {
@@ -302,6 +306,9 @@ Status FactStore::CheckpointLocked() {
 }
 
 Status FactStore::WriteChunkLocked(int64_t chunk) {
+  if (segment_failed_) {
+    return Status::FailedPrecondition(dir_ + ": the facts' segment missed a change; snapshots wait for a restart");
+  }
   // The chunk's entries, listed from the map (only writers change it, and the caller holds write_mu_), so
   // copying them costs the chunk's size, not the segment's.
   std::vector<int64_t> ids;

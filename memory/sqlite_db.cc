@@ -32,11 +32,11 @@ Status SqlError(sqlite3* db, const std::string& path, const std::string& what, i
 
 }  // namespace
 
-Status SqliteDb::Open(const std::string& path, std::unique_ptr<SqliteDb>* out) {
+Status SqliteDb::Open(const std::string& path, std::unique_ptr<SqliteDb>* out, bool read_only) {
   std::unique_ptr<SqliteDb> db(new SqliteDb());
   db->path_ = path;
   // NOMUTEX: the owner already serializes every use of the connection (see sqlite_db.h).
-  const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+  const int flags = (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) | SQLITE_OPEN_NOMUTEX;
   const int rc = sqlite3_open_v2(path.c_str(), &db->db_, flags, nullptr);
   if (rc != SQLITE_OK) {
     // ~SqliteDb closes the handle SQLite allocates even when opening fails.

@@ -32,7 +32,8 @@ class SqliteDb {
   // Opens (creating when absent) the database at `path` for reading and writing, with a busy timeout of
   // 5 s for locks held by other connections. IOError when SQLite cannot open it. Sets no pragma: an owner
   // that must not modify a foreign file checks it first (journal_mode=WAL would convert it).
-  static Status Open(const std::string& path, std::unique_ptr<SqliteDb>* out);
+  // With read_only, the file must exist and is never written (SQLITE_OPEN_READONLY).
+  static Status Open(const std::string& path, std::unique_ptr<SqliteDb>* out, bool read_only = false);
   ~SqliteDb();
   SqliteDb(const SqliteDb&) = delete;
   SqliteDb& operator=(const SqliteDb&) = delete;

@@ -145,6 +145,21 @@ TEST_F(ActionLogTest, BadEntriesAndQueriesAreInvalidArgument) {
   EXPECT_TRUE(List().empty());
 }
 
+TEST_F(ActionLogTest, ReadingWhileAWriterHasTheDatabaseOpen) {
+  ASSERT_TRUE(db_->LogAction(Action("ops", "facts.add", {"1"}), nullptr).ok());
+  std::unique_ptr<FactDb> reader;
+  ASSERT_TRUE(FactDb::OpenForReading(dir_.File("facts.db"), &reader).ok());
+  std::vector<ActionRecord> out;
+  int64_t next = 0;
+  ASSERT_TRUE(reader->ListActions(ActionQuery(), &out, &next).ok());
+  ASSERT_EQ(out.size(), 1u);
+  ASSERT_TRUE(db_->LogAction(Action("ops", "facts.delete", {"1"}), nullptr).ok());  // the writer goes on
+  ASSERT_TRUE(reader->ListActions(ActionQuery(), &out, &next).ok());
+  EXPECT_EQ(out.size(), 2u);
+  EXPECT_FALSE(reader->LogAction(Action("ops", "x"), nullptr).ok());  // it cannot write
+  EXPECT_TRUE(FactDb::OpenForReading(dir_.File("absent.db"), &reader).IsNotFound());
+}
+
 TEST(ApiKeysTest, NamesAreReadOrDerivedAndCheckedAndTheKeyFindsItsName) {
   ScratchDir dir;
   testing::WriteFileOrDie(dir.File("keys"), "# keys\nread read-key-0123456789abcdef dashboard\n"
