@@ -24,7 +24,7 @@
 // database alone (which stores every fact's keys, so the model is not needed), the others are not.
 // A delete of a fact that a chunk file holds unlinks that file before the delete commits, so no file
 // keeps the fact's keys once it is acknowledged; after the commit it writes the chunk again without the
-// fact (VectorIndex::CopyIdRange), so the next start does not rebuild it. Should the process die in
+// fact (VectorIndex::CopyIds), so the next start does not rebuild it. Should the process die in
 // between, only that chunk is rebuilt.
 //
 // What deletion does not reach: what the base language model learned in training. A fact that was also

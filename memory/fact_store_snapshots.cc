@@ -294,7 +294,7 @@ Status FactStore::Checkpoint() {
 }
 
 Status FactStore::CheckpointLocked() {
-  // The caller holds write_mu_, so the segment cannot change meanwhile; searches keep running (CopyIdRange
+  // The caller holds write_mu_, so the segment cannot change meanwhile; searches keep running (CopyIds
   // takes the index's shared lock).
   if (options_.read_only_check) return Status::FailedPrecondition("Checkpoint: store opened for checking only");
   if (dirty_chunks_.empty() && changes_since_snapshot_ == 0) return Status::OK();
