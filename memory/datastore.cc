@@ -226,10 +226,7 @@ Status Datastore::Search(const float* queries, int64_t n, const MemorySearchOpti
   return Status::OK();
 }
 
-DatastoreWriter::~DatastoreWriter() {
-  if (keys_fd_ >= 0) ::close(keys_fd_);
-  if (values_fd_ >= 0) ::close(values_fd_);
-}
+DatastoreWriter::~DatastoreWriter() = default;
 
 Status DatastoreWriter::Create(const std::string& dir, int dim, std::unique_ptr<DatastoreWriter>* out) {
   if (dim <= 0) return Status::InvalidArgument("datastore dim must be positive");
@@ -240,11 +237,8 @@ Status DatastoreWriter::Create(const std::string& dir, int dim, std::unique_ptr<
   std::unique_ptr<DatastoreWriter> w(new DatastoreWriter());
   w->dir_ = dir;
   w->dim_ = dim;
-  for (auto [suffix, fd] : {std::pair{kKeys, &w->keys_fd_}, std::pair{kValues, &w->values_fd_}}) {
-    const std::string path = dir + suffix;
-    *fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (*fd < 0) return Status::IOError(path + ": cannot create: " + std::strerror(errno));
-  }
+  MNEMO_RETURN_IF_ERROR(CurrentFileSystem()->NewWritableFile(dir + kKeys, &w->keys_file_));
+  MNEMO_RETURN_IF_ERROR(CurrentFileSystem()->NewWritableFile(dir + kValues, &w->values_file_));
   *out = std::move(w);
   return Status::OK();
 }
@@ -265,8 +259,8 @@ Status DatastoreWriter::Append(int64_t n, const float* keys, const int32_t* valu
 Status DatastoreWriter::Flush() {
   keys_crc_ = Crc32(key_buffer_.data(), key_buffer_.size(), keys_crc_);
   values_crc_ = Crc32(value_buffer_.data(), value_buffer_.size(), values_crc_);
-  MNEMO_RETURN_IF_ERROR(WriteFully(keys_fd_, key_buffer_, dir_ + kKeys));
-  MNEMO_RETURN_IF_ERROR(WriteFully(values_fd_, value_buffer_, dir_ + kValues));
+  MNEMO_RETURN_IF_ERROR(keys_file_->Append(key_buffer_));
+  MNEMO_RETURN_IF_ERROR(values_file_->Append(value_buffer_));
   key_buffer_.clear();
   value_buffer_.clear();
   return Status::OK();
@@ -274,9 +268,9 @@ Status DatastoreWriter::Flush() {
 
 Status DatastoreWriter::Finish(DatastoreManifest manifest, const DatastoreFinishOptions& options) {
   MNEMO_RETURN_IF_ERROR(Flush());
-  for (int* fd : {&keys_fd_, &values_fd_}) {
-    if (::fsync(*fd) != 0 || ::close(*fd) != 0) return Status::IOError(dir_ + ": cannot sync datastore files");
-    *fd = -1;
+  for (WritableFile* file : {keys_file_.get(), values_file_.get()}) {
+    MNEMO_RETURN_IF_ERROR(file->Sync());
+    MNEMO_RETURN_IF_ERROR(file->Close());
   }
   if (count_ == 0) return Status::InvalidArgument("datastore has no entries");
   std::unique_ptr<MappedFile> keys_file;

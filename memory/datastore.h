@@ -49,6 +49,7 @@
 
 #include "indexes/vector_index.h"
 #include "memory/knn_memory.h"
+#include "util/file_system.h"
 #include "util/status.h"
 
 namespace mnemo {
@@ -262,7 +263,7 @@ class DatastoreWriter {
   std::string dir_;
   int dim_ = 0;
   int64_t count_ = 0;
-  int keys_fd_ = -1, values_fd_ = -1;
+  std::unique_ptr<WritableFile> keys_file_, values_file_;
   std::string key_buffer_, value_buffer_;
   uint32_t keys_crc_ = 0, values_crc_ = 0;
   std::vector<DatastoreDocument> documents_;

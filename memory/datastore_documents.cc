@@ -40,25 +40,6 @@ void CrashPoint(const char* stage) {
   if (at != nullptr && std::strcmp(at, stage) == 0) ::raise(SIGKILL);
 }
 
-// Zeroes [offset, offset + length) of the file and frees its blocks where the file system can
-// (FALLOC_FL_PUNCH_HOLE); elsewhere writes zeros.
-Status PunchRange(int fd, const std::string& path, int64_t offset, int64_t length) {
-  if (length <= 0) return Status::OK();
-  if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) == 0) return Status::OK();
-  if (errno != EOPNOTSUPP && errno != ENOSYS) {
-    return Status::IOError(path + ": cannot punch a hole: " + std::strerror(errno));
-  }
-  const std::string zeros(1 << 20, '\0');
-  for (int64_t done = 0; done < length;) {
-    const int64_t n = std::min<int64_t>(length - done, static_cast<int64_t>(zeros.size()));
-    const ssize_t w = ::pwrite(fd, zeros.data(), static_cast<size_t>(n), offset + done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return Status::IOError(path + ": cannot zero a deleted range: " + std::strerror(errno));
-    done += w;
-  }
-  return Status::OK();
-}
-
 // CRC32 of a whole file, read in chunks (the keys of a large datastore do not fit a string).
 Status FileCrc32(const std::string& path, uint32_t* crc) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -325,15 +306,14 @@ Status Datastore::ApplyDeletions(bool retrain, bool progress, double* index_seco
     index_ = std::move(index);
     for (auto [suffix, width] : {std::pair{"/keys.f16", int64_t{dim_} * 2}, std::pair{"/values.i32", int64_t{4}}}) {
       const std::string path = dir_ + suffix;
-      const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
-      if (fd < 0) return Status::IOError(path + ": cannot open: " + std::strerror(errno));
-      Status s;
+      // Zeroes every deleted document's range, freeing its blocks where the file system can.
+      std::unique_ptr<WritableFile> file;
+      MNEMO_RETURN_IF_ERROR(CurrentFileSystem()->OpenForUpdate(path, &file));
       for (const DatastoreDocument& d : documents_) {
-        if (d.deleted() && s.ok()) s = PunchRange(fd, path, d.first * width, d.count * width);
+        if (d.deleted()) MNEMO_RETURN_IF_ERROR(file->PunchHole(d.first * width, d.count * width));
       }
-      if (s.ok() && ::fdatasync(fd) != 0) s = Status::IOError(path + ": fdatasync failed: " + std::strerror(errno));
-      ::close(fd);
-      MNEMO_RETURN_IF_ERROR(s);
+      MNEMO_RETURN_IF_ERROR(file->Sync());
+      MNEMO_RETURN_IF_ERROR(file->Close());
     }
     manifest_.live = live;
     manifest_.deletions_applied = documents_seq_;

@@ -13,6 +13,7 @@
 #include <unordered_set>
 
 #include "memory/fact_store_segment.h"
+#include "util/file_system.h"
 #include "util/file_util.h"
 #include "util/half.h"
 
@@ -201,6 +202,10 @@ Status FactStore::Delete(const std::vector<int64_t>& ids, std::vector<FactRecord
   // A snapshot chunk holding any of these facts goes first, before the delete is committed: after the
   // acknowledgement no file may keep their keys, even if the process dies right after. (A file at seq s
   // holds exactly the chunk's facts created at or before s.)
+  if (!snapshot_dir_synced_ && !options_.read_only_check && std::filesystem::is_directory(SnapshotDir(dir_))) {
+    MNEMO_RETURN_IF_ERROR(CurrentFileSystem()->SyncDirectory(SnapshotDir(dir_)));
+    snapshot_dir_synced_ = true;
+  }
   if (!chunk_seq_.empty()) {
     for (int64_t id : ids) {
       FactRecord f;

@@ -221,6 +221,9 @@ class FactStore : public KnnMemory {
   std::map<int64_t, int64_t> chunk_seq_;  // chunk -> seq of its snapshot file on disk
   std::set<int64_t> dirty_chunks_;        // chunks changed since their file (or without one)
   bool segment_failed_ = false;           // a segment update failed after its commit: write no chunk
+  // The snapshot directory was fsynced since this store listed it: a chunk file it does not track cannot
+  // come back after a power loss (an unlink whose directory fsync failed before a restart would).
+  bool snapshot_dir_synced_ = false;
   int64_t changes_since_snapshot_ = 0;
 };
 

@@ -17,6 +17,7 @@
 
 #include "memory/fact_store.h"
 #include "memory/fact_store_segment.h"
+#include "util/file_system.h"
 #include "util/file_util.h"
 
 namespace mnemo {
@@ -273,6 +274,9 @@ Status FactStore::Recover() {
     }
     MNEMO_RETURN_IF_ERROR(RemoveFileDurably(f.path));
   }
+  // What the listing did not find must stay absent: an unlink whose directory fsync failed before the
+  // restart is made durable here (or, if this fsync fails too, by the next delete before it commits).
+  snapshot_dir_synced_ = CurrentFileSystem()->SyncDirectory(SnapshotDir(dir_)).ok();
   if (dirty_chunks_.empty()) return Status::OK();
   std::lock_guard<std::mutex> lock(write_mu_);
   // As for automatic checkpoints, a chunk that cannot be written (disk full) stays dirty: the store

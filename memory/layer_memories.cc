@@ -377,6 +377,7 @@ Status LayerMemories::Delete(int64_t memory_id, int64_t* documents) {
   MNEMO_RETURN_IF_ERROR(RefuseFactsMemory(memory_id, "delete facts"));
   auto entry = Find(memory_id);
   if (!entry) return UnknownMemory(memory_id);
+  MNEMO_RETURN_IF_ERROR(RemoveRingSnapshot(entry.get()));
   {
     Transaction txn(db_.get());
     MNEMO_RETURN_IF_ERROR(txn.Begin());
@@ -410,8 +411,6 @@ Status LayerMemories::Delete(int64_t memory_id, int64_t* documents) {
   }
   memories_.erase(memory_id);
   if (documents != nullptr) *documents = entry->info.documents;
-  const std::string snapshot = RingSnapshotPath(memory_id);
-  if (FileExists(snapshot)) MNEMO_RETURN_IF_ERROR(RemoveFileDurably(snapshot));
   return db_->CheckpointAndTruncateWal();
 }
 
@@ -573,6 +572,7 @@ Status LayerMemories::DeleteDocumentImpl(int64_t memory_id, int64_t document_id,
   std::lock_guard<std::mutex> lock(mu_);
   auto entry = Find(memory_id);
   if (!entry) return UnknownMemory(memory_id);
+  MNEMO_RETURN_IF_ERROR(RemoveRingSnapshot(entry.get()));
   MemoryDocument d;
   {
     Transaction txn(db_.get());
@@ -620,11 +620,8 @@ Status LayerMemories::DeleteDocumentImpl(int64_t memory_id, int64_t document_id,
     if (ring_status.ok()) entry->ring = std::move(rebuilt);
   }
   if (deleted != nullptr) *deleted = d;
-  // The snapshot holds the deleted document's pairs: it goes before the delete is acknowledged.
   entry->snapshot_current = false;
   if (!ring_status.ok()) entry->diverged = true;
-  const std::string snapshot = RingSnapshotPath(memory_id);
-  if (FileExists(snapshot)) MNEMO_RETURN_IF_ERROR(RemoveFileDurably(snapshot));
   MNEMO_RETURN_IF_ERROR(ring_status);
   return db_->CheckpointAndTruncateWal();
 }

@@ -40,8 +40,8 @@
 // when all of these match and its checksum holds, and otherwise rebuilds from the database and removes it;
 // a ring that failed to follow a committed write is never saved. The database stays the source of truth: a
 // snapshot only ever holds documents the database holds. Deleting a document or a memory removes that
-// memory's snapshot (unlink and directory fsync, before the call returns), so no file holds a deleted
-// document's pairs afterwards (the blocks an unlink frees are not overwritten, as for the fact store's
+// memory's snapshot (unlink and directory fsync) before the delete commits, so no file holds a deleted
+// document's pairs once it is acknowledged, even after a crash right after the commit (the blocks an unlink frees are not overwritten, as for the fact store's
 // snapshots); the next open rebuilds and snapshots again.
 //
 // Thread-safety: every method may be called from any thread. Writes are serialized; searches (through
@@ -220,6 +220,8 @@ class LayerMemories {
   // Writes the snapshot of a ring of at least snapshot_from tokens (caller holds mu_); *written says
   // whether it did.
   Status WriteRingSnapshot(Entry& entry, bool* written) const;
+  // Removes the memory's snapshot durably, before a delete commits (caller holds mu_).
+  Status RemoveRingSnapshot(Entry* entry) const;
 
   std::string path_;
   LayerMemoriesOptions options_;

@@ -50,6 +50,19 @@ std::string LayerMemories::RingSnapshotPath(int64_t memory_id) const {
   return (std::filesystem::path(path_).parent_path() / "memory-rings" / (std::to_string(memory_id) + ".ring")).string();
 }
 
+Status LayerMemories::RemoveRingSnapshot(Entry* entry) const {
+  // The snapshot holds every document of the memory: a delete removes it (unlink and directory fsync)
+  // before it commits, so no file keeps a deleted document's pairs once the delete is acknowledged, even
+  // if the process dies right after; if the unlink fails, nothing is deleted. A delete that then fails
+  // costs only the snapshot (written again at the next clean shutdown). An absent file is removed
+  // durably too: an earlier unlink whose directory fsync failed could otherwise come back after a power
+  // loss, holding the document this delete acknowledges (found by tests/fault_injection_test.cc).
+  const std::string path = RingSnapshotPath(entry->info.id);
+  entry->snapshot_current = false;
+  if (!std::filesystem::is_directory(std::filesystem::path(path).parent_path())) return Status::OK();
+  return RemoveFileDurably(path);
+}
+
 Status LayerMemories::RingStamp(const MemoryInfo& info, std::string* stamp) const {
   std::string generation;
   bool found = false;

@@ -8,30 +8,12 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
+#include <memory>
+#include <vector>
+
+#include "util/file_system.h"
 
 namespace mnemo {
-namespace {
-
-Status ErrnoStatus(const std::string& what, const std::string& path) {
-  return Status::IOError(path + ": " + what + ": " + std::strerror(errno));
-}
-
-}  // namespace
-
-Status WriteFully(int fd, std::string_view data, const std::string& path) {
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus("write failed", path);
-    }
-    done += static_cast<size_t>(n);
-  }
-  return Status::OK();
-}
 
 Status ReadFileToString(const std::string& path, std::string* out) {
   // One allocation of the file's size and reads straight into it (a stream buffer copied the bytes twice
@@ -65,44 +47,52 @@ Status ReadFileToString(const std::string& path, std::string* out) {
 
 namespace {
 
-void SyncParentDirectory(const std::string& path) {
+std::string ParentDirectory(const std::string& path) {
   std::string dir = std::filesystem::path(path).parent_path().string();
-  if (dir.empty()) dir = ".";
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  return dir.empty() ? "." : dir;
 }
 
 }  // namespace
 
 Status WriteFileAtomically(const std::string& path, std::string_view data) {
+  FileSystem* fs = CurrentFileSystem();
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoStatus("cannot create", tmp);
-  Status s = WriteFully(fd, data, tmp);
-  if (s.ok() && ::fsync(fd) != 0) s = ErrnoStatus("fsync failed", tmp);
-  if (::close(fd) != 0 && s.ok()) s = ErrnoStatus("close failed", tmp);
-  if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) s = ErrnoStatus("rename failed", path);
+  std::unique_ptr<WritableFile> file;
+  MNEMO_RETURN_IF_ERROR(fs->NewWritableFile(tmp, &file));
+  Status s = file->Append(data);
+  if (s.ok()) s = file->Sync();
+  const Status closed = file->Close();
+  if (s.ok()) s = closed;
+  if (s.ok()) s = fs->Rename(tmp, path);
   if (!s.ok()) {
-    ::unlink(tmp.c_str());
+    (void)fs->Remove(tmp);  // best effort: the error to report is the first one
     return s;
   }
-  SyncParentDirectory(path);  // make the rename itself durable
-  return Status::OK();
+  return fs->SyncDirectory(ParentDirectory(path));  // makes the rename itself durable
 }
 
 Status RemoveFileDurably(const std::string& path) {
-  if (::unlink(path.c_str()) != 0 && errno != ENOENT) return ErrnoStatus("cannot remove", path);
-  SyncParentDirectory(path);
-  return Status::OK();
+  FileSystem* fs = CurrentFileSystem();
+  const Status s = fs->Remove(path);
+  if (!s.ok() && !s.IsNotFound()) return s;
+  return fs->SyncDirectory(ParentDirectory(path));
 }
 
 Status EnsureDirectory(const std::string& dir) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return Status::IOError(dir + ": cannot create directory: " + ec.message());
+  // Each missing component is created, then its parent synced, so a directory that exists when this
+  // returns survives a power loss.
+  std::filesystem::path path = std::filesystem::path(dir).lexically_normal();
+  std::vector<std::filesystem::path> missing;
+  for (std::filesystem::path p = path; !p.empty() && !std::filesystem::is_directory(p); p = p.parent_path()) {
+    missing.push_back(p);
+    if (p == p.parent_path()) break;
+  }
+  FileSystem* fs = CurrentFileSystem();
+  for (auto p = missing.rbegin(); p != missing.rend(); ++p) {
+    if (p->filename().empty()) continue;  // "a/b/" normalizes with an empty last component
+    MNEMO_RETURN_IF_ERROR(fs->CreateDir(p->string()));
+    MNEMO_RETURN_IF_ERROR(fs->SyncDirectory(ParentDirectory(p->string())));
+  }
   return Status::OK();
 }
 
