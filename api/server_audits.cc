@@ -198,15 +198,26 @@ std::shared_ptr<Server::Impl::AuditJob> Server::Impl::FindAudit(const std::strin
   // last). Read outside the lock, which progress updates and status requests take.
   const std::string dir = AuditDir() + "/" + id;
   std::string text;
-  if (!IsAuditId(id) || !ReadFileToString(dir + "/report.json", &text).ok()) return nullptr;
+  if (!IsAuditId(id)) return nullptr;
   auto job = std::make_shared<AuditJob>();
   job->id = id;
   job->dir = dir;
-  job->status = "succeeded";
-  job->progress = 1;
-  job->stage = "done";
+  if (!ReadFileToString(dir + "/report.json", &text).ok()) {
+    // A directory without a report that no job of this process owns: the server stopped (or was
+    // killed) while the audit ran; its scratch copy went at start-up. Reported as failed, not forgotten
+    // (the action log names the audit it started).
+    std::error_code ec;
+    if (!std::filesystem::is_directory(dir, ec)) return nullptr;
+    job->status = "failed";
+    job->stage = "interrupted";
+    job->error = "interrupted: the server stopped while this audit ran; no report was written";
+  } else {
+    job->status = "succeeded";
+    job->progress = 1;
+    job->stage = "done";
+  }
   Json report = Json::parse(text, nullptr, false);
-  if (!report.is_discarded()) {
+  if (job->status == "succeeded" && !report.is_discarded()) {
     try {
       job->summary = AuditSummary(report);
     } catch (const std::exception&) {  // a report of another version: served, not summarised

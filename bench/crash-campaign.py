@@ -42,7 +42,9 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MNEMO = os.path.join(ROOT, "build", "mnemo")
+# A copy of the binary the script starts with (bench/crash-campaign.sh makes it), so a rebuild of build/
+# during a long campaign cannot be exec'd half-written.
+MNEMO = os.environ.get("MNEMO_BINARY", os.path.join(ROOT, "build", "mnemo"))
 MODEL = os.path.join(ROOT, "data", "models", "default")
 OUT = os.path.join(ROOT, "data", "crash-campaign")
 STATE = os.path.join(OUT, "state")
@@ -498,7 +500,7 @@ def main():
     seed = a.seed if a.seed is not None else int(time.time()) % 1000000
     rng = random.Random(seed)
 
-    for path, what in ((MNEMO, "build/mnemo"), (os.path.join(MODEL, "config.json"), "the default model")):
+    for path, what in ((MNEMO, "the mnemo binary"), (os.path.join(MODEL, "config.json"), "the default model")):
         if not os.path.exists(path):
             sys.exit(f"crash-campaign: {what} is missing ({path})")
     try:

@@ -17,4 +17,7 @@ port=${2:-8093}
 args=(--rounds "$n" --port "$port" --threads "${THREADS:-3}" --fsck-every "${FSCK_EVERY:-50}")
 [ -n "${SEED:-}" ] && args+=(--seed "$SEED")
 [ -x build/mnemo ] || { echo "crash-campaign: build/mnemo is missing (make)" >&2; exit 2; }
-exec python3 bench/crash-campaign.py "${args[@]}"
+# The campaign runs a copy: a rebuild of build/ while it runs must not be exec'd half-linked.
+mkdir -p data
+cp build/mnemo data/crash-campaign.mnemo
+MNEMO_BINARY=$PWD/data/crash-campaign.mnemo exec python3 bench/crash-campaign.py "${args[@]}"

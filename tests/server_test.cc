@@ -837,6 +837,22 @@ TEST_F(ServerTest, AuditRunsBesideServingAndServesItsReports) {
   EXPECT_EQ(json::parse(Client().Get(("/v1/log?action=audits.start&id=" + id).c_str())->body)["data"].size(), 1u);
 }
 
+TEST_F(ServerTest, AnAuditTheServerDidNotFinishIsReportedAsInterrupted) {
+  // What a kill during an audit leaves: its directory, without a report (start-up removes its scratch).
+  const std::string dir = dir_->File("state/audits/audit-7-7");
+  std::filesystem::create_directories(dir);
+  auto res = Client().Get("/v1/audits/audit-7-7");
+  ASSERT_EQ(res->status, 200);
+  const json status = json::parse(res->body);
+  EXPECT_EQ(status["status"], "failed");
+  EXPECT_EQ(status["stage"], "interrupted");
+  EXPECT_NE(status["error"].get<std::string>().find("interrupted"), std::string::npos);
+  EXPECT_EQ(Client().Get("/v1/audits/audit-7-7/report.json")->status, 409);
+  EXPECT_NE(Client().Get("/v1/audits")->body.find("audit-7-7"), std::string::npos);
+  EXPECT_EQ(Client().Get("/v1/audits/audit-8-8")->status, 404);  // never started: no directory
+  std::filesystem::remove_all(dir);
+}
+
 TEST(ServerBackPressureTest, FullQueueAnswers503WithRetryAfter) {
   ScratchDir d;
   std::string out;
