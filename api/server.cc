@@ -101,6 +101,18 @@ ApiError ErrorFromStatus(const Status& s) {
     case Status::Code::kCancelled: e.status = 504; e.type = "timeout"; break;
     default: e.status = 500; e.type = "server_error"; e.message = s.ToString(); break;
   }
+  if (s.IsIOError()) {
+    // A full disk, or the database locked by another process past the busy timeout: nothing was
+    // acknowledged, and the same request may succeed later (tests/fault_injection_test.cc).
+    const std::string& m = s.message();
+    if (m.find("No space left on device") != std::string::npos || m.find("database or disk is full") != std::string::npos) {
+      e.status = 507;
+      e.type = "insufficient_storage";
+    } else if (m.find("database is locked") != std::string::npos) {
+      e.status = 503;
+      e.type = "unavailable";
+    }
+  }
   return e;
 }
 

@@ -15,6 +15,7 @@
 #include <random>
 #include <set>
 
+#include "api/server_impl.h"
 #include "eval/audit.h"
 #include "lm/checkpoint.h"
 #include "memory/datastore.h"
@@ -712,6 +713,27 @@ TEST(FaultInjectionTest, SqliteBusyIsAClearErrorAfterTheTimeout) {
   int64_t count = 0;
   ASSERT_TRUE(store->Count(FactFilter(), &count).ok());
   EXPECT_EQ(count, 1);
+}
+
+// Over HTTP, a full disk is 507 and a database locked past the busy timeout 503 (the request can be
+// retried; nothing was acknowledged), other I/O errors 500; each keeps SQLite's or the OS's words.
+TEST(FaultInjectionTest, StorageErrorsMapToHttpStatuses) {
+  const struct {
+    Status status;
+    int http;
+    const char* type;
+  } cases[] = {
+      {Status::IOError("facts.db: INSERT INTO facts: database or disk is full"), 507, "insufficient_storage"},
+      {Status::IOError("snapshots/chunk-1.idx.tmp.1: write failed: No space left on device"), 507, "insufficient_storage"},
+      {Status::IOError("facts.db: BEGIN IMMEDIATE: database is locked"), 503, "unavailable"},
+      {Status::IOError("facts.db: COMMIT: disk I/O error"), 500, "server_error"},
+  };
+  for (const auto& c : cases) {
+    const ApiError e = ErrorFromStatus(c.status);
+    EXPECT_EQ(e.status, c.http) << c.status.ToString();
+    EXPECT_EQ(e.type, c.type) << c.status.ToString();
+    EXPECT_NE(e.message.find(c.status.message()), std::string::npos) << e.message;
+  }
 }
 
 }  // namespace
