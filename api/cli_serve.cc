@@ -1,10 +1,12 @@
 // mnemo serve: the HTTP server over a state directory (api/server.h).
+#include <malloc.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
 
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #include "api/cli.h"
@@ -13,6 +15,17 @@
 
 namespace mnemo::cli {
 namespace {
+
+// glibc gives threads their own malloc arenas (up to 8 per core) and keeps what they free: each audit
+// thread's tensors left its arena holding memory the next thread did not reuse, so a server's resident
+// memory grew by about 60 to 85 MB per audit (5 small audits: 181 -> 579 MB; with one arena: 179 ->
+// 247 MB, and 186 MB after malloc_trim). Two arenas keep request threads from contending on one lock.
+// MALLOC_ARENA_MAX in the environment wins.
+void LimitMallocArenas() {
+#ifdef M_ARENA_MAX
+  if (std::getenv("MALLOC_ARENA_MAX") == nullptr) mallopt(M_ARENA_MAX, 2);
+#endif
+}
 
 int g_signal_pipe[2] = {-1, -1};
 
@@ -105,6 +118,7 @@ void RegisterServeCommand(CLI::App& app, Command* selected) {
       sigemptyset(&action.sa_mask);
       sigaction(SIGINT, &action, nullptr);
       sigaction(SIGTERM, &action, nullptr);
+      LimitMallocArenas();
       Server server(a->options);
       int port = 0;
       Status s = server.Bind(&port);

@@ -4,7 +4,9 @@
 // them. Admin-only (the pre-routing handler checks the role).
 //
 // Reports live in <audit dir>/<id>/ and survive restarts; a job's status does not (an id whose directory
-// holds a report is "succeeded", one without is unknown).
+// holds a report is "succeeded", one without is "failed", stage "interrupted": the server stopped while it ran).
+#include <malloc.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <regex>
@@ -164,6 +166,9 @@ void Server::Impl::HandleStartAudit(const httplib::Request& req, httplib::Respon
           std::error_code ec;
           std::filesystem::remove_all(job->dir, ec);  // nothing half-written stays behind
         }
+#ifdef __GLIBC__
+        malloc_trim(0);  // the audit's models and copies are freed: give their pages back (docs/RELIABILITY.md, "Soak")
+#endif
         std::lock_guard<std::mutex> lock(audit_mu);
         job->finished_at_ms = NowMs();
         if (run.ok()) {
