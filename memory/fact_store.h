@@ -184,6 +184,13 @@ class FactStore : public KnnMemory {
   // A memory rebuilt from the database alone, beside this one (same base, fresh segment): the reference
   // verify-deleted compares against. It stays valid while this store is open.
   Status RebuildFromDatabase(std::unique_ptr<KnnMemory>* out) const;
+  // Runs `fn` with no add or delete in progress or starting (they wait); searches go on. verify-deleted
+  // compares the live memory with a rebuild under it, so that another fact's add or delete cannot make
+  // the two differ in between (a soak saw 50 false "NOT deleted" verdicts in 501 without it).
+  Status WithWritesPaused(const std::function<Status()>& fn) const {
+    std::lock_guard<std::mutex> write(write_mu_);
+    return fn();
+  }
 
  private:
   class Segment;
@@ -212,7 +219,7 @@ class FactStore : public KnnMemory {
   std::unique_ptr<Datastore> base_;
   RecoveryReport recovery_;
 
-  std::mutex write_mu_;                 // serializes Add, Delete, Checkpoint, Close
+  mutable std::mutex write_mu_;         // serializes Add, Delete, Checkpoint, Close (and WithWritesPaused)
   DeleteListener delete_listener_;
   mutable std::shared_mutex segment_mu_;  // shared: searches; exclusive: segment changes
   std::unique_ptr<Segment> segment_;

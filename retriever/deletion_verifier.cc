@@ -20,42 +20,46 @@ Status VerifyDeleted(LanguageModel& model, const FactStore& store, int64_t fact_
     v.probed = true;
     std::vector<int32_t> ids = model.tokenizer->Encode(*text);
     if (ids.size() < 2) return Status::InvalidArgument("the fact's text must have at least 2 tokens");
-    std::unique_ptr<KnnMemory> rebuilt;
-    MNEMO_RETURN_IF_ERROR(store.RebuildFromDatabase(&rebuilt));
-    KnnLm live_lm(store), rebuilt_lm(*rebuilt);
-    KnnOptions options = knn;
-    options.enabled = true;
-    options.skip_confidence = 0;  // probe every position
-    SpanRequest request;
-    request.knn_keys = true;
-    double sum_live = 0, sum_base = 0;
-    MNEMO_RETURN_IF_ERROR(ForEachScoredSpan(model.net, ids, WindowOptions(), request, [&](const ScoredSpan& span) {
-      torch::Tensor keys = span.knn_keys.to(torch::kFloat32).contiguous();
-      std::vector<Neighbor> a, b;
-      MNEMO_RETURN_IF_ERROR(live_lm.Search(keys.data_ptr<float>(), span.count, options, &a));
-      MNEMO_RETURN_IF_ERROR(rebuilt_lm.Search(keys.data_ptr<float>(), span.count, options, &b));
-      for (size_t i = 0; i < a.size(); ++i) {
-        ++v.neighbors_compared;
-        if (a[i].entry != b[i].entry || a[i].distance != b[i].distance || a[i].weight != b[i].weight) {
-          ++v.neighbors_differing;
+    // The rebuild and every probe see one state of the store: writes wait until the comparison is done.
+    MNEMO_RETURN_IF_ERROR(store.WithWritesPaused([&]() -> Status {
+      std::unique_ptr<KnnMemory> rebuilt;
+      MNEMO_RETURN_IF_ERROR(store.RebuildFromDatabase(&rebuilt));
+      KnnLm live_lm(store), rebuilt_lm(*rebuilt);
+      KnnOptions options = knn;
+      options.enabled = true;
+      options.skip_confidence = 0;  // probe every position
+      SpanRequest request;
+      request.knn_keys = true;
+      double sum_live = 0, sum_base = 0;
+      MNEMO_RETURN_IF_ERROR(ForEachScoredSpan(model.net, ids, WindowOptions(), request, [&](const ScoredSpan& span) {
+        torch::Tensor keys = span.knn_keys.to(torch::kFloat32).contiguous();
+        std::vector<Neighbor> a, b;
+        MNEMO_RETURN_IF_ERROR(live_lm.Search(keys.data_ptr<float>(), span.count, options, &a));
+        MNEMO_RETURN_IF_ERROR(rebuilt_lm.Search(keys.data_ptr<float>(), span.count, options, &b));
+        for (size_t i = 0; i < a.size(); ++i) {
+          ++v.neighbors_compared;
+          if (a[i].entry != b[i].entry || a[i].distance != b[i].distance || a[i].weight != b[i].weight) {
+            ++v.neighbors_differing;
+          }
+          if (IsFactEntry(a[i].entry) && FactIdOfEntry(a[i].entry) == fact_id) ++v.neighbors_from_fact;
         }
-        if (IsFactEntry(a[i].entry) && FactIdOfEntry(a[i].entry) == fact_id) ++v.neighbors_from_fact;
-      }
-      const int32_t* targets = ids.data() + span.first_target;
-      std::vector<float> live_lp, rebuilt_lp;
-      MNEMO_RETURN_IF_ERROR(live_lm.ScoreTargets(span.knn_keys, span.logprobs, targets, options, &live_lp, nullptr));
-      MNEMO_RETURN_IF_ERROR(rebuilt_lm.ScoreTargets(span.knn_keys, span.logprobs, targets, options, &rebuilt_lp, nullptr));
-      auto acc = span.logprobs.accessor<float, 2>();
-      for (int64_t r = 0; r < span.count; ++r) {
-        v.max_abs_logprob_diff = std::max(v.max_abs_logprob_diff, std::fabs(double(live_lp[r]) - rebuilt_lp[r]));
-        sum_live += live_lp[r];
-        sum_base += acc[r][targets[r]];
-      }
-      v.probes += span.count;
+        const int32_t* targets = ids.data() + span.first_target;
+        std::vector<float> live_lp, rebuilt_lp;
+        MNEMO_RETURN_IF_ERROR(live_lm.ScoreTargets(span.knn_keys, span.logprobs, targets, options, &live_lp, nullptr));
+        MNEMO_RETURN_IF_ERROR(rebuilt_lm.ScoreTargets(span.knn_keys, span.logprobs, targets, options, &rebuilt_lp, nullptr));
+        auto acc = span.logprobs.accessor<float, 2>();
+        for (int64_t r = 0; r < span.count; ++r) {
+          v.max_abs_logprob_diff = std::max(v.max_abs_logprob_diff, std::fabs(double(live_lp[r]) - rebuilt_lp[r]));
+          sum_live += live_lp[r];
+          sum_base += acc[r][targets[r]];
+        }
+        v.probes += span.count;
+        return Status::OK();
+      }));
+      v.mean_logprob_live = sum_live / v.probes;
+      v.mean_logprob_base_lm = sum_base / v.probes;
       return Status::OK();
     }));
-    v.mean_logprob_live = sum_live / v.probes;
-    v.mean_logprob_base_lm = sum_base / v.probes;
   }
 
   if (v.traces.in_segment) {

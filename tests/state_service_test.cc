@@ -2,7 +2,9 @@
 // commit of fact texts, deletion evidence), and FactStore::FindTraces, the structural half of that evidence.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
+#include <thread>
 
 #include "lm/checkpoint.h"
 #include "memory/fact_store.h"
@@ -147,6 +149,38 @@ TEST_F(StateServiceTest, DeletionEvidenceAndTheTracesItChecks) {
   ASSERT_TRUE(state->VerifyDeleted(ids[0], nullptr, KnnOptions(), &v).ok());
   EXPECT_FALSE(v.passed);
   EXPECT_EQ(v.reason, "a snapshot file still holds entries of the fact");
+}
+
+// verify-deleted compares the live memory with one rebuilt from the database: adds and deletes of other
+// facts meanwhile must not make the two differ (they wait for the comparison).
+TEST_F(StateServiceTest, VerificationIsNotFooledByConcurrentWrites) {
+  auto state = Open();
+  ASSERT_NE(state, nullptr);
+  const std::string text = "the harbour master is ada";
+  std::vector<int64_t> ids;
+  ASSERT_TRUE(state->AddFacts({{text, "", ""}}, &ids).ok());
+  const int64_t gone = ids[0];
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(state->AddFacts({{"the harbour cat " + std::to_string(i), "", ""}}, &ids).ok());
+  ASSERT_TRUE(state->store().Delete({gone}, nullptr).ok());
+  std::atomic<bool> stop{false};
+  std::atomic<int> writes{0};
+  std::thread writer([&] {
+    for (int i = 0; !stop; ++i) {
+      std::vector<int64_t> added;
+      if (!state->AddFacts({{"the harbour master's dog " + std::to_string(i), "", ""}}, &added).ok()) break;
+      if (!state->store().Delete(added, nullptr).ok()) break;
+      writes += 2;
+    }
+  });
+  for (int round = 0; round < 6; ++round) {
+    DeletionVerdict v;
+    ASSERT_TRUE(state->VerifyDeleted(gone, &text, KnnOptions(), &v).ok());
+    EXPECT_TRUE(v.passed) << "round " << round << ": " << v.reason;
+    EXPECT_EQ(v.neighbors_differing, 0);
+  }
+  stop = true;
+  writer.join();
+  EXPECT_GT(writes.load(), 0);  // the writes did run beside the verifications
 }
 
 }  // namespace
