@@ -29,3 +29,9 @@ serve: default-model
 
 clean:
 	rm -rf $(BUILD)
+
+# libFuzzer targets for every parser of outside input (docs/FUZZING.md): builds build-fuzz/ with clang-14,
+# then runs each target for FUZZ_SECONDS (default 60) on a copy of its seeds; fails if any target crashes.
+.PHONY: fuzz
+fuzz: deps
+	@FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60) JOBS=$(JOBS) bash fuzz/run.sh

@@ -85,7 +85,11 @@ const char* ReasonPhrase(int status) {
 // A complete response in the server's error shape that closes the connection.
 std::string ErrorResponse(int status, const std::string& message, const std::string& type) {
   nlohmann::ordered_json error = {{"message", message}, {"type", type}, {"param", nullptr}, {"code", nullptr}};
-  const std::string body = nlohmann::ordered_json{{"error", error}}.dump() + "\n";
+  // The message may quote the client's bytes (a Content-Encoding), which need not be UTF-8: replaced, never
+  // thrown (an exception here would end the reactor thread and the server; fuzz/http_front_fuzz).
+  const std::string body =
+      nlohmann::ordered_json{{"error", error}}.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) +
+      "\n";
   std::string out = "HTTP/1.1 " + std::to_string(status) + " " + ReasonPhrase(status) +
                     "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
                     "\r\nConnection: close\r\n";

@@ -123,6 +123,16 @@ MNEMO_AVX2_FMA void DistanceTableAvx2(const float* residual, const float* codebo
 
 #endif
 
+// The inverted lists of a memory-mapped index (LoadOptions::mmap) point into the file, where FAISS's layout
+// puts each list's codes and ids at any byte offset: their floats and ids are read with memcpy, a plain load
+// that, unlike a dereference, promises no alignment (fuzz/index_file_fuzz, docs/FUZZING.md).
+template <typename T>
+inline T LoadUnaligned(const T* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+}
+
 // A candidate's distance: NaN (from a non-finite query) becomes +infinity, so that candidates stay ordered.
 inline float finish(float distance) {
   return std::isnan(distance) ? std::numeric_limits<float>::infinity() : distance;
@@ -154,8 +164,8 @@ void ScanCodes(const float* table, const uint8_t* codes, const int64_t* ids, siz
       a0 += table[s * kCodes + a[s]];
       b0 += table[s * kCodes + b[s]];
     }
-    out[i] = {finish((a0 + a1) + (a2 + a3)), ids[i]};
-    out[i + 1] = {finish((b0 + b1) + (b2 + b3)), ids[i + 1]};
+    out[i] = {finish((a0 + a1) + (a2 + a3)), LoadUnaligned(ids + i)};
+    out[i + 1] = {finish((b0 + b1) + (b2 + b3)), LoadUnaligned(ids + i + 1)};
   }
   for (; i < count; ++i) {
     const uint8_t* a = codes + i * m;
@@ -169,7 +179,7 @@ void ScanCodes(const float* table, const uint8_t* codes, const int64_t* ids, siz
       a3 += t[3 * kCodes + a[s + 3]];
     }
     for (; s < m; ++s) a0 += table[s * kCodes + a[s]];
-    out[i] = {finish((a0 + a1) + (a2 + a3)), ids[i]};
+    out[i] = {finish((a0 + a1) + (a2 + a3)), LoadUnaligned(ids + i)};
   }
 }
 
@@ -205,7 +215,8 @@ inline void SquaredL2Lanes(const float* x, const float* vectors, size_t d, float
     const __m128 xi = _mm_set1_ps(x[i]);
     for (size_t g = 0; g < kGroups; ++g) {
       const float* y = vectors + g * 4 * d + i;
-      const __m128 t = _mm_sub_ps(xi, _mm_set_ps(y[3 * d], y[2 * d], y[d], y[0]));
+      const __m128 t = _mm_sub_ps(xi, _mm_set_ps(LoadUnaligned(y + 3 * d), LoadUnaligned(y + 2 * d),
+                                                 LoadUnaligned(y + d), LoadUnaligned(y)));
       sum[g] = _mm_add_ps(sum[g], _mm_mul_ps(t, t));
     }
   }
@@ -224,21 +235,21 @@ void ScanVectors(const float* x, const float* vectors, const int64_t* ids, size_
   float sums[8];
   for (; v + 8 <= count; v += 8) {
     SquaredL2Lanes<2>(x, vectors + v * d, d, sums);
-    for (size_t j = 0; j < 8; ++j) out[v + j] = {finish(sums[j]), ids[v + j]};
+    for (size_t j = 0; j < 8; ++j) out[v + j] = {finish(sums[j]), LoadUnaligned(ids + v + j)};
   }
   for (; v + 4 <= count; v += 4) {
     SquaredL2Lanes<1>(x, vectors + v * d, d, sums);
-    for (size_t j = 0; j < 4; ++j) out[v + j] = {finish(sums[j]), ids[v + j]};
+    for (size_t j = 0; j < 4; ++j) out[v + j] = {finish(sums[j]), LoadUnaligned(ids + v + j)};
   }
 #endif
   for (; v < count; ++v) {
     const float* y = vectors + v * d;
     float sum = 0;
     for (size_t i = 0; i < d; ++i) {
-      const float t = x[i] - y[i];
+      const float t = x[i] - LoadUnaligned(y + i);
       sum += t * t;
     }
-    out[v] = {finish(sum), ids[v]};
+    out[v] = {finish(sum), LoadUnaligned(ids + v)};
   }
 }
 

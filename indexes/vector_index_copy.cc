@@ -12,6 +12,7 @@
 #include <faiss/invlists/InvertedLists.h>
 
 #include <algorithm>
+#include <cstring>
 #include <mutex>
 #include <stdexcept>
 #include <shared_mutex>
@@ -23,6 +24,14 @@
 
 namespace mnemo {
 namespace {
+
+// An id of an inverted list. The lists of a memory-mapped index point into the file, where an id can sit at
+// any byte offset, so it is read with memcpy rather than through an idx_t pointer (fuzz/index_file_fuzz).
+idx_t IdAt(faiss::InvertedLists::ScopedIds& ids, size_t i) {
+  idx_t id;
+  std::memcpy(&id, ids.get() + i, sizeof(id));
+  return id;
+}
 
 // Appends the entries i of list `list_no` of `from` for which keep(id) holds to the same list of `to`
 // (ArrayInvertedLists), recording each in to's direct map. Returns how many it appended.
@@ -37,8 +46,9 @@ int64_t AppendList(const faiss::IndexIVF& from, size_t list_no, faiss::IndexIVF*
   std::vector<idx_t> kept_ids;
   std::vector<uint8_t> kept_codes;
   for (size_t i = 0; i < n; ++i) {
-    if (!keep(ids[i])) continue;
-    kept_ids.push_back(ids[i]);
+    const idx_t id = IdAt(ids, i);
+    if (!keep(id)) continue;
+    kept_ids.push_back(id);
     kept_codes.insert(kept_codes.end(), codes.get() + i * code_size, codes.get() + (i + 1) * code_size);
   }
   if (kept_ids.empty()) return 0;
@@ -82,7 +92,7 @@ void AppendLocations(const faiss::IndexIVF& from, std::vector<std::pair<size_t, 
     std::vector<uint8_t> kept_codes;
     for (size_t i = begin; i < end; ++i) {
       const size_t offset = locations[i].second;
-      kept_ids.push_back(ids[offset]);
+      kept_ids.push_back(IdAt(ids, offset));
       kept_codes.insert(kept_codes.end(), codes.get() + offset * code_size, codes.get() + (offset + 1) * code_size);
     }
     const size_t first = to->invlists->list_size(list_no);

@@ -64,6 +64,18 @@ Status StreamCrc32(FILE* file, uint64_t size, const std::string& path, uint32_t*
   return Status::OK();
 }
 
+// FAISS reads bool and enum fields by copying the file's bytes into them, so a damaged payload can leave a
+// bool that is neither true nor false (or a metric that is no MetricType), and every later read of it is
+// undefined: it may pass one check and fail the next. Such fields are checked byte-wise, before anything
+// reads them (found by fuzz/index_file_fuzz).
+template <typename T>
+bool RawValueAtMost(const T& field, uint64_t max) {
+  static_assert(sizeof(T) <= sizeof(uint64_t), "a flag or enum field");
+  uint64_t v = 0;
+  std::memcpy(&v, &field, sizeof(T));  // little-endian: the low bytes
+  return v <= max;
+}
+
 std::string Hex(uint32_t v) {
   char buf[16];
   std::snprintf(buf, sizeof(buf), "0x%08x", v);
@@ -81,6 +93,9 @@ Status VectorIndex::Rep::CheckLoaded(const IndexFileHeader& header, bool mapped,
   auto corrupt = [&path](const std::string& what) { return Status::Corruption(path + ": " + what); };
   const faiss::Index& index = *rep.index;
   const int64_t ntotal = header.ntotal;
+  if (!RawValueAtMost(index.is_trained, 1) || !RawValueAtMost(index.metric_type, 1)) {
+    return corrupt("FAISS index header holds an invalid is_trained flag or metric");
+  }
   if (index.d != rep.dim) {
     return corrupt("FAISS index has dimension " + std::to_string(index.d) + " but the header says " +
                    std::to_string(rep.dim));
@@ -98,7 +113,10 @@ Status VectorIndex::Rep::CheckLoaded(const IndexFileHeader& header, bool mapped,
     const faiss::IndexIDMap2* id_map = rep.flat;
     if (id_map == nullptr || typeid(index) != typeid(faiss::IndexIDMap2)) return corrupt(type_error);
     const auto* storage = dynamic_cast<const faiss::IndexFlat*>(id_map->index);
-    if (storage == nullptr || storage->ntotal != ntotal ||
+    // The storage's metric is what FAISS searches with (a crafted one it does not implement would fail
+    // every search instead of the load).
+    if (storage == nullptr || !RawValueAtMost(storage->metric_type, 1) || storage->metric_type != index.metric_type ||
+        storage->ntotal != ntotal ||
         storage->codes.size() != static_cast<size_t>(ntotal) * storage->code_size ||
         storage->code_size != sizeof(float) * rep.dim) {
       return corrupt(type_error + " (bad flat storage)");
@@ -123,17 +141,22 @@ Status VectorIndex::Rep::CheckLoaded(const IndexFileHeader& header, bool mapped,
   if (static_cast<int64_t>(ivf->nlist) != rep.spec.nlist) return corrupt(type_error + " (nlist differs)");
   if (want_pq) {
     const auto* ivfpq = static_cast<const faiss::IndexIVFPQ*>(ivf);
-    if (static_cast<int>(ivfpq->pq.M) != rep.spec.pq_m ||
-        static_cast<int>(ivfpq->pq.nbits) != rep.spec.pq_bits) {
+    if (!RawValueAtMost(ivfpq->by_residual, 1)) return corrupt(type_error + " (invalid by_residual flag)");
+    // Compared as FAISS's size_t: cut to int, a huge nbits could pass as 8 and then be a shift past 63
+    // (fuzz/regressions/index_file_crafted/pq-nbits-huge).
+    if (ivfpq->pq.M != static_cast<size_t>(rep.spec.pq_m) || ivfpq->pq.nbits != static_cast<size_t>(rep.spec.pq_bits)) {
       return corrupt(type_error + " (PQ parameters differ)");
     }
     const faiss::ProductQuantizer& pq = ivfpq->pq;
-    if (static_cast<int>(pq.d) != rep.dim || pq.dsub * pq.M != pq.d || pq.ksub != (size_t{1} << pq.nbits) ||
+    if (pq.d != static_cast<size_t>(rep.dim) || pq.dsub * pq.M != pq.d || pq.ksub != (size_t{1} << pq.nbits) ||
         (ivf->is_trained && pq.centroids.size() != pq.M * pq.ksub * pq.dsub)) {
       return corrupt(type_error + " (PQ codebook shape differs)");
     }
   }
   const faiss::Index* quantizer = ivf->quantizer;
+  if (quantizer != nullptr && (!RawValueAtMost(quantizer->is_trained, 1) || !RawValueAtMost(quantizer->metric_type, 1))) {
+    return corrupt("IVF coarse quantizer holds an invalid is_trained flag or metric");
+  }
   if (quantizer == nullptr || quantizer->d != rep.dim ||
       (ivf->is_trained && quantizer->ntotal != rep.spec.nlist)) {
     return corrupt("IVF coarse quantizer does not match the index");

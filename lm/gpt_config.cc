@@ -129,8 +129,12 @@ Status GptConfig::FromJson(const std::string& json_text, const std::string& sour
   if (c.n_positions < 0) MNEMO_RETURN_IF_ERROR(ReadInt(j, "n_ctx", source, true, &c.n_positions));
   MNEMO_RETURN_IF_ERROR(ReadInt(j, "bos_token_id", source, false, &c.bos_token_id));
   MNEMO_RETURN_IF_ERROR(ReadInt(j, "eos_token_id", source, false, &c.eos_token_id));
-  auto inner = j.find("n_inner");
-  if (inner != j.end() && !inner->is_null() && inner->get<int64_t>() != 4 * c.n_embd) {
+  // Read as the other integers are: get<int64_t>() of a float out of range is undefined, of a string it
+  // throws; and 4 * n_embd must not overflow (fuzz/regressions/gpt_config/).
+  int64_t n_inner = 0, four_embd = 0;
+  MNEMO_RETURN_IF_ERROR(ReadInt(j, "n_inner", source, false, &n_inner));
+  if (j.contains("n_inner") && !j["n_inner"].is_null() &&
+      (__builtin_mul_overflow(c.n_embd, int64_t{4}, &four_embd) || n_inner != four_embd)) {
     return Status::InvalidArgument(source + ": n_inner other than 4*n_embd is not supported");
   }
   auto eps = j.find("layer_norm_epsilon");

@@ -13,6 +13,7 @@
 #include <random>
 #include <vector>
 
+#include "memory/json_int.h"
 #include "util/file_util.h"
 #include "util/half.h"
 #include "util/hash.h"
@@ -53,40 +54,41 @@ std::string DatastoreManifest::ToJson() const {
 
 Status DatastoreManifest::FromJson(const std::string& text, const std::string& path, DatastoreManifest* out) {
   auto j = nlohmann::json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object() || j.value("format", "") != "mnemo-datastore") {
+  // Not j.value("format", ""): it throws when "format" is there but not a string (fuzz/datastore_manifest_fuzz).
+  if (j.is_discarded() || !j.is_object() || !j.contains("format") || j.at("format") != "mnemo-datastore") {
     return Status::Corruption(path + ": not a mnemo datastore manifest");
   }
   try {
     DatastoreManifest m;
-    m.format_version = j.at("format_version").get<int>();
+    m.format_version = JsonInt<int>(j.at("format_version"));
     if (m.format_version != kFormatVersion) {
       return Status::Corruption(path + ": unsupported format_version " + std::to_string(m.format_version));
     }
     m.model_fingerprint = j.at("model_fingerprint").get<std::string>();
     m.key_layer = j.at("key_layer").get<std::string>();
-    m.dim = j.at("dim").get<int>();
-    m.count = j.at("count").get<int64_t>();
+    m.dim = JsonInt<int>(j.at("dim"));
+    m.count = JsonInt<int64_t>(j.at("count"));
     m.index_spec = j.at("index_spec").get<std::string>();
     m.source = j.at("source").get<std::string>();
-    m.source_tokens = j.at("source_tokens").get<int64_t>();
-    m.keys_crc32 = j.at("keys").at("crc32").get<uint32_t>();
-    m.values_crc32 = j.at("values").at("crc32").get<uint32_t>();
+    m.source_tokens = JsonInt<int64_t>(j.at("source_tokens"));
+    m.keys_crc32 = JsonInt<uint32_t>(j.at("keys").at("crc32"));
+    m.values_crc32 = JsonInt<uint32_t>(j.at("values").at("crc32"));
     // Written since provenance (older manifests lack them: nothing was ever deleted from those).
-    m.live = j.value("live", m.count);
+    m.live = JsonIntOr(j, "live", m.count);
     if (j.contains("training")) {
       const auto& t = j.at("training");
       m.training_pool = t.at("pool").get<std::string>();
       m.training_source = t.at("source").get<std::string>();
-      m.train_sample = t.at("sample").get<int64_t>();
-      m.train_seed = t.at("seed").get<uint64_t>();
+      m.train_sample = JsonInt<int64_t>(t.at("sample"));
+      m.train_seed = JsonInt<uint64_t>(t.at("seed"));
     }
     if (j.contains("windows")) {
-      m.window = j.at("windows").at("window").get<int64_t>();
-      m.stride = j.at("windows").at("stride").get<int64_t>();
+      m.window = JsonInt<int64_t>(j.at("windows").at("window"));
+      m.stride = JsonInt<int64_t>(j.at("windows").at("stride"));
     }
     if (j.contains("documents")) {
       m.provenance = true;
-      m.deletions_applied = j.at("documents").at("deletions_applied").get<int64_t>();
+      m.deletions_applied = JsonInt<int64_t>(j.at("documents").at("deletions_applied"));
     }
     if (m.dim <= 0 || m.count < 0) return Status::Corruption(path + ": dim must be positive and count non-negative");
     if (m.live < 0 || m.live > m.count) return Status::Corruption(path + ": live must be in [0, count]");

@@ -18,6 +18,7 @@
 #include <unordered_set>
 
 #include "memory/datastore.h"
+#include "memory/json_int.h"
 #include "util/file_util.h"
 #include "util/half.h"
 #include "util/hash.h"
@@ -98,19 +99,24 @@ Status ParseDocuments(const std::string& text, const std::string& path, int64_t 
     try {
       if (number == 1) {
         if (j.value("format", "") != kDocumentsFormat) return Status::Corruption(where + "not a documents file");
-        *seq = j.at("deletions").get<int64_t>();
+        *seq = JsonInt<int64_t>(j.at("deletions"));
         *retrain = j.value("retrain", false);
         continue;
       }
       DatastoreDocument d;
       d.id = j.at("id").get<std::string>();
-      d.first = j.at("first").get<int64_t>();
-      d.count = j.at("count").get<int64_t>();
-      d.tokens = j.value("tokens", int64_t{0});
+      d.first = JsonInt<int64_t>(j.at("first"));
+      d.count = JsonInt<int64_t>(j.at("count"));
+      d.tokens = JsonIntOr(j, "tokens", int64_t{0});
       if (j.contains("metadata")) d.metadata_json = j.at("metadata").dump();
       d.train = j.value("train", false);
-      d.deleted_seq = j.value("deleted", int64_t{0});
+      d.deleted_seq = JsonIntOr(j, "deleted", int64_t{0});
       if (d.first != next || d.count < 0) return Status::Corruption(where + "entry ranges are not contiguous");
+      // first == next <= slots here, so neither this nor next = first + count can overflow
+      // (fuzz/regressions/datastore_open/documents-range-overflow).
+      if (d.count > slots - d.first) {
+        return Status::Corruption(where + "entries run past the datastore's " + std::to_string(slots) + " entries");
+      }
       if (!ids.insert(d.id).second) return Status::Corruption(where + "repeated id " + QuoteId(d.id));
       next = d.first + d.count;
       out->push_back(std::move(d));

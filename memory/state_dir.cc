@@ -8,6 +8,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "memory/json_int.h"
 #include "util/file_util.h"
 
 namespace mnemo {
@@ -33,7 +34,7 @@ Status StateConfig::FromJson(const std::string& text, const std::string& path, S
   if (j.is_discarded() || !j.is_object()) return Status::Corruption(path + ": not a mnemo state.json");
   StateConfig c;
   try {
-    c.format_version = j.at("format_version").get<int>();
+    c.format_version = JsonInt<int>(j.at("format_version"));
     if (c.format_version > kFormatVersion) {
       return Status::Corruption(path + ": format_version " + std::to_string(c.format_version) +
                                 " is newer than this mnemo understands (" + std::to_string(kFormatVersion) + ")");
@@ -41,8 +42,8 @@ Status StateConfig::FromJson(const std::string& text, const std::string& path, S
     c.model_path = j.at("model").get<std::string>();
     c.datastore_path = j.at("datastore").get<std::string>();
     c.model_fingerprint = j.at("model_fingerprint").get<std::string>();
-    c.dim = j.at("dim").get<int>();
-    c.created_at_ms = j.at("created_at_ms").get<int64_t>();
+    c.dim = JsonInt<int>(j.at("dim"));
+    c.created_at_ms = JsonInt<int64_t>(j.at("created_at_ms"));
   } catch (const nlohmann::json::exception& e) {
     return Status::Corruption(path + ": " + e.what());
   }

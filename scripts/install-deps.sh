@@ -11,6 +11,7 @@ packages=(
   dict-gcide dict-foldoc
   curl wrk  # tests: the server's process test; bench/server.sh: HTTP load generator
   chromium  # tests: the HTML audit report render test (headless screenshot, console errors)
+  clang-14 libclang-rt-14-dev  # make fuzz: libFuzzer, AddressSanitizer, UBSan (fuzz/, docs/FUZZING.md)
 )
 # The official openai npm client test needs Node and npm; a Node from elsewhere (e.g. NodeSource, whose
 # nodejs package bundles npm and conflicts with Debian's) is fine.
