@@ -1,6 +1,8 @@
 // The base datastore's documents over HTTP (admin only; the pre-routing handler checks the role): list
 // them, see one, delete one while serving, verify a deletion. 409 when the state has no base datastore or
 // it was built without provenance, and for a document whose deletion needs retraining (offline only).
+#include <algorithm>
+
 #include "api/fact_json.h"
 #include "api/server_impl.h"
 #include "util/parse.h"
@@ -17,8 +19,20 @@ Status BaseDatastore(const FactStore* store, const Datastore** out) {
   return Status::OK();
 }
 
-// The id in /v1/datastore/documents/{id} (percent-decoded by the HTTP layer).
-std::string IdFromPath(const httplib::Request& req) { return req.matches[1].str(); }
+// The id in /v1/datastore/documents/{id} (percent-decoded by the HTTP layer). Document ids come from JSON
+// (documents.jsonl), so they are valid UTF-8: an id that is not names no document, and is NotFound here.
+// Past this point it would reach the datastore, which quotes ids in its messages with nlohmann's strict
+// dump(): that threw type_error 316 on invalid UTF-8, and any client's path got a 500
+// (fuzz/regressions/routes/datastore-id-not-utf8).
+Status IdFromPath(const httplib::Request& req, std::string* id) {
+  *id = req.matches[1].str();
+  try {
+    (void)Json(*id).dump();
+  } catch (const Json::exception&) {
+    return Status::NotFound("no document " + api::Dump(Json(TruncateForMessage(*id))) + " (not valid UTF-8)");
+  }
+  return Status::OK();
+}
 
 }  // namespace
 
@@ -45,8 +59,11 @@ void Server::Impl::HandleListDatastoreDocuments(const httplib::Request& req, htt
   const int64_t total = static_cast<int64_t>(all.size());
   int64_t deleted = 0;
   for (const DatastoreDocument& d : all) deleted += d.deleted();
-  for (int64_t i = offset; i < total && i < offset + limit; ++i) data.push_back(api::DatastoreDocumentToJson(*ds, all[i]));
-  const int64_t next = offset + limit;
+  // The page's end, computed without offset + limit: ?offset= takes any int64_t, and offset + limit past
+  // INT64_MAX was signed overflow (fuzz/regressions/routes/datastore-list-offset-overflow).
+  const int64_t end = offset < total ? offset + std::min(limit, total - offset) : total;
+  for (int64_t i = offset; i < end; ++i) data.push_back(api::DatastoreDocumentToJson(*ds, all[i]));
+  const int64_t next = end;
   SendJson(res, {{"object", "list"},
                  {"data", data},
                  {"total", total},
@@ -59,20 +76,23 @@ void Server::Impl::HandleListDatastoreDocuments(const httplib::Request& req, htt
 void Server::Impl::HandleGetDatastoreDocument(const httplib::Request& req, httplib::Response& res) {
   const Datastore* ds = nullptr;
   Status s = BaseDatastore(store, &ds);
+  std::string id;
+  if (s.ok()) s = IdFromPath(req, &id);
   DatastoreDocument d;
-  if (s.ok()) s = ds->GetDocument(IdFromPath(req), &d);
+  if (s.ok()) s = ds->GetDocument(id, &d);
   if (!s.ok()) return SendError(res, ErrorFromStatus(s));
   SendJson(res, api::DatastoreDocumentToJson(*ds, d));
 }
 
 void Server::Impl::HandleDeleteDatastoreDocument(const httplib::Request& req, httplib::Response& res) {
   DocumentDeleteReport report;
-  Status s = store->DeleteBaseDocuments({IdFromPath(req)}, &report);
+  std::string id;
+  Status s = IdFromPath(req, &id);
+  if (s.ok()) s = store->DeleteBaseDocuments({id}, &report);
   if (!s.ok()) return SendError(res, ErrorFromStatus(s));
   metrics.GetCounter("mnemo_datastore_documents_deleted_total", "Base datastore documents deleted").Increment();
-  LogAction(ActionFor(req, "datastore.documents.delete", {IdFromPath(req)},
-                      {{"entries", report.entries}, {"deletion", report.seq}}));
-  SendJson(res, {{"id", IdFromPath(req)},
+  LogAction(ActionFor(req, "datastore.documents.delete", {id}, {{"entries", report.entries}, {"deletion", report.seq}}));
+  SendJson(res, {{"id", id},
                  {"object", "datastore.document"},
                  {"deleted", true},
                  {"entries", report.entries},
@@ -87,12 +107,13 @@ void Server::Impl::HandleVerifyDatastoreDocument(const httplib::Request& req, ht
   std::string text;
   bool has_text = false;
   const Datastore* ds = nullptr;
+  std::string id;
   Status s = api::OptionalString(body, "text", &text, &has_text);
   if (s.ok()) s = BaseDatastore(store, &ds);
+  if (s.ok()) s = IdFromPath(req, &id);
   if (!s.ok()) return SendError(res, ErrorFromStatus(s));
   DocumentDeletionVerdict verdict;
   Status run;
-  const std::string id = IdFromPath(req);
   if (!RunOnWorker(res, [&](const std::atomic<bool>&) {
         run = VerifyDocumentDeleted(&state->model(), *ds, id, has_text ? &text : nullptr, &verdict);
       })) {

@@ -11,6 +11,11 @@
 #   FUZZ_TARGETS=index_file_crafted make fuzz   the on-demand target (docs/FUZZING.md), not in the default list
 #   FUZZ_ARGS="-runs=1000000" make fuzz    extra libFuzzer flags for every target
 #   FUZZ_BUILD=build-fuzz                  the build directory
+#   MNEMO_MAIN_BUILD=build                 the main build whose libraries the `routes` target links
+#
+# `routes` (every HTTP route handler, fuzz/routes_fuzz.cc) is a CMake project of its own, fuzz/routes/, built
+# in build-fuzz/routes/ only when it is asked for (the default list has it): api/ compiled by clang with
+# LibTorch's headers, the rest linked from the main build's static libraries (`make fuzz` builds build/ first).
 #
 # New inputs found during a run go to build-fuzz/corpus/<target>/, never into fuzz/corpus/ (the committed
 # seeds); copy interesting ones there by hand (keep them small).
@@ -19,7 +24,7 @@ cd "$(dirname "$0")/.."
 
 build=${FUZZ_BUILD:-build-fuzz}
 seconds=${FUZZ_SECONDS:-60}
-targets=${FUZZ_TARGETS:-"api_keys datastore_manifest datastore_open documents gpt_config http_front index_file index_spec json_fields parse safetensors state_json tokenizer_encode tokenizer_files"}
+targets=${FUZZ_TARGETS:-"api_keys datastore_manifest datastore_open documents gpt_config http_front index_file index_spec json_fields parse routes safetensors state_json tokenizer_encode tokenizer_files"}
 extra=${FUZZ_ARGS:-}
 
 command -v clang++-14 >/dev/null || { echo "fuzz: clang++-14 not found (scripts/install-deps.sh installs it)" >&2; exit 1; }
@@ -27,6 +32,21 @@ build_start=$(date +%s)
 cmake -S fuzz -B "$build" -G Ninja -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_C_COMPILER=clang-14 >/dev/null || exit 1
 cmake --build "$build" -j "${JOBS:-$(nproc)}" || exit 1
 echo "fuzz: $build built in $(( $(date +%s) - build_start )) s"
+if [[ " $targets " == *" routes "* ]]; then
+  main_build=${MNEMO_MAIN_BUILD:-build}
+  for lib in eval retriever lm memory indexes util; do
+    [[ -f "$main_build/$lib/libmnemo_$lib.a" ]] && continue
+    echo "fuzz: routes: $main_build/$lib/libmnemo_$lib.a is missing; building $main_build/ (make build)" >&2
+    cmake -S . -B "$main_build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null || exit 1
+    cmake --build "$main_build" -j "${JOBS:-$(nproc)}" || exit 1
+    break
+  done
+  routes_start=$(date +%s)
+  cmake -S fuzz/routes -B "$build/routes" -G Ninja -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_C_COMPILER=clang-14 \
+    -DMNEMO_MAIN_BUILD="$(realpath "$main_build")" >/dev/null || exit 1
+  cmake --build "$build/routes" -j "${JOBS:-$(nproc)}" || exit 1
+  echo "fuzz: $build/routes built in $(( $(date +%s) - routes_start )) s"
+fi
 
 # Dictionaries: the JSON one for every target whose input is JSON or holds JSON.
 dict_for() {
@@ -35,6 +55,7 @@ dict_for() {
     index_spec|index_file|index_file_crafted) echo fuzz/index.dict ;;
     api_keys) echo fuzz/api_keys.dict ;;
     json_fields|state_json|datastore_manifest|datastore_open|documents|gpt_config|safetensors|tokenizer_files) echo fuzz/json.dict ;;
+    routes) cat fuzz/json.dict fuzz/routes.dict > "$build/routes.dict" && echo "$build/routes.dict" ;;  # bodies and targets
   esac
 }
 
@@ -63,6 +84,7 @@ fi
 printf '%-20s %12s %8s %10s %8s %8s %6s  %s\n' target executions seconds exec/s cov ft new result > "$build/fuzz-summary.txt"
 for t in $targets; do
   bin="$build/${t}_fuzz"
+  [[ $t == routes ]] && bin="$build/routes/routes_fuzz"  # its own project (fuzz/routes/)
   [[ -x "$bin" ]] || { echo "fuzz: no target $t" >&2; failed+=("$t"); continue; }
   corpus="$build/corpus/$t"
   artifacts="$build/artifacts/$t"

@@ -358,7 +358,15 @@ Status DatastoreWriter::BeginDocument(const std::string& id, int64_t tokens, con
   if (documents_.empty() && count_ > 0) {
     return Status::InvalidArgument("entries were appended before the first document");
   }
-  if (!document_ids_.insert(id).second) return Status::InvalidArgument("document id " + nlohmann::json(id).dump() + " is repeated");
+  // documents.jsonl holds the id as a JSON string, which must be UTF-8: refused here rather than thrown
+  // by the dump that writes the file.
+  std::string quoted;
+  try {
+    quoted = nlohmann::json(id).dump();
+  } catch (const nlohmann::json::exception&) {
+    return Status::InvalidArgument("a document id must be valid UTF-8");
+  }
+  if (!document_ids_.insert(id).second) return Status::InvalidArgument("document id " + quoted + " is repeated");
   if (!documents_.empty()) documents_.back().count = count_ - documents_.back().first;
   DatastoreDocument d;
   d.id = id;

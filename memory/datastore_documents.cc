@@ -32,7 +32,12 @@ constexpr char kDocuments[] = "/documents.jsonl";
 constexpr char kDocumentsFormat[] = "mnemo-datastore-documents";
 constexpr int64_t kAddBatch = 65536;
 
-std::string QuoteId(const std::string& id) { return nlohmann::json(id).dump(); }
+// An id quoted as JSON for a message. Ids read from documents.jsonl are valid UTF-8, but one a caller
+// passes in (a command line's --id, an HTTP path) need not be: its bad bytes are replaced (U+FFFD), as a
+// strict dump() would throw instead (fuzz/regressions/routes/datastore-id-not-utf8).
+std::string QuoteId(const std::string& id) {
+  return nlohmann::json(id).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
 
 // Fault injection for the crash tests: MNEMO_DATASTORE_CRASH_AT=<stage> kills the process with SIGKILL
 // when a deletion reaches that stage ("committed", "index_saved", "punched").

@@ -388,8 +388,12 @@ TEST_F(AuditMemoryTest, FifoEvictionForgetsExactlyWhileTheDatastoreKeeps) {
     // Without any canary token in the ring the scores are the same bits as a memory's that never read
     // them. (With some, they differ where a canary token is retrieved: with every one resident, at the
     // first points, they do.)
-    if (resident == 0) EXPECT_TRUE(p["matches_never_read"].get<bool>()) << i;
-    if (resident == canary_tokens) EXPECT_FALSE(p["matches_never_read"].get<bool>()) << i;
+    if (resident == 0) {
+      EXPECT_TRUE(p["matches_never_read"].get<bool>()) << i;
+    }
+    if (resident == canary_tokens) {
+      EXPECT_FALSE(p["matches_never_read"].get<bool>()) << i;
+    }
     knn_min = std::min(knn_min, p["knn_lm"]["exposure"]["mean_extrapolated"].get<double>());
   }
   EXPECT_TRUE(f["points"][4]["matches_never_read"].get<bool>());

@@ -239,6 +239,13 @@ TEST(DocumentDeletionErrorsTest, BadRequestsChangeNothing) {
   Status s = ds->DeleteDocuments({"nope"}, {}, &report);
   EXPECT_TRUE(s.IsNotFound()) << s.ToString();
   EXPECT_NE(s.message().find("nope"), std::string::npos);
+  // An id that is not UTF-8 (a command line's --id) is NotFound, quoted with its bad byte replaced:
+  // quoting it used to throw (fuzz/regressions/routes/datastore-id-not-utf8).
+  s = ds->DeleteDocuments({"d\x8e"}, {}, &report);
+  EXPECT_TRUE(s.IsNotFound()) << s.ToString();
+  EXPECT_NE(s.message().find("\"d\xef\xbf\xbd\""), std::string::npos) << s.message();
+  DatastoreDocument doc;
+  EXPECT_TRUE(ds->GetDocument("d\x8e", &doc).IsNotFound());
   EXPECT_TRUE(ds->DeleteDocuments({"d1", "d1"}, {}, &report).IsInvalidArgument());
   EXPECT_TRUE(ds->DeleteDocuments({}, {}, &report).IsInvalidArgument());
   s = ds->DeleteDocuments({"d1", "d3"}, {}, &report);  // d3 is marked "train"

@@ -30,6 +30,16 @@
 #include "util/file_util.h"
 #include "util/hash.h"
 
+#ifdef MNEMO_BINARY  // the main build's test binary (LibTorch); build-fuzz's fuzz_regression_test is torch-free
+#include <httplib.h>
+
+#include "api/server.h"
+#include "lm/checkpoint.h"
+#include "retriever/datastore_builder.h"
+#include "retriever/state_service.h"
+#include "tests/lm_fixture.h"
+#endif
+
 namespace mnemo {
 namespace {
 
@@ -125,6 +135,8 @@ TEST(FuzzRegressionTest, DocumentRangesThatOverflowOrAreNotIntegersAreCorruption
     ASSERT_TRUE(DatastoreWriter::Create(ds_dir, 2, &w).ok());
     const std::vector<float> keys = {0, 1, 2, 3, 4, 5};
     const std::vector<int32_t> values = {1, 2, 3};
+    // A document id must be UTF-8 (documents.jsonl holds it as a JSON string; writing it threw).
+    EXPECT_TRUE(w->BeginDocument("\xff", 2, "", false).IsInvalidArgument());
     ASSERT_TRUE(w->BeginDocument("a", 2, "", false).ok());
     ASSERT_TRUE(w->Append(1, keys.data(), values.data()).ok());
     ASSERT_TRUE(w->BeginDocument("b", 3, "", false).ok());
@@ -384,6 +396,71 @@ TEST(FuzzRegressionTest, PqParametersFromTheFileAreComparedWhole) {
     }
   }
 }
+
+#ifdef MNEMO_BINARY
+// ---- The server's datastore document routes (fuzz target `routes`) -----------------------------------
+// GET /v1/datastore/documents?offset=9223372036854775000&limit=10000: offset + limit overflowed int64_t
+// (undefined; in practice a negative next_offset) (fuzz/regressions/routes/datastore-list-offset-overflow).
+// /v1/datastore/documents/{id} with an id that is not UTF-8 (p%8E): the datastore quoted it with nlohmann's
+// strict dump(), which threw, and the route answered 500 (fuzz/regressions/routes/datastore-*-not-utf8).
+TEST(FuzzRegressionTest, DatastoreDocumentRoutesTakeAnyOffsetAndAnyIdBytes) {
+  testing::ScratchDir dir;
+  ASSERT_NO_FATAL_FAILURE(testing::SaveRandomTinyModel(dir.File("model"), 11, /*memory_layer=*/false));
+  std::unique_ptr<LanguageModel> model;
+  ASSERT_TRUE(LoadLanguageModel(dir.File("model"), &model).ok());
+  const std::string corpus = testing::ToyCorpus();
+  const std::vector<DatastoreDocumentInput> docs = {{"p0", corpus.substr(0, 300), "", false},
+                                                    {"p1", corpus.substr(300, 300), "", false},
+                                                    {"p2", corpus.substr(600, 300), "", false}};
+  DatastoreBuildOptions build;
+  build.finish.progress = false;
+  DatastoreBuildReport report;
+  ASSERT_TRUE(BuildDatastoreFromDocuments(*model, docs, "test", nullptr, "", dir.File("ds"), build, &report).ok());
+  ASSERT_TRUE(StateService::Create(dir.File("state"), dir.File("model"), dir.File("ds"), nullptr).ok());
+
+  ServeOptions o;
+  o.state = dir.File("state");
+  o.port = 0;
+  o.threads = 1;
+  o.log_requests = false;
+  Server server(o);
+  int port = 0;
+  ASSERT_TRUE(server.Bind(&port).ok());
+  Status run;
+  std::thread serving([&] { run = server.Run(); });
+  for (int i = 0; i < 600 && !server.ready(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(server.ready());
+  httplib::Client client("127.0.0.1", port);
+  client.set_read_timeout(60, 0);
+  auto expect = [&](const char* method, const std::string& path, int status) {
+    auto res = std::string(method) == "GET"      ? client.Get(path.c_str())
+               : std::string(method) == "DELETE" ? client.Delete(path.c_str())
+                                                 : client.Post(path.c_str(), "{}", "application/json");
+    EXPECT_TRUE(res) << method << " " << path;
+    if (!res) return json();
+    EXPECT_EQ(res->status, status) << method << " " << path << " -> " << res->body;
+    json body = json::parse(res->body, nullptr, false);
+    EXPECT_FALSE(body.is_discarded()) << res->body;
+    if (status != 200) {
+      EXPECT_TRUE(body["error"]["message"].is_string()) << res->body;
+    }
+    return body;
+  };
+  for (const char* offset : {"9223372036854775000", "9223372036854775807", "3", "2"}) {
+    const json page = expect("GET", std::string("/v1/datastore/documents?limit=10000&offset=") + offset, 200);
+    EXPECT_EQ(page["data"].size(), std::string(offset) == "2" ? 1u : 0u) << page.dump();
+    EXPECT_TRUE(page["next_offset"].is_null()) << page.dump();
+  }
+  EXPECT_EQ(expect("GET", "/v1/datastore/documents?offset=1&limit=1", 200)["next_offset"], 2);
+  expect("GET", "/v1/datastore/documents/p%FF%FE", 404);
+  expect("DELETE", "/v1/datastore/documents/p%8E", 404);
+  expect("POST", "/v1/datastore/documents/p%C3/verify-deleted", 404);
+  expect("GET", "/v1/datastore/documents/p1", 200);  // still answering, ids that exist too
+  server.Stop();
+  serving.join();
+  EXPECT_TRUE(run.ok()) << run.ToString();
+}
+#endif
 
 }  // namespace
 }  // namespace mnemo
