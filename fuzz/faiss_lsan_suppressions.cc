@@ -1,5 +1,6 @@
 // LeakSanitizer suppressions for the binaries that load crafted index files (index_file_fuzz,
-// index_file_crafted_fuzz, fuzz_regression_test).
+// index_file_crafted_fuzz, fuzz_regression_test; and, in the main build with -DMNEMO_SANITIZE=address...,
+// mnemo_tests and mnemo: tests/CMakeLists.txt).
 //
 // FAISS 1.7.3's readers (read_index and the read_* helpers it calls) build objects with plain `new` and leak
 // what they have read so far (the index, its coarse quantizer, its inverted lists) when a later read throws.
