@@ -55,5 +55,6 @@ test-tsan: deps
 	@cmake --build build-tsan -j $(JOBS) --target mnemo_tests
 	@# OMP_NUM_THREADS=1: FAISS's OpenMP workers (GCC's libgomp, uninstrumented) synchronize in ways TSan
 	@# cannot see, so a vector freed after a parallel region was reported as a race (docs/RELIABILITY.md).
-	@cd build-tsan && OMP_NUM_THREADS=1 TSAN_OPTIONS=$${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1} \
+	@# OPENBLAS_NUM_THREADS=1 for the same reason: OpenBLAS's own worker threads are uninstrumented too.
+	@cd build-tsan && OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=$${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1} \
 	  ctest --output-on-failure -j $(JOBS) --timeout 1800

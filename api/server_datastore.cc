@@ -21,9 +21,10 @@ Status BaseDatastore(const FactStore* store, const Datastore** out) {
 
 // The id in /v1/datastore/documents/{id} (percent-decoded by the HTTP layer). Document ids come from JSON
 // (documents.jsonl), so they are valid UTF-8: an id that is not names no document, and is NotFound here.
-// Past this point it would reach the datastore, which quotes ids in its messages with nlohmann's strict
-// dump(): that threw type_error 316 on invalid UTF-8, and any client's path got a 500
-// (fuzz/regressions/routes/datastore-id-not-utf8).
+// Refusing it here, at the boundary, keeps invalid UTF-8 out of everything that echoes the id as JSON: the
+// reply, a verify-deleted receipt, the action log. (The datastore's own messages used nlohmann's strict
+// dump() and threw type_error 316 on such ids, so any client's path got a 500:
+// fuzz/regressions/routes/datastore-id-not-utf8; they now replace bad bytes.)
 Status IdFromPath(const httplib::Request& req, std::string* id) {
   *id = req.matches[1].str();
   try {

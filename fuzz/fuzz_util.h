@@ -75,4 +75,27 @@ inline std::string_view AsText(const uint8_t* data, size_t size) {
   return std::string_view(reinterpret_cast<const char*>(data), size);
 }
 
+// ---- Access to private members, for harnesses that drive a class's private steps ----------------------
+// An explicit template instantiation may name private members (C++17 [temp.spec]/6), and the friend
+// function it defines hands out the member pointer: the standard-conforming form of "#define private
+// public", without compiling the code under test differently. At global scope,
+// MNEMO_FUZZ_ROB(Tag, &Class::member) declares mnemo_fuzz::Tag; then Stolen(Tag{}) is the member pointer
+// and Field<Tag>(object) the data member itself.
+template <typename Tag, auto Member>
+struct Rob {
+  friend auto Stolen(Tag) { return Member; }
+};
+
+#define MNEMO_FUZZ_ROB(tag, member_pointer) \
+  namespace mnemo_fuzz {                    \
+  struct tag {};                            \
+  auto Stolen(tag);                         \
+  template struct Rob<tag, member_pointer>; \
+  }
+
+template <typename Tag, typename Object>
+auto& Field(Object& object) {
+  return object.*Stolen(Tag{});
+}
+
 }  // namespace mnemo_fuzz

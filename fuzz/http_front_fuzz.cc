@@ -34,38 +34,23 @@
 #include "api/http_front.cc"
 
 // ---- Access to HttpFront's private members ---------------------------------------------------------
-// The harness drives the reactor's private steps itself. An explicit template instantiation may name
-// private members (C++17 [temp.spec]/6), and the friend function it defines hands out the member pointer:
-// the standard-conforming form of "#define private public", without compiling http_front.cc differently.
+// The harness drives the reactor's private steps itself (fuzz_util.h, MNEMO_FUZZ_ROB).
+MNEMO_FUZZ_ROB(ConnsTag, &mnemo::HttpFront::conns_)
+MNEMO_FUZZ_ROB(PerIpTag, &mnemo::HttpFront::per_ip_)
+MNEMO_FUZZ_ROB(OpenTag, &mnemo::HttpFront::open_)
+MNEMO_FUZZ_ROB(BusyTag, &mnemo::HttpFront::busy_)
+MNEMO_FUZZ_ROB(EpollTag, &mnemo::HttpFront::epoll_fd_)
+MNEMO_FUZZ_ROB(WakeTag, &mnemo::HttpFront::wake_fd_)
+MNEMO_FUZZ_ROB(MuTag, &mnemo::HttpFront::mu_)
+MNEMO_FUZZ_ROB(WorkTag, &mnemo::HttpFront::work_)
+MNEMO_FUZZ_ROB(WorkersExitTag, &mnemo::HttpFront::workers_exit_)
+MNEMO_FUZZ_ROB(OnReadableTag, &mnemo::HttpFront::OnReadable)
+MNEMO_FUZZ_ROB(TakeBackTag, &mnemo::HttpFront::TakeBack)
+MNEMO_FUZZ_ROB(WorkerLoopTag, &mnemo::HttpFront::WorkerLoop)
+
 namespace {
 
-template <typename Tag, auto Member>
-struct Rob {
-  friend auto Stolen(Tag) { return Member; }
-};
-
-#define MNEMO_FUZZ_ROB(tag, member)    \
-  struct tag {};                       \
-  auto Stolen(tag);                    \
-  template struct Rob<tag, &mnemo::HttpFront::member>
-
-MNEMO_FUZZ_ROB(ConnsTag, conns_);
-MNEMO_FUZZ_ROB(PerIpTag, per_ip_);
-MNEMO_FUZZ_ROB(OpenTag, open_);
-MNEMO_FUZZ_ROB(BusyTag, busy_);
-MNEMO_FUZZ_ROB(EpollTag, epoll_fd_);
-MNEMO_FUZZ_ROB(WakeTag, wake_fd_);
-MNEMO_FUZZ_ROB(MuTag, mu_);
-MNEMO_FUZZ_ROB(WorkTag, work_);
-MNEMO_FUZZ_ROB(WorkersExitTag, workers_exit_);
-MNEMO_FUZZ_ROB(OnReadableTag, OnReadable);
-MNEMO_FUZZ_ROB(TakeBackTag, TakeBack);
-MNEMO_FUZZ_ROB(WorkerLoopTag, WorkerLoop);
-
-template <typename Tag>
-auto& Field(mnemo::HttpFront& front) {
-  return front.*Stolen(Tag{});
-}
+using namespace mnemo_fuzz;  // the tags, Stolen and Field
 
 using ConnMap = std::remove_reference_t<decltype(Field<ConnsTag>(std::declval<mnemo::HttpFront&>()))>;
 using Conn = ConnMap::mapped_type::element_type;  // HttpFront::Conn, a private type

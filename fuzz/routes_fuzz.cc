@@ -48,32 +48,21 @@
 #include "lm/checkpoint.h"
 #include "retriever/datastore_builder.h"
 #include "retriever/state_service.h"
+#include "tests/toy_corpus.h"
 #include "util/blas_threads.h"
+
+// ---- Access to httplib::Server's routing tables ------------------------------------------------------
+// fuzz_util.h, MNEMO_FUZZ_ROB: an explicit instantiation may name private members.
+MNEMO_FUZZ_ROB(GetHandlersTag, &httplib::Server::get_handlers_)
+MNEMO_FUZZ_ROB(PostHandlersTag, &httplib::Server::post_handlers_)
+MNEMO_FUZZ_ROB(DeleteHandlersTag, &httplib::Server::delete_handlers_)
+MNEMO_FUZZ_ROB(PreRoutingTag, &httplib::Server::pre_routing_handler_)
+MNEMO_FUZZ_ROB(ErrorHandlerTag, &httplib::Server::error_handler_)
+MNEMO_FUZZ_ROB(LoggerTag, &httplib::Server::logger_)
 
 namespace {
 
-// ---- Access to httplib::Server's routing tables ------------------------------------------------------
-// As in http_front_fuzz.cc: an explicit instantiation may name private members ([temp.spec]/6).
-template <typename Tag, auto Member>
-struct Rob {
-  friend auto Stolen(Tag) { return Member; }
-};
-#define MNEMO_FUZZ_ROB(tag, member) \
-  struct tag {};                    \
-  auto Stolen(tag);                 \
-  template struct Rob<tag, &httplib::Server::member>
-
-MNEMO_FUZZ_ROB(GetHandlersTag, get_handlers_);
-MNEMO_FUZZ_ROB(PostHandlersTag, post_handlers_);
-MNEMO_FUZZ_ROB(DeleteHandlersTag, delete_handlers_);
-MNEMO_FUZZ_ROB(PreRoutingTag, pre_routing_handler_);
-MNEMO_FUZZ_ROB(ErrorHandlerTag, error_handler_);
-MNEMO_FUZZ_ROB(LoggerTag, logger_);
-
-template <typename Tag>
-auto& Field(httplib::Server& server) {
-  return server.*Stolen(Tag{});
-}
+using namespace mnemo_fuzz;  // the tags and Field
 
 using mnemo::Role;
 using mnemo::Status;
@@ -161,22 +150,6 @@ int64_t g_reset_every = 10000;
 bool g_profile = false;
 double g_route_seconds[64] = {};
 int64_t g_route_count[64] = {};
-
-std::string ToyCorpus() {  // tests/lm_fixture.cc's
-  static const char* kSubjects[] = {"The cat", "A dog", "The old sailor", "My neighbour", "The river"};
-  static const char* kVerbs[] = {"sees", "follows", "remembers", "finds", "crosses"};
-  static const char* kObjects[] = {"the bridge.", "a red ball.", "the quiet harbour.", "an open door.", "the long road."};
-  std::string text;
-  for (int i = 0; i < 400; ++i) {
-    text += kSubjects[i % 5];
-    text += ' ';
-    text += kVerbs[(i / 5) % 5];
-    text += ' ';
-    text += kObjects[(i * 7) % 5];
-    text += (i % 9 == 8) ? "\n\n" : " ";
-  }
-  return text;
-}
 
 mnemo::Server::Impl* OpenServer() {
   mnemo::ServeOptions o;
@@ -392,7 +365,7 @@ void MakeWorld() {
   mnemo_fuzz::WriteFileOrDie(w.keys, std::string("read ") + kReadKey + "\nadmin " + kAdminKey + "\n");
 
   // The model: tests/lm_fixture.cc's SaveRandomTinyModel with a memorizing layer.
-  const std::string corpus = ToyCorpus();
+  const std::string corpus = mnemo::testing::ToyCorpus();
   std::unique_ptr<mnemo::BpeTokenizer> tokenizer;
   CheckOk(mnemo::TrainBpe(corpus, 300, &tokenizer), "training the tokenizer");
   mnemo::GptConfig config;

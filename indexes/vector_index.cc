@@ -21,6 +21,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "indexes/flat_search.h"
 #include "indexes/index_spec.h"
 #include "indexes/ivf_removal.h"
 #include "indexes/ivf_search.h"
@@ -210,6 +211,13 @@ Status VectorIndex::Search(int64_t n, const float* queries, int k, float* distan
   if (rep.SearchesOnGpu(k, options.nprobe)) return rep.SearchOnGpu(n, queries, k, options.nprobe, distances, ids);
 #endif
   const std::string context = "searching \"" + rep.spec_string + "\"";
+  if (rep.flat != nullptr && rep.metric == Metric::kL2) {
+    // flat_search.h: screened by sgemm, ranked by FAISS's exact distances, the removal contract kept.
+    const auto* flat = static_cast<const faiss::IndexFlat*>(rep.flat->index);
+    return RunFaiss(Status::InvalidArgument, context, [&] {
+      FlatL2Search(flat->get_xb(), rep.flat->id_map.data(), flat->ntotal, rep.dim, n, queries, k, distances, ids);
+    });
+  }
   if (rep.flat != nullptr) {
     // FAISS computes Flat distances with BLAS (|x|^2 + |y|^2 - 2xy, blocked GEMM) once a call has
     // faiss::distance_compute_blas_threshold (20) queries or more. The rounding of that GEMM depends on

@@ -13,8 +13,10 @@
 //    inner product. When fewer than k vectors are reachable (small index, or IVF lists not probed) the
 //    tail is padded with id -1 and distance +FLT_MAX (L2) or -FLT_MAX (inner product), FAISS's
 //    convention.
-//  - L2 IVF-Flat and IVF-PQ with 8-bit codes ("IVF<n>,Flat", "IVF<n>,PQ<m>") are searched by IvfSearch
-//    (ivf_search.h) rather than FAISS (IVF-PQ without FAISS's precomputed tables); the others by FAISS.
+//  - L2 Flat is searched by FlatL2Search (flat_search.h: sgemm screening, then FAISS's exact distances),
+//    L2 IVF-Flat and IVF-PQ with 8-bit codes ("IVF<n>,Flat", "IVF<n>,PQ<m>") by IvfSearch (ivf_search.h)
+//    rather than FAISS (IVF-PQ without FAISS's precomputed tables); the others by FAISS. Both of mnemo's
+//    searches order equal distances by id.
 //  - Save writes one self-checking file atomically (index_file_format.h); Load verifies it and reports a
 //    damaged file as Corruption naming it, never a crash. FAISS exceptions never escape this class.
 //  - A memory-mapped load (LoadOptions::mmap) is read-only: Add, Remove and Train are FailedPrecondition.

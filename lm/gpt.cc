@@ -172,10 +172,12 @@ BlockImpl::BlockImpl(const GptConfig& config, bool memorizing) {
 }
 
 torch::Tensor BlockImpl::forward(const torch::Tensor& x, torch::Tensor* past_k, torch::Tensor* past_v,
-                                 AttentionTap* tap, torch::Tensor* ffn_input, const MemoryAccess* memory) {
+                                 AttentionTap* tap, torch::Tensor* ffn_input, const MemoryAccess* memory,
+                                 bool skip_mlp) {
   auto h = x + attn(ln_1(x), past_k, past_v, tap, memory);
   auto normed = ln_2(h);
   if (ffn_input != nullptr) *ffn_input = normed;
+  if (skip_mlp) return h;
   return h + mlp(normed);
 }
 
@@ -244,14 +246,16 @@ ForwardResult GptImpl::Forward(const torch::Tensor& input, const ForwardOptions&
   torch::Tensor x = wte(ids) + wpe(pos);
   ForwardResult result;
   if (options.want_attention) result.attention.resize(config_.n_layer);
+  const bool final_norm = options.want_hidden || options.want_logits;
   for (int64_t i = 0; i < config_.n_layer; ++i) {
     const bool last = i + 1 == config_.n_layer;
     x = blocks[i](x, cache ? &cache->keys[i] : nullptr, cache ? &cache->values[i] : nullptr,
                   options.want_attention ? &result.attention[i] : nullptr,
                   last && options.want_knn_key ? &result.knn_key : nullptr,
-                  i == config_.memory_layer ? &options.memory : nullptr);
+                  i == config_.memory_layer ? &options.memory : nullptr,
+                  /*skip_mlp=*/last && options.want_knn_key && !final_norm);
   }
-  result.hidden = ln_f(x);
+  if (final_norm) result.hidden = ln_f(x);
   if (options.want_logits) result.logits = Logits(result.hidden);
   if (!options.keep_on_device && !where.is_cpu()) {
     // Undefined tensors (results not asked for) stay undefined.

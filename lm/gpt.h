@@ -67,6 +67,10 @@ struct ForwardOptions {
   bool want_knn_key = false;      // Fill ForwardResult::knn_key.
   bool want_attention = false;    // Fill ForwardResult::attention (one tap per layer).
   bool want_logits = true;        // Training computes its loss from hidden states when false.
+  // ForwardResult::hidden. With want_logits also false, ln_f is skipped, and with want_knn_key the last
+  // block stops at its ln_2 output (the key): its MLP would only feed ln_f. Encoding keys then costs one
+  // MLP less than a forward pass that feeds the head.
+  bool want_hidden = true;
   MemoryAccess memory;            // The memorizing layer's memory (ignored by a model without one).
   // Leave the results on the model's device. Off by default: every ForwardResult tensor is then on the
   // CPU (a no-op for a CPU model, a copy for a GPU one), which is what callers reading data_ptr need.
@@ -122,8 +126,10 @@ TORCH_MODULE(Mlp);
 struct BlockImpl : torch::nn::Module {
   BlockImpl(const GptConfig& config, bool memorizing = false);
   // `ffn_input` (may be null) receives ln_2's output: the kNN-LM key when this is the last block.
+  // `skip_mlp`: return after the attention's residual, without the MLP (the caller wants only ffn_input).
   torch::Tensor forward(const torch::Tensor& x, torch::Tensor* past_k, torch::Tensor* past_v,
-                        AttentionTap* tap, torch::Tensor* ffn_input, const MemoryAccess* memory = nullptr);
+                        AttentionTap* tap, torch::Tensor* ffn_input, const MemoryAccess* memory = nullptr,
+                        bool skip_mlp = false);
   torch::nn::LayerNorm ln_1{nullptr}, ln_2{nullptr};
   CausalSelfAttention attn{nullptr};
   Mlp mlp{nullptr};

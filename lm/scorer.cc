@@ -63,6 +63,7 @@ Status ForEachScoredSpan(Gpt& net, const std::vector<int32_t>& ids, const Window
   ForwardOptions forward;
   forward.want_knn_key = request.knn_keys;
   forward.want_logits = request.logprobs;
+  forward.want_hidden = false;  // spans carry log-probabilities and keys only
   if (request.memory != nullptr) {
     if (!net->config().has_memory()) return Status::InvalidArgument("the model has no memory layer to read a memory with");
     forward.memory.memory = request.memory;

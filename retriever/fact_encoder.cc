@@ -65,6 +65,7 @@ Status EncodeFacts(LanguageModel& model, const std::vector<FactText>& facts, con
     ForwardOptions forward;
     forward.want_knn_key = true;
     forward.want_logits = false;
+    forward.want_hidden = false;  // the keys only: the last block's MLP and ln_f are skipped
     ForwardResult r = model.net->Forward(torch::tensor(ids, torch::kLong).view({batch, longest}), forward);
     for (int64_t b = 0; b < batch; ++b) {
       NewFact& f = (*out)[order[next + b]];

@@ -76,6 +76,35 @@ TEST(GptTest, KnnKeyIsLastBlockFeedForwardInputAfterLayerNorm) {
   EXPECT_EQ(r.knn_key.sizes().vec(), (std::vector<int64_t>{1, 6, 32}));
 }
 
+TEST(GptTest, KeysOnlyForwardGivesTheSameKeysAndCacheWithoutHiddenOrLogits) {
+  torch::NoGradGuard no_grad;
+  Gpt net = TinyGpt(100);
+  auto ids = Ids({4, 8, 15, 16, 23, 42});
+  ForwardOptions full;
+  full.want_knn_key = true;
+  KvCache full_cache;
+  full.cache = &full_cache;
+  ForwardResult a = net->Forward(ids, full);
+  ForwardOptions keys = full;
+  keys.want_logits = false;
+  keys.want_hidden = false;
+  KvCache keys_cache;
+  keys.cache = &keys_cache;
+  ForwardResult b = net->Forward(ids, keys);
+  EXPECT_TRUE(torch::equal(a.knn_key, b.knn_key));
+  EXPECT_FALSE(b.hidden.defined());
+  EXPECT_FALSE(b.logits.defined());
+  ASSERT_EQ(keys_cache.keys.size(), full_cache.keys.size());
+  for (size_t i = 0; i < full_cache.keys.size(); ++i) {
+    EXPECT_TRUE(torch::equal(keys_cache.keys[i], full_cache.keys[i])) << "layer " << i;
+    EXPECT_TRUE(torch::equal(keys_cache.values[i], full_cache.values[i])) << "layer " << i;
+  }
+  // Without keys, want_hidden alone still gives the whole stack's hidden states.
+  ForwardOptions hidden;
+  hidden.want_logits = false;
+  EXPECT_TRUE(torch::equal(net->Forward(ids, hidden).hidden, a.hidden));
+}
+
 TEST(GptTest, RejectsSequenceLongerThanContext) {
   torch::NoGradGuard no_grad;
   Gpt net = TinyGpt(100);

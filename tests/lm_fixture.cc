@@ -9,23 +9,6 @@
 
 namespace mnemo::testing {
 
-std::string ToyCorpus() {
-  static const char* kSubjects[] = {"The cat", "A dog", "The old sailor", "My neighbour", "The river"};
-  static const char* kVerbs[] = {"sees", "follows", "remembers", "finds", "crosses"};
-  static const char* kObjects[] = {"the bridge.", "a red ball.", "the quiet harbour.", "an open door.",
-                                   "the long road."};
-  std::string text;
-  for (int i = 0; i < 400; ++i) {
-    text += kSubjects[i % 5];
-    text += ' ';
-    text += kVerbs[(i / 5) % 5];
-    text += ' ';
-    text += kObjects[(i * 7) % 5];
-    text += (i % 9 == 8) ? "\n\n" : " ";
-  }
-  return text;
-}
-
 const BpeTokenizer& ToyTokenizer() {
   static std::unique_ptr<BpeTokenizer> tok;
   static std::once_flag once;

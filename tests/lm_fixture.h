@@ -7,11 +7,9 @@
 #include "lm/bpe_tokenizer.h"
 #include "lm/checkpoint.h"
 #include "lm/gpt.h"
+#include "tests/toy_corpus.h"
 
 namespace mnemo::testing {
-
-// A few hundred repetitive English sentences (deterministic).
-std::string ToyCorpus();
 
 // A ~300-token BPE vocabulary trained on ToyCorpus() (cached per process).
 const BpeTokenizer& ToyTokenizer();

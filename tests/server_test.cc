@@ -21,6 +21,7 @@ namespace {
 using json = nlohmann::json;
 using testing::RunCommand;
 using testing::ScratchDir;
+using testing::kWaitScale;
 
 constexpr char kReadKey[] = "read-key-0123456789abcdef";
 constexpr char kAdminKey[] = "admin-key-0123456789abcdef";
@@ -787,7 +788,7 @@ TEST_F(ServerTest, AuditRunsBesideServingAndServesItsReports) {
   Post("/v1/audits", small, 409);  // one at a time
   Completion({{"prompt", "The cat"}, {"max_tokens", 4}});  // serving goes on meanwhile
   json status;
-  for (int i = 0; i < 1200; ++i) {
+  for (int i = 0; i < 1200 * kWaitScale; ++i) {
     status = json::parse(Client().Get(("/v1/audits/" + id).c_str())->body);
     if (status["status"] != "running") break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -820,7 +821,7 @@ TEST_F(ServerTest, AuditRunsBesideServingAndServesItsReports) {
   json second = Post("/v1/audits", {{"members", 200}, {"references", 255}}, 202);
   const std::string id2 = second["id"];
   EXPECT_EQ(Client().Delete(("/v1/audits/" + id2).c_str())->status, 200);
-  for (int i = 0; i < 1200; ++i) {
+  for (int i = 0; i < 1200 * kWaitScale; ++i) {
     status = json::parse(Client().Get(("/v1/audits/" + id2).c_str())->body);
     if (status["status"] != "running") break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));

@@ -5,6 +5,15 @@
 
 namespace mnemo::testing {
 
+// How many times longer than usual a test may wait for background work (an audit, a rebuild): sanitizer
+// builds run the same work several times slower (TSan about 5-15x), and a deadline sized for the plain
+// build would fail them for being slow, not wrong.
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+inline constexpr int kWaitScale = 10;
+#else
+inline constexpr int kWaitScale = 1;
+#endif
+
 // A fresh empty directory under $TMPDIR (or /tmp), removed when the object is destroyed.
 class ScratchDir {
  public:

@@ -2,9 +2,12 @@
 
 #include <dlfcn.h>
 
+#include <cstdlib>
+
 namespace mnemo {
 
 bool SetBlasThreads(int n) {
+  if (std::getenv("OPENBLAS_NUM_THREADS") != nullptr) return false;
   using SetThreads = void (*)(int);
   auto* fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
   if (fn == nullptr || n < 1) return false;

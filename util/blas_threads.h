@@ -5,7 +5,8 @@
 
 namespace mnemo {
 
-// Sets OpenBLAS's thread count (n >= 1). Returns false, changing nothing, when the BLAS is not OpenBLAS.
+// Sets OpenBLAS's thread count (n >= 1). Returns false, changing nothing, when the BLAS is not OpenBLAS or
+// when OPENBLAS_NUM_THREADS is set: the operator's explicit choice wins over mnemo's sizing.
 bool SetBlasThreads(int n);
 
 // OpenBLAS's thread count; 1 when the BLAS is not OpenBLAS (the reference BLAS is single-threaded).
