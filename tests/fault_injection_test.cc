@@ -88,7 +88,9 @@ TEST(FaultInjectionFsTest, AtomicWritesLeaveOldOrNewContentUnderEveryFault) {
         EXPECT_TRUE(s.IsIOError());
         EXPECT_NE(s.ToString().find("injected fault"), std::string::npos) << s.ToString();
         // A failed write changes nothing and leaves no temporary behind (before the directory sync).
-        if (s.ToString().find(dir.path() + ":") == std::string::npos) EXPECT_EQ(Read(path), "old content") << n;
+        if (s.ToString().find(dir.path() + ":") == std::string::npos) {
+          EXPECT_EQ(Read(path), "old content") << n;
+        }
         size_t files = 0;
         for (const auto& e : std::filesystem::directory_iterator(dir.path())) files += e.path() != path;
         EXPECT_EQ(files, 0u) << n;
@@ -336,8 +338,12 @@ void CheckDatastore(const std::string& dir, const std::set<int>& must_be_deleted
     const std::string id = "d" + std::to_string(d);
     DatastoreDocument doc;
     ASSERT_TRUE(ds->GetDocument(id, &doc).ok());
-    if (must_be_deleted.count(d)) EXPECT_TRUE(doc.deleted()) << id << " came back";
-    if (must_live.count(d)) EXPECT_FALSE(doc.deleted()) << id << " deleted without a delete";
+    if (must_be_deleted.count(d)) {
+      EXPECT_TRUE(doc.deleted()) << id << " came back";
+    }
+    if (must_live.count(d)) {
+      EXPECT_FALSE(doc.deleted()) << id << " deleted without a delete";
+    }
     if (doc.deleted()) {
       DocumentTraces t;
       ASSERT_TRUE(ds->FindDocumentTraces(id, &t).ok());
@@ -372,7 +378,9 @@ TEST(FaultInjectionTest, DatastoreBuildIsAllOrNothing) {
         [&](const std::string& dir) {
           std::unique_ptr<Datastore> ds;
           const Status s = Datastore::Open(dir + "/ds", DatastoreOpenOptions(), &ds);
-          if (acked) ASSERT_TRUE(s.ok()) << s.ToString();
+          if (acked) {
+            ASSERT_TRUE(s.ok()) << s.ToString();
+          }
           if (s.ok()) {
             ds.reset();
             CheckDatastore(dir + "/ds", {}, {0, 1, 2, 3, 4, 5});  // what opens is whole
@@ -549,19 +557,29 @@ TEST(FaultInjectionTest, StateConfigReportsAndCheckpointsAreNeverTorn) {
         [&](const std::string& dir) {
           StateConfig read;
           const Status s = ReadStateConfig(dir + "/state", &read);
-          if (state_acked) ASSERT_TRUE(s.ok()) << s.ToString();
+          if (state_acked) {
+            ASSERT_TRUE(s.ok()) << s.ToString();
+          }
           if (s.ok()) {
             EXPECT_EQ(read.model_fingerprint, "fp");
           } else {
             EXPECT_TRUE(s.IsNotFound()) << s.ToString();
           }
           const std::string json = Read(dir + "/audit/report.json");
-          if (report_acked) EXPECT_NE(json, "<absent>");
-          if (json != "<absent>") EXPECT_EQ(nlohmann::ordered_json::parse(json), report);
-          if (report_acked) EXPECT_NE(Read(dir + "/audit/report.html"), "<absent>");
+          if (report_acked) {
+            EXPECT_NE(json, "<absent>");
+          }
+          if (json != "<absent>") {
+            EXPECT_EQ(nlohmann::ordered_json::parse(json), report);
+          }
+          if (report_acked) {
+            EXPECT_NE(Read(dir + "/audit/report.html"), "<absent>");
+          }
           Gpt loaded = testing::TinyGpt(64, 9);
           const Status w = LoadWeights(dir + "/model/model.safetensors", loaded);
-          if (weights_acked) ASSERT_TRUE(w.ok()) << w.ToString();
+          if (weights_acked) {
+            ASSERT_TRUE(w.ok()) << w.ToString();
+          }
           if (w.ok()) {
             EXPECT_EQ(ModelFingerprint(loaded), ModelFingerprint(net));
           } else {
