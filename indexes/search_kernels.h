@@ -10,11 +10,16 @@
 #include <limits>
 #include <vector>
 
-// The BLAS FAISS links (Fortran interface, as FAISS declares it).
+// The BLAS and LAPACK FAISS links (Fortran interface, as FAISS declares it).
 extern "C" {
 int sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const float* alpha,
            const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c,
            const int* ldc);
+int dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const double* alpha,
+           const double* a, const int* lda, const double* b, const int* ldb, const double* beta, double* c,
+           const int* ldc);
+int dsyev_(const char* jobz, const char* uplo, const int* n, double* a, const int* lda, double* w, double* work,
+           const int* lwork, int* info);
 int sgemv_(const char* trans, const int* m, const int* n, const float* alpha, const float* a, const int* lda,
            const float* x, const int* incx, const float* beta, float* y, const int* incy);
 }

@@ -70,6 +70,15 @@ Status CheckFinite(int64_t n, int dim, const float* vectors, const char* what) {
 
 }  // namespace
 
+std::shared_ptr<const FlatProjection> VectorIndex::Rep::FlatProjectionLocked() const {
+  std::lock_guard guard(projection_mu);
+  if (flat_projection == nullptr) {
+    const auto* storage = static_cast<const faiss::IndexFlat*>(flat->index);
+    flat_projection = FlatProjection::Build(storage->get_xb(), storage->ntotal, dim);
+  }
+  return flat_projection;
+}
+
 void VectorIndex::Rep::PrepareSearch() {
   if (ivf == nullptr) return;
   ivf_search = IvfSearch::Create(*ivf);
@@ -129,6 +138,7 @@ Status VectorIndex::Train(int64_t n, const float* vectors) {
   MNEMO_RETURN_IF_ERROR(CheckFinite(n, rep.dim, vectors, "training vector"));
   return RunFaiss(Status::InvalidArgument, "training \"" + rep.spec_string + "\"", [&] {
     rep.index->train(n, vectors);
+    rep.flat_projection.reset();
     rep.PrepareSearch();
   });
 }
@@ -159,7 +169,10 @@ Status VectorIndex::Add(int64_t n, const float* vectors, const int64_t* ids) {
   }
   MNEMO_RETURN_IF_ERROR(CheckFinite(n, rep.dim, vectors, "Add: vector"));
   return RunFaiss(Status::InvalidArgument, "adding to \"" + rep.spec_string + "\"",
-                  [&] { rep.index->add_with_ids(n, vectors, ids); });
+                  [&] {
+                    rep.flat_projection.reset();
+                    rep.index->add_with_ids(n, vectors, ids);
+                  });
 }
 
 Status VectorIndex::Remove(const int64_t* ids, int64_t n, int64_t* removed) {
@@ -181,6 +194,7 @@ Status VectorIndex::Remove(const int64_t* ids, int64_t n, int64_t* removed) {
     for (int64_t i = 0; i < n && !any; ++i) any = rep.ContainsLocked(ids[i]);
     if (!any) return Status::OK();
     MNEMO_RETURN_IF_ERROR(RunFaiss(Status::InvalidArgument, "removing from \"Flat\"", [&] {
+      rep.flat_projection.reset();
       count = static_cast<int64_t>(rep.flat->remove_ids(faiss::IDSelectorBatch(n, ids)));
     }));
   } else {
@@ -215,7 +229,10 @@ Status VectorIndex::Search(int64_t n, const float* queries, int k, float* distan
     // flat_search.h: screened by sgemm, ranked by FAISS's exact distances, the removal contract kept.
     const auto* flat = static_cast<const faiss::IndexFlat*>(rep.flat->index);
     return RunFaiss(Status::InvalidArgument, context, [&] {
-      FlatL2Search(flat->get_xb(), rep.flat->id_map.data(), flat->ntotal, rep.dim, n, queries, k, distances, ids);
+      std::shared_ptr<const FlatProjection> projection;
+      if (n >= kMinGemmQueries && flat->ntotal >= kMinProjectedCount) projection = rep.FlatProjectionLocked();
+      FlatL2Search(flat->get_xb(), rep.flat->id_map.data(), flat->ntotal, rep.dim, n, queries, k, distances, ids,
+                   projection.get());
     });
   }
   if (rep.flat != nullptr) {

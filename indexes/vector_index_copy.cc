@@ -193,6 +193,7 @@ Status VectorIndex::Append(const VectorIndex& other) {
   }
   return RunFaiss(Status::InvalidArgument, "appending to \"" + rep.spec_string + "\"", [&] {
     auto all = [](idx_t) { return true; };
+    rep.flat_projection.reset();
     if (rep.flat != nullptr) {
       AppendFlat(*from.flat, rep.flat, rep.dim, all);
     } else {

@@ -19,11 +19,13 @@
 #include <cstdint>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <shared_mutex>
 #include <string>
 #include <type_traits>
 
+#include "indexes/flat_search.h"
 #include "indexes/index_spec.h"
 #include "indexes/ivf_search.h"
 #include "indexes/vector_index.h"
@@ -111,8 +113,17 @@ struct VectorIndex::Rep {
   // trained.
   std::unique_ptr<IvfSearch> ivf_search;
 
+  // L2 Flat indexes of kMinProjectedCount vectors or more: the projection FlatL2Search screens with, built
+  // by the first search that can use it (under projection_mu, with mu shared) and dropped by every write
+  // (with mu exclusive), so it always describes the stored vectors.
+  mutable std::mutex projection_mu;
+  mutable std::shared_ptr<const FlatProjection> flat_projection;
+
   // Callers hold mu (either mode).
   bool ContainsLocked(int64_t id) const;
+  // Callers hold mu shared: the projection of the stored Flat vectors, built if missing (nullptr when
+  // they cannot be projected).
+  std::shared_ptr<const FlatProjection> FlatProjectionLocked() const;
   // Called with mu held exclusively once the index is trained (trained, loaded or copied): sets up
   // ivf_search and, for IVF-PQ, drops FAISS's precomputed distance tables, which only FAISS's own search
   // reads (4 bytes x nlist x M x 256: 128 MB for IVF4096,PQ32). An index ivf_search cannot handle keeps

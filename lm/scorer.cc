@@ -55,6 +55,15 @@ Status PlanWindows(int64_t num_tokens, int64_t n_positions, const WindowOptions&
 
 Status ForEachScoredSpan(Gpt& net, const std::vector<int32_t>& ids, const WindowOptions& options,
                          const SpanRequest& request, const std::function<Status(const ScoredSpan&)>& fn) {
+  return ForEachScoredBatch(net, ids, options, request, [&fn](const std::vector<ScoredSpan>& spans) {
+    for (const ScoredSpan& span : spans) MNEMO_RETURN_IF_ERROR(fn(span));
+    return Status::OK();
+  });
+}
+
+Status ForEachScoredBatch(Gpt& net, const std::vector<int32_t>& ids, const WindowOptions& options,
+                          const SpanRequest& request,
+                          const std::function<Status(const std::vector<ScoredSpan>&)>& fn) {
   std::vector<Window> windows;
   MNEMO_RETURN_IF_ERROR(PlanWindows(static_cast<int64_t>(ids.size()), net->config().n_positions, options, &windows));
   torch::InferenceMode inference;
@@ -103,7 +112,7 @@ Status ForEachScoredSpan(Gpt& net, const std::vector<int32_t>& ids, const Window
     }
     first = last;
     if (!options.overlap) {
-      for (const ScoredSpan& span : spans) MNEMO_RETURN_IF_ERROR(fn(span));
+      MNEMO_RETURN_IF_ERROR(fn(spans));
       continue;
     }
     MNEMO_RETURN_IF_ERROR(finish_pending());
@@ -111,8 +120,7 @@ Status ForEachScoredSpan(Gpt& net, const std::vector<int32_t>& ids, const Window
     pending = std::async(std::launch::async, [&fn, threads, spans = std::move(spans)]() -> Status {
       torch::set_num_threads(threads);
       torch::InferenceMode inference;
-      for (const ScoredSpan& span : spans) MNEMO_RETURN_IF_ERROR(fn(span));
-      return Status::OK();
+      return fn(spans);
     });
   }
   return finish_pending();

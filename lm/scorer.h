@@ -30,7 +30,7 @@ struct WindowOptions {
   int64_t batch_size = 8;  // Windows scored together.
   // ForEachScoredSpan runs the callback for one batch on a second thread while the model computes the next
   // batch (two batches in flight), so a costly callback (the kNN-LM's searches) overlaps the model instead of
-  // adding to it. The callback still sees the spans one at a time and in order, never concurrently with itself.
+  // adding to it. The callback still sees the spans in order, never concurrently with itself.
   // It must not run the model. The second thread uses as many OpenMP/LibTorch threads as the caller.
   bool overlap = false;
 };
@@ -68,6 +68,12 @@ struct SpanRequest {
 // whose spans `fn` never sees).
 Status ForEachScoredSpan(Gpt& net, const std::vector<int32_t>& ids, const WindowOptions& options,
                          const SpanRequest& request, const std::function<Status(const ScoredSpan&)>& fn);
+
+// The same, but `fn` gets each model batch's spans at once (in order): one search for all their positions
+// instead of one per window.
+Status ForEachScoredBatch(Gpt& net, const std::vector<int32_t>& ids, const WindowOptions& options,
+                          const SpanRequest& request,
+                          const std::function<Status(const std::vector<ScoredSpan>&)>& fn);
 
 // Log-probabilities of ids[1..n-1] for a sequence of any length, via PlanWindows.
 Status ScoreLongSequence(Gpt& net, const std::vector<int32_t>& ids, const WindowOptions& options,

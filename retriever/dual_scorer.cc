@@ -22,20 +22,36 @@ Status ScoreBoth(LanguageModel& model, const KnnMemory* memory, const KnnOptions
   auto start = std::chrono::steady_clock::now();
   std::vector<float> combined;
   int64_t scored = 0;
-  Status s = ForEachScoredSpan(model.net, ids, window, request, [&](const ScoredSpan& span) {
+  // A batch's spans are searched together: one call for all their positions.
+  std::vector<torch::Tensor> keys, logprobs;
+  std::vector<int32_t> targets;
+  Status s = ForEachScoredBatch(model.net, ids, window, request, [&](const std::vector<ScoredSpan>& spans) {
     if (controls.cancel != nullptr && controls.cancel->load()) {
       return Status::Cancelled("scoring stopped after " + std::to_string(scored) + " of " + std::to_string(n) +
                                " tokens");
     }
-    const int32_t* targets = ids.data() + span.first_target;
-    std::vector<int64_t> t(targets, targets + span.count);
-    torch::Tensor picked =
-        span.logprobs.gather(1, torch::tensor(t, torch::kLong).unsqueeze(1)).squeeze(1).contiguous();
-    std::copy(picked.data_ptr<float>(), picked.data_ptr<float>() + span.count, out->lm.begin() + span.first_target - 1);
-    scored += span.count;
-    if (memory == nullptr) return Status::OK();
-    MNEMO_RETURN_IF_ERROR(knn->ScoreTargets(span.knn_keys, span.logprobs, targets, options, &combined, &out->stats));
-    std::copy(combined.begin(), combined.end(), out->knn.begin() + span.first_target - 1);
+    keys.clear(), logprobs.clear(), targets.clear();
+    for (const ScoredSpan& span : spans) {
+      const int32_t* first = ids.data() + span.first_target;
+      std::vector<int64_t> t(first, first + span.count);
+      torch::Tensor picked =
+          span.logprobs.gather(1, torch::tensor(t, torch::kLong).unsqueeze(1)).squeeze(1).contiguous();
+      std::copy(picked.data_ptr<float>(), picked.data_ptr<float>() + span.count,
+                out->lm.begin() + span.first_target - 1);
+      scored += span.count;
+      if (memory == nullptr) continue;
+      keys.push_back(span.knn_keys);
+      logprobs.push_back(span.logprobs);
+      targets.insert(targets.end(), first, first + span.count);
+    }
+    if (memory == nullptr || targets.empty()) return Status::OK();
+    MNEMO_RETURN_IF_ERROR(knn->ScoreTargets(torch::cat(keys), torch::cat(logprobs), targets.data(), options,
+                                            &combined, &out->stats));
+    size_t row = 0;
+    for (const ScoredSpan& span : spans) {
+      std::copy(combined.begin() + row, combined.begin() + row + span.count, out->knn.begin() + span.first_target - 1);
+      row += span.count;
+    }
     return Status::OK();
   });
   out->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -4,8 +4,14 @@
 
 #include <gtest/gtest.h>
 
+#include <memory>
+
+#include "indexes/vector_index.h"
+
 #include <algorithm>
 #include <cfloat>
+#include <limits>
+#include <string>
 #include <cstdint>
 #include <random>
 #include <utility>
@@ -82,6 +88,120 @@ TEST(FlatSearchTest, PadsWhenFewerThanKAndRanksNonFiniteQueriesExactly) {
   EXPECT_EQ(lab[3 * k], 10);
   EXPECT_EQ(lab[3 * k + 2], 12);
   EXPECT_EQ(lab[3 * k + 3], -1);
+}
+
+// Vectors near a low-dimensional subspace (as kNN-LM keys are: a projection's bounds are tight), or
+// isotropic Gaussian ones (bounds from a few directions are loose: most queries need the second pass).
+std::vector<float> MakeVectors(int64_t count, int d, bool structured, std::mt19937* rng) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> xb(count * d);
+  if (!structured) {
+    for (float& v : xb) v = 3.0f * normal(*rng);
+    return xb;
+  }
+  const int rank = 6;
+  std::vector<float> basis(rank * d);
+  for (float& v : basis) v = normal(*rng);
+  for (int64_t r = 0; r < count; ++r) {
+    float z[rank];
+    for (int i = 0; i < rank; ++i) z[i] = 4.0f * normal(*rng);
+    for (int j = 0; j < d; ++j) {
+      float v = 0.2f * normal(*rng) + 1.5f;  // noise, and a mean away from the origin
+      for (int i = 0; i < rank; ++i) v += z[i] * basis[i * d + j];
+      xb[r * d + j] = v;
+    }
+  }
+  return xb;
+}
+
+TEST(FlatSearchTest, ProjectedScreenEqualsTheExactReferenceBitForBit) {
+  const int d = 64, k = 37;
+  const int64_t count = 6000, n = 260;
+  for (bool structured : {true, false}) {
+    for (int p : {0, 8}) {
+      SCOPED_TRACE(std::string(structured ? "structured" : "isotropic") + " p=" + std::to_string(p));
+      std::mt19937 rng(structured ? 11 : 12);
+      std::vector<float> xb = MakeVectors(count, d, structured, &rng);
+      // Duplicates (ties ordered by id), queries on stored vectors, queries near them, far-away queries.
+      for (int64_t r = 0; r < 100; ++r) std::copy_n(&xb[r * d], d, &xb[(count - 1 - r) * d]);
+      std::vector<float> queries(n * d);
+      std::normal_distribution<float> normal(0.0f, 1.0f);
+      for (int64_t q = 0; q < n; ++q) {
+        const int64_t row = (q * 7919) % count;
+        const float noise = q % 4 == 0 ? 0.0f : q % 4 == 1 ? 0.1f : q % 4 == 2 ? 1.0f : 30.0f;
+        for (int i = 0; i < d; ++i) queries[q * d + i] = xb[row * d + i] + noise * normal(rng);
+      }
+      queries[5 * d + 3] = std::numeric_limits<float>::quiet_NaN();  // ranked without the screen
+      std::vector<int64_t> ids(count);
+      for (int64_t r = 0; r < count; ++r) ids[r] = (r * 7919) % 100003;
+      std::unique_ptr<const FlatProjection> projection = FlatProjection::Build(xb.data(), count, d, p);
+      ASSERT_NE(projection, nullptr);
+      EXPECT_EQ(projection->p, p == 0 ? 16 : p);
+      std::vector<float> dist(n * k);
+      std::vector<int64_t> lab(n * k);
+      FlatL2Search(xb.data(), ids.data(), count, d, n, queries.data(), k, dist.data(), lab.data(), projection.get());
+      std::vector<float> ref_dist;
+      std::vector<int64_t> ref_lab;
+      for (int64_t q = 0; q < n; ++q) {
+        if (q == 5) continue;
+        Reference(xb, ids, d, &queries[q * d], k, &ref_dist, &ref_lab);
+        for (int j = 0; j < k; ++j) {
+          ASSERT_EQ(dist[q * k + j], ref_dist[j]) << "query " << q << " rank " << j;  // bit for bit
+          ASSERT_EQ(lab[q * k + j], ref_lab[j]) << "query " << q << " rank " << j;
+        }
+      }
+      // The NaN query, and batches of every size, agree with the unprojected search.
+      std::vector<float> plain_dist(n * k);
+      std::vector<int64_t> plain_lab(n * k);
+      FlatL2Search(xb.data(), ids.data(), count, d, n, queries.data(), k, plain_dist.data(), plain_lab.data());
+      EXPECT_EQ(dist, plain_dist);
+      EXPECT_EQ(lab, plain_lab);
+      FlatL2Search(xb.data(), ids.data(), count, d, 9, queries.data(), k, plain_dist.data(), plain_lab.data(),
+                   projection.get());
+      EXPECT_EQ(std::vector<int64_t>(lab.begin(), lab.begin() + 9 * k),
+                std::vector<int64_t>(plain_lab.begin(), plain_lab.begin() + 9 * k));
+    }
+  }
+}
+
+TEST(FlatSearchTest, ProjectionRefusesWhatItCannotBound) {
+  std::vector<float> xb(100 * 32, 1.0f);
+  EXPECT_EQ(FlatProjection::Build(xb.data(), 100, 32, 17), nullptr);  // more than d / 2 directions
+  EXPECT_EQ(FlatProjection::Build(xb.data(), 10, 32, 8), nullptr);    // fewer than 2p vectors
+  xb[7] = std::numeric_limits<float>::infinity();
+  EXPECT_EQ(FlatProjection::Build(xb.data(), 100, 32, 8), nullptr);
+}
+
+// VectorIndex projects an L2 Flat index of kMinProjectedCount vectors or more on its first search, and
+// every write drops the projection: after removing 200 vectors and adding 200 others (the same count, so a
+// stale projection would be taken for the current one), results equal a fresh index's.
+TEST(FlatSearchTest, VectorIndexKeepsItsProjectionInStepWithWrites) {
+  const int d = 32, k = 10;
+  const int64_t count = kMinProjectedCount + 500, swapped = 200, n = 16;
+  std::mt19937 rng(3);
+  std::vector<float> xb = MakeVectors(count + swapped, d, true, &rng);
+  std::vector<int64_t> ids(count + swapped);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>(i);
+  std::unique_ptr<VectorIndex> index;
+  ASSERT_TRUE(VectorIndex::Create(d, "Flat", Metric::kL2, &index).ok());
+  ASSERT_TRUE(index->Add(count, xb.data(), ids.data()).ok());
+  // Queries: the vectors about to be added.
+  std::vector<float> queries(xb.begin() + count * d, xb.begin() + (count + n) * d);
+  std::vector<float> dist(n * k), want_dist(n * k);
+  std::vector<int64_t> lab(n * k), want_lab(n * k);
+  ASSERT_TRUE(index->Search(n, queries.data(), k, dist.data(), lab.data()).ok());  // builds the projection
+  int64_t removed = 0;
+  ASSERT_TRUE(index->Remove(ids.data(), swapped, &removed).ok());
+  ASSERT_EQ(removed, swapped);
+  ASSERT_TRUE(index->Add(swapped, xb.data() + count * d, ids.data() + count).ok());
+  ASSERT_TRUE(index->Search(n, queries.data(), k, dist.data(), lab.data()).ok());
+  std::unique_ptr<VectorIndex> fresh;
+  ASSERT_TRUE(VectorIndex::Create(d, "Flat", Metric::kL2, &fresh).ok());
+  ASSERT_TRUE(fresh->Add(count, xb.data() + swapped * d, ids.data() + swapped).ok());
+  ASSERT_TRUE(fresh->Search(n, queries.data(), k, want_dist.data(), want_lab.data()).ok());
+  EXPECT_EQ(lab, want_lab);
+  EXPECT_EQ(dist, want_dist);
+  for (int64_t q = 0; q < n; ++q) EXPECT_EQ(lab[q * k], count + q) << q;  // each finds itself
 }
 
 }  // namespace
