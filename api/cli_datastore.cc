@@ -7,6 +7,8 @@
 #include "api/common_flags.h"
 #include "lm/checkpoint.h"
 #include "api/fact_json.h"
+#include "indexes/auto_index.h"
+#include "indexes/index_spec.h"
 #include "retriever/datastore_builder.h"
 #include "retriever/deletion_verifier.h"
 #include "retriever/recall.h"
@@ -42,7 +44,11 @@ void RegisterDatastoreCommands(CLI::App& app, Command* selected) {
                     "A separate (public) text whose keys train the IVF/PQ structures; its entries are not stored, and "
                     "deleting any document is then exact without retraining")->check(CLI::ExistingFile);
   build->add_option("--out", b->out, "Output datastore directory")->required();
-  build->add_option("--index", b->options.finish.index_spec, "Index: Flat, IVF<n>,Flat or IVF<n>,PQ<m>")
+  b->options.finish.index_spec = "auto";
+  build->add_option("--index", b->options.finish.index_spec,
+                    "Index: auto (Flat, exact, below " + std::to_string(kAutoExactBelow) +
+                        " entries; IVF-PQ with about 4 sqrt(entries) lists and dim/4 codes above), Flat, "
+                        "IVF<n>,Flat or IVF<n>,PQ<m>")
       ->capture_default_str();
   build->add_option("--train-sample", b->options.finish.train_sample, "Keys sampled to train IVF/PQ")
       ->capture_default_str()->check(CLI::PositiveNumber);
@@ -68,6 +74,12 @@ void RegisterDatastoreCommands(CLI::App& app, Command* selected) {
       if (s.ok() && !b->train_text.empty()) s = ReadFileToString(b->train_text, &train_text);
       std::unique_ptr<LanguageModel> model;
       if (s.ok()) s = LoadLanguageModel(b->model, &model, device);
+      if (s.ok() && b->options.finish.index_spec != "auto") {
+        // A bad spec is refused before the model runs over the text, not after.
+        IndexSpec spec;
+        s = ParseIndexSpec(b->options.finish.index_spec, static_cast<int>(model->config.n_embd), &spec);
+        if (!s.ok()) s = Status::InvalidArgument("--index: " + s.message());
+      }
       DatastoreBuildOptions options = b->options;
       options.finish.progress = !b->quiet;
       DatastoreBuildReport report;
@@ -82,7 +94,7 @@ void RegisterDatastoreCommands(CLI::App& app, Command* selected) {
       if (!s.ok()) return Fail(s);
       const std::string pool = built->manifest().training_pool;
       Json out = {{"out", b->out}, {"entries", report.entries}, {"documents", report.documents},
-                  {"index", options.finish.index_spec}, {"training_pool", pool},
+                  {"index", built->manifest().index_spec}, {"training_pool", pool},
                   {"forward_seconds", report.forward_seconds}, {"index_seconds", report.index_seconds},
                   {"entries_per_second", report.entries / (report.forward_seconds + report.index_seconds)}};
       if (b->json) {

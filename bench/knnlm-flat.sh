@@ -23,7 +23,7 @@ mkdir -p $dir
 head -c 42300 data/corpus/gcide/valid.txt > $dir/valid.txt
 if [[ ! -f $ds/manifest.json ]]; then
   head -c 2000000 data/corpus/gcide/train.txt > $dir/train-2m.txt
-  build/mnemo datastore build --model $model --text-file $dir/train-2m.txt --out $ds --max-entries 165644 --quiet
+  build/mnemo datastore build --model $model --text-file $dir/train-2m.txt --out $ds --max-entries 165644 --index Flat --quiet
 fi
 field() { sed -E "s/.*\"$1\": ?([0-9.e+-]+).*/\1/"; }
 median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }

@@ -1,7 +1,11 @@
 #include "indexes/index_spec.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <string_view>
+
+#include "indexes/auto_index.h"
 
 namespace mnemo {
 namespace {
@@ -103,6 +107,17 @@ Status ParseIndexSpec(const std::string& spec, int dim, IndexSpec* out) {
   parsed.pq_bits = static_cast<int>(bits);
   *out = parsed;
   return Status::OK();
+}
+
+std::string AutoIndexSpec(int64_t count, int dim, int64_t train_sample) {
+  if (count < kAutoExactBelow || dim < 4) return "Flat";
+  const double target = 4.0 * std::sqrt(static_cast<double>(count));
+  const int64_t trainable = std::min(count, train_sample);
+  int64_t nlist = 64;
+  while (nlist * 2 <= target * 1.5 && (nlist * 2) * 39 <= trainable) nlist *= 2;
+  int m = dim / 4;
+  while (dim % m != 0) --m;
+  return "IVF" + std::to_string(nlist) + ",PQ" + std::to_string(m);
 }
 
 }  // namespace mnemo

@@ -13,6 +13,7 @@
 #include <random>
 #include <vector>
 
+#include "indexes/auto_index.h"
 #include "memory/json_int.h"
 #include "util/file_util.h"
 #include "util/half.h"
@@ -283,8 +284,11 @@ Status DatastoreWriter::Finish(DatastoreManifest manifest, const DatastoreFinish
     for (int64_t i = 0; i < n * dim_; ++i) (*out)[i] = HalfToFloat(keys[begin * dim_ + i]);
   };
 
+  // "auto": chosen by size now that the count is known (index_spec.h).
+  const std::string spec =
+      options.index_spec == "auto" ? AutoIndexSpec(count_, dim_, options.train_sample) : options.index_spec;
   std::unique_ptr<VectorIndex> index;
-  MNEMO_RETURN_IF_ERROR(VectorIndex::Create(dim_, options.index_spec, Metric::kL2, &index));
+  MNEMO_RETURN_IF_ERROR(VectorIndex::Create(dim_, spec, Metric::kL2, &index));
   std::vector<float> buffer;
   manifest.training_pool = "none";
   manifest.training_source.clear();
@@ -319,7 +323,7 @@ Status DatastoreWriter::Finish(DatastoreManifest manifest, const DatastoreFinish
       }
     }
     manifest.train_sample = options.train_sample;
-    ProgressBar bar("train index " + options.index_spec, 1, "", options.progress);
+    ProgressBar bar("train index " + spec, 1, "", options.progress);
     MNEMO_RETURN_IF_ERROR(index->Train(n, sample.data()));
     bar.Update(1, n, "keys");
   }

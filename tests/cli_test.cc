@@ -240,6 +240,19 @@ TEST_F(CliTest, UnavailableDeviceOrGpuIndexFailsWithExit2BeforeLoadingAnything) 
   }
 }
 
+// A bad --index is refused before the model runs over the text, and nothing is written.
+TEST_F(CliTest, DatastoreBuildRefusesABadIndexSpecBeforeScoring) {
+  ScratchDir d;
+  std::string out;
+  EXPECT_EQ(RunCommand(Mnemo() + " datastore build --model " + Model() + " --text-file " + dir_->File("valid.txt") +
+                           " --out " + d.File("ds") + " --index IVF8,PQ7 --quiet 2>&1", &out), 2) << out;
+  EXPECT_NE(out.find("--index"), std::string::npos) << out;
+  EXPECT_NE(out.find("divide"), std::string::npos) << out;
+  std::string listing;
+  RunCommand("ls " + d.File("ds") + " 2>&1", &listing);
+  EXPECT_NE(listing.find("No such file"), std::string::npos) << listing;
+}
+
 TEST_F(CliTest, TokenizerTrainWritesHuggingFaceFiles) {
   ScratchDir d;
   std::string out;
@@ -379,7 +392,9 @@ TEST_F(CliTest, FactsAddScoreDeleteVerifyFsck) {
     EXPECT_EQ(entries[i]["action"], actions[i]) << out;
     EXPECT_EQ(entries[i]["actor"].get<std::string>().rfind("cli:", 0), 0u) << out;
     EXPECT_EQ(entries[i]["ids"], json::array({std::to_string(id)})) << out;
-    if (i > 0) EXPECT_GT(entries[i]["seq"].get<int64_t>(), entries[i - 1]["seq"].get<int64_t>());
+    if (i > 0) {
+      EXPECT_GT(entries[i]["seq"].get<int64_t>(), entries[i - 1]["seq"].get<int64_t>());
+    }
   }
   EXPECT_TRUE(entries[2]["detail"]["passed"].get<bool>()) << out;
   EXPECT_EQ(out.find(fact), std::string::npos) << out;

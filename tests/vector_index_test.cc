@@ -2,6 +2,8 @@
 // type, training rules and concurrency. Persistence is in vector_index_file_test.cc.
 #include "tests/vector_index_fixture.h"
 
+#include "indexes/auto_index.h"
+
 namespace mnemo {
 namespace vector_index_test {
 namespace {
@@ -49,6 +51,25 @@ TEST(IndexSpecTest, RejectsUnsupportedFormsListingTheSupportedOnes) {
   EXPECT_TRUE(ParseIndexSpec("IVF100,PQ8x0", 32, &spec).IsInvalidArgument());
   EXPECT_TRUE(ParseIndexSpec("IVF100,PQ8x17", 32, &spec).IsInvalidArgument());
   EXPECT_TRUE(ParseIndexSpec("Flat", 0, &spec).IsInvalidArgument());
+}
+
+// `datastore build --index auto`: exact below the measured crossover, IVF-PQ above, always a valid spec.
+TEST(IndexSpecTest, AutoIsFlatBelowTheCrossoverAndIvfPqAbove) {
+  EXPECT_EQ(AutoIndexSpec(kAutoExactBelow - 1, 128, 262144), "Flat");
+  EXPECT_EQ(AutoIndexSpec(kAutoExactBelow, 128, 262144), "IVF256,PQ32");  // 39 x 256 = 9,984 keys train it
+  EXPECT_EQ(AutoIndexSpec(165644, 128, 262144), "IVF2048,PQ32");
+  EXPECT_EQ(AutoIndexSpec(1000000, 128, 262144), "IVF4096,PQ32");
+  EXPECT_EQ(AutoIndexSpec(1000000, 128, 65536), "IVF1024,PQ32");  // 39 training keys per list at most
+  EXPECT_EQ(AutoIndexSpec(1000000, 90, 262144), "IVF4096,PQ18");  // 90 / 4 = 22 does not divide 90
+  for (int64_t count : {kAutoExactBelow, int64_t{3000000}, int64_t{1} << 32}) {
+    for (int dim : {8, 64, 90, 128, 768}) {
+      const std::string text = AutoIndexSpec(count, dim, 262144);
+      IndexSpec spec;
+      EXPECT_TRUE(ParseIndexSpec(text, dim, &spec).ok()) << text;
+      EXPECT_GE(std::min<int64_t>(count, 262144), 39 * spec.nlist) << text;
+      EXPECT_TRUE(spec.kind == IndexSpec::Kind::kIvfPq) << text;
+    }
+  }
 }
 
 TEST_F(VectorIndexTest, BadSpecIsInvalidArgument) {
