@@ -284,7 +284,7 @@ Status DatastoreWriter::Finish(DatastoreManifest manifest, const DatastoreFinish
     for (int64_t i = 0; i < n * dim_; ++i) (*out)[i] = HalfToFloat(keys[begin * dim_ + i]);
   };
 
-  // "auto": chosen by size now that the count is known (index_spec.h).
+  // "auto": chosen by size now that the count is known (indexes/auto_index.h).
   const std::string spec =
       options.index_spec == "auto" ? AutoIndexSpec(count_, dim_, options.train_sample) : options.index_spec;
   std::unique_ptr<VectorIndex> index;
