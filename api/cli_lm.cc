@@ -158,6 +158,10 @@ void AddTrainCommand(CLI::App& app, Command* selected) {
                     "the memory; teaches the layer to copy from memory (0: off)")->check(CLI::NonNegativeNumber);
   train->add_option("--repeat-fraction", o->repeat_fraction, "Fraction of training documents repeated")
       ->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  train->add_option("--repeat-random", o->repeat_random,
+                    "Repetition curriculum: add documents of random token ids, read as repeated chunks, until "
+                    "they are this fraction of the training tokens (copying is the only way to predict them)")
+      ->capture_default_str()->check(CLI::Range(0.0, 0.99));
   train->add_option("--out", o->out_dir, "Output model directory (HF GPT-2 layout)")->required();
   train->add_option("--tokenizer", o->tokenizer_dir, "Existing tokenizer; default: train a BPE vocabulary first");
   train->add_option("--vocab-size", o->vocab_size, "Vocabulary size when training a tokenizer")

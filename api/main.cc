@@ -7,6 +7,7 @@
 #include <exception>
 
 #include "api/cli.h"
+#include "retriever/torch_flat_search.h"
 #include "util/blas_kernels.h"
 
 namespace mnemo::cli {
@@ -22,6 +23,8 @@ int Fail(const Status& status) {
 
 int main(int argc, char** argv) {
   mnemo::RunWithBestBlasKernels(argv);
+  // --gpu-index on Flat datastores through LibTorch where FAISS has no GPU support (torch_flat_search.h).
+  mnemo::RegisterTorchFlatSearch();
   // Keep freed buffers of up to 32 MiB in the heap instead of mapping and unmapping them per call: a
   // forward pass allocates and frees the same few-MiB tensors every window, and with glibc's defaults
   // each one came back as fresh pages (page faults were 17% of a memory-layer evaluation, which ran 2x

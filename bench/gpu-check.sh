@@ -6,9 +6,14 @@
 #   TORCH_DIR=/opt/libtorch   a CUDA build of LibTorch (prepended to CMAKE_PREFIX_PATH)
 #   CMAKE_PREFIX_PATH=...     where a FAISS built with FAISS_ENABLE_GPU=ON (and other packages) are installed
 #   BUILD_DIR=build-gpu  THREADS=1  TOLERANCE=1e-3 (relative, on perplexities)  TEXT=data/corpus/gcide/valid.txt
+#   MODEL=data/models/default  the model of the real-data comparison
+#   TESTS=0                   build mnemo only, and skip the tests
+#   DS_TEXT=FILE              build DATASTORE (Flat) from FILE first when it does not exist
+# bench/gpu-device.sh runs this on a machine whose only GPU library is PyTorch's CUDA LibTorch.
 #
 # Steps: print the GPU; configure BUILD_DIR with -DMNEMO_FAISS_GPU=AUTO and build mnemo and its tests; say
-# which GPU parts the build has (CUDA LibTorch for --device cuda, FAISS GPU for --gpu-index); run the
+# which GPU parts the build has (CUDA LibTorch for --device cuda, and --gpu-index: FAISS GPU, or LibTorch's
+# exact search for Flat indexes); run the
 # device and GPU tests; then eval ppl, base LM and kNN-LM, on the CPU and on the GPU (--device cuda
 # --gpu-index 0, whichever parts exist) for a tiny model trained here on docs/ and, when DATASTORE and
 # data/models/default exist, for the real ones, printing tokens/s and perplexities. Exits non-zero when a
@@ -34,8 +39,11 @@ echo "configuring $build (MNEMO_FAISS_GPU=AUTO${prefix:+, CMAKE_PREFIX_PATH=$pre
 cmake -S . -B "$build" -G Ninja -DMNEMO_FAISS_GPU=AUTO ${prefix:+"-DCMAKE_PREFIX_PATH=$prefix"} \
   > "$build/gpu-check-configure.log" 2>&1 || { tail -30 "$build/gpu-check-configure.log"; exit 1; }
 grep -h "FAISS GPU search:" "$build/gpu-check-configure.log" || true
-echo "building mnemo and mnemo_tests; log: $build/gpu-check-build.log"
-ninja -C "$build" mnemo mnemo_tests > "$build/gpu-check-build.log" 2>&1 || { tail -30 "$build/gpu-check-build.log"; exit 1; }
+echo "building ${TESTS:+(TESTS=$TESTS) }mnemo and its tests; log: $build/gpu-check-build.log"
+targets=(mnemo mnemo_tests)
+[ "${TESTS:-1}" = 0 ] && targets=(mnemo)
+ninja -C "$build" -k 0 "${targets[@]}" > "$build/gpu-check-build.log" 2>&1 || {
+  grep -E "error|FAILED" "$build/gpu-check-build.log" | head -60; tail -20 "$build/gpu-check-build.log"; exit 1; }
 mnemo=("$build/mnemo" --threads "${THREADS:-1}")
 
 # What this build can do on the GPU. Both flags are checked before anything is loaded, so probing with a
@@ -48,17 +56,19 @@ else
 fi
 probe=$("${mnemo[@]}" score --model /nonexistent --text x --datastore /nonexistent --gpu-index 0 2>&1 || true)
 if grep -q -- "--gpu-index" <<<"$probe"; then
-  faiss_gpu=0; echo "not available: FAISS GPU search (${probe#mnemo: }); the index is searched on the CPU below"
+  faiss_gpu=0; echo "not available: GPU search (${probe#mnemo: }); the index is searched on the CPU below"
 else
-  faiss_gpu=1; echo "available: FAISS GPU search (--gpu-index 0)"
+  faiss_gpu=1; echo "available: GPU search (--gpu-index 0: FAISS GPU, or LibTorch's exact search for Flat indexes)"
 fi
 lm_flags=() gpu_flags=()
 if [ "$torch_cuda" = 1 ]; then lm_flags=(--device cuda); fi
 if [ "$faiss_gpu" = 1 ]; then gpu_flags=(--gpu-index 0); fi
 gpu_flags+=("${lm_flags[@]}")
 
-echo "== device and GPU tests (they skip, saying why, where a part is absent)"
-ctest --test-dir "$build" -R 'Device|Gpu|Cuda|Unavailable' --output-on-failure | tail -60
+if [ "${TESTS:-1}" != 0 ]; then
+  echo "== device and GPU tests"
+  ctest --test-dir "$build" -R 'Device|Gpu|Cuda|Unavailable|TorchFlat' --output-on-failure | tail -60
+fi
 
 # compare LABEL MODEL TEXT DATASTORE KNN_FLAGS...: eval ppl on the CPU and with gpu_flags; prints tokens/s and
 # perplexities, and fails when the GPU run's perplexities are not within TOLERANCE of the CPU run's.
@@ -101,13 +111,19 @@ rm -rf "$tiny" && mkdir -p "$tiny"
 cat docs/*.md README.md > "$tiny/text.txt"
 "${mnemo[@]}" train --corpus "$tiny/text.txt" --valid "$tiny/text.txt" --out "$tiny/model" --config tiny \
   --vocab-size 400 --steps 60 --batch-size 8 --seq-len 64 --quiet --json > /dev/null
-"${mnemo[@]}" datastore build --model "$tiny/model" --text-file "$tiny/text.txt" --out "$tiny/ds" --quiet \
+"${mnemo[@]}" datastore build --model "$tiny/model" --text-file "$tiny/text.txt" --out "$tiny/ds" --index Flat --quiet \
   "${lm_flags[@]}" --json > /dev/null
 compare "tiny model, Flat datastore of its own text" "$tiny/model" "$tiny/text.txt" "$tiny/ds" --k 64 --lambda 0.25
 
 ds=${1:-}
-model=data/models/default
+model=${MODEL:-data/models/default}
 text=${TEXT:-data/corpus/gcide/valid.txt}
+# DS_TEXT: build DATASTORE (Flat) from this text first, running the LM where the comparisons do.
+if [ -n "${DS_TEXT:-}" ] && [ -n "$ds" ] && [ ! -d "$ds" ]; then
+  echo "== building a Flat datastore of $DS_TEXT at $ds (${lm_flags[*]:-CPU})"
+  "${mnemo[@]}" datastore build --model "$model" --text-file "$DS_TEXT" --out "$ds" --index Flat --quiet \
+    "${lm_flags[@]}" --json
+fi
 if [ -n "$ds" ] && [ -d "$ds" ] && [ -d "$model" ] && [ -f "$text" ]; then
   compare "$model over $text with $ds" "$model" "$text" "$ds" --k 1024 --lambda 0.25 --nprobe 8
 else

@@ -221,9 +221,7 @@ Status VectorIndex::Search(int64_t n, const float* queries, int k, float* distan
     return Status::InvalidArgument("Search: null buffer");
   }
   std::shared_lock lock(rep.mu);
-#if MNEMO_FAISS_GPU
   if (rep.SearchesOnGpu(k, options.nprobe)) return rep.SearchOnGpu(n, queries, k, options.nprobe, distances, ids);
-#endif
   const std::string context = "searching \"" + rep.spec_string + "\"";
   if (rep.flat != nullptr && rep.metric == Metric::kL2) {
     // flat_search.h: screened by sgemm, ranked by FAISS's exact distances, the removal contract kept.

@@ -20,7 +20,9 @@
 //  - Save writes one self-checking file atomically (index_file_format.h); Load verifies it and reports a
 //    damaged file as Corruption naming it, never a crash. FAISS exceptions never escape this class.
 //  - A memory-mapped load (LoadOptions::mmap) is read-only: Add, Remove and Train are FailedPrecondition.
-//  - GPU search (EnableGpuSearch, FAISS GPU builds only): searches run on a copy of the index on a GPU.
+//  - GPU search (EnableGpuSearch): searches run on a copy of the index on a GPU: FAISS's in a FAISS GPU
+//    build (Flat, IVF-Flat, IVF-PQ), else the registered DeviceFlatSearch's (device_search.h; the CLI
+//    registers LibTorch's CUDA search) for L2 Flat indexes.
 //    While the copy exists the index is read-only (Add and Remove are FailedPrecondition), so the copy
 //    never goes stale; DisableGpuSearch drops it. The copy finds the same neighbours, but its distances
 //    are computed in another order (GPU GEMM and reductions), so they may differ from the CPU's in the
@@ -106,18 +108,21 @@ class VectorIndex {
   Status Search(int64_t n, const float* queries, int k, float* distances, int64_t* ids,
                 const SearchOptions& options = SearchOptions()) const;
 
-  // Whether GPU `device` can take a search copy: OK, or FailedPrecondition with kNoGpuSearchSupport in a
-  // build without FAISS GPU support, or naming the problem when the CUDA runtime does not see the device.
+  // Whether GPU `device` can take a search copy: OK, or FailedPrecondition starting with kNoGpuSearchSupport
+  // in a build without FAISS GPU support (followed by why the registered device search cannot run, if one
+  // is registered), or naming the problem when the CUDA runtime does not see the device.
   // InvalidArgument for a negative device.
   static Status CheckGpuDevice(int device);
   // The message of a build without FAISS GPU support.
   static const char* const kNoGpuSearchSupport;
 
   // From now on, searches run on a copy of this index on GPU `device` (faiss::gpu::index_cpu_to_gpu:
-  // Flat, IVF-Flat, and IVF-PQ with 8-bit codes), made now; a second call replaces the copy. Searches
-  // whose k or nprobe exceed what FAISS's GPU k-selection takes (GpuSearchCopy::MaxSelection, 2047), and
-  // searches of an empty index, still run on the CPU. Errors: those of CheckGpuDevice; FailedPrecondition
-  // when the index is untrained or FAISS cannot move it (its message). On error searches stay on the CPU.
+  // Flat, IVF-Flat, and IVF-PQ with 8-bit codes; without FAISS GPU, the registered DeviceFlatSearch for
+  // L2 Flat indexes only), made now; a second call replaces the copy. Searches whose k or nprobe exceed
+  // what FAISS's GPU k-selection takes (GpuSearchCopy::MaxSelection, 2047), and searches of an empty
+  // index, still run on the CPU. Errors: those of CheckGpuDevice; FailedPrecondition when the index is
+  // untrained or cannot be moved (another kind without FAISS GPU; FAISS's message). On error searches
+  // stay on the CPU.
   Status EnableGpuSearch(int device);
   // Drops the GPU copy (if any): searches run on the CPU again and writes are allowed.
   void DisableGpuSearch();

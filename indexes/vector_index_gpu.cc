@@ -1,9 +1,13 @@
-// VectorIndex's GPU search (EnableGpuSearch, FAISS GPU builds only): making and dropping the GPU copy, and
-// routing searches to it (Rep::SearchOnGpu) with the results mapped back to this index's ids and padding.
-// The copy itself, the one part that includes FAISS GPU and CUDA headers, is GpuSearchCopy (gpu_search.h);
-// in a CPU build this file gives the clear "no FAISS GPU support" error and nothing else.
+// VectorIndex's GPU search (EnableGpuSearch): making and dropping the GPU copy, and routing searches to it
+// (Rep::SearchOnGpu) with the results mapped back to this index's ids and padding. Two kinds of copy:
+//  - FAISS GPU builds (MNEMO_FAISS_GPU): GpuSearchCopy (gpu_search.h, the one part that includes FAISS GPU
+//    and CUDA headers), for Flat, IVF-Flat and IVF-PQ indexes;
+//  - other builds: the DeviceFlatSearch registered at startup (device_search.h; the CLI registers
+//    LibTorch's, which runs where LibTorch sees a CUDA GPU), for L2 Flat indexes.
+// With neither, EnableGpuSearch is the clear "no GPU search" error.
 #include "indexes/vector_index.h"
 
+#include <faiss/IndexFlat.h>
 #include <faiss/IndexIDMap.h>
 #include <faiss/IndexIVF.h>
 
@@ -15,12 +19,32 @@
 #include <string>
 #include <utility>
 
+#include "indexes/device_search.h"
 #include "indexes/vector_index_rep.h"
 #if MNEMO_FAISS_GPU
 #include "indexes/gpu_search.h"
 #endif
 
 namespace mnemo {
+
+namespace {
+
+std::mutex registry_mu;
+DeviceFlatSearchMaker registered_maker;
+bool maker_registered = false;
+
+}  // namespace
+
+void RegisterDeviceFlatSearch(const DeviceFlatSearchMaker& maker) {
+  std::lock_guard lock(registry_mu);
+  registered_maker = maker;
+  maker_registered = maker.check != nullptr && maker.make != nullptr;
+}
+
+const DeviceFlatSearchMaker* RegisteredDeviceFlatSearch() {
+  std::lock_guard lock(registry_mu);
+  return maker_registered ? &registered_maker : nullptr;
+}
 
 const char* const VectorIndex::kNoGpuSearchSupport =
     "this build has no FAISS GPU support (configure with -DMNEMO_FAISS_GPU=ON on a machine with faiss/gpu "
@@ -31,20 +55,25 @@ Status VectorIndex::CheckGpuDevice(int device) {
 #if MNEMO_FAISS_GPU
   return GpuSearchCopy::CheckDevice(device);
 #else
-  return Status::FailedPrecondition(kNoGpuSearchSupport);
+  const DeviceFlatSearchMaker* maker = RegisteredDeviceFlatSearch();
+  if (maker == nullptr) return Status::FailedPrecondition(kNoGpuSearchSupport);
+  Status s = maker->check(device);
+  if (!s.ok()) {
+    return Status::FailedPrecondition(std::string(kNoGpuSearchSupport) + ", and " + maker->name +
+                                      " cannot run: " + s.message());
+  }
+  return Status::OK();
 #endif
 }
 
 Status VectorIndex::EnableGpuSearch(int device) {
-#if !MNEMO_FAISS_GPU
-  return CheckGpuDevice(device);  // Always an error in this build.
-#else
   MNEMO_RETURN_IF_ERROR(CheckGpuDevice(device));
   Rep& rep = *rep_;
   std::unique_lock lock(rep.mu);
   if (!rep.index->is_trained) {
     return Status::FailedPrecondition("\"" + rep.spec_string + "\" index is not trained; nothing to search on a GPU");
   }
+#if MNEMO_FAISS_GPU
   // Flat: only the IndexFlat inside the id map goes to the GPU, and Search maps its positions back to ids
   // through this index's id map (cloning the IndexIDMap2 would duplicate its maps on the host around the
   // GPU index). IVF: the index itself; its inverted lists carry the ids.
@@ -52,9 +81,20 @@ Status VectorIndex::EnableGpuSearch(int device) {
   std::unique_ptr<GpuSearchCopy> copy;
   MNEMO_RETURN_IF_ERROR(GpuSearchCopy::Create(source, device, &copy));
   rep.gpu = std::move(copy);
+#else
+  const DeviceFlatSearchMaker* maker = RegisteredDeviceFlatSearch();
+  if (rep.flat == nullptr || rep.metric != Metric::kL2) {
+    return Status::FailedPrecondition("\"" + rep.spec_string + "\": " + maker->name +
+                                      " searches L2 Flat indexes only; IVF and inner-product indexes need a "
+                                      "FAISS GPU build (-DMNEMO_FAISS_GPU=ON)");
+  }
+  const auto* flat = static_cast<const faiss::IndexFlat*>(rep.flat->index);
+  std::unique_ptr<DeviceFlatSearch> copy;
+  MNEMO_RETURN_IF_ERROR(maker->make(flat->get_xb(), flat->ntotal, flat->d, device, &copy));
+  rep.device_flat = std::move(copy);
+#endif
   rep.gpu_device = device;
   return Status::OK();
-#endif
 }
 
 void VectorIndex::DisableGpuSearch() {
@@ -62,6 +102,7 @@ void VectorIndex::DisableGpuSearch() {
 #if MNEMO_FAISS_GPU
   rep_->gpu.reset();
 #endif
+  rep_->device_flat.reset();
   rep_->gpu_device = -1;
 }
 
@@ -79,18 +120,34 @@ int GpuNprobe(const faiss::IndexIDMap2* flat, const faiss::IndexIVF* ivf, int np
 }
 
 }  // namespace
+#endif
 
 bool VectorIndex::Rep::SearchesOnGpu(int k, int nprobe) const {
-  return gpu != nullptr && index->ntotal > 0 && k <= GpuSearchCopy::MaxSelection() &&
-         GpuNprobe(flat, ivf, nprobe) <= GpuSearchCopy::MaxSelection();
+  if (index->ntotal == 0) return false;
+#if MNEMO_FAISS_GPU
+  if (gpu != nullptr) {
+    return k <= GpuSearchCopy::MaxSelection() && GpuNprobe(flat, ivf, nprobe) <= GpuSearchCopy::MaxSelection();
+  }
+#endif
+  (void)k;
+  (void)nprobe;
+  return device_flat != nullptr;
 }
 
 Status VectorIndex::Rep::SearchOnGpu(int64_t n, const float* queries, int k, int nprobe, float* distances,
                                      int64_t* ids) const {
   const Rep& rep = *this;
   const std::string context = "searching \"" + rep.spec_string + "\"";
-  MNEMO_RETURN_IF_ERROR(rep.gpu->Search(n, queries, k, GpuNprobe(rep.flat, rep.ivf, nprobe), distances, ids));
-  // The copy of a Flat index is the IndexFlat inside the id map: its labels are positions.
+#if MNEMO_FAISS_GPU
+  if (rep.gpu != nullptr) {
+    MNEMO_RETURN_IF_ERROR(rep.gpu->Search(n, queries, k, GpuNprobe(rep.flat, rep.ivf, nprobe), distances, ids));
+  } else
+#endif
+  {
+    (void)nprobe;
+    MNEMO_RETURN_IF_ERROR(rep.device_flat->Search(n, queries, k, distances, ids));
+  }
+  // A copy of a Flat index holds the IndexFlat inside the id map: its labels are positions.
   const float padding = rep.metric == Metric::kL2 ? std::numeric_limits<float>::max()
                                                   : -std::numeric_limits<float>::max();
   for (int64_t i = 0; i < n * k; ++i) {
@@ -107,6 +164,5 @@ Status VectorIndex::Rep::SearchOnGpu(int64_t n, const float* queries, int k, int
   }
   return Status::OK();
 }
-#endif  // MNEMO_FAISS_GPU
 
 }  // namespace mnemo

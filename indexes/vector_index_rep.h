@@ -3,7 +3,8 @@
 // files, one concept each:
 //   vector_index.cc      creation, training, add, remove, the CPU search, trained copies, accessors
 //   vector_index_io.cc   Save and Load (the self-checking file of index_file_format.h), load checks
-//   vector_index_gpu.cc  the GPU search copy: enabling it and routing searches to it (MNEMO_FAISS_GPU)
+//   vector_index_gpu.cc  the GPU search copy: enabling it and routing searches to it (FAISS GPU, or the
+//                        registered DeviceFlatSearch of device_search.h for L2 Flat indexes)
 //   vector_index_copy.cc CopyIdRange and Append: stored codes moved between indexes of equal training
 //   ivf_removal.h        the order-preserving IVF removal Remove calls
 //
@@ -25,6 +26,7 @@
 #include <string>
 #include <type_traits>
 
+#include "indexes/device_search.h"
 #include "indexes/flat_search.h"
 #include "indexes/index_spec.h"
 #include "indexes/ivf_search.h"
@@ -108,6 +110,8 @@ struct VectorIndex::Rep {
 #if MNEMO_FAISS_GPU
   std::unique_ptr<GpuSearchCopy> gpu;  // Replaced under the exclusive lock, searched under the shared one.
 #endif
+  // Builds without FAISS GPU: the registered device search's copy of an L2 Flat index (device_search.h).
+  std::unique_ptr<DeviceFlatSearch> device_flat;
 
   // The L2 IVF indexes IvfSearch handles (IVF-Flat, and IVF-PQ with 8-bit codes): searched by it, once
   // trained.
@@ -131,15 +135,13 @@ struct VectorIndex::Rep {
   void PrepareSearch();
   // Checks a freshly loaded index against its file header; see the definition (vector_index_io.cc).
   Status CheckLoaded(const IndexFileHeader& header, bool mapped, const std::string& path) const;
-#if MNEMO_FAISS_GPU
-  // Search's GPU route (vector_index_gpu.cc); callers hold mu (either mode). Whether the GPU copy exists
-  // and can take a search of k results over `nprobe` lists: a non-empty index, and k and nprobe within
-  // FAISS's GPU k-selection. Otherwise the search runs on the CPU.
+  // Search's GPU route (vector_index_gpu.cc); callers hold mu (either mode). Whether a GPU copy exists
+  // and can take a search of k results over `nprobe` lists: a non-empty index, and for FAISS's copy k and
+  // nprobe within its GPU k-selection. Otherwise the search runs on the CPU.
   bool SearchesOnGpu(int k, int nprobe) const;
   // The search on the GPU copy, its results mapped to this index's ids and padding; only when
   // SearchesOnGpu(k, nprobe).
   Status SearchOnGpu(int64_t n, const float* queries, int k, int nprobe, float* distances, int64_t* ids) const;
-#endif
 };
 
 }  // namespace mnemo

@@ -225,10 +225,12 @@ Status LoadDocumentTokens(const std::string& path, const BpeTokenizer& tok, cons
 // The repetition curriculum (TrainOptions::repeat_chunk): the chosen documents become chunk 1, chunk 1,
 // chunk 2, chunk 2, ... with chunk lengths repeat_chunk >> (0..4). A pure function of (seed, document),
 // so resumed runs read the same tokens.
-void RepeatChunks(int64_t chunk, double fraction, uint64_t seed, std::vector<std::vector<int32_t>>* docs) {
+// Documents from index `always` on are repeated whatever the fraction (the random ones below).
+void RepeatChunks(int64_t chunk, double fraction, uint64_t seed, size_t always,
+                  std::vector<std::vector<int32_t>>* docs) {
   for (size_t i = 0; i < docs->size(); ++i) {
     uint64_t h = Fnv1a64(&i, sizeof(i), seed ^ 0x5EEDC0DEull);
-    if (static_cast<double>(h >> 11) * 0x1.0p-53 >= fraction) continue;
+    if (i < always && static_cast<double>(h >> 11) * 0x1.0p-53 >= fraction) continue;
     const std::vector<int32_t>& d = (*docs)[i];
     std::vector<int32_t> out;
     out.reserve(2 * d.size());
@@ -241,6 +243,29 @@ void RepeatChunks(int64_t chunk, double fraction, uint64_t seed, std::vector<std
     }
     (*docs)[i] = std::move(out);
   }
+}
+
+// TrainOptions::repeat_random: appends documents of uniformly random token ids (the tokenizer's end of
+// text excluded), 4,096 ids each, until they hold `fraction` of all training tokens. A pure function of
+// (seed, vocabulary, the real documents' sizes). Returns the index of the first one.
+size_t AddRandomDocuments(double fraction, int32_t vocab, int32_t eot, uint64_t seed,
+                          std::vector<std::vector<int32_t>>* docs) {
+  const size_t first = docs->size();
+  if (fraction <= 0) return first;
+  int64_t real = 0;
+  for (const auto& d : *docs) real += static_cast<int64_t>(d.size());
+  const int64_t want = static_cast<int64_t>(static_cast<double>(real) * fraction / (1.0 - fraction));
+  constexpr int64_t kLength = 4096;
+  std::mt19937_64 rng(seed ^ 0xC0B1E5D0C5ull);
+  std::uniform_int_distribution<int32_t> id(0, vocab - 1);
+  for (int64_t have = 0; have < want; have += kLength) {
+    std::vector<int32_t> d(kLength);
+    for (int32_t& t : d) {
+      do t = id(rng); while (t == eot);
+    }
+    docs->push_back(std::move(d));
+  }
+  return first;
 }
 
 // Which segment each batch lane reads at each step (see trainer.h): a pure function of (seed, step).
@@ -343,6 +368,12 @@ Status Train(const TrainOptions& o, TrainReport* report) {
   if (o.repeat_chunk > 0 && !documents) {
     return Status::InvalidArgument("--repeat-chunk needs --documents (it repeats chunks of training documents)");
   }
+  if (o.repeat_random > 0 && o.repeat_chunk <= 0) {
+    return Status::InvalidArgument("--repeat-random needs --repeat-chunk (the random documents are read as repeated chunks)");
+  }
+  if (!(o.repeat_random >= 0 && o.repeat_random < 1)) {
+    return Status::InvalidArgument("--repeat-random must be in [0, 1)");
+  }
   if (documents && (o.train_documents.empty() || o.valid_documents.empty())) {
     return Status::InvalidArgument("train needs both --documents and --valid-documents");
   }
@@ -426,7 +457,10 @@ Status Train(const TrainOptions& o, TrainReport* report) {
   if (documents) {
     MNEMO_RETURN_IF_ERROR(LoadDocumentTokens(o.train_documents, *tok, o.out_dir, o.quiet, &train_docs));
     MNEMO_RETURN_IF_ERROR(LoadDocumentTokens(o.valid_documents, *tok, o.out_dir, o.quiet, &valid_docs));
-    if (o.repeat_chunk > 0) RepeatChunks(o.repeat_chunk, o.repeat_fraction, o.seed, &train_docs);
+    if (o.repeat_chunk > 0) {
+      const size_t random = AddRandomDocuments(o.repeat_random, tok->vocab_size(), tok->eot_id(), o.seed, &train_docs);
+      RepeatChunks(o.repeat_chunk, o.repeat_fraction, o.seed, random, &train_docs);
+    }
     schedule_docs = std::make_unique<LaneSchedule>(train_docs, batch, seq_len, o.seed);
     if (schedule_docs->empty()) {
       return Status::InvalidArgument(o.train_documents + ": no document has more than " + std::to_string(seq_len + 1) +

@@ -56,6 +56,11 @@ struct TrainOptions {
   // 0: off. Validation documents are never repeated.
   int64_t repeat_chunk = 0;
   double repeat_fraction = 0.5;
+  // With repeat_chunk: this fraction of the training tokens comes from added documents of uniformly
+  // random token ids, read as repeated chunks like the chosen real ones. Their first copies cannot be
+  // predicted and their second copies can only be copied, so there is no shortcut to copying (no n-gram
+  // statistics to fall back on): the classic way to make induction heads form early (docs/RESULTS.md).
+  double repeat_random = 0;
   // Makes the training memory (memory/kv_ring.h in the CLI): lanes x heads x head_dim, capacity tokens.
   std::function<Status(int64_t lanes, int64_t heads, int64_t head_dim, int64_t capacity,
                        std::unique_ptr<KvMemory>* out)> make_memory;

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "indexes/vector_index.h"
+#include "retriever/torch_flat_search.h"
 #include "tests/lm_fixture.h"
 #include "tests/test_util.h"
 #include "util/file_util.h"
@@ -222,8 +223,13 @@ TEST_F(CliTest, UnavailableDeviceOrGpuIndexFailsWithExit2BeforeLoadingAnything) 
     cases.push_back({"generate --model " + missing + " --prompt hi --device cuda:0", cause});
     cases.push_back({"serve --state " + state + " --device cuda", cause});
   }
-  if (VectorIndex::CheckGpuDevice(0).message() == VectorIndex::kNoGpuSearchSupport) {
-    // No FAISS GPU support in this build: --gpu-index is a usage error, checked before the datastore opens.
+  // What the binary sees: it registers LibTorch's CUDA search at startup (retriever/torch_flat_search.h).
+  RegisterTorchFlatSearch();
+  const bool gpu_search = VectorIndex::CheckGpuDevice(0).ok();
+  RegisterDeviceFlatSearch(DeviceFlatSearchMaker{});
+  if (!gpu_search) {
+    // No FAISS GPU support in this build and no GPU for LibTorch: --gpu-index is a usage error, checked
+    // before the datastore opens.
     cases.push_back({"eval ppl --model " + missing + " --text-file " + dir_->File("valid.txt") + " --datastore " +
                          d.File("no-ds") + " --gpu-index 0", "no FAISS GPU support"});
     cases.push_back({"serve --state " + state + " --gpu-index 0", "no FAISS GPU support"});

@@ -292,11 +292,11 @@ std::string DocumentsJsonl(int count, int sentences, uint32_t seed) {
   return out;
 }
 
-TEST(TrainerDocumentsTest, TrainsAMemorizingLayerOnDocumentsAndResumes) {
-  ScratchDir dir;
-  WriteFileOrDie(dir.File("train.jsonl"), DocumentsJsonl(6, 30, 1));
-  WriteFileOrDie(dir.File("valid.jsonl"), DocumentsJsonl(2, 20, 2));
-  ASSERT_TRUE(testing::ToyTokenizer().Save(dir.File("tok")).ok());
+// Tiny-model training options over dir's train.jsonl and valid.jsonl (written here) with the toy tokenizer.
+TrainOptions DocumentsTrainOptions(const ScratchDir& dir, uint32_t seed) {
+  WriteFileOrDie(dir.File("train.jsonl"), DocumentsJsonl(6, 30, seed));
+  WriteFileOrDie(dir.File("valid.jsonl"), DocumentsJsonl(2, 20, seed + 1));
+  EXPECT_TRUE(testing::ToyTokenizer().Save(dir.File("tok")).ok());
   TrainOptions o;
   o.train_documents = dir.File("train.jsonl");
   o.valid_documents = dir.File("valid.jsonl");
@@ -306,10 +306,16 @@ TEST(TrainerDocumentsTest, TrainsAMemorizingLayerOnDocumentsAndResumes) {
   o.batch_size = 2;
   o.seq_len = 16;
   o.eval_tokens = 256;
+  o.quiet = true;
+  return o;
+}
+
+TEST(TrainerDocumentsTest, TrainsAMemorizingLayerOnDocumentsAndResumes) {
+  ScratchDir dir;
+  TrainOptions o = DocumentsTrainOptions(dir, 1);
   o.memory_layer = 1;
   o.memory_size = 64;
   o.memory_mode = "joint";
-  o.quiet = true;
   o.make_memory = [](int64_t lanes, int64_t heads, int64_t head_dim, int64_t capacity,
                      std::unique_ptr<KvMemory>* out) { return MakeKvRing(lanes, heads, head_dim, capacity, out); };
   // Straight through, and in two halves.
@@ -476,6 +482,40 @@ TEST(MemoryCliTest, EvalPplWithDocumentsAndClearErrors) {
                                 &out, true),
             2);
   EXPECT_NE(out.find("out of range"), std::string::npos) << out;
+}
+
+// --repeat-random: random-token documents join the repeated ones (deterministically), and the option is
+// refused without the curriculum it extends.
+TEST(TrainerDocumentsTest, RandomCopyDocumentsJoinTheCurriculumDeterministically) {
+  ScratchDir dir;
+  TrainOptions o = DocumentsTrainOptions(dir, 3);
+  o.steps = 4;
+  o.repeat_chunk = 16;
+  auto run = [&](double random, const std::string& name, TrainReport* r) {
+    TrainOptions t = o;
+    t.repeat_random = random;
+    t.out_dir = dir.File(name);
+    return Train(t, r);
+  };
+  TrainReport plain, with_random, again;
+  ASSERT_TRUE(run(0, "plain", &plain).ok());
+  ASSERT_TRUE(run(0.9, "random", &with_random).ok());
+  ASSERT_TRUE(run(0.9, "random-again", &again).ok());
+  // Nine tenths of the tokens are now random ids: other batches, and a loss near ln(vocabulary).
+  EXPECT_NE(with_random.final_train_loss, plain.final_train_loss);
+  EXPECT_EQ(again.final_train_loss, with_random.final_train_loss);
+  EXPECT_EQ(again.final_valid_loss, with_random.final_valid_loss);
+  TrainOptions bad = o;
+  bad.out_dir = dir.File("bad");
+  bad.repeat_chunk = 0;
+  bad.repeat_random = 0.5;
+  Status s = Train(bad, &again);
+  EXPECT_TRUE(s.IsInvalidArgument());
+  EXPECT_NE(s.message().find("--repeat-chunk"), std::string::npos) << s.ToString();
+  bad = o;
+  bad.out_dir = dir.File("bad2");
+  bad.repeat_random = 1.0;
+  EXPECT_TRUE(Train(bad, &again).IsInvalidArgument());
 }
 
 }  // namespace
