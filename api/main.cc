@@ -1,14 +1,13 @@
 // mnemo: a server for memory-augmented language models. One binary, many subcommands.
 #include <torch/torch.h>
 
-#include <malloc.h>
-
 #include <cstdio>
 #include <exception>
 
 #include "api/cli.h"
 #include "retriever/torch_flat_search.h"
 #include "util/blas_kernels.h"
+#include "util/heap_tuning.h"
 
 namespace mnemo::cli {
 
@@ -25,12 +24,7 @@ int main(int argc, char** argv) {
   mnemo::RunWithBestBlasKernels(argv);
   // --gpu-index on Flat datastores through LibTorch where FAISS has no GPU support (torch_flat_search.h).
   mnemo::RegisterTorchFlatSearch();
-  // Keep freed buffers of up to 32 MiB in the heap instead of mapping and unmapping them per call: a
-  // forward pass allocates and frees the same few-MiB tensors every window, and with glibc's defaults
-  // each one came back as fresh pages (page faults were 17% of a memory-layer evaluation, which ran 2x
-  // faster with this; docs/PERFORMANCE.md). At most 64 MiB of free heap is kept before it is returned.
-  mallopt(M_MMAP_THRESHOLD, 32 << 20);
-  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  mnemo::KeepFreedTensorBuffers();  // util/heap_tuning.h
   CLI::App app{"mnemo: a language model with explicit, editable memory (kNN-LM, facts, leakage audits)"};
   app.require_subcommand(0, 1);  // Unknown words then fail as "not expected", not as "subcommand required".
   app.set_version_flag("--version", "mnemo 0.1.0");

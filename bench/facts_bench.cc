@@ -28,6 +28,7 @@
 #include "memory/state_dir.h"
 #include "retriever/fact_encoder.h"
 #include "util/blas_kernels.h"
+#include "util/heap_tuning.h"
 #include "util/file_util.h"
 #include "util/half.h"
 
@@ -210,7 +211,8 @@ int StartupAfterDeletes(int argc, char** argv) {
 }
 
 int main(int argc, char** argv) {
-  mnemo::RunWithBestBlasKernels(argv);  // the kernels `mnemo` runs, so the two are comparable
+  mnemo::RunWithBestBlasKernels(argv);  // the kernels and heap settings `mnemo` runs, so the two are comparable
+  mnemo::KeepFreedTensorBuffers();
   if (argc >= 5 && std::string(argv[1]) == "startup") return StartupAfterDeletes(argc, argv);
   if (argc == 4 && std::string(argv[1]) == "encode") {
     torch::set_num_threads(getenv("MNEMO_THREADS") ? std::atoi(getenv("MNEMO_THREADS")) : 1);
