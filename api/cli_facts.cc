@@ -1,8 +1,10 @@
 // State and fact commands for offline use: init, facts add|get|ls|rm|verify-deleted, fsck. A command
 // opens the state (taking its lock, so not while a server owns it), does its work and closes it.
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <thread>
 
 #include "api/cli.h"
 #include "api/common_flags.h"
@@ -13,6 +15,7 @@
 #include "memory/layer_memories.h"
 #include "memory/state_dir.h"
 #include "retriever/state_service.h"
+#include "util/blas_threads.h"
 #include "util/file_util.h"
 
 namespace mnemo::cli {
@@ -80,6 +83,7 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
     StateArgs st;
     std::string text, jsonl, client_id, metadata;
     DeviceFlag device;
+    int encode_threads = 0;
   };
   auto aa = std::make_shared<AddArgs>();
   AddStateFlags(add, &aa->st);
@@ -87,6 +91,9 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
   add->add_option("--jsonl", aa->jsonl, "A file of facts, one JSON object per line")->check(CLI::ExistingFile)->excludes(text_opt);
   add->add_option("--client-id", aa->client_id, "Client id of the fact (with --text)");
   add->add_option("--metadata", aa->metadata, "Metadata JSON object (with --text)");
+  add->add_option("--encode-threads", aa->encode_threads,
+                  "Forward passes side by side on the CPU, each on one LibTorch and one BLAS thread (0: cores / --threads)")
+      ->check(CLI::Range(0, 256));
   aa->device.Register(add);
   add->callback([aa, selected] {
     *selected = [aa] {
@@ -130,6 +137,13 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
       }
       StateOptions open;
       open.device = device;
+      if (device.is_cpu() && texts.size() > 1) {
+        // A file of facts encodes one batch per core, each pass on one BLAS thread: on 2 cores this beats
+        // one pass using both (docs/PERFORMANCE.md, Facts at runtime).
+        const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+        open.encode_threads = aa->encode_threads > 0 ? aa->encode_threads : std::max(1, cores / torch::get_num_threads());
+        if (open.encode_threads > 1) SetBlasThreads(1);
+      }
       std::unique_ptr<StateService> state;
       Status s = StateService::Open(aa->st.state, open, &state);
       std::vector<int64_t> ids;

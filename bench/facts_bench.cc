@@ -18,8 +18,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <mutex>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "lm/checkpoint.h"
@@ -28,6 +30,7 @@
 #include "memory/state_dir.h"
 #include "retriever/fact_encoder.h"
 #include "util/blas_kernels.h"
+#include "util/blas_threads.h"
 #include "util/heap_tuning.h"
 #include "util/file_util.h"
 #include "util/half.h"
@@ -312,27 +315,54 @@ int main(int argc, char** argv) {
   out["add_single_store_only"] = Percentiles(add_store);
   std::fprintf(stderr, "single add: p50 %.2f ms\n", out["add_single"]["p50_ms"].get<double>());
 
-  // Batched ingest up to each milestone, then search and delete latencies there.
-  const int64_t batch = 512;
-  double ingest_ms = 0, encode_ms = 0;
-  int64_t ingested = 0;
-  auto ingest_to = [&](int64_t target) {
-    while (next < target) {
-      const int64_t n = std::min(batch, target - next);
-      std::vector<mnemo::FactText> chunk(facts.begin() + next, facts.begin() + next + n);
+  // Batched ingest up to each milestone, then search and delete latencies there. Rounds of 10 batches
+  // alternate between one writer (encode a batch, then commit it) and two writers side by side, as the
+  // server's two model workers run two clients' POST /v1/facts (each encodes on one core with a
+  // one-thread BLAS; the commits take turns on the store's write lock).
+  const int64_t batch = 512, round_facts = 10 * batch;
+  struct Mode {
+    int writers;
+    double ms = 0, encode_ms = 0;  // wall time of its rounds; encoding time summed over writers
+    int64_t facts = 0;
+  };
+  Mode modes[2] = {{1}, {2}};
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int64_t round = 0;
+  std::mutex next_mu;
+  auto writer = [&](int64_t end, Mode* mode) {
+    for (;;) {
+      std::vector<mnemo::FactText> chunk;
+      {
+        std::lock_guard<std::mutex> lock(next_mu);
+        if (next >= end) return;
+        const int64_t n = std::min(batch, end - next);
+        chunk.assign(facts.begin() + next, facts.begin() + next + n);
+        next += n;
+      }
       const auto a = Clock::now();
       std::vector<mnemo::NewFact> encoded;
       Check(mnemo::EncodeFacts(*model, chunk, {}, &encoded), "encoding");
       const auto b = Clock::now();
       std::vector<int64_t> got;
       Check(store->Add(encoded, &got), "batch add");
-      const auto c = Clock::now();
-      encode_ms += Ms(a, b);
-      ingest_ms += Ms(a, c);
-      ingested += n;
-      next += n;
+      std::lock_guard<std::mutex> lock(next_mu);
+      mode->encode_ms += Ms(a, b);
+      mode->facts += static_cast<int64_t>(chunk.size());
       added.insert(added.end(), got.begin(), got.end());
-      if (next % 10240 == 0) std::fprintf(stderr, "ingested %ld facts\n", static_cast<long>(next));
+    }
+  };
+  auto ingest_to = [&](int64_t target) {
+    while (next < target) {
+      Mode& mode = modes[round++ % 2];
+      mnemo::SetBlasThreads(std::max(1, cores / mode.writers));
+      const int64_t end = std::min(target, next + round_facts);
+      const auto a = Clock::now();
+      std::vector<std::thread> threads;
+      for (int w = 1; w < mode.writers; ++w) threads.emplace_back(writer, end, &mode);
+      writer(end, &mode);
+      for (std::thread& t : threads) t.join();
+      mode.ms += Ms(a, Clock::now());
+      std::fprintf(stderr, "ingested %ld facts\n", static_cast<long>(next));
     }
   };
   std::mt19937_64 rng(7);
@@ -357,11 +387,15 @@ int main(int argc, char** argv) {
   measure_search("10000");
   measure_deletes("10000", 50);
   ingest_to(total_facts);
-  out["ingest_batched"] = {{"batch", batch},
-                           {"facts", ingested},
-                           {"facts_per_second", ingested / (ingest_ms / 1000)},
-                           {"encode_share", encode_ms / ingest_ms}};
-  std::fprintf(stderr, "batched ingest: %.0f facts/s\n", ingested / (ingest_ms / 1000));
+  for (const Mode& mode : modes) {
+    const char* key = mode.writers == 1 ? "ingest_batched" : "ingest_batched_two_writers";
+    out[key] = {{"batch", batch},
+                {"writers", mode.writers},
+                {"facts", mode.facts},
+                {"facts_per_second", mode.facts / (mode.ms / 1000)},
+                {"encode_ms_per_fact", mode.encode_ms / mode.facts}};
+    std::fprintf(stderr, "batched ingest, %d writer(s): %.0f facts/s\n", mode.writers, mode.facts / (mode.ms / 1000));
+  }
   measure_search(std::to_string(total_facts).c_str());
   measure_deletes(std::to_string(total_facts).c_str(), 10);
 

@@ -1,7 +1,11 @@
 #include "retriever/fact_encoder.h"
 
 #include <algorithm>
+#include <atomic>
 #include <numeric>
+#include <string>
+#include <thread>
+#include <utility>
 
 #include "lm/scorer.h"
 #include "memory/fact_store.h"
@@ -38,29 +42,32 @@ Status EncodeFacts(LanguageModel& model, const std::vector<FactText>& facts, con
                                      " tokens; at most " + std::to_string(kMaxFactEntries + 1) + " are allowed");
     }
   }
-  torch::InferenceMode inference;
-  // Short facts by length, so a batch pads little.
+  // Short facts by length, so a batch pads little. A fact of n tokens runs its first n - 1 only: the last
+  // token is a value, never a context (causal attention: the keys before it do not depend on it).
   std::vector<size_t> order(facts.size());
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(),
                    [&](size_t a, size_t b) { return (*out)[a].tokens.size() < (*out)[b].tokens.size(); });
+  auto contexts = [&](size_t i) { return static_cast<int64_t>((*out)[order[i]].tokens.size()) - 1; };
+  // Batches [begin, end) of `order`: grown while the padded size (longest x count) stays within budget.
+  std::vector<std::pair<size_t, size_t>> batches;
   size_t next = 0;
-  while (next < order.size()) {
-    NewFact& first = (*out)[order[next]];
-    if (static_cast<int64_t>(first.tokens.size()) > context) break;  // the rest are long
-    // Grow the batch while the padded size (longest x count) stays within budget.
+  while (next < order.size() && contexts(next) <= context) {
     size_t end = next + 1;
-    while (end < order.size()) {
-      const int64_t len = static_cast<int64_t>((*out)[order[end]].tokens.size());
-      if (len > context || len * static_cast<int64_t>(end + 1 - next) > options.batch_tokens) break;
+    while (end < order.size() && contexts(end) <= context &&
+           contexts(end) * static_cast<int64_t>(end + 1 - next) <= options.batch_tokens) {
       ++end;
     }
-    const int64_t longest = static_cast<int64_t>((*out)[order[end - 1]].tokens.size());
-    const int64_t batch = static_cast<int64_t>(end - next);
+    batches.emplace_back(next, end);
+    next = end;
+  }
+  auto encode_batch = [&](size_t begin, size_t end) {
+    const int64_t longest = contexts(end - 1);
+    const int64_t batch = static_cast<int64_t>(end - begin);
     std::vector<int64_t> ids(static_cast<size_t>(batch * longest), 0);
     for (int64_t b = 0; b < batch; ++b) {
-      const auto& t = (*out)[order[next + b]].tokens;
-      std::copy(t.begin(), t.end(), ids.begin() + b * longest);
+      const auto& t = (*out)[order[begin + b]].tokens;
+      std::copy(t.begin(), t.end() - 1, ids.begin() + b * longest);
     }
     ForwardOptions forward;
     forward.want_knn_key = true;
@@ -68,12 +75,36 @@ Status EncodeFacts(LanguageModel& model, const std::vector<FactText>& facts, con
     forward.want_hidden = false;  // the keys only: the last block's MLP and ln_f are skipped
     ForwardResult r = model.net->Forward(torch::tensor(ids, torch::kLong).view({batch, longest}), forward);
     for (int64_t b = 0; b < batch; ++b) {
-      NewFact& f = (*out)[order[next + b]];
-      const int64_t n = static_cast<int64_t>(f.tokens.size());
-      StoreKeys(r.knn_key[b].slice(0, 0, n - 1), &f.keys);
+      NewFact& f = (*out)[order[begin + b]];
+      StoreKeys(r.knn_key[b].slice(0, 0, static_cast<int64_t>(f.tokens.size()) - 1), &f.keys);
     }
-    next = end;
+  };
+  const size_t threads = std::min(batches.size(), static_cast<size_t>(std::max(1, options.threads)));
+  if (threads <= 1) {
+    torch::InferenceMode inference;
+    for (const auto& [begin, end] : batches) encode_batch(begin, end);
+  } else {
+    // Each thread takes the next batch; batches write disjoint facts. (Inference mode is per thread.)
+    std::atomic<size_t> taken{0};
+    std::vector<std::string> failures(threads);
+    std::vector<std::thread> pool;
+    for (size_t w = 0; w < threads; ++w) {
+      pool.emplace_back([&, w] {
+        try {
+          torch::InferenceMode inference;
+          for (size_t i = taken++; i < batches.size(); i = taken++) encode_batch(batches[i].first, batches[i].second);
+        } catch (const std::exception& e) {
+          failures[w] = e.what();
+          taken = batches.size();
+        }
+      });
+    }
+    for (std::thread& t : pool) t.join();
+    for (const std::string& f : failures) {
+      if (!f.empty()) return Status::Internal("encoding facts: " + f);
+    }
   }
+  torch::InferenceMode inference;
   for (; next < order.size(); ++next) {
     NewFact& f = (*out)[order[next]];
     const int64_t dim = model.config.n_embd;

@@ -3,10 +3,13 @@
 // `mnemo datastore build`, stored as fp16) with value t[p+1]: scoring the fact's own text finds, at
 // every position, an entry at distance 0 that predicts the next token.
 //
-// Texts up to the context window run together in padded batches (causal attention: padding on the right
-// cannot change earlier positions); longer texts use the strided windows of the scorer.
+// Texts up to the context window (plus their last token, which is only a value) run together in padded
+// batches (causal attention: padding on the right cannot change earlier positions); longer texts use the
+// strided windows of the scorer.
 //
 // Thread-safety: only reads the model; may run concurrently with scoring.
+//
+// A fact of n tokens runs its first n - 1 through the model: the last token is only a value.
 #pragma once
 
 #include <string>
@@ -25,6 +28,9 @@ struct FactText {
 
 struct FactEncodeOptions {
   int64_t batch_tokens = 4096;  // Padded tokens per forward pass.
+  // Threads running forward passes side by side, one batch each (each with LibTorch's current intra-op
+  // thread count). The keys do not depend on it: a batch's passes are the same whichever thread runs them.
+  int threads = 1;
 };
 
 // InvalidArgument naming the fact for a text of fewer than 2 tokens or with more than kMaxFactEntries

@@ -85,6 +85,7 @@ Status StateService::OpenStore(const std::string& dir, LanguageModel* model, con
                                const StateOptions& options, std::unique_ptr<StateService>* out) {
   std::unique_ptr<StateService> service(new StateService());
   service->model_ = model;
+  service->encode_threads_ = options.encode_threads;
   FactStoreOptions store_options = options.store;
   store_options.expected_model_fingerprint = fingerprint;
   MNEMO_RETURN_IF_ERROR(FactStore::Open(dir, store_options, &service->store_));
@@ -124,7 +125,9 @@ Status StateService::AddFacts(const std::vector<FactText>& facts, std::vector<in
                               const ActionRecord* action) {
   if (copies < 1) return Status::InvalidArgument("copies must be at least 1");
   std::vector<NewFact> encoded;
-  MNEMO_RETURN_IF_ERROR(EncodeFacts(*model_, facts, FactEncodeOptions(), &encoded));
+  FactEncodeOptions encode;
+  encode.threads = encode_threads_;
+  MNEMO_RETURN_IF_ERROR(EncodeFacts(*model_, facts, encode, &encoded));
   if (copies > 1) {
     std::vector<NewFact> repeated;
     repeated.reserve(encoded.size() * copies);

@@ -29,6 +29,9 @@ struct StateOptions {
   // The memories' IVF search (memory/layer_memories.h), used where the model has a memory index.
   int64_t memory_nprobe = 8;
   int64_t memory_ivf_from = 16384;  // 0: exact search always (the index is not loaded)
+  // AddFacts' encoding threads (FactEncodeOptions::threads). The server keeps 1 (its workers already run
+  // requests side by side); `mnemo facts add` gives one per core for a large file.
+  int encode_threads = 1;
 };
 
 // Evidence that a document deleted from a memory left no trace (StateService::VerifyMemoryDocumentDeleted).
@@ -117,6 +120,7 @@ class StateService {
   std::unique_ptr<FactStore> store_;
   std::unique_ptr<LayerMemories> memories_;
   std::string dir_;
+  int encode_threads_ = 1;
 };
 
 }  // namespace mnemo

@@ -415,7 +415,11 @@ TEST_F(CliTest, FactsAddScoreDeleteVerifyFsck) {
   testing::WriteFileOrDie(d.File("facts.jsonl"), "{\"text\": \"Alpha is a letter.\", \"client_id\": \"u1\"}\n"
                                         "{\"text\": \"Beta follows alpha.\", \"client_id\": \"u1\"}\n"
                                         "{\"text\": \"Gamma is third.\", \"client_id\": \"u2\"}\n");
-  ASSERT_EQ(RunCommand(Mnemo() + " facts add --state " + state + " --jsonl " + d.File("facts.jsonl") + " --json", &out), 0)
+  EXPECT_EQ(RunCommand(Mnemo() + " facts add --state " + state + " --jsonl " + d.File("facts.jsonl") +
+                           " --encode-threads -1 2>&1", &out), 2);
+  EXPECT_NE(out.find("--encode-threads"), std::string::npos) << out;
+  ASSERT_EQ(RunCommand(Mnemo() + " facts add --state " + state + " --jsonl " + d.File("facts.jsonl") +
+                           " --encode-threads 3 --json", &out), 0)
       << out;
   EXPECT_EQ(json::parse(out)["ids"].size(), 3u);
   ASSERT_EQ(RunCommand(Mnemo() + " facts rm --state " + state + " --client-id u1 --json", &out), 0) << out;
