@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 
 #include "util/status.h"
 
@@ -30,10 +31,10 @@ struct DeviceFlatSearchMaker {
                  std::unique_ptr<DeviceFlatSearch>* out) = nullptr;
 };
 
-// Registers the maker VectorIndex uses (the last one registered wins; call at startup, before any
-// EnableGpuSearch). Defined in vector_index_gpu.cc.
+// Registers the maker VectorIndex uses (the last one registered wins; one without `check` and `make`
+// unregisters; call at startup, before any EnableGpuSearch). Defined in vector_index_gpu.cc.
 void RegisterDeviceFlatSearch(const DeviceFlatSearchMaker& maker);
-// The registered maker, or nullptr.
-const DeviceFlatSearchMaker* RegisteredDeviceFlatSearch();
+// A copy of the registered maker; nullopt when none is.
+std::optional<DeviceFlatSearchMaker> RegisteredDeviceFlatSearch();
 
 }  // namespace mnemo

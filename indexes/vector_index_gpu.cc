@@ -30,21 +30,42 @@ namespace mnemo {
 namespace {
 
 std::mutex registry_mu;
-DeviceFlatSearchMaker registered_maker;
-bool maker_registered = false;
+std::optional<DeviceFlatSearchMaker> registered_maker;
 
 }  // namespace
 
 void RegisterDeviceFlatSearch(const DeviceFlatSearchMaker& maker) {
   std::lock_guard lock(registry_mu);
-  registered_maker = maker;
-  maker_registered = maker.check != nullptr && maker.make != nullptr;
+  if (maker.check != nullptr && maker.make != nullptr) {
+    registered_maker = maker;
+  } else {
+    registered_maker.reset();
+  }
 }
 
-const DeviceFlatSearchMaker* RegisteredDeviceFlatSearch() {
+std::optional<DeviceFlatSearchMaker> RegisteredDeviceFlatSearch() {
   std::lock_guard lock(registry_mu);
-  return maker_registered ? &registered_maker : nullptr;
+  return registered_maker;
 }
+
+namespace {
+
+#if !MNEMO_FAISS_GPU
+// The registered maker, checked for `device`: the FailedPrecondition of CheckGpuDevice when none can run.
+Status UsableMaker(int device, DeviceFlatSearchMaker* out) {
+  std::optional<DeviceFlatSearchMaker> maker = RegisteredDeviceFlatSearch();
+  if (!maker) return Status::FailedPrecondition(VectorIndex::kNoGpuSearchSupport);
+  Status s = maker->check(device);
+  if (!s.ok()) {
+    return Status::FailedPrecondition(std::string(VectorIndex::kNoGpuSearchSupport) + ", and " + maker->name +
+                                      " cannot run: " + s.message());
+  }
+  *out = *maker;
+  return Status::OK();
+}
+#endif
+
+}  // namespace
 
 const char* const VectorIndex::kNoGpuSearchSupport =
     "this build has no FAISS GPU support (configure with -DMNEMO_FAISS_GPU=ON on a machine with faiss/gpu "
@@ -55,19 +76,19 @@ Status VectorIndex::CheckGpuDevice(int device) {
 #if MNEMO_FAISS_GPU
   return GpuSearchCopy::CheckDevice(device);
 #else
-  const DeviceFlatSearchMaker* maker = RegisteredDeviceFlatSearch();
-  if (maker == nullptr) return Status::FailedPrecondition(kNoGpuSearchSupport);
-  Status s = maker->check(device);
-  if (!s.ok()) {
-    return Status::FailedPrecondition(std::string(kNoGpuSearchSupport) + ", and " + maker->name +
-                                      " cannot run: " + s.message());
-  }
-  return Status::OK();
+  DeviceFlatSearchMaker maker;
+  return UsableMaker(device, &maker);
 #endif
 }
 
 Status VectorIndex::EnableGpuSearch(int device) {
+#if MNEMO_FAISS_GPU
   MNEMO_RETURN_IF_ERROR(CheckGpuDevice(device));
+#else
+  if (device < 0) return CheckGpuDevice(device);
+  DeviceFlatSearchMaker maker;  // one lookup: the maker checked is the one used
+  MNEMO_RETURN_IF_ERROR(UsableMaker(device, &maker));
+#endif
   Rep& rep = *rep_;
   std::unique_lock lock(rep.mu);
   if (!rep.index->is_trained) {
@@ -82,15 +103,14 @@ Status VectorIndex::EnableGpuSearch(int device) {
   MNEMO_RETURN_IF_ERROR(GpuSearchCopy::Create(source, device, &copy));
   rep.gpu = std::move(copy);
 #else
-  const DeviceFlatSearchMaker* maker = RegisteredDeviceFlatSearch();
   if (rep.flat == nullptr || rep.metric != Metric::kL2) {
-    return Status::FailedPrecondition("\"" + rep.spec_string + "\": " + maker->name +
+    return Status::FailedPrecondition("\"" + rep.spec_string + "\": " + maker.name +
                                       " searches L2 Flat indexes only; IVF and inner-product indexes need a "
                                       "FAISS GPU build (-DMNEMO_FAISS_GPU=ON)");
   }
   const auto* flat = static_cast<const faiss::IndexFlat*>(rep.flat->index);
   std::unique_ptr<DeviceFlatSearch> copy;
-  MNEMO_RETURN_IF_ERROR(maker->make(flat->get_xb(), flat->ntotal, flat->d, device, &copy));
+  MNEMO_RETURN_IF_ERROR(maker.make(flat->get_xb(), flat->ntotal, flat->d, device, &copy));
   rep.device_flat = std::move(copy);
 #endif
   rep.gpu_device = device;

@@ -29,7 +29,9 @@ void ExpectSameNeighbours(const Results& got, const Results& want, int64_t n, in
       const float w = want.distances[i];
       ASSERT_NEAR(got.distances[i], w, 1e-5f * std::max(1.0f, std::fabs(w))) << "query " << q << " rank " << j;
       const bool tied = (j > 0 && want.distances[i - 1] == w) || (j + 1 < k && want.distances[i + 1] == w);
-      if (!tied) EXPECT_EQ(got.ids[i], want.ids[i]) << "query " << q << " rank " << j;
+      if (!tied) {
+        EXPECT_EQ(got.ids[i], want.ids[i]) << "query " << q << " rank " << j;
+      }
     }
   }
 }
