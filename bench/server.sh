@@ -12,7 +12,7 @@ out=data/bench-server
 port=8091
 mkdir -p $out
 rm -rf $out/state
-$mnemo init --state $out/state --model data/models/default --datastore data/datastores/gcide-1m >/dev/null
+$mnemo init --state $out/state --model data/models/default --datastore data/datastores/gcide-1m-ivf4096pq32 >/dev/null
 
 start=$(date +%s.%N)
 $mnemo serve --state $out/state --port $port --workers "$workers" --queue 64 --no-log --k 64 --nprobe 8 \
