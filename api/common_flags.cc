@@ -65,8 +65,9 @@ void RegisterWindowFlags(CLI::App* app, WindowOptions* window) {
                   "Stride in tokens (default: window / 2; at most window - 1 is used, so consecutive windows share "
                   "a token)")
       ->check(CLI::PositiveNumber);
-  app->add_option("--batch-size", window->batch_size, "Windows per forward pass")->capture_default_str()
-      ->check(CLI::PositiveNumber);
+  app->add_option("--batch-size", window->batch_size,
+                  "Windows per forward pass (default 0: as many as fill 1,024 tokens)")
+      ->check(CLI::NonNegativeNumber);
 }
 
 Status KnnFlags::Open(LanguageModel& model, std::unique_ptr<KnnMemory>* out) const {

@@ -1,6 +1,10 @@
 #include "lm/gpt.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <vector>
 
 namespace mnemo {
 namespace {
@@ -8,6 +12,43 @@ namespace {
 // The memory branch's initial per-head scale of cosine similarities (its queries and keys are unit
 // vectors, so 1/sqrt(head_dim) would make its softmax nearly uniform; 10 lets a near-duplicate key win).
 constexpr float kInitialMemoryScale = 10.0f;
+
+// Causal attention over at least kTiledAttentionFrom keys with more than AttentionTile() queries (a
+// scoring window or a prompt at GPT-2's sizes) runs in blocks of AttentionTile() queries. Shorter
+// sequences (the default model's 128-token windows, one decoding step) keep the single product.
+// MNEMO_ATTENTION_TILE=N sets the block (0: never tile), for benchmarks that compare the two.
+constexpr int64_t kTiledAttentionFrom = 256;
+
+int64_t AttentionTile() {
+  static const int64_t tile = [] {
+    const char* env = std::getenv("MNEMO_ATTENTION_TILE");
+    return env != nullptr ? std::max<int64_t>(0, std::atoll(env)) : int64_t{128};
+  }();
+  return tile;
+}
+
+torch::Tensor TiledCausalAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                   int64_t past) {
+  // Blocks of AttentionTile() queries: block [i0, i1) sees keys 0 .. past + i1 - 1 only, so the scores
+  // above the diagonal band are never computed (about half of them for a full window) and each block's
+  // scores stay small enough for the cache. The same softmax as the full product: the columns it skips are
+  // the ones masked to -inf there.
+  const int64_t T = q.size(2);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
+  std::vector<torch::Tensor> blocks;
+  const int64_t tile = AttentionTile();
+  blocks.reserve(static_cast<size_t>((T + tile - 1) / tile));
+  for (int64_t i0 = 0; i0 < T; i0 += tile) {
+    const int64_t i1 = std::min(T, i0 + tile), end = past + i1;
+    torch::Tensor scores = torch::matmul(q.slice(2, i0, i1), k.slice(2, 0, end).transpose(-2, -1)) * scale;
+    // Row r (query past + i0 + r) sees keys 0 .. past + i0 + r.
+    auto mask = torch::ones({i1 - i0, end}, torch::TensorOptions().dtype(torch::kBool).device(q.device()))
+                    .triu(past + i0 + 1);
+    scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
+    blocks.push_back(torch::matmul(torch::softmax(scores, -1), v.slice(2, 0, end)));
+  }
+  return torch::cat(blocks, 2);
+}
 
 }  // namespace
 
@@ -50,19 +91,24 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, torch::Te
   }
   if (past_k != nullptr) *past_k = k, *past_v = v;
   const int64_t S = past + T;
-  auto att = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(D)));
-  if (T > 1) {
-    // Query i (absolute position past + i) sees keys 0 .. past + i.
-    auto mask = torch::ones({T, S}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(past + 1);
-    att = att.masked_fill(mask, -std::numeric_limits<float>::infinity());
-  }
   const bool use_memory = memorizing && memory != nullptr && memory->memory != nullptr;
+  torch::Tensor att;  // all T x S scores; undefined when the tiled path computes them block by block
+  if (use_memory || AttentionTile() == 0 || T <= AttentionTile() || S < kTiledAttentionFrom) {
+    att = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(D)));
+    if (T > 1) {
+      // Query i (absolute position past + i) sees keys 0 .. past + i.
+      auto mask = torch::ones({T, S}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(past + 1);
+      att = att.masked_fill(mask, -std::numeric_limits<float>::infinity());
+    }
+  }
   torch::Tensor y;
   if (use_memory) {
     y = AttendWithMemory(q, k, v, att, *memory);
     if (memory->write) WriteMemory(k_new, v_new, past, *memory);
-  } else {
+  } else if (att.defined()) {
     y = torch::matmul(torch::softmax(att, -1), v);
+  } else {
+    y = TiledCausalAttention(q, k, v, past);
   }
   return c_proj(y.transpose(1, 2).reshape({B, T, n_embd}));
 }

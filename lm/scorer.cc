@@ -68,11 +68,17 @@ Status ForEachScoredBatch(Gpt& net, const std::vector<int32_t>& ids, const Windo
   MNEMO_RETURN_IF_ERROR(PlanWindows(static_cast<int64_t>(ids.size()), net->config().n_positions, options, &windows));
   torch::InferenceMode inference;
   // With a memory every batch row would read its own lane: one window at a time, all reading lane 0.
-  const int64_t batch = request.memory != nullptr ? 1 : std::max<int64_t>(1, options.batch_size);
+  const int64_t window = options.window > 0 ? options.window : net->config().n_positions;
+  const int64_t batch = request.memory != nullptr ? 1
+                        : options.batch_size > 0 ? options.batch_size
+                                                 : std::max<int64_t>(1, kScoringBatchTokens / window);
   ForwardOptions forward;
   forward.want_knn_key = request.knn_keys;
-  forward.want_logits = request.logprobs;
-  forward.want_hidden = false;  // spans carry log-probabilities and keys only
+  // The head runs on each span's scored positions only (a window after the first scores half its
+  // positions): the pass returns ln_f's output, left on the model's device for the head.
+  forward.want_logits = false;
+  forward.want_hidden = request.logprobs;
+  forward.keep_on_device = true;
   if (request.memory != nullptr) {
     if (!net->config().has_memory()) return Status::InvalidArgument("the model has no memory layer to read a memory with");
     forward.memory.memory = request.memory;
@@ -107,8 +113,10 @@ Status ForEachScoredBatch(Gpt& net, const std::vector<int32_t>& ids, const Windo
       ScoredSpan& span = spans[r];
       span.first_target = w.end - w.score_count;
       span.count = w.score_count;
-      if (request.logprobs) span.logprobs = torch::log_softmax(out.logits[r].slice(0, p0, len - 1), -1);
-      if (request.knn_keys) span.knn_keys = out.knn_key[r].slice(0, p0, len - 1);
+      if (request.logprobs) {
+        span.logprobs = torch::log_softmax(net->Logits(out.hidden[r].slice(0, p0, len - 1)), -1).to(torch::kCPU);
+      }
+      if (request.knn_keys) span.knn_keys = out.knn_key[r].slice(0, p0, len - 1).to(torch::kCPU);
     }
     first = last;
     if (!options.overlap) {

@@ -24,10 +24,14 @@ Status CheckScorable(const GptConfig& config, const std::vector<int32_t>& ids);
 // ids.size() must be in [1, n_positions]; longer input is an InvalidArgument error.
 Status ScoreIds(Gpt& net, const std::vector<int32_t>& ids, std::vector<float>* logprobs);
 
+constexpr int64_t kScoringBatchTokens = 1024;
+
 struct WindowOptions {
   int64_t window = 0;      // 0: the model's n_positions; at least 2.
   int64_t stride = 0;      // 0: window / 2; at most window (window - 1 is used for window).
-  int64_t batch_size = 8;  // Windows scored together.
+  // Windows scored together; 0: as many as fill kScoringBatchTokens (8 of the default model's 128-token
+  // windows, 1 of GPT-2's 1,024: larger passes only spill the cache and map fresh pages).
+  int64_t batch_size = 0;
   // ForEachScoredSpan runs the callback for one batch on a second thread while the model computes the next
   // batch (two batches in flight), so a costly callback (the kNN-LM's searches) overlaps the model instead of
   // adding to it. The callback still sees the spans in order, never concurrently with itself.
