@@ -82,6 +82,14 @@ class Gpt:
         return logits.log_softmax(-1), key
 
 
+def mnemo_token_ids(mnemo, model_dir, text_file):
+    """The text's token ids from `mnemo tokenize` (so both sides score the same tokens)."""
+    text = open(text_file, encoding="utf-8").read()
+    tok = subprocess.run([mnemo, "tokenize", "--tokenizer", model_dir], input=json.dumps({"text": text}) + "\n",
+                         capture_output=True, text=True, check=True)
+    return json.loads(tok.stdout)["ids"]
+
+
 def windows(n, window):
     """mnemo's plan: stride window/2, consecutive windows share a token, token 0 is never scored."""
     step, out, scored_until, begin = max(1, window // 2), [], 1, 0
@@ -107,10 +115,7 @@ def main():
         torch.set_num_threads(a.threads)
         faiss.omp_set_num_threads(a.threads)
 
-    text = open(a.text_file, encoding="utf-8").read()
-    tok = subprocess.run([a.mnemo, "tokenize", "--tokenizer", a.model], input=json.dumps({"text": text}) + "\n",
-                         capture_output=True, text=True, check=True)
-    ids = json.loads(tok.stdout)["ids"]
+    ids = mnemo_token_ids(a.mnemo, a.model, a.text_file)
     model = Gpt(a.model)
     manifest = json.load(open(os.path.join(a.datastore, "manifest.json")))
     keys = np.fromfile(os.path.join(a.datastore, "keys.f16"), dtype=np.float16).astype(np.float32)

@@ -5,12 +5,12 @@ pass. Also times PyTorch's sgemm on this machine at a GPT-2 layer's shape, so a 
 linear layers' FLOPs allow. A benchmark peer only; Debian's python3-torch (/usr/bin/python3).
 Usage: bench/lm_peer.py --model M --text-file T [--mnemo build/mnemo] [--threads N] [--batch 1]
 Prints one JSON line."""
-import argparse, json, math, os, subprocess, sys, time
+import argparse, json, math, os, sys, time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from knnlm_peer import Gpt, windows  # noqa: E402
+from knnlm_peer import Gpt, mnemo_token_ids, windows  # noqa: E402
 
 
 def sgemm_gflops(n=1024, c=768):
@@ -36,10 +36,7 @@ def main():
     a = ap.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
-    text = open(a.text_file, encoding="utf-8").read()
-    tok = subprocess.run([a.mnemo, "tokenize", "--tokenizer", a.model], input=json.dumps({"text": text}) + "\n",
-                         capture_output=True, text=True, check=True)
-    ids = json.loads(tok.stdout)["ids"]
+    ids = mnemo_token_ids(a.mnemo, a.model, a.text_file)
     model = Gpt(a.model)
     plan = windows(len(ids), model.cfg["n_positions"])
     nll, scored = 0.0, 0
