@@ -1,7 +1,6 @@
 #include "lm/documents.h"
 
 #include <algorithm>
-#include <atomic>
 #include <filesystem>
 #include <system_error>
 #include <thread>
@@ -11,6 +10,7 @@
 #include "lm/corpus.h"
 #include "lm/tokenizer.h"
 #include "util/file_util.h"
+#include "util/parallel.h"
 
 namespace mnemo {
 
@@ -60,15 +60,8 @@ Status ReadDocuments(const std::string& path, std::vector<Document>* out) {
 
 std::vector<std::vector<int32_t>> EncodeDocuments(const Tokenizer& tokenizer, const std::vector<Document>& documents) {
   std::vector<std::vector<int32_t>> out(documents.size());
-  std::atomic<size_t> next{0};
-  std::vector<std::thread> threads;
   const size_t workers = std::max(1u, std::min<unsigned>(std::thread::hardware_concurrency(), 16));
-  for (size_t w = 0; w < workers; ++w) {
-    threads.emplace_back([&] {
-      for (size_t i; (i = next++) < documents.size();) out[i] = tokenizer.Encode(documents[i].text);
-    });
-  }
-  for (auto& t : threads) t.join();
+  ParallelFor(documents.size(), workers, [&](size_t i) { out[i] = tokenizer.Encode(documents[i].text); });
   return out;
 }
 

@@ -27,27 +27,31 @@ int64_t AttentionTile() {
   return tile;
 }
 
-torch::Tensor TiledCausalAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                                   int64_t past) {
-  // Blocks of AttentionTile() queries: block [i0, i1) sees keys 0 .. past + i1 - 1 only, so the scores
-  // above the diagonal band are never computed (about half of them for a full window) and each block's
-  // scores stay small enough for the cache. The same softmax as the full product: the columns it skips are
-  // the ones masked to -inf there.
+// Scaled scores of queries [i0, i1) against the keys they may see, 0 .. past + i1 - 1, the later ones masked
+// to -inf: row r (query past + i0 + r) sees keys 0 .. past + i0 + r. One query needs no mask.
+torch::Tensor CausalScores(const torch::Tensor& q, const torch::Tensor& k, int64_t past, int64_t i0, int64_t i1) {
+  const int64_t end = past + i1;
+  torch::Tensor scores = torch::matmul(q.slice(2, i0, i1), k.slice(2, 0, end).transpose(-2, -1)) *
+                         (1.0 / std::sqrt(static_cast<double>(q.size(3))));
+  if (i1 - i0 == 1) return scores;
+  auto mask = torch::ones({i1 - i0, end}, torch::TensorOptions().dtype(torch::kBool).device(q.device()))
+                  .triu(past + i0 + 1);
+  return scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
+}
+
+// Causal attention in blocks of `tile` queries: block [i0, i1) multiplies by keys 0 .. past + i1 - 1 only,
+// so the scores above the diagonal band are never computed (about half of them for a full window) and each
+// block's scores stay small enough for the cache. The same softmax as one block of all T queries: the
+// columns a block skips are the ones masked to -inf there.
+torch::Tensor CausalAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t past,
+                              int64_t tile) {
   const int64_t T = q.size(2);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
   std::vector<torch::Tensor> blocks;
-  const int64_t tile = AttentionTile();
-  blocks.reserve(static_cast<size_t>((T + tile - 1) / tile));
   for (int64_t i0 = 0; i0 < T; i0 += tile) {
-    const int64_t i1 = std::min(T, i0 + tile), end = past + i1;
-    torch::Tensor scores = torch::matmul(q.slice(2, i0, i1), k.slice(2, 0, end).transpose(-2, -1)) * scale;
-    // Row r (query past + i0 + r) sees keys 0 .. past + i0 + r.
-    auto mask = torch::ones({i1 - i0, end}, torch::TensorOptions().dtype(torch::kBool).device(q.device()))
-                    .triu(past + i0 + 1);
-    scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
-    blocks.push_back(torch::matmul(torch::softmax(scores, -1), v.slice(2, 0, end)));
+    const int64_t i1 = std::min(T, i0 + tile);
+    blocks.push_back(torch::matmul(torch::softmax(CausalScores(q, k, past, i0, i1), -1), v.slice(2, 0, past + i1)));
   }
-  return torch::cat(blocks, 2);
+  return blocks.size() == 1 ? blocks[0] : torch::cat(blocks, 2);
 }
 
 }  // namespace
@@ -92,23 +96,13 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, torch::Te
   if (past_k != nullptr) *past_k = k, *past_v = v;
   const int64_t S = past + T;
   const bool use_memory = memorizing && memory != nullptr && memory->memory != nullptr;
-  torch::Tensor att;  // all T x S scores; undefined when the tiled path computes them block by block
-  if (use_memory || AttentionTile() == 0 || T <= AttentionTile() || S < kTiledAttentionFrom) {
-    att = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(D)));
-    if (T > 1) {
-      // Query i (absolute position past + i) sees keys 0 .. past + i.
-      auto mask = torch::ones({T, S}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(past + 1);
-      att = att.masked_fill(mask, -std::numeric_limits<float>::infinity());
-    }
-  }
   torch::Tensor y;
   if (use_memory) {
-    y = AttendWithMemory(q, k, v, att, *memory);
+    y = AttendWithMemory(q, k, v, CausalScores(q, k, past, 0, T), *memory);
     if (memory->write) WriteMemory(k_new, v_new, past, *memory);
-  } else if (att.defined()) {
-    y = torch::matmul(torch::softmax(att, -1), v);
   } else {
-    y = TiledCausalAttention(q, k, v, past);
+    const bool tiled = AttentionTile() > 0 && T > AttentionTile() && S >= kTiledAttentionFrom;
+    y = CausalAttention(q, k, v, past, tiled ? AttentionTile() : T);
   }
   return c_proj(y.transpose(1, 2).reshape({B, T, n_embd}));
 }

@@ -17,6 +17,7 @@
 #include "lm/memory_scorer.h"
 #include "util/file_util.h"
 #include "util/hash.h"
+#include "util/parallel.h"
 #include "util/progress.h"
 
 namespace mnemo {
@@ -61,16 +62,9 @@ std::vector<int32_t> ParallelEncode(const BpeTokenizer& tok, const std::string& 
   }
   cuts.push_back(text.size());
   std::vector<std::vector<int32_t>> parts(cuts.size() - 1);
-  std::vector<std::thread> threads;
-  std::atomic<size_t> next{0};
-  for (size_t w = 0; w < workers; ++w) {
-    threads.emplace_back([&] {
-      for (size_t i; (i = next++) < parts.size();) {
-        parts[i] = tok.Encode(std::string_view(text).substr(cuts[i], cuts[i + 1] - cuts[i]));
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
+  ParallelFor(parts.size(), workers, [&](size_t i) {
+    parts[i] = tok.Encode(std::string_view(text).substr(cuts[i], cuts[i + 1] - cuts[i]));
+  });
   std::vector<int32_t> all;
   for (auto& p : parts) all.insert(all.end(), p.begin(), p.end());
   return all;

@@ -1,15 +1,14 @@
 #include "retriever/fact_encoder.h"
 
 #include <algorithm>
-#include <atomic>
 #include <numeric>
 #include <string>
-#include <thread>
 #include <utility>
 
 #include "lm/scorer.h"
 #include "memory/fact_store.h"
 #include "util/half.h"
+#include "util/parallel.h"
 
 namespace mnemo {
 namespace {
@@ -79,30 +78,14 @@ Status EncodeFacts(LanguageModel& model, const std::vector<FactText>& facts, con
       StoreKeys(r.knn_key[b].slice(0, 0, static_cast<int64_t>(f.tokens.size()) - 1), &f.keys);
     }
   };
-  const size_t threads = std::min(batches.size(), static_cast<size_t>(std::max(1, options.threads)));
-  if (threads <= 1) {
-    torch::InferenceMode inference;
-    for (const auto& [begin, end] : batches) encode_batch(begin, end);
-  } else {
-    // Each thread takes the next batch; batches write disjoint facts. (Inference mode is per thread.)
-    std::atomic<size_t> taken{0};
-    std::vector<std::string> failures(threads);
-    std::vector<std::thread> pool;
-    for (size_t w = 0; w < threads; ++w) {
-      pool.emplace_back([&, w] {
-        try {
-          torch::InferenceMode inference;
-          for (size_t i = taken++; i < batches.size(); i = taken++) encode_batch(batches[i].first, batches[i].second);
-        } catch (const std::exception& e) {
-          failures[w] = e.what();
-          taken = batches.size();
-        }
-      });
-    }
-    for (std::thread& t : pool) t.join();
-    for (const std::string& f : failures) {
-      if (!f.empty()) return Status::Internal("encoding facts: " + f);
-    }
+  // Batches write disjoint facts, so they may run side by side. (Inference mode is per thread.)
+  try {
+    ParallelFor(batches.size(), static_cast<size_t>(std::max(1, options.threads)), [&](size_t i) {
+      torch::InferenceMode inference;
+      encode_batch(batches[i].first, batches[i].second);
+    });
+  } catch (const std::exception& e) {
+    return Status::Internal(std::string("encoding facts: ") + e.what());
   }
   torch::InferenceMode inference;
   for (; next < order.size(); ++next) {
