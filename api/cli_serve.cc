@@ -55,6 +55,10 @@ void RegisterServeCommand(CLI::App& app, Command* selected) {
       ->check(CLI::ExistingFile);
   serve->add_option("--workers", o.threads, "Model worker threads (the cores are divided among them)")
       ->capture_default_str()->check(CLI::Range(1, 64));
+  serve->add_option("--batch-slots", o.batch_slots,
+                    "Completions decoded together, joining the running batch at its next step (0: each alone on "
+                    "a worker)")
+      ->capture_default_str()->check(CLI::Range(0, 256));
   serve->add_option("--queue", o.queue, "Requests that may wait for a worker before 503")->capture_default_str()
       ->check(CLI::Range(1, 100000));
   serve->add_option("--http-threads", o.http_threads,

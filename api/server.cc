@@ -271,6 +271,21 @@ Status Server::Impl::Load() {
   memory = std::make_unique<TimedMemory>(
       *store, metrics.GetHistogram("mnemo_retrieval_seconds", "kNN search time per call (datastore + facts)",
                                    DefaultLatencyBuckets()));
+  if (options.batch_slots > 0) {
+    BatcherOptions batching;
+    batching.slots = options.batch_slots;
+    batching.queue = options.queue;
+    batcher = std::make_unique<CompletionBatcher>(*model, memory.get(), batching);
+    CompletionBatcher* b = batcher.get();
+    metrics.AddGaugeCallback("mnemo_decode_steps", "Batched decoding steps so far (one forward pass each)",
+                             [b] { return static_cast<double>(b->stats().steps); });
+    metrics.AddGaugeCallback("mnemo_decode_step_rows", "Sequences advanced by batched decoding steps so far",
+                             [b] { return static_cast<double>(b->stats().rows); });
+    metrics.AddGaugeCallback("mnemo_decode_active", "Completions holding a decoding slot",
+                             [b] { return static_cast<double>(b->stats().active); });
+    metrics.AddGaugeCallback("mnemo_decode_waiting", "Completions waiting for a decoding slot",
+                             [b] { return static_cast<double>(b->stats().waiting); });
+  }
   CleanAuditScratch();
   model_id = std::filesystem::path(store->config().model_path).filename().string();
   if (model_id.empty()) model_id = "mnemo";
@@ -546,6 +561,7 @@ Status Server::Run() {
   if (!served.ok()) std::fprintf(stderr, "mnemo serve: the listener failed: %s\n", served.ToString().c_str());
   m.loader.join();
   m.StopAudits();
+  m.batcher.reset();  // ends what still decodes (Stop drained in-flight requests first)
   m.work->Shutdown();
   m.work.reset();  // joins the workers after they finish what was queued
   if (m.store != nullptr) MNEMO_RETURN_IF_ERROR(m.store->Close());

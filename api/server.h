@@ -30,6 +30,9 @@ struct ServeOptions {
   int port = 8080;                    // 0: any free port (Bind reports it).
   std::string api_key_file;           // Empty: no authentication, loopback only.
   int threads = 2;                    // Model workers.
+  // Completions decoded together by one decoding thread (retriever/completion_batcher.h): requests join
+  // the running batch at its next step. 0: each completion runs alone on a worker, as scoring does.
+  int batch_slots = 16;
   size_t queue = 32;                  // Requests waiting for a worker before 503.
   int http_threads = 16;              // Run requests, write responses (idle connections hold none).
   size_t max_body_bytes = 1 << 20;    // Decoded request body, however it is framed (413 past it).

@@ -239,12 +239,47 @@ void Server::Impl::HandleCompletions(const httplib::Request& req, httplib::Respo
   const std::string id = CompletionId();
   const int64_t created = UnixSeconds();
 
+  // Completions join the decoding batch unless they read a layer memory (Complete runs those on a worker).
+  const bool batched = batcher != nullptr && !layer_memory;
+  auto refuse_full = [&] {
+    res.set_header("Retry-After", "1");
+    SendError(res, {503, "server is busy: the work queue is full; retry shortly", "overloaded"});
+  };
+
   if (!params.stream) {
     CompletionResult result;
     Status run;
-    if (!RunOnWorker(res, [&](const std::atomic<bool>& cancel) {
-          run = Complete(*model, memory.get(), params.request, nullptr, &cancel, &result);
-        })) {
+    if (batched) {
+      struct Waiter {
+        std::mutex mu;
+        std::condition_variable finished;
+        bool done = false;
+        Status status;
+        CompletionResult result;
+      };
+      auto waiter = std::make_shared<Waiter>();
+      auto cancel = std::make_shared<std::atomic<bool>>(false);
+      const Status queued = batcher->Submit(params.request, nullptr, cancel,
+                                            [waiter](const Status& status, CompletionResult r) {
+                                              std::lock_guard<std::mutex> lock(waiter->mu);
+                                              waiter->status = status;
+                                              waiter->result = std::move(r);
+                                              waiter->done = true;
+                                              waiter->finished.notify_all();
+                                            });
+      if (queued.IsFailedPrecondition()) return refuse_full();
+      if (!queued.ok()) return SendError(res, ErrorFromStatus(queued));
+      std::unique_lock<std::mutex> lock(waiter->mu);
+      if (!waiter->finished.wait_for(lock, std::chrono::duration<double>(options.request_timeout_s),
+                                     [&] { return waiter->done; })) {
+        *cancel = true;  // ends it at its next step, or before it starts: Cancelled, answered 504
+        waiter->finished.wait(lock, [&] { return waiter->done; });
+      }
+      run = waiter->status;
+      result = std::move(waiter->result);
+    } else if (!RunOnWorker(res, [&](const std::atomic<bool>& cancel) {
+                 run = Complete(*model, memory.get(), params.request, nullptr, &cancel, &result);
+               })) {
       return;
     }
     if (!run.ok()) return SendError(res, ErrorFromStatus(run));
@@ -294,47 +329,54 @@ void Server::Impl::HandleCompletions(const httplib::Request& req, httplib::Respo
     channel->ready.notify_one();
   };
   const CompletionRequest request = params.request;
-  const bool queued = work->TrySubmit([this, channel, push, request, id, created, admin, layer_memory] {
-    CompletionResult result;
+  CompletionEventFn on_event = [this, channel, push, id, created, admin](const CompletionEvent& e) {
     const Tokenizer& tokenizer = *model->tokenizer;
-    Status run;
-    try {
-      run = Complete(*model, memory.get(), request,
-        [&](const CompletionEvent& e) {
-          Json choice = {{"text", e.text}, {"index", e.choice}, {"logprobs", nullptr},
-                         {"finish_reason", e.finished ? Json(e.finish_reason) : Json(nullptr)}};
-          if (e.logprob != nullptr) {
-            CompletionChoice one;
-            one.logprobs.push_back(*e.logprob);
-            one.text_offset.push_back(0);
-            choice["logprobs"] = LogprobsJson(one, tokenizer);
-            choice["logprobs"].erase("text_offset");
-          }
-          if (e.neighbors != nullptr) choice["neighbors"] = Json::array({NeighborsJson(*e.neighbors, *store, admin)});
-          if (e.memory_hits != nullptr) choice["memory_hits"] = Json::array({MemoryHitsJson(*e.memory_hits, admin)});
-          Json chunk = {{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model_id},
-                        {"choices", Json::array({choice})}};
-          push("data: " + api::Dump(chunk) + "\n\n");
-          return !channel->cancel.load();
-        },
-        &channel->cancel, &result);
-    } catch (const std::exception& e) {
-      run = Status::Internal(e.what());
+    Json choice = {{"text", e.text}, {"index", e.choice}, {"logprobs", nullptr},
+                   {"finish_reason", e.finished ? Json(e.finish_reason) : Json(nullptr)}};
+    if (e.logprob != nullptr) {
+      CompletionChoice one;
+      one.logprobs.push_back(*e.logprob);
+      one.text_offset.push_back(0);
+      choice["logprobs"] = LogprobsJson(one, tokenizer);
+      choice["logprobs"].erase("text_offset");
     }
+    if (e.neighbors != nullptr) choice["neighbors"] = Json::array({NeighborsJson(*e.neighbors, *store, admin)});
+    if (e.memory_hits != nullptr) choice["memory_hits"] = Json::array({MemoryHitsJson(*e.memory_hits, admin)});
+    Json chunk = {{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model_id},
+                  {"choices", Json::array({choice})}};
+    push("data: " + api::Dump(chunk) + "\n\n");
+    return !channel->cancel.load();  // a client that left set it
+  };
+  auto finish = [this, channel, push](const Status& run, int64_t completion_tokens) {
     if (!run.ok() && !run.IsCancelled()) {
       const ApiError e = ErrorFromStatus(run);
       push("data: " + api::Dump({{"error", {{"message", e.message}, {"type", e.type}}}}) + "\n\n");
     }
-    metrics.GetCounter("mnemo_tokens_generated_total", "Tokens generated by completions").Increment(result.completion_tokens);
+    metrics.GetCounter("mnemo_tokens_generated_total", "Tokens generated by completions").Increment(completion_tokens);
     push("data: [DONE]\n\n");
     std::lock_guard<std::mutex> lock(channel->mu);
     channel->done = true;
     channel->ready.notify_one();
-  });
-  if (!queued) {
-    res.set_header("Retry-After", "1");
-    return SendError(res, {503, "server is busy: the work queue is full; retry shortly", "overloaded"});
+  };
+  bool queued = false;
+  if (batched) {
+    const Status s = batcher->Submit(request, on_event, std::shared_ptr<std::atomic<bool>>(channel, &channel->cancel),
+                                     [finish](const Status& run, CompletionResult r) { finish(run, r.completion_tokens); });
+    if (!s.ok() && !s.IsFailedPrecondition()) return SendError(res, ErrorFromStatus(s));
+    queued = s.ok();
+  } else {
+    queued = work->TrySubmit([this, channel, on_event, finish, request] {
+      CompletionResult result;
+      Status run;
+      try {
+        run = Complete(*model, memory.get(), request, on_event, &channel->cancel, &result);
+      } catch (const std::exception& e) {
+        run = Status::Internal(e.what());
+      }
+      finish(run, result.completion_tokens);
+    });
   }
+  if (!queued) return refuse_full();
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider("text/event-stream", [channel](size_t, httplib::DataSink& sink) {
     std::unique_lock<std::mutex> lock(channel->mu);

@@ -22,6 +22,7 @@
 #include "api/server.h"
 #include "lm/checkpoint.h"
 #include "memory/fact_store.h"
+#include "retriever/completion_batcher.h"
 #include "retriever/state_service.h"
 #include "util/metrics.h"
 #include "util/work_queue.h"
@@ -67,6 +68,7 @@ struct Server::Impl {
   LanguageModel* model = nullptr;       // state->model()
   FactStore* store = nullptr;           // state->store()
   std::unique_ptr<KnnMemory> memory;  // the store, timed for the retrieval metric
+  std::unique_ptr<CompletionBatcher> batcher;  // completions decoded together; null with batch_slots 0
 
   // server.cc
   Status Load();

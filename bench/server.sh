@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# HTTP server under load (wrk): /v1/completions with 16 tokens and kNN on at concurrency 1, 4 and 16; the
-# same while facts are added and deleted at ~10/s each; /v1/score tokens/s; time from `mnemo serve` to
-# ready. Uses the default model and datastore that `make serve` builds, on a state of its own.
+# HTTP server under load (wrk): /v1/completions of 16 tokens at concurrency 1, 4 and 16, kNN on and off,
+# each completion alone on a worker (--batch-slots 0) and decoded together (the default); then, batched,
+# completions while facts are added and deleted at ~10/s each; /v1/score tokens/s; time from `mnemo
+# serve` to ready. Uses the default model and datastore that `make serve` builds, on a state of its own.
 # Usage: bench/server.sh [WORKERS=2] [SECONDS=20]      Output: data/bench-server/*.txt
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,19 +15,28 @@ mkdir -p $out
 rm -rf $out/state
 $mnemo init --state $out/state --model data/models/default --datastore data/datastores/gcide-1m-ivf4096pq32 >/dev/null
 
-start=$(date +%s.%N)
-$mnemo serve --state $out/state --port $port --workers "$workers" --queue 64 --no-log --k 64 --nprobe 8 \
-  2> $out/serve.log &
-server=$!
-trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
-until curl -sf localhost:$port/health >/dev/null; do sleep 0.05; done
-echo "time to ready: $(awk "BEGIN{printf \"%.2f\", $(date +%s.%N) - $start}") s" | tee $out/ready.txt
+serve() {  # batch-slots: starts the server and waits for it
+  local start
+  start=$(date +%s.%N)
+  $mnemo serve --state $out/state --port $port --workers "$workers" --queue 64 --no-log --k 64 --nprobe 8 \
+    --batch-slots "$1" 2> $out/serve-$1.log &
+  server=$!
+  until curl -sf localhost:$port/health >/dev/null; do sleep 0.05; done
+  echo "time to ready: $(awk "BEGIN{printf \"%.2f\", $(date +%s.%N) - $start}") s" | tee $out/ready.txt
+}
+stop() { kill -TERM $server 2>/dev/null; wait $server 2>/dev/null || true; }
+trap stop EXIT
 
-cat > $out/completion.lua <<'LUA'
+# Completions of exactly 16 tokens (ignore_eos), temperature 0.8, kNN on (k 64, lambda 0.25) or off.
+for knn in on off; do
+  enabled=$([ $knn = on ] && echo true || echo false)
+  cat > $out/completion-knn-$knn.lua <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"model": "default", "prompt": "Harbour, n. A place", "max_tokens": 16, "temperature": 0.8, "knn": {"k": 64, "lambda": 0.25}}'
+wrk.body = '{"model": "default", "prompt": "Harbour, n. A place", "max_tokens": 16, "temperature": 0.8, "ignore_eos": true, "knn": {"enabled": $enabled, "k": 64, "lambda": 0.25}}'
 LUA
+done
+cp $out/completion-knn-on.lua $out/completion.lua
 cat > $out/score.lua <<'LUA'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -38,9 +48,27 @@ run() {  # name connections script path
   wrk -t $(( $2 < 2 ? 1 : 2 )) -c "$2" -d "${seconds}s" --latency -s "$out/$3" "http://127.0.0.1:$port$4" 2>&1 |
     tee -a $out/$1.txt | grep -E "Requests/sec|Non-2xx|50%|99%|Socket errors" || true
 }
-run completions-c1 1 completion.lua /v1/completions
-run completions-c4 4 completion.lua /v1/completions
-run completions-c16 16 completion.lua /v1/completions
+
+# Each completion alone on a worker (--batch-slots 0), then decoded together (the default, 16 slots).
+for slots in 0 16; do
+  serve $slots
+  for knn in on off; do
+    for c in 1 4 16; do run completions-b$slots-knn-$knn-c$c $c completion-knn-$knn.lua /v1/completions; done
+  done
+  [ $slots = 16 ] || stop
+done
+# Generated tokens/s (16 per request) and per-token latency (the request's over 16) per row.
+{
+  echo "| batch slots | kNN | concurrency | tokens/s | p50 ms/token | p99 ms/token | non-2xx |"
+  echo "|---|---|---|---|---|---|---|"
+  for slots in 0 16; do for knn in on off; do for c in 1 4 16; do
+    f=$out/completions-b$slots-knn-$knn-c$c.txt
+    awk -v s=$slots -v k=$knn -v c=$c '
+      function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+      /Requests\/sec/ { rps = $2 } /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) } /Non-2xx/ { bad = $NF }
+      END { printf "| %s | %s | %s | %.0f | %.2f | %.2f | %d |\n", s, k, c, rps * 16, p50 / 16, p99 / 16, bad }' "$f"
+  done; done; done
+} | tee $out/completions-summary.md
 
 # Fact churn while c=4 runs: every 0.1 s one fact is added and then deleted (an open loop: 10 adds/s and
 # 10 deletes/s whatever their latency).

@@ -73,33 +73,6 @@ std::vector<MemoryHit> TopMemoryHits(const torch::Tensor& tags, const torch::Ten
   return hits;
 }
 
-// Log-probabilities of the prompt's tokens (echo), from the same distributions generation would use.
-Status PromptLogprobs(LanguageModel& model, const KnnMemory* memory, const CompletionRequest& request,
-                      std::vector<TokenLogprob>* out) {
-  const auto& ids = request.prompt;
-  out->clear();
-  TokenLogprob first;
-  first.token = ids[0];
-  first.has_logprob = false;
-  out->push_back(first);
-  if (ids.size() < 2) return Status::OK();
-  const bool knn = request.knn.enabled && memory != nullptr;
-  std::unique_ptr<KnnLm> knn_lm;
-  if (knn) knn_lm = std::make_unique<KnnLm>(*memory);
-  SpanRequest span_request;
-  span_request.knn_keys = knn;
-  span_request.memory = request.layer_memory;
-  span_request.memory_topk = request.layer_memory_topk;
-  return ForEachScoredSpan(model.net, ids, WindowOptions(), span_request, [&](const ScoredSpan& span) {
-    for (int64_t r = 0; r < span.count; ++r) {
-      torch::Tensor distribution = span.logprobs[r];
-      if (knn) MNEMO_RETURN_IF_ERROR(knn_lm->Distribution(span.knn_keys[r], distribution, request.knn, &distribution, nullptr));
-      out->push_back(MakeLogprob(ids[span.first_target + r], distribution, std::max(request.logprobs, 0)));
-    }
-    return Status::OK();
-  });
-}
-
 }  // namespace
 
 StreamedText::StreamedText(std::vector<std::string> stop) : stop_(std::move(stop)) {
@@ -197,15 +170,111 @@ double CompletionRequest::ResponseItems() const {
   return static_cast<double>(n) * (static_cast<double>(max_tokens) + echoed) * per_token;
 }
 
+Status PromptLogprobs(LanguageModel& model, const KnnMemory* memory, const CompletionRequest& request,
+                      std::vector<TokenLogprob>* out) {
+  const auto& ids = request.prompt;
+  out->clear();
+  TokenLogprob first;
+  first.token = ids[0];
+  first.has_logprob = false;
+  out->push_back(first);
+  if (ids.size() < 2) return Status::OK();
+  const bool knn = request.knn.enabled && memory != nullptr;
+  std::unique_ptr<KnnLm> knn_lm;
+  if (knn) knn_lm = std::make_unique<KnnLm>(*memory);
+  SpanRequest span_request;
+  span_request.knn_keys = knn;
+  span_request.memory = request.layer_memory;
+  span_request.memory_topk = request.layer_memory_topk;
+  return ForEachScoredSpan(model.net, ids, WindowOptions(), span_request, [&](const ScoredSpan& span) {
+    for (int64_t r = 0; r < span.count; ++r) {
+      torch::Tensor distribution = span.logprobs[r];
+      if (knn) MNEMO_RETURN_IF_ERROR(knn_lm->Distribution(span.knn_keys[r], distribution, request.knn, &distribution, nullptr));
+      out->push_back(MakeLogprob(ids[span.first_target + r], distribution, std::max(request.logprobs, 0)));
+    }
+    return Status::OK();
+  });
+}
+
+uint64_t ChoiceSeed(const CompletionRequest& request, int c) {
+  return request.has_seed ? request.seed + static_cast<uint64_t>(c) : std::random_device{}();
+}
+
+ChoiceBuilder::ChoiceBuilder(const Tokenizer& tokenizer, const CompletionRequest& request, int index,
+                             std::string prompt_text, const std::vector<TokenLogprob>& prompt_logprobs,
+                             CompletionChoice* choice, const CompletionEventFn& on_event)
+    : tokenizer_(tokenizer),
+      request_(request),
+      index_(index),
+      prompt_text_(std::move(prompt_text)),
+      choice_(choice),
+      on_event_(on_event),
+      stop_token_(request.ignore_eos ? -1 : tokenizer.eot_id()),
+      generated_(request.stop) {
+  if (request.echo) choice_->logprobs = prompt_logprobs;
+}
+
+bool ChoiceBuilder::Begin() {
+  if (!request_.echo) return true;
+  CompletionEvent e;
+  e.choice = index_;
+  e.text = prompt_text_;
+  cancelled_ = on_event_ && !on_event_(e);
+  return !cancelled_;
+}
+
+bool ChoiceBuilder::Add(int32_t token, const torch::Tensor& distribution, const std::vector<Neighbor>& neighbors,
+                        const std::vector<MemoryHit>& hits) {
+  ++seen_;
+  if (token == stop_token_ || generated_.Append(tokenizer_.TokenBytes(token))) {
+    finish_reason_ = "stop";
+    return false;
+  }
+  CompletionChoice& choice = *choice_;
+  choice.tokens.push_back(token);
+  if (request_.logprobs >= 0) choice.logprobs.push_back(MakeLogprob(token, distribution, request_.logprobs));
+  if (request_.return_neighbors > 0) {
+    choice.neighbors.emplace_back(neighbors.begin(),
+                                  neighbors.begin() + std::min<size_t>(neighbors.size(), request_.return_neighbors));
+    if (request_.layer_memory != nullptr) choice.memory_hits.push_back(hits);
+  }
+  CompletionEvent e;
+  e.choice = index_;
+  e.text = generated_.TakeSafe();
+  if (request_.logprobs >= 0) e.logprob = &choice.logprobs.back();
+  if (request_.return_neighbors > 0) e.neighbors = &choice.neighbors.back();
+  if (request_.return_neighbors > 0 && request_.layer_memory != nullptr) e.memory_hits = &choice.memory_hits.back();
+  cancelled_ = on_event_ && !on_event_(e);
+  return !cancelled_;
+}
+
+bool ChoiceBuilder::Finish() {
+  CompletionChoice& choice = *choice_;
+  choice.finish_reason = finish_reason_.empty() ? "length" : finish_reason_;
+  choice.text = prompt_text_ + generated_.text();
+  // Byte offsets of each logprobs token in the choice's text.
+  int64_t offset = 0;
+  for (const TokenLogprob& t : choice.logprobs) {
+    choice.text_offset.push_back(std::min<int64_t>(offset, static_cast<int64_t>(choice.text.size())));
+    offset += static_cast<int64_t>(tokenizer_.TokenBytes(t.token).size());
+  }
+  CompletionEvent last;
+  last.choice = index_;
+  last.text = generated_.TakeRest();
+  last.finished = true;
+  last.finish_reason = choice.finish_reason;
+  cancelled_ = on_event_ && !on_event_(last);
+  return !cancelled_;
+}
+
 Status Complete(LanguageModel& model, const KnnMemory* memory, const CompletionRequest& request,
                 const CompletionEventFn& on_event, const std::atomic<bool>* cancel, CompletionResult* out) {
-  const Tokenizer& tokenizer = *model.tokenizer;
   MNEMO_RETURN_IF_ERROR(request.Validate(model.config.vocab_size, model.config.n_positions));
   const bool knn = request.knn.enabled && request.knn.lambda > 0 && memory != nullptr;
   out->choices.assign(request.n, CompletionChoice());
   out->prompt_tokens = static_cast<int64_t>(request.prompt.size());
   out->completion_tokens = 0;
-  const std::string prompt_text = request.echo ? tokenizer.Decode(request.prompt) : std::string();
+  const std::string prompt_text = request.echo ? model.tokenizer->Decode(request.prompt) : std::string();
   std::vector<TokenLogprob> prompt_logprobs;
   if (request.echo && request.logprobs >= 0) {
     MNEMO_RETURN_IF_ERROR(PromptLogprobs(model, knn ? memory : nullptr, request, &prompt_logprobs));
@@ -214,19 +283,13 @@ Status Complete(LanguageModel& model, const KnnMemory* memory, const CompletionR
   if (knn) knn_lm = std::make_unique<KnnLm>(*memory);
 
   for (int c = 0; c < request.n; ++c) {
-    CompletionChoice& choice = out->choices[c];
-    if (request.echo) {
-      choice.logprobs = prompt_logprobs;
-      CompletionEvent e;
-      e.choice = c;
-      e.text = prompt_text;
-      if (on_event && !on_event(e)) return Status::Cancelled("client went away");
-    }
+    ChoiceBuilder choice(*model.tokenizer, request, c, prompt_text, prompt_logprobs, &out->choices[c], on_event);
+    if (!choice.Begin()) return Status::Cancelled("client went away");
     GenerateOptions options;
     options.max_tokens = request.max_tokens;
     options.sampling = request.sampling;
-    options.seed = request.has_seed ? request.seed + static_cast<uint64_t>(c) : std::random_device{}();
-    options.stop_token = request.ignore_eos ? -1 : tokenizer.eot_id();
+    options.seed = ChoiceSeed(request, c);
+    options.stop_token = choice.stop_token();
     options.memory = request.layer_memory;
     options.memory_topk = request.layer_memory_topk;
     options.memory_write = false;  // a served memory is shared: a request only reads it
@@ -247,63 +310,20 @@ Status Complete(LanguageModel& model, const KnnMemory* memory, const CompletionR
       step_distribution = *dist;
       return Status::OK();
     };
-    StreamedText generated(request.stop);
-    std::string finish_reason;
-    bool cancelled = false;
     auto on_token = [&](int32_t token, float) -> bool {
       if (cancel != nullptr && cancel->load()) {
-        cancelled = true;
+        choice.Cancel();
         return false;
       }
-      ++out->completion_tokens;
-      if (token == options.stop_token) {
-        finish_reason = "stop";
-        return false;
-      }
-      if (generated.Append(tokenizer.TokenBytes(token))) {
-        finish_reason = "stop";
-        return false;
-      }
-      choice.tokens.push_back(token);
-      if (request.logprobs >= 0) choice.logprobs.push_back(MakeLogprob(token, step_distribution, request.logprobs));
-      if (request.return_neighbors > 0) {
-        std::vector<Neighbor> top(step_neighbors.begin(),
-                                  step_neighbors.begin() + std::min<size_t>(step_neighbors.size(), request.return_neighbors));
-        choice.neighbors.push_back(std::move(top));
-        if (request.layer_memory != nullptr) choice.memory_hits.push_back(step_hits);
-      }
-      CompletionEvent e;
-      e.choice = c;
-      e.text = generated.TakeSafe();
-      if (request.logprobs >= 0) e.logprob = &choice.logprobs.back();
-      if (request.return_neighbors > 0) e.neighbors = &choice.neighbors.back();
-      if (request.return_neighbors > 0 && request.layer_memory != nullptr) e.memory_hits = &choice.memory_hits.back();
-      if (on_event && !on_event(e)) {
-        cancelled = true;
-        return false;
-      }
-      return true;
+      return choice.Add(token, step_distribution, step_neighbors, step_hits);
     };
     std::vector<int32_t> sampled;
-    if (request.max_tokens > 0) {
-      MNEMO_RETURN_IF_ERROR(Generate(model.net, request.prompt, options, &sampled, on_token));
-    }
-    if (cancelled) return Status::Cancelled("request cancelled");
-    if (finish_reason.empty()) finish_reason = "length";
-    choice.finish_reason = finish_reason;
-    choice.text = prompt_text + generated.text();
-    // Byte offsets of each logprobs token in the choice's text.
-    int64_t offset = 0;
-    for (const TokenLogprob& t : choice.logprobs) {
-      choice.text_offset.push_back(std::min<int64_t>(offset, static_cast<int64_t>(choice.text.size())));
-      offset += static_cast<int64_t>(tokenizer.TokenBytes(t.token).size());
-    }
-    CompletionEvent last;
-    last.choice = c;
-    last.text = generated.TakeRest();
-    last.finished = true;
-    last.finish_reason = finish_reason;
-    if (on_event && !on_event(last)) return Status::Cancelled("client went away");
+    Status run;
+    if (request.max_tokens > 0) run = Generate(model.net, request.prompt, options, &sampled, on_token);
+    out->completion_tokens += choice.tokens_seen();
+    MNEMO_RETURN_IF_ERROR(run);
+    if (choice.cancelled()) return Status::Cancelled("request cancelled");
+    if (!choice.Finish()) return Status::Cancelled("client went away");
   }
   return Status::OK();
 }

@@ -134,6 +134,52 @@ class StreamedText {
 // Returns false to cancel (e.g. the client went away); Complete then stops and returns Cancelled.
 using CompletionEventFn = std::function<bool(const CompletionEvent&)>;
 
+// The log-probabilities of the prompt's tokens (echo with logprobs) from the distributions generation
+// would use (the first token has none); `memory` null: the base LM.
+Status PromptLogprobs(LanguageModel& model, const KnnMemory* memory, const CompletionRequest& request,
+                      std::vector<TokenLogprob>* out);
+
+// The seed of choice c: request.seed + c with a seed, else a random one.
+uint64_t ChoiceSeed(const CompletionRequest& request, int c);
+
+// One choice as its tokens arrive, whoever samples them (Complete one request at a time, the server's
+// CompletionBatcher many in one batch): stop token and sequences, log-probabilities, neighbours, events,
+// finish reason and the final text. Not thread-safe; the request, tokenizer and choice outlive it.
+class ChoiceBuilder {
+ public:
+  // `prompt_text` and `prompt_logprobs`: the echoed prompt (empty without echo).
+  ChoiceBuilder(const Tokenizer& tokenizer, const CompletionRequest& request, int index, std::string prompt_text,
+                const std::vector<TokenLogprob>& prompt_logprobs, CompletionChoice* choice,
+                const CompletionEventFn& on_event);
+  // The token that ends generation (<|endoftext|>, or -1 with ignore_eos).
+  int32_t stop_token() const { return stop_token_; }
+  // Sends the echoed prompt's event; false when on_event cancelled.
+  bool Begin();
+  // One sampled token with the distribution it was drawn from and the step's neighbours and memory hits.
+  // False when the choice is over: a stop token or sequence (finish reason "stop"), or on_event cancelled.
+  bool Add(int32_t token, const torch::Tensor& distribution, const std::vector<Neighbor>& neighbors,
+           const std::vector<MemoryHit>& hits = {});
+  bool cancelled() const { return cancelled_; }
+  void Cancel() { cancelled_ = true; }
+  int64_t tokens_seen() const { return seen_; }  // tokens given to Add (completion_tokens)
+  // Ends the choice: finish reason ("length" unless a stop came), text, offsets and the last event; false
+  // when on_event cancelled.
+  bool Finish();
+
+ private:
+  const Tokenizer& tokenizer_;
+  const CompletionRequest& request_;
+  int index_;
+  std::string prompt_text_;
+  CompletionChoice* choice_;
+  const CompletionEventFn& on_event_;
+  int32_t stop_token_;
+  StreamedText generated_;
+  std::string finish_reason_;
+  bool cancelled_ = false;
+  int64_t seen_ = 0;
+};
+
 // InvalidArgument for a bad request (request.Validate against the model's vocabulary and context). `memory` may be null when knn.enabled is false. `cancel` (may be null) is polled every token.
 Status Complete(LanguageModel& model, const KnnMemory* memory, const CompletionRequest& request,
                 const CompletionEventFn& on_event, const std::atomic<bool>* cancel, CompletionResult* out);

@@ -104,24 +104,49 @@ Status KnnLm::ScoreTargets(const torch::Tensor& keys, const torch::Tensor& lm_lo
 
 Status KnnLm::Distribution(const torch::Tensor& key, const torch::Tensor& lm_logprobs, const KnnOptions& options,
                            torch::Tensor* out, std::vector<Neighbor>* neighbors) const {
-  std::vector<Neighbor> local;
-  std::vector<Neighbor>& nbrs = neighbors != nullptr ? *neighbors : local;
-  nbrs.clear();
+  std::vector<torch::Tensor> rows;
+  std::vector<std::vector<Neighbor>> found;
+  MNEMO_RETURN_IF_ERROR(Distributions(key.reshape({1, -1}), lm_logprobs.reshape({1, -1}), options, &rows,
+                                      neighbors != nullptr ? &found : nullptr));
+  *out = rows[0];
+  if (neighbors != nullptr) *neighbors = std::move(found[0]);
+  return Status::OK();
+}
+
+Status KnnLm::Distributions(const torch::Tensor& keys, const torch::Tensor& lm_logprobs, const KnnOptions& options,
+                            std::vector<torch::Tensor>* out, std::vector<std::vector<Neighbor>>* neighbors) const {
+  const int64_t n = lm_logprobs.size(0);
   torch::Tensor lp = lm_logprobs.to(torch::kFloat32).contiguous();
-  if (!options.enabled || options.lambda <= 0 || Confident(lp, options.skip_confidence)) {
-    *out = lp;
-    return Status::OK();
+  out->clear();
+  for (int64_t r = 0; r < n; ++r) out->push_back(lp[r]);
+  if (neighbors != nullptr) neighbors->assign(static_cast<size_t>(n), {});
+  // Confidently predicted rows keep p_LM (adaptive retrieval); the others are searched together.
+  std::vector<int64_t> rows;
+  if (options.enabled && options.lambda > 0) {
+    for (int64_t r = 0; r < n; ++r) {
+      if (!Confident(lp[r], options.skip_confidence)) rows.push_back(r);
+    }
   }
-  torch::Tensor q = key.to(torch::kFloat32).contiguous();
-  MNEMO_RETURN_IF_ERROR(Search(q.data_ptr<float>(), 1, options, &nbrs));
-  // p = lambda * p_kNN + (1 - lambda) * p_LM over the whole vocabulary.
-  torch::Tensor p = lp.exp() * static_cast<float>(1 - options.lambda);
-  float* pp = p.data_ptr<float>();
-  const int64_t vocab = p.numel();
-  for (const Neighbor& nb : nbrs) {
-    if (nb.entry >= 0 && nb.token >= 0 && nb.token < vocab) pp[nb.token] += static_cast<float>(options.lambda) * nb.weight;
+  if (rows.empty()) return Status::OK();
+  torch::Tensor q = keys.to(torch::kFloat32);
+  if (static_cast<int64_t>(rows.size()) < n) q = q.index_select(0, torch::tensor(rows, torch::kLong));
+  q = q.contiguous();
+  std::vector<Neighbor> found;
+  MNEMO_RETURN_IF_ERROR(Search(q.data_ptr<float>(), static_cast<int64_t>(rows.size()), options, &found));
+  const int64_t vocab = lp.size(1);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const auto first = found.begin() + static_cast<int64_t>(i) * options.k, last = first + options.k;
+    // p = lambda * p_kNN + (1 - lambda) * p_LM over the whole vocabulary.
+    torch::Tensor p = lp[rows[i]].exp() * static_cast<float>(1 - options.lambda);
+    float* pp = p.data_ptr<float>();
+    for (auto it = first; it != last; ++it) {
+      if (it->entry >= 0 && it->token >= 0 && it->token < vocab) {
+        pp[it->token] += static_cast<float>(options.lambda) * it->weight;
+      }
+    }
+    (*out)[static_cast<size_t>(rows[i])] = p.log();
+    if (neighbors != nullptr) (*neighbors)[static_cast<size_t>(rows[i])].assign(first, last);
   }
-  *out = p.log();
   return Status::OK();
 }
 

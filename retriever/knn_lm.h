@@ -64,6 +64,11 @@ class KnnLm {
   // receives the neighbours used (empty when skipped).
   Status Distribution(const torch::Tensor& key, const torch::Tensor& lm_logprobs, const KnnOptions& options,
                       torch::Tensor* out, std::vector<Neighbor>* neighbors) const;
+  // The same for the rows of keys [n, dim] and lm_logprobs [n, V] with one search for all of them (a
+  // decoding step of a batch): (*out)[r] and (*neighbors)[r] (neighbors may be null) as Distribution
+  // gives them for row r alone.
+  Status Distributions(const torch::Tensor& keys, const torch::Tensor& lm_logprobs, const KnnOptions& options,
+                       std::vector<torch::Tensor>* out, std::vector<std::vector<Neighbor>>* neighbors) const;
 
   const KnnMemory& memory() const { return memory_; }
 

@@ -768,6 +768,36 @@ TEST_F(ServerTest, ConcurrentCompletionsWhileFactsChange) {
   EXPECT_EQ(completions, 4 * 6);
 }
 
+TEST_F(ServerTest, ConcurrentCompletionsJoinOneBatchAndKeepTheirOutputs) {
+  // A sampled kNN completion alone, then again while six others (other seeds, some streamed) decode
+  // beside it in the same batch: the same text.
+  const json body = {{"prompt", "The cat"}, {"max_tokens", 24}, {"temperature", 1.0}, {"seed", 5},
+                     {"knn", {{"k", 8}, {"lambda", 0.5}}}};
+  const std::string alone = Completion(body)["choices"][0]["text"];
+  std::vector<std::thread> others;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 6; ++t) {
+    others.emplace_back([&, t] {
+      json other = body;
+      other["seed"] = 100 + t;
+      other["max_tokens"] = 12 + 4 * t;
+      if (t % 2 == 1) {
+        if (StreamText(other).empty()) ++failures;
+      } else if (!Completion(other).contains("choices")) {
+        ++failures;
+      }
+    });
+  }
+  const std::string together = Completion(body)["choices"][0]["text"];
+  for (auto& t : others) t.join();
+  EXPECT_EQ(together, alone);
+  EXPECT_EQ(failures, 0);
+  const std::string metrics = Client().Get("/metrics")->body;
+  for (const char* name : {"mnemo_decode_steps ", "mnemo_decode_step_rows ", "mnemo_decode_active ", "mnemo_decode_waiting "}) {
+    EXPECT_NE(metrics.find(std::string("\n") + name), std::string::npos) << name;
+  }
+}
+
 TEST_F(ServerTest, AuditRunsBesideServingAndServesItsReports) {
   auto read = Client(kReadKey).Post("/v1/audits", "{}", "application/json");
   EXPECT_EQ(read->status, 403);
@@ -858,7 +888,12 @@ TEST(ServerBackPressureTest, FullQueueAnswers503WithRetryAfter) {
   ScratchDir d;
   std::string out;
   ASSERT_NO_FATAL_FAILURE(MakeBareState(d));
-  RunningServer server(d.File("state"), "", /*workers=*/1, /*queue=*/1);
+  // Completions decoded one batch of a single slot with one waiting (batch_slots 1), and each alone on
+  // the only worker (batch_slots 0): either way 8 at once overflow.
+  for (int slots : {1, 0}) {
+  SCOPED_TRACE("batch_slots " + std::to_string(slots));
+  RunningServer server(d.File("state"), "", /*workers=*/1, /*queue=*/1, 120,
+                       [slots](ServeOptions* o) { o->batch_slots = slots; });
   std::atomic<int> ok{0}, busy{0}, other{0};
   std::vector<std::thread> threads;
   for (int t = 0; t < 8; ++t) {
@@ -881,6 +916,7 @@ TEST(ServerBackPressureTest, FullQueueAnswers503WithRetryAfter) {
   EXPECT_EQ(other, 0);
   EXPECT_GE(ok, 1);
   EXPECT_GE(busy, 1);
+  }
 }
 
 TEST(ServerProcessTest, SigtermStopsGracefully) {
