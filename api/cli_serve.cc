@@ -57,8 +57,8 @@ void RegisterServeCommand(CLI::App& app, Command* selected) {
       ->capture_default_str()->check(CLI::Range(1, 64));
   serve->add_option("--batch-slots", o.batch_slots,
                     "Completions decoded together, joining the running batch at its next step (0: each alone on "
-                    "a worker)")
-      ->capture_default_str()->check(CLI::Range(0, 256));
+                    "a worker; -1: 16 for models of 10M parameters or more, else 0)")
+      ->capture_default_str()->check(CLI::Range(-1, 256));
   serve->add_option("--queue", o.queue, "Requests that may wait for a worker before 503")->capture_default_str()
       ->check(CLI::Range(1, 100000));
   serve->add_option("--http-threads", o.http_threads,

@@ -271,9 +271,18 @@ Status Server::Impl::Load() {
   memory = std::make_unique<TimedMemory>(
       *store, metrics.GetHistogram("mnemo_retrieval_seconds", "kNN search time per call (datastore + facts)",
                                    DefaultLatencyBuckets()));
-  if (options.batch_slots > 0) {
+  int slots = options.batch_slots;
+  if (slots < 0) {
+    int64_t parameters = 0;
+    for (const auto& p : model->net->parameters()) parameters += p.numel();
+    slots = parameters >= ServeOptions::kAutoBatchFromParameters ? ServeOptions::kAutoBatchSlots : 0;
+  }
+  std::fprintf(stderr, "mnemo serve: %s\n",
+               slots > 0 ? ("completions decoded together, up to " + std::to_string(slots) + " at a time").c_str()
+                         : "each completion decoded alone on a worker");
+  if (slots > 0) {
     BatcherOptions batching;
-    batching.slots = options.batch_slots;
+    batching.slots = slots;
     batching.queue = options.queue;
     batcher = std::make_unique<CompletionBatcher>(*model, memory.get(), batching);
     CompletionBatcher* b = batcher.get();

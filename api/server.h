@@ -32,7 +32,11 @@ struct ServeOptions {
   int threads = 2;                    // Model workers.
   // Completions decoded together by one decoding thread (retriever/completion_batcher.h): requests join
   // the running batch at its next step. 0: each completion runs alone on a worker, as scoring does.
-  int batch_slots = 16;
+  // -1 (automatic): kAutoBatchSlots for models of kAutoBatchFromParameters parameters or more, else 0
+  // (measured: batching gains 2.4x at GPT-2 small's size and loses at the default model's; PERFORMANCE.md).
+  int batch_slots = -1;
+  static constexpr int kAutoBatchSlots = 16;
+  static constexpr int64_t kAutoBatchFromParameters = 10'000'000;
   size_t queue = 32;                  // Requests waiting for a worker before 503.
   int http_threads = 16;              // Run requests, write responses (idle connections hold none).
   size_t max_body_bytes = 1 << 20;    // Decoded request body, however it is framed (413 past it).

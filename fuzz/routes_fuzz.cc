@@ -179,6 +179,7 @@ mnemo::Server::Impl* OpenServer() {
 // What Server::Run does after serving.
 void CloseServer(mnemo::Server::Impl* impl) {
   impl->StopAudits();
+  impl->batcher.reset();
   impl->work->Shutdown();
   impl->work.reset();
   CheckOk(impl->store->Close(), "closing the state");

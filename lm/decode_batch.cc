@@ -1,5 +1,6 @@
 #include "lm/decode_batch.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -35,6 +36,7 @@ DecodeOutput DecodeBatch::Prefill(int64_t slot, const std::vector<int32_t>& ids,
   ForwardOptions fwd;
   fwd.cache = &cache;
   fwd.want_knn_key = want_knn_key;
+  fwd.want_logits = false;  // only the last position's: below
   fwd.keep_on_device = true;
   torch::Tensor input = torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()), torch::kLong).unsqueeze(0);
   ForwardResult r = net_->Forward(input, fwd);
@@ -44,7 +46,7 @@ DecodeOutput DecodeBatch::Prefill(int64_t slot, const std::vector<int32_t>& ids,
   }
   lengths_[static_cast<size_t>(slot)] = T;
   DecodeOutput out;
-  out.logits = ToCpu(r.logits.select(1, T - 1));
+  out.logits = ToCpu(net_->Logits(r.hidden.select(1, T - 1)));
   if (want_knn_key) out.knn_key = ToCpu(r.knn_key.select(1, T - 1));
   return out;
 }
@@ -69,13 +71,19 @@ DecodeOutput DecodeBatch::Step(const std::vector<int64_t>& slots, const std::vec
   const torch::Tensor slot_ids = torch::tensor(slots, torch::kLong).to(where);
   const torch::Tensor pos = torch::tensor(positions, torch::kLong).to(where);
   const torch::Tensor ids = torch::tensor(std::vector<int64_t>(tokens.begin(), tokens.end()), torch::kLong).to(where);
-  // Slots 0 .. B-1 in order (the common case) are a view; any other set is gathered.
+  // Attention reads the columns up to the longest sequence's new token: reading all n_positions would read
+  // the whole cache every step (1.2 GB at GPT-2 small's size with 16 slots).
+  const int64_t span = *std::max_element(positions.begin(), positions.end()) + 1;
+  // Slots 0 .. B-1 in order are a view; any other set is gathered (span columns only).
   bool leading = true;
   for (int64_t i = 0; i < B; ++i) leading = leading && slots[static_cast<size_t>(i)] == i;
-  auto rows = [&](const torch::Tensor& t) { return leading ? t.narrow(0, 0, B) : t.index_select(0, slot_ids); };
+  auto rows = [&](const torch::Tensor& t) {
+    const torch::Tensor live = t.narrow(2, 0, span);
+    return leading ? live.narrow(0, 0, B) : live.index_select(0, slot_ids);
+  };
   // Column j of slot i is visible when j <= its position (the new token's own key included).
   const torch::Tensor hidden_cols =
-      torch::arange(context_, long_on).unsqueeze(0).gt(pos.unsqueeze(1)).view({B, 1, 1, context_});
+      torch::arange(span, long_on).unsqueeze(0).gt(pos.unsqueeze(1)).view({B, 1, 1, span});
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
   const int64_t C = net_->config().n_embd;
 
@@ -88,7 +96,7 @@ DecodeOutput DecodeBatch::Step(const std::vector<int64_t>& slots, const std::vec
     using torch::indexing::Slice;
     keys_[l].index_put_({slot_ids, Slice(), pos}, qkv[1].view({B, n_head_, head_dim_}));
     values_[l].index_put_({slot_ids, Slice(), pos}, qkv[2].view({B, n_head_, head_dim_}));
-    torch::Tensor scores = torch::matmul(q, rows(keys_[l]).transpose(-2, -1)) * scale;  // [B, H, 1, ctx]
+    torch::Tensor scores = torch::matmul(q, rows(keys_[l]).transpose(-2, -1)) * scale;  // [B, H, 1, span]
     scores.masked_fill_(hidden_cols, -std::numeric_limits<float>::infinity());
     const torch::Tensor y = torch::matmul(torch::softmax(scores, -1), rows(values_[l]));  // [B, H, 1, D]
     x = x + block->attn->c_proj(y.reshape({B, C}));
@@ -96,9 +104,8 @@ DecodeOutput DecodeBatch::Step(const std::vector<int64_t>& slots, const std::vec
     if (l + 1 == net_->blocks.size() && want_knn_key) out.knn_key = ToCpu(normed);
     x = x + block->mlp(normed);
   }
-  // The head as a matrix product whatever B is (GptImpl::Logits switches to a matrix-vector product for
-  // one row, which rounds differently).
-  out.logits = ToCpu(torch::matmul(net_->ln_f(x), net_->wte->weight.t()));
+  // One row: a matrix-vector product, which reads the embedding once instead of packing it (Logits).
+  out.logits = ToCpu(net_->Logits(net_->ln_f(x)));
   for (int64_t s : slots) ++lengths_[static_cast<size_t>(s)];
   return out;
 }

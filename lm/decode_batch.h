@@ -4,13 +4,14 @@
 // all the slots it is given with one forward pass: the linear layers see a [B, n_embd] matrix, attention
 // runs per slot over that slot's own keys and values.
 //
-// Row independence: a slot's results are a function of its own tokens only. Its keys and values sit in
-// a fixed [slots, n_head, n_positions, head_dim] cache per layer, and attention always spans all
-// n_positions columns (the ones past the slot's length masked to -inf, the cache zero there), so the
-// shapes a slot's scores, softmax and weighted sum go through never depend on the other slots. The
-// linear layers are one matrix product per layer whose rows do not mix; the BLAS may still round a row
-// differently at another batch size (it picks kernels and threads by shape: OpenBLAS 0.3.21 does for
-// some shapes), so results agree across batch compositions to float rounding, not always bit for bit.
+// Row independence: a slot's rows never mix with other slots. Its keys and values are its own rows of a
+// fixed [slots, n_head, n_positions, head_dim] cache per layer; attention reads the columns up to the
+// longest sequence in the step, the ones past a slot's own length masked to -inf (weight exactly 0; the
+// cache holds zeros or an earlier sequence's finite values there). The linear layers are one matrix product per layer whose rows do not mix. What other
+// slots can change is rounding only: the softmax and weighted sum run over as many columns as the longest
+// sequence has, and the BLAS picks kernels and threads by shape (OpenBLAS 0.3.21 rounds a row of a
+// [4, 768] x [768, 97] product differently from the same row alone). Results agree across batch
+// compositions to float rounding, not always bit for bit.
 //
 // Devices: the cache lives on the model's device; Step's results come back on the CPU.
 // Thread-safety: none; one thread drives a DecodeBatch (the model's parameters are only read).

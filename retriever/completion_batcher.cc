@@ -1,11 +1,14 @@
 #include "retriever/completion_batcher.h"
 
+#include <omp.h>
+
 #include <map>
 #include <random>
 #include <tuple>
 #include <utility>
 
 #include "lm/decode_batch.h"
+#include "util/parallel.h"
 
 namespace mnemo {
 
@@ -36,6 +39,7 @@ struct CompletionBatcher::Row {
 CompletionBatcher::CompletionBatcher(LanguageModel& model, const KnnMemory* memory, BatcherOptions options)
     : model_(model), memory_(memory), options_(options) {
   TORCH_CHECK(options_.slots >= 1, "a completion batcher needs at least one slot");
+  threads_ = options_.threads > 0 ? options_.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   batch_ = std::make_unique<DecodeBatch>(model_.net, options_.slots);
   for (int s = 0; s < options_.slots; ++s) {
     rows_.push_back(std::make_unique<Row>());
@@ -174,6 +178,12 @@ void CompletionBatcher::SampleAll(const std::vector<Row*>& rows) {
       }
     }
   }
+  // Sampling is per row (each its own generator) and costs a selection over the vocabulary: spread over
+  // the cores.
+  std::vector<int32_t> sampled(rows.size(), -1);
+  ParallelFor(rows.size(), threads_, [&](size_t i) {
+    if (rows[i]->job != nullptr) sampled[i] = SampleToken(dist[i], rows[i]->job->request.sampling, rows[i]->rng);
+  });
   for (size_t i = 0; i < rows.size(); ++i) {
     Row& row = *rows[i];
     if (row.job == nullptr) continue;  // its search failed
@@ -184,7 +194,7 @@ void CompletionBatcher::SampleAll(const std::vector<Row*>& rows) {
       EndChoice(row);
       continue;
     }
-    const int32_t token = SampleToken(dist[i], request.sampling, row.rng);
+    const int32_t token = sampled[i];
     ++row.generated;
     if (!row.builder->Add(token, dist[i], neighbors[i]) || row.generated == request.max_tokens) {
       EndChoice(row);
@@ -197,6 +207,8 @@ void CompletionBatcher::SampleAll(const std::vector<Row*>& rows) {
 
 void CompletionBatcher::Loop() {
   torch::set_num_threads(1);
+  // A step's kNN queries are searched in parallel (OpenMP in the index; this thread's setting only).
+  omp_set_num_threads(threads_);
   torch::InferenceMode inference;
   for (;;) {
     {

@@ -11,8 +11,8 @@
 // Outputs: a request's tokens for a fixed seed do not depend on what else is in the batch (a slot's
 // rows never mix with other slots), and its log-probabilities and neighbour distances agree to float
 // rounding (the BLAS may round a row differently at another batch size: lm/decode_batch.h). They are
-// what Complete produces for the same request up to that rounding too (the decoding steps pad attention
-// to the context, Complete's Generate does not). Requests for the memorizing layer's memories are not
+// what Complete produces for the same request up to that rounding too (a decoding step's attention spans
+// the longest sequence in it, Complete's Generate its own). Requests for the memorizing layer's memories are not
 // batched (Complete runs them).
 //
 // Threading: Submit from any thread; events and `done` run on the decoding thread, so they must be quick
@@ -40,6 +40,9 @@ struct BatcherOptions {
   // switching its coarse distances to a BLAS product, which rounds differently.
   int slots = 16;
   size_t queue = 32;  // requests waiting for a slot before Submit refuses
+  // Threads for a step's per-row work (kNN searches, sampling); the forward pass uses OpenBLAS's own.
+  // 0: one per core.
+  int threads = 0;
 };
 
 struct BatcherStats {
@@ -87,6 +90,7 @@ class CompletionBatcher {
   LanguageModel& model_;
   const KnnMemory* memory_;
   const BatcherOptions options_;
+  int threads_ = 1;
   mutable std::mutex mu_;
   std::condition_variable wake_;
   std::deque<std::unique_ptr<Job>> waiting_;  // guarded by mu_

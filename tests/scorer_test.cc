@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <numeric>
 #include <set>
 #include <string>
 
@@ -176,6 +177,54 @@ TEST(SamplerTest, SameSeedSameTokens) {
   auto lp = torch::log_softmax(torch::randn({50}), 0);
   std::mt19937_64 a(42), b(42);
   for (int i = 0; i < 100; ++i) EXPECT_EQ(SampleToken(lp, {1.0, 0, 0.9}, a), SampleToken(lp, {1.0, 0, 0.9}, b));
+}
+
+// The sampler as it was before it sorted only the head of the vocabulary: every candidate sorted, then
+// the same walk. SampleToken must draw the same tokens from the same seeds.
+int32_t SampleBySortingAll(const torch::Tensor& logprobs, const SamplingOptions& options, std::mt19937_64& rng) {
+  const float* v = logprobs.data_ptr<float>();
+  const int64_t n = logprobs.numel();
+  std::vector<int32_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return v[a] > v[b] || (v[a] == v[b] && a < b); });
+  int64_t keep = options.top_k > 0 && options.top_k < n ? options.top_k : n;
+  std::vector<double> p(keep);
+  double total = 0;
+  for (int64_t i = 0; i < keep; ++i) total += p[i] = std::exp((v[order[i]] - v[order[0]]) / options.temperature);
+  if (options.top_p < 1.0) {
+    double mass = 0;
+    int64_t cut = 0;
+    while (cut < keep && mass < options.top_p * total) mass += p[cut++];
+    keep = std::max<int64_t>(1, cut);
+    total = mass;
+  }
+  std::uniform_real_distribution<double> uniform(0.0, total);
+  double r = uniform(rng), acc = 0;
+  for (int64_t i = 0; i < keep; ++i) {
+    acc += p[i];
+    if (r < acc) return order[i];
+  }
+  return order[keep - 1];
+}
+
+TEST(SamplerTest, SortingOnlyTheHeadDrawsWhatSortingAllDraws) {
+  torch::manual_seed(5);
+  // Peaked (the walk ends in the head), flat (it runs into the tail) and tied distributions, with and
+  // without top-k and top-p, over many draws.
+  const std::vector<torch::Tensor> dists = {torch::log_softmax(torch::randn({4096}) * 4, 0),
+                                            torch::log_softmax(torch::randn({4096}) * 0.1, 0),
+                                            torch::log_softmax(torch::zeros({300}), 0),
+                                            torch::log_softmax(torch::randn({50}), 0)};
+  const std::vector<SamplingOptions> settings = {{1.0, 0, 1.0}, {0.7, 0, 1.0}, {1.3, 0, 0.95}, {1.0, 100, 1.0},
+                                                 {1.0, 200, 0.8}, {2.0, 0, 0.999}};
+  int draws = 0;
+  for (const torch::Tensor& lp : dists) {
+    for (const SamplingOptions& o : settings) {
+      std::mt19937_64 a(9), b(9);
+      for (int i = 0; i < 300; ++i, ++draws) ASSERT_EQ(SampleToken(lp, o, a), SampleBySortingAll(lp, o, b)) << i;
+    }
+  }
+  EXPECT_EQ(draws, 4 * 6 * 300);
 }
 
 TEST(GenerateTest, GreedyEqualsArgmaxOfFullForward) {

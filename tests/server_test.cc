@@ -43,6 +43,7 @@ class RunningServer {
     o.log_requests = false;
     o.knn.k = 8;
     o.knn.nprobe = 8;
+    o.batch_slots = 16;  // the tiny model would get 0 (automatic): the suite serves through the batcher
     if (tweak) tweak(&o);
     server_ = std::make_unique<Server>(o);
     Status s = server_->Bind(&port_);
