@@ -161,6 +161,10 @@ void AddEvalCommands(CLI::App& app, Command* selected) {
   text_file->excludes(ppl->get_option("--documents"));
   RegisterWindowFlags(ppl, &a->window);
   a->knn.Register(ppl);
+  ppl->add_option("--pointers", a->knn.options.min_pointers,
+                  "RetoMaton pointers: skip the search where at least this many of the previous position's "
+                  "neighbours carried the token that came and continue in the datastore (0: search every position)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
   ppl->add_flag("--no-overlap", a->no_overlap, kNoOverlapHelp);
   a->device.Register(ppl);
   ppl->add_flag("--json", a->json, "Machine-readable output");
@@ -198,6 +202,7 @@ void AddEvalCommands(CLI::App& app, Command* selected) {
         out["knn"]["lambda"] = a->knn.options.lambda;
         out["knn"]["temperature"] = a->knn.options.temperature;
         out["knn"]["recompute"] = a->knn.options.recompute;
+        out["knn"]["pointers"] = a->knn.options.min_pointers;
         out["knn"]["searched_fraction"] =
             scores.stats.queries ? static_cast<double>(scores.stats.searched) / scores.stats.queries : 0.0;
         out["datastore_entries"] = m.datastore->size();
@@ -214,6 +219,7 @@ void AddEvalCommands(CLI::App& app, Command* selected) {
       };
       line("base", base);
       if (m.datastore) line("kNN-LM", out["knn"]);
+      if (m.datastore) printf("searched %.1f%% of positions\n", 100 * out["knn"]["searched_fraction"].get<double>());
       printf("%.0f tokens/s\n", scores.lm.size() / scores.seconds);
       return 0;
     };

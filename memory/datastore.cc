@@ -205,6 +205,24 @@ float Datastore::SquaredDistance(const float* query, int64_t i) const {
   return sum;
 }
 
+bool Datastore::Successors(const float* query, const std::vector<Neighbor>& from, std::vector<Neighbor>* out) const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  for (const Neighbor& nb : from) {
+    const int64_t next = nb.entry + 1;
+    if (nb.entry < 0 || next >= slots_) continue;
+    if (provenance_) {
+      // The document holding nb.entry (documents_ is in entry order): its successor must be in it too.
+      auto doc = std::upper_bound(documents_.begin(), documents_.end(), nb.entry,
+                                  [](int64_t e, const DatastoreDocument& d) { return e < d.first; });
+      if (doc == documents_.begin()) continue;
+      --doc;
+      if (doc->deleted() || next >= doc->first + doc->count) continue;
+    }
+    out->push_back({next, values_[next], SquaredDistance(query, next), 0});
+  }
+  return true;
+}
+
 Status Datastore::Search(const float* queries, int64_t n, const MemorySearchOptions& options,
                          std::vector<Neighbor>* out) const {
   const int k = options.k;

@@ -168,6 +168,9 @@ class Datastore : public KnnMemory {
   // KnnMemory: entry i is datastore position i.
   Status Search(const float* queries, int64_t n, const MemorySearchOptions& options,
                 std::vector<Neighbor>* out) const override;
+  // Entry i's successor is i + 1 (entries are built in text order), within i's document when the
+  // datastore has provenance; a deleted document has none.
+  bool Successors(const float* query, const std::vector<Neighbor>& from, std::vector<Neighbor>* out) const override;
 
   // Provenance (datastore_documents.cc). has_provenance: built from documents.
   bool has_provenance() const { return provenance_; }

@@ -296,6 +296,15 @@ Status FactStore::RebuildFromDatabase(std::unique_ptr<KnnMemory>* out) const {
   return Status::OK();
 }
 
+bool FactStore::Successors(const float* query, const std::vector<Neighbor>& from, std::vector<Neighbor>* out) const {
+  if (base_ == nullptr) return false;
+  std::vector<Neighbor> base_entries;
+  for (const Neighbor& nb : from) {
+    if (nb.entry >= 0 && !IsFactEntry(nb.entry)) base_entries.push_back(nb);
+  }
+  return base_->Successors(query, base_entries, out);
+}
+
 Status FactStore::Search(const float* queries, int64_t n, const MemorySearchOptions& options,
                          std::vector<Neighbor>* out) const {
   std::shared_lock lock(segment_mu_);

@@ -160,6 +160,8 @@ class FactStore : public KnnMemory {
   int64_t size() const override;
   Status Search(const float* queries, int64_t n, const MemorySearchOptions& options,
                 std::vector<Neighbor>* out) const override;
+  // The base datastore's entries follow their text (Datastore::Successors); fact entries have none here.
+  bool Successors(const float* query, const std::vector<Neighbor>& from, std::vector<Neighbor>* out) const override;
 
   int64_t fact_entries() const;
   // Whether any entry of `fact_id` is in the segment.

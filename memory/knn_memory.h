@@ -35,6 +35,13 @@ class KnnMemory {
   // than k are reachable the tail is padding (entry -1). Weights are left 0.
   virtual Status Search(const float* queries, int64_t n, const MemorySearchOptions& options,
                         std::vector<Neighbor>* out) const = 0;
+  // RetoMaton pointers (Alon et al. 2022): an entry's successor is the entry made from the next token of
+  // the same text. Appends to *out, for each valid entry of `from`, its successor (value, and exact
+  // squared L2 distance to `query`), skipping entries whose text ends there or that are deleted. False
+  // when the memory keeps no text order (the default; nothing appended).
+  virtual bool Successors(const float* query, const std::vector<Neighbor>& from, std::vector<Neighbor>* out) const {
+    return false;
+  }
 };
 
 // Stable sort of one query's neighbours: valid ones by ascending distance, then padding.

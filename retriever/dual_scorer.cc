@@ -21,6 +21,7 @@ Status ScoreBoth(LanguageModel& model, const KnnMemory* memory, const KnnOptions
   request.memory_topk = controls.layer_topk;
   auto start = std::chrono::steady_clock::now();
   std::vector<float> combined;
+  std::vector<Neighbor> pointers;  // RetoMaton pointers from one batch's last position to the next batch's first
   int64_t scored = 0;
   // A batch's spans are searched together: one call for all their positions.
   std::vector<torch::Tensor> keys, logprobs;
@@ -45,8 +46,8 @@ Status ScoreBoth(LanguageModel& model, const KnnMemory* memory, const KnnOptions
       targets.insert(targets.end(), first, first + span.count);
     }
     if (memory == nullptr || targets.empty()) return Status::OK();
-    MNEMO_RETURN_IF_ERROR(knn->ScoreTargets(torch::cat(keys), torch::cat(logprobs), targets.data(), options,
-                                            &combined, &out->stats));
+    MNEMO_RETURN_IF_ERROR(knn->ScoreTargetsFollowing(torch::cat(keys), torch::cat(logprobs), targets.data(), options,
+                                                     &pointers, &combined, &out->stats));
     size_t row = 0;
     for (const ScoredSpan& span : spans) {
       std::copy(combined.begin() + row, combined.begin() + row + span.count, out->knn.begin() + span.first_target - 1);

@@ -23,6 +23,7 @@ Status KnnOptions::Validate() const {
   if (!(skip_confidence >= 0 && skip_confidence <= 1)) {
     return Status::InvalidArgument("skip confidence must be in [0, 1]");
   }
+  if (min_pointers < 0) return Status::InvalidArgument("pointers must not be negative");
   return Status::OK();
 }
 
@@ -98,6 +99,47 @@ Status KnnLm::ScoreTargets(const torch::Tensor& keys, const torch::Tensor& lm_lo
     const int64_t r = rows[i];
     const double log_knn = KnnLogProb(first, first + options.k, targets[r]);
     (*out)[r] = static_cast<float>(InterpolateLogProb(log_knn, (*out)[r], options.lambda));
+  }
+  return Status::OK();
+}
+
+Status KnnLm::ScoreTargetsFollowing(const torch::Tensor& keys, const torch::Tensor& lm_logprobs,
+                                    const int32_t* targets, const KnnOptions& options,
+                                    std::vector<Neighbor>* pointers, std::vector<float>* out,
+                                    KnnStats* stats) const {
+  if (options.min_pointers <= 0) return ScoreTargets(keys, lm_logprobs, targets, options, out, stats);
+  const int64_t n = keys.size(0);
+  out->resize(n);
+  torch::Tensor lp = lm_logprobs.to(torch::kFloat32).contiguous();
+  torch::Tensor q = keys.to(torch::kFloat32).contiguous();
+  auto acc = lp.accessor<float, 2>();
+  const int64_t dim = q.size(1);
+  std::vector<Neighbor> neighbors, followed;
+  for (int64_t r = 0; r < n; ++r) {
+    (*out)[r] = acc[r][targets[r]];
+    if (stats != nullptr) ++stats->queries;
+    if (!options.enabled || options.lambda <= 0 || Confident(lp[r], options.skip_confidence)) {
+      pointers->clear();
+      continue;
+    }
+    const float* query = q.data_ptr<float>() + r * dim;
+    followed.clear();
+    if (static_cast<int>(pointers->size()) >= options.min_pointers) memory_.Successors(query, *pointers, &followed);
+    if (static_cast<int>(followed.size()) >= options.min_pointers) {
+      SortNeighborsByDistance(followed.begin(), followed.end());
+      neighbors.swap(followed);
+      ComputeNeighborWeights(neighbors.begin(), neighbors.end(), options.temperature);
+    } else {
+      MNEMO_RETURN_IF_ERROR(Search(query, 1, options, &neighbors));
+      if (stats != nullptr) ++stats->searched;
+    }
+    const double log_knn = KnnLogProb(neighbors.cbegin(), neighbors.cend(), targets[r]);
+    (*out)[r] = static_cast<float>(InterpolateLogProb(log_knn, (*out)[r], options.lambda));
+    // The neighbours that predicted what came point at the next position's candidates.
+    pointers->clear();
+    for (const Neighbor& nb : neighbors) {
+      if (nb.entry >= 0 && nb.token == targets[r]) pointers->push_back(nb);
+    }
   }
   return Status::OK();
 }

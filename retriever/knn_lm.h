@@ -32,6 +32,10 @@ struct KnnOptions {
   bool recompute = false;        // Exact distances against stored keys for the k candidates.
   int nprobe = 32;               // IVF lists visited per query.
   double skip_confidence = 0;    // Adaptive retrieval threshold on max p_LM; 0 never skips.
+  // RetoMaton pointers (scoring: ScoreTargetsFollowing): where at least this many of the previous
+  // position's neighbours carried the token that came and have a successor, those successors are this
+  // position's neighbours and the search is skipped; 0: always search.
+  int min_pointers = 0;
   Status Validate() const;
 };
 
@@ -59,6 +63,16 @@ class KnnLm {
   // Interpolated log-probabilities of targets[r] for each row r of keys [n, dim] and lm_logprobs [n, V].
   Status ScoreTargets(const torch::Tensor& keys, const torch::Tensor& lm_logprobs, const int32_t* targets,
                       const KnnOptions& options, std::vector<float>* out, KnnStats* stats) const;
+
+  // ScoreTargets for consecutive positions of one text, following RetoMaton pointers
+  // (options.min_pointers > 0, after Alon et al. 2022): a searched or followed position's neighbours that
+  // carry its target token point, through KnnMemory::Successors, at the entries that continue their text;
+  // the next position uses those (exact distances to its own key) instead of a search when there are at
+  // least min_pointers of them. `pointers` carries them from one call to the next (start empty); a
+  // memory without text order searches every position. stats->searched counts the searches.
+  Status ScoreTargetsFollowing(const torch::Tensor& keys, const torch::Tensor& lm_logprobs, const int32_t* targets,
+                               const KnnOptions& options, std::vector<Neighbor>* pointers, std::vector<float>* out,
+                               KnnStats* stats) const;
 
   // The full interpolated distribution [V] for one position (generation). `neighbors` (may be null)
   // receives the neighbours used (empty when skipped).

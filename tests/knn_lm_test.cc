@@ -324,6 +324,65 @@ TEST(DatastoreBuildTest, MemorisedTextBecomesFarMoreLikely) {
   EXPECT_TRUE(BuildDatastore(model, text, "toy", dir.File("ds"), options, &report).IsInvalidArgument());
 }
 
+TEST(KnnPointersTest, FollowedPointersReplaceSearchesOnTextTheDatastoreHolds) {
+  LanguageModel model;
+  ASSERT_NO_FATAL_FAILURE(testing::RandomTinyModel(&model));
+  const std::string stored = testing::ToyCorpus().substr(0, 3000);
+  ScratchDir dir;
+  DatastoreBuildOptions build;
+  build.finish.progress = false;
+  DatastoreBuildReport report;
+  ASSERT_TRUE(BuildDatastore(model, stored, "toy", dir.File("ds"), build, &report).ok());
+  std::unique_ptr<Datastore> ds;
+  ASSERT_TRUE(Datastore::Open(dir.File("ds"), DatastoreOpenOptions(), &ds).ok());
+
+  // Successors: entry i + 1, its value and its exact distance; the last entry has none.
+  std::vector<float> query(static_cast<size_t>(ds->dim()), 0.25f);
+  std::vector<Neighbor> next;
+  ASSERT_TRUE(ds->Successors(query.data(), {{5, 0, 0, 0}, {-1, 0, 0, 0}, {ds->slots() - 1, 0, 0, 0}}, &next));
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(next[0].entry, 6);
+  EXPECT_EQ(next[0].token, ds->value(6));
+  EXPECT_EQ(next[0].distance, ds->SquaredDistance(query.data(), 6));
+
+  KnnOptions o;
+  o.k = 16, o.lambda = 0.5;
+  auto score = [&](const std::string& text, int pointers, DualScores* out) {
+    KnnOptions with = o;
+    with.min_pointers = pointers;
+    const Status s = ScoreBoth(model, ds.get(), with, model.tokenizer->Encode(text), WindowOptions(), out);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+  };
+  auto ppl = [](const std::vector<float>& lp) {
+    double sum = 0;
+    for (float x : lp) sum -= x;
+    return std::exp(sum / static_cast<double>(lp.size()));
+  };
+  DualScores searched, followed, never;
+  ASSERT_NO_FATAL_FAILURE(score(stored, 0, &searched));
+  ASSERT_NO_FATAL_FAILURE(score(stored, 1, &followed));
+  ASSERT_NO_FATAL_FAILURE(score(stored, o.k + 1, &never));  // more than k pointers never happen
+  EXPECT_EQ(searched.stats.searched, searched.stats.queries);
+  ASSERT_EQ(never.knn.size(), searched.knn.size());
+  for (size_t i = 0; i < never.knn.size(); ++i) {
+    // One query per search instead of a batch's: distances may round differently.
+    ASSERT_NEAR(never.knn[i], searched.knn[i], 1e-4) << i;
+  }
+  EXPECT_EQ(never.stats.searched, never.stats.queries);
+  // On the stored text each position's own entry is found at distance 0 and its successor continues it:
+  // almost every search is saved, at no loss.
+  EXPECT_LT(followed.stats.searched, followed.stats.queries / 5) << followed.stats.searched << " of " << followed.stats.queries;
+  EXPECT_LE(ppl(followed.knn), ppl(searched.knn) * 1.02) << ppl(followed.knn) << " vs " << ppl(searched.knn);
+  // On text the datastore does not hold, pointers run out and searches come back.
+  DualScores unseen;
+  ASSERT_NO_FATAL_FAILURE(score(testing::ToyCorpus().substr(3000, 2000), 1, &unseen));
+  EXPECT_GT(static_cast<double>(unseen.stats.searched) / unseen.stats.queries,
+            2.0 * followed.stats.searched / followed.stats.queries);
+  KnnOptions bad = o;
+  bad.min_pointers = -1;
+  EXPECT_TRUE(bad.Validate().IsInvalidArgument());
+}
+
 // A random tiny model and a datastore over the first 2,000 characters of the toy corpus, opened.
 class DualScorerTest : public ::testing::Test {
  protected:
