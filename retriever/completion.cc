@@ -270,7 +270,7 @@ bool ChoiceBuilder::Finish() {
 Status Complete(LanguageModel& model, const KnnMemory* memory, const CompletionRequest& request,
                 const CompletionEventFn& on_event, const std::atomic<bool>* cancel, CompletionResult* out) {
   MNEMO_RETURN_IF_ERROR(request.Validate(model.config.vocab_size, model.config.n_positions));
-  const bool knn = request.knn.enabled && request.knn.lambda > 0 && memory != nullptr;
+  const bool knn = request.UsesKnn(memory);
   out->choices.assign(request.n, CompletionChoice());
   out->prompt_tokens = static_cast<int64_t>(request.prompt.size());
   out->completion_tokens = 0;

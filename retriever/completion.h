@@ -45,6 +45,8 @@ struct CompletionRequest {
   // when none are asked for, return_neighbors twice with a layer memory (its hits are listed too): the most tokens, alternatives and neighbours the response can hold. (A
   // double, so that no max_tokens overflows it.)
   double ResponseItems() const;
+  // Whether decoding interpolates with `memory`: kNN enabled with lambda > 0 and a memory to search.
+  bool UsesKnn(const KnnMemory* memory) const { return knn.enabled && knn.lambda > 0 && memory != nullptr; }
 
   std::vector<int32_t> prompt;
   int64_t max_tokens = 16;

@@ -31,7 +31,6 @@ struct CompletionBatcher::Row {
   std::unique_ptr<ChoiceBuilder> builder;
   std::mt19937_64 rng;
   std::vector<int32_t> tokens;  // the choice's prompt and generated tokens (a full window restarts from them)
-  int64_t generated = 0;
   torch::Tensor logits, key;    // the next token's logits [V] and kNN key [C]
   int32_t next = -1;            // the sampled token to decode next; -1: the choice is over
 };
@@ -123,7 +122,6 @@ bool CompletionBatcher::StartChoice(Row& row) {
   }
   row.rng.seed(ChoiceSeed(job.request, job.choice));
   row.tokens = job.request.prompt;
-  row.generated = 0;
   DecodeOutput out = batch_->Prefill(row.slot, row.tokens, job.knn);
   ++prefills_;
   row.logits = out.logits[0];
@@ -195,8 +193,7 @@ void CompletionBatcher::SampleAll(const std::vector<Row*>& rows) {
       continue;
     }
     const int32_t token = sampled[i];
-    ++row.generated;
-    if (!row.builder->Add(token, dist[i], neighbors[i]) || row.generated == request.max_tokens) {
+    if (!row.builder->Add(token, dist[i], neighbors[i]) || row.builder->tokens_seen() == request.max_tokens) {
       EndChoice(row);
       continue;
     }
@@ -233,7 +230,7 @@ void CompletionBatcher::Loop() {
           Finish(*row, Status::Cancelled("request cancelled"));
           continue;
         }
-        job.knn = job.request.knn.enabled && job.request.knn.lambda > 0 && memory_ != nullptr;
+        job.knn = job.request.UsesKnn(memory_);
         job.result.choices.assign(job.request.n, CompletionChoice());
         job.result.prompt_tokens = static_cast<int64_t>(job.request.prompt.size());
         if (job.request.echo) job.prompt_text = model_.tokenizer->Decode(job.request.prompt);
