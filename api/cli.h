@@ -26,6 +26,10 @@ void RegisterAuditCommands(CLI::App& app, Command* selected);      // cli_audit.
 void RegisterMemoryCommands(CLI::App& app, Command* selected);     // cli_memory.cc
 void RegisterLogCommand(CLI::App& app, Command* selected);         // cli_log.cc
 
+// The global --threads (0: automatic), as main() parsed it.
+void SetThreadsFlag(int threads);
+int ThreadsFlag();
+
 // One line of JSON. Text from the model may end inside a UTF-8 sequence: such bytes become U+FFFD.
 std::string DumpJson(const Json& j);
 

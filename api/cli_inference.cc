@@ -19,15 +19,20 @@
 namespace mnemo::cli {
 namespace {
 
+constexpr const char* kOverlapHelp =
+    "Search each batch's positions on a second thread beside the next batch's forward pass (default: measured "
+    "on the first batches, whichever is faster)";
 constexpr const char* kNoOverlapHelp =
-    "Search each batch's positions on the main thread after its forward pass, instead of on a second thread "
-    "beside the next batch's";
+    "Search each batch's positions after its forward pass, on every core (default: measured on the first "
+    "batches, whichever is faster)";
 
-// Batch scoring with a datastore overlaps the searches with the model unless --no-overlap. The search thread
-// needs a core of its own: OpenBLAS (the model's matrix products) otherwise keeps every core busy-waiting.
-void SetUpOverlap(bool no_overlap, bool knn, WindowOptions* window) {
-  window->overlap = knn && !no_overlap;
-  if (window->overlap) SetBlasThreads(std::max(1, BlasThreads() - torch::get_num_threads()));
+// Batch scoring with a datastore: where the searches run (lm/scorer.h WindowOptions::Placement). After the
+// pass they get every core with automatic --threads (N with --threads N).
+void SetUpSearchPlacement(bool overlap, bool no_overlap, WindowOptions* window) {
+  window->placement = overlap ? WindowOptions::Placement::kBeside
+                      : no_overlap ? WindowOptions::Placement::kAfter
+                                   : WindowOptions::Placement::kAuto;
+  window->callback_threads = ThreadsFlag() == 0 ? HardwareThreads() : 0;
 }
 
 Status ParseIdList(const std::string& text, std::vector<int32_t>* ids) {
@@ -65,7 +70,7 @@ void AddScoreCommand(CLI::App& app, Command* selected) {
     std::string model, text, text_file, ids;
     KnnFlags knn;
     MemoryFlags memory;
-    bool no_overlap = false;
+    bool overlap = false, no_overlap = false;
     DeviceFlag device;
     bool json = false;
   };
@@ -78,7 +83,8 @@ void AddScoreCommand(CLI::App& app, Command* selected) {
   f->excludes(i);
   a->knn.Register(score);
   a->memory.RegisterScore(score);
-  score->add_flag("--no-overlap", a->no_overlap, kNoOverlapHelp);
+  score->add_flag("--overlap", a->overlap, kOverlapHelp);
+  score->add_flag("--no-overlap", a->no_overlap, kNoOverlapHelp)->excludes("--overlap");
   a->device.Register(score);
   score->add_flag("--json", a->json, "Machine-readable output");
   score->callback([a, t, f, i, selected] {
@@ -108,7 +114,7 @@ void AddScoreCommand(CLI::App& app, Command* selected) {
       if (s.ok()) s = CheckScorable(m.model->config, ids);
       DualScores scores;
       WindowOptions window;
-      SetUpOverlap(a->no_overlap, m.datastore != nullptr, &window);
+      if (m.datastore != nullptr) SetUpSearchPlacement(a->overlap, a->no_overlap, &window);
       if (s.ok()) s = ScoreBoth(*m.model, m.datastore.get(), a->knn.options, ids, window, &scores);
       if (!s.ok()) return Fail(s);
       const std::vector<float>& main = m.datastore ? scores.knn : scores.lm;
@@ -150,7 +156,7 @@ void AddEvalCommands(CLI::App& app, Command* selected) {
     WindowOptions window;
     KnnFlags knn;
     MemoryFlags memory;
-    bool no_overlap = false;
+    bool overlap = false, no_overlap = false;
     DeviceFlag device;
     bool json = false;
   };
@@ -165,7 +171,8 @@ void AddEvalCommands(CLI::App& app, Command* selected) {
                   "RetoMaton pointers: skip the search where at least this many of the previous position's "
                   "neighbours carried the token that came and continue in the datastore (0: search every position)")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
-  ppl->add_flag("--no-overlap", a->no_overlap, kNoOverlapHelp);
+  ppl->add_flag("--overlap", a->overlap, kOverlapHelp);
+  ppl->add_flag("--no-overlap", a->no_overlap, kNoOverlapHelp)->excludes("--overlap");
   a->device.Register(ppl);
   ppl->add_flag("--json", a->json, "Machine-readable output");
   ppl->callback([a, selected] {
@@ -187,7 +194,7 @@ void AddEvalCommands(CLI::App& app, Command* selected) {
       std::vector<int32_t> ids = m.model->tokenizer->Encode(text);
       if (ids.size() < 2) return Fail(Status::InvalidArgument(a->text_file + ": needs at least two tokens"));
       DualScores scores;
-      SetUpOverlap(a->no_overlap, m.datastore != nullptr, &a->window);
+      if (m.datastore != nullptr) SetUpSearchPlacement(a->overlap, a->no_overlap, &a->window);
       s = ScoreBoth(*m.model, m.datastore.get(), a->knn.options, ids, a->window, &scores);
       if (!s.ok()) return Fail(s);
       // The first token is context only: its bytes are not predicted.
@@ -203,6 +210,8 @@ void AddEvalCommands(CLI::App& app, Command* selected) {
         out["knn"]["temperature"] = a->knn.options.temperature;
         out["knn"]["recompute"] = a->knn.options.recompute;
         out["knn"]["pointers"] = a->knn.options.min_pointers;
+        out["knn"]["search_placement"] =
+            scores.placement == WindowOptions::Placement::kBeside ? "beside the passes" : "after each pass";
         out["knn"]["searched_fraction"] =
             scores.stats.queries ? static_cast<double>(scores.stats.searched) / scores.stats.queries : 0.0;
         out["datastore_entries"] = m.datastore->size();

@@ -10,6 +10,12 @@
 #include "util/heap_tuning.h"
 
 namespace mnemo::cli {
+namespace {
+int threads_flag = 0;
+}  // namespace
+
+void SetThreadsFlag(int threads) { threads_flag = threads; }
+int ThreadsFlag() { return threads_flag; }
 
 std::string DumpJson(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
 
@@ -28,12 +34,15 @@ int main(int argc, char** argv) {
   CLI::App app{"mnemo: a language model with explicit, editable memory (kNN-LM, facts, leakage audits)"};
   app.require_subcommand(0, 1);  // Unknown words then fail as "not expected", not as "subcommand required".
   app.set_version_flag("--version", "mnemo 0.1.0");
-  // One OpenMP thread by default: OpenBLAS already runs each matrix product on every core, and a second
-  // OpenMP team spinning beside OpenBLAS's threads made datastore building 2.8x slower on 2 cores
-  // (docs/PERFORMANCE.md). FAISS and LibTorch share this OpenMP setting.
-  int threads = 1;
-  app.add_option("--threads", threads, "OpenMP threads for LibTorch element-wise ops and FAISS searches")
-      ->capture_default_str()->check(CLI::Range(1, 1024));
+  // 0 (automatic): one OpenMP thread for LibTorch's element-wise ops, because OpenBLAS already runs each
+  // matrix product on every core, and a second OpenMP team spinning beside OpenBLAS's threads made datastore
+  // building 2.8x slower on 2 cores (docs/PERFORMANCE.md); commands whose searches are worth every core give
+  // them every core between forward passes (batch scoring with a datastore). N: N threads for both.
+  int threads = 0;
+  app.add_option("--threads", threads,
+                 "OpenMP threads for LibTorch element-wise ops and kNN searches (0: automatic, 1 for LibTorch and "
+                 "every core for batch scoring's searches)")
+      ->capture_default_str()->check(CLI::Range(0, 1024));
   mnemo::cli::Command selected;
   mnemo::cli::RegisterLmCommands(app, &selected);
   mnemo::cli::RegisterDatastoreCommands(app, &selected);
@@ -49,7 +58,8 @@ int main(int argc, char** argv) {
     // CLI11 prints the message; usage errors all exit 2 (as Fail() does for invalid arguments).
     return app.exit(e) == 0 ? 0 : 2;
   }
-  torch::set_num_threads(threads);
+  mnemo::cli::SetThreadsFlag(threads);
+  torch::set_num_threads(threads > 0 ? threads : 1);
   if (!selected) {
     fprintf(stderr, "%s\nmnemo: a command is required\n", app.help().c_str());
     return 2;

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Exact (Flat) kNN-LM scoring against a Python peer, in one run: the peer (bench/knnlm_peer.py: PyTorch +
 # faiss.IndexFlatL2, Debian's python3-torch and python3-faiss) with one search call per window and with
-# batches of 8 windows, and `mnemo eval ppl` with its defaults, with --threads 2, and with --threads 2
-# --no-overlap and one OpenBLAS thread; the base LM (no kNN) for reference. Same model, same datastore,
+# batches of 8 windows, and `mnemo eval ppl` with its defaults (automatic threads and search placement),
+# with the searches forced beside the passes (--overlap), after them (--no-overlap), and with --threads 2;
+# the base LM (no kNN) for reference. Same model, same datastore,
 # same windows (128, stride 64), k 64, lambda 0.25; rounds interleaved, medians reported.
 # Usage: bench/knnlm-flat.sh [REPEATS=3]
 # The datastore: 165,644 entries (fp16 keys) from the first 2 MB of GCIDE train; the text: the first
@@ -29,16 +30,17 @@ field() { sed -E "s/.*\"$1\": ?([0-9.e+-]+).*/\1/"; }
 median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 common="--model $model --text-file $dir/valid.txt"
 knn="--datastore $ds --k 64 --lambda 0.25"
-names=("peer, one search per window" "peer, 8 windows per search" "mnemo (defaults)" "mnemo --threads 2"
-       "mnemo --threads 2 --no-overlap, OPENBLAS_NUM_THREADS=1" "base LM (mnemo, no kNN)")
+names=("peer, one search per window" "peer, 8 windows per search" "mnemo (defaults)" "mnemo --overlap"
+       "mnemo --no-overlap" "mnemo --threads 2" "base LM (mnemo, no kNN)")
 run() {
   case $1 in
     0) $py bench/knnlm_peer.py $common --datastore $ds --batch 1 ;;
     1) $py bench/knnlm_peer.py $common --datastore $ds --batch 8 ;;
     2) build/mnemo eval ppl $common $knn --json ;;
-    3) build/mnemo --threads 2 eval ppl $common $knn --json ;;
-    4) OPENBLAS_NUM_THREADS=1 build/mnemo --threads 2 eval ppl $common $knn --no-overlap --json ;;
-    5) build/mnemo eval ppl $common --json ;;
+    3) build/mnemo eval ppl $common $knn --overlap --json ;;
+    4) build/mnemo eval ppl $common $knn --no-overlap --json ;;
+    5) build/mnemo --threads 2 eval ppl $common $knn --json ;;
+    6) build/mnemo eval ppl $common --json ;;
   esac
 }
 declare -A rates ppl
@@ -47,7 +49,7 @@ for ((r = 0; r < repeats; r++)); do
     out=$(run "$i")
     rates[$i]+=" $(field tokens_per_second <<< "$out")"
     if [[ $i -le 1 ]]; then ppl[$i]=$(field knn_perplexity <<< "$out")
-    elif [[ $i -le 4 ]]; then ppl[$i]=$(sed -E 's/.*"knn":\{[^}]*"perplexity":([0-9.]+).*/\1/' <<< "$out")
+    elif [[ $i -le 5 ]]; then ppl[$i]=$(sed -E 's/.*"knn":\{[^}]*"perplexity":([0-9.]+).*/\1/' <<< "$out")
     else ppl[$i]=$(sed -E 's/.*"perplexity":([0-9.]+).*/\1/' <<< "$out"); fi
   done
 done

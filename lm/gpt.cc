@@ -64,6 +64,12 @@ Conv1DImpl::Conv1DImpl(int64_t in, int64_t out) {
 torch::Tensor Conv1DImpl::forward(const torch::Tensor& x) {
   auto shape = x.sizes().vec();
   shape.back() = weight.size(1);
+  if (x.numel() == x.size(-1)) {
+    // One position (a generation step): as a 1-row matrix product, OpenBLAS 0.3.21 first copies the whole
+    // weight into its packed layout on every call (45% of a GPT-2-small generation profile here,
+    // `sgemm_itcopy`); its matrix-vector product reads the weight once.
+    return torch::addmv(bias, weight.t(), x.reshape({-1})).view(shape);
+  }
   return torch::addmm(bias, x.reshape({-1, x.size(-1)}), weight).view(shape);
 }
 
@@ -268,6 +274,16 @@ torch::Tensor GptImpl::Logits(const torch::Tensor& hidden) {
     return torch::mv(wte->weight, hidden.reshape({d})).reshape(shape);
   }
   return torch::matmul(hidden, wte->weight.t());
+}
+
+torch::Tensor GptImpl::LogitsInto(const torch::Tensor& hidden, torch::Tensor* buffer) {
+  if (hidden.dim() != 2 || hidden.size(0) < 2) return *buffer = Logits(hidden);
+  const torch::Tensor& w = wte->weight;
+  if (!buffer->defined() || buffer->size(0) != hidden.size(0) || buffer->size(1) != w.size(0) ||
+      buffer->scalar_type() != hidden.scalar_type() || buffer->device() != hidden.device()) {
+    *buffer = torch::empty({hidden.size(0), w.size(0)}, hidden.options());
+  }
+  return at::mm_out(*buffer, hidden, w.t());
 }
 
 ForwardResult GptImpl::Forward(const torch::Tensor& input, const ForwardOptions& options) {

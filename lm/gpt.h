@@ -144,6 +144,10 @@ struct GptImpl : torch::nn::Module {
   ForwardResult Forward(const torch::Tensor& ids, const ForwardOptions& options = {});
   // Logits from hidden states (tied output embedding).
   torch::Tensor Logits(const torch::Tensor& hidden);
+  // The same for hidden [n, d] (n > 1), written into *buffer, which is reused when it already has the
+  // shape, dtype and device (a caller scoring window after window: GPT-2's [512, 50,257] logits are over
+  // glibc's 32 MiB mmap threshold, so a fresh tensor costs a page fault per 4 KB). Returns *buffer.
+  torch::Tensor LogitsInto(const torch::Tensor& hidden, torch::Tensor* buffer);
   // GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer). Parameters
   // must be on the CPU (the generator is a CPU one), as they are after construction.
   void InitWeights(uint64_t seed);

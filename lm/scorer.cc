@@ -1,9 +1,12 @@
 #include "lm/scorer.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <future>
 #include <utility>
+
+#include "util/blas_threads.h"
 
 namespace mnemo {
 
@@ -63,7 +66,8 @@ Status ForEachScoredSpan(Gpt& net, const std::vector<int32_t>& ids, const Window
 
 Status ForEachScoredBatch(Gpt& net, const std::vector<int32_t>& ids, const WindowOptions& options,
                           const SpanRequest& request,
-                          const std::function<Status(const std::vector<ScoredSpan>&)>& fn) {
+                          const std::function<Status(const std::vector<ScoredSpan>&)>& fn,
+                          WindowOptions::Placement* placed) {
   std::vector<Window> windows;
   MNEMO_RETURN_IF_ERROR(PlanWindows(static_cast<int64_t>(ids.size()), net->config().n_positions, options, &windows));
   torch::InferenceMode inference;
@@ -85,12 +89,52 @@ Status ForEachScoredBatch(Gpt& net, const std::vector<int32_t>& ids, const Windo
     forward.memory.topk = request.memory_topk;
     forward.memory.write = false;
   }
-  // With options.overlap, the callbacks of the previous batch, running beside this batch's forward pass.
-  // Declared after everything the task uses, so an early return waits for it before those go away.
+  // The callback of the previous batch, when it runs beside this batch's forward pass. Declared after
+  // everything the task uses, so an early return waits for it before those go away.
   std::future<Status> pending;
   auto finish_pending = [&pending]() { return pending.valid() ? pending.get() : Status::OK(); };
+  using Placement = WindowOptions::Placement;
+  using Clock = std::chrono::steady_clock;
   const int threads = torch::get_num_threads();
-  for (size_t first = 0; first < windows.size();) {
+  // OpenBLAS's threads as the caller left them, given back on the way out.
+  const int blas_threads = BlasThreads();
+  struct RestoreBlas {
+    int n;
+    ~RestoreBlas() { SetBlasThreads(n); }
+  } restore_blas{blas_threads};
+  // Where the callback runs and how many threads OpenBLAS gives the pass. Beside the pass, the callback's
+  // threads are OpenBLAS's fewer (it busy-waits on every core it has).
+  struct Setup {
+    Placement placement;
+    int blas;
+  };
+  const Setup beside{Placement::kBeside, std::max(1, blas_threads - threads)};
+  Setup chosen = options.placement == Placement::kBeside ? beside : Setup{Placement::kAfter, blas_threads};
+  // kAuto: batch 0 warms up after the pass; batch 1, after the pass, times the pass and the callback and
+  // picks OpenBLAS's threads for placing it after; batch 2 runs so and is timed; batches 3 and 4 run beside,
+  // batch 4's callback timed from its start until batch 5's pass and it are both done; at batch 5 the cheaper
+  // placement is kept. After the pass, OpenBLAS with every core computes the pass faster but its idle
+  // threads keep spinning into the callback's parallel search (on 2 cores the default model's Flat search
+  // ran 14% faster with one OpenBLAS thread, and its batches took 0.15 s steadily instead of 0.14 to
+  // 0.22 s), so it keeps every core only where the pass costs more than the callback; with one, the
+  // pass's element-wise ops take the callback's OpenMP threads instead.
+  const bool deciding = options.placement == Placement::kAuto;
+  constexpr int64_t kSplitTimed = 1, kAfterTimed = 2, kDecidingBatch = 5;
+  double after_cost = 0;
+  Clock::time_point trial_start;
+  int64_t batch_index = 0;
+  torch::Tensor logits;  // the head's output, reused from window to window (GptImpl::LogitsInto)
+  for (size_t first = 0; first < windows.size(); ++batch_index) {
+    Setup setup = chosen;
+    if (deciding && batch_index <= kSplitTimed) {
+      setup = {Placement::kAfter, blas_threads};
+    } else if (deciding && batch_index == kAfterTimed) {
+      setup = chosen;
+    } else if (deciding && batch_index <= kDecidingBatch) {
+      setup = beside;  // the last of these passes runs beside the trial's callback, then the choice is made
+    }
+    SetBlasThreads(setup.blas);
+    const Clock::time_point started = Clock::now();
     // Batch consecutive windows of equal length (all but possibly the last).
     size_t last = first + 1;
     const int64_t len = windows[first].end - windows[first].begin;
@@ -104,7 +148,14 @@ Status ForEachScoredBatch(Gpt& net, const std::vector<int32_t>& ids, const Windo
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t t = 0; t < len; ++t) acc[r][t] = ids[windows[first + r].begin + t];
     }
-    ForwardResult out = net->Forward(input, forward);
+    ForwardResult out;
+    {
+      // With OpenBLAS on one thread after the pass (kAuto's choice where the search costs more), no pool
+      // spins beside OpenMP's: the pass's element-wise ops get the callback's threads too.
+      const bool blas_alone = setup.placement == Placement::kAfter && setup.blas == 1 && blas_threads > 1;
+      OmpThreadsScope pass_threads(blas_alone ? options.callback_threads : 0);
+      out = net->Forward(input, forward);
+    }
     std::vector<ScoredSpan> spans(static_cast<size_t>(rows));
     for (int64_t r = 0; r < rows; ++r) {
       const Window& w = windows[first + r];
@@ -114,16 +165,34 @@ Status ForEachScoredBatch(Gpt& net, const std::vector<int32_t>& ids, const Windo
       span.first_target = w.end - w.score_count;
       span.count = w.score_count;
       if (request.logprobs) {
-        span.logprobs = torch::log_softmax(net->Logits(out.hidden[r].slice(0, p0, len - 1)), -1).to(torch::kCPU);
+        span.logprobs =
+            torch::log_softmax(net->LogitsInto(out.hidden[r].slice(0, p0, len - 1), &logits), -1).to(torch::kCPU);
       }
       if (request.knn_keys) span.knn_keys = out.knn_key[r].slice(0, p0, len - 1).to(torch::kCPU);
     }
     first = last;
-    if (!options.overlap) {
+    const Clock::time_point passed = Clock::now();
+    MNEMO_RETURN_IF_ERROR(finish_pending());
+    if (deciding && batch_index == kDecidingBatch) {
+      const double beside_cost = std::chrono::duration<double>(Clock::now() - trial_start).count();
+      if (beside_cost < after_cost) chosen = beside;
+      setup = chosen;
+    }
+    if (placed != nullptr) *placed = setup.placement;
+    if (setup.placement == Placement::kAfter) {
+      OmpThreadsScope callback_threads(options.callback_threads);
       MNEMO_RETURN_IF_ERROR(fn(spans));
+      const Clock::time_point done = Clock::now();
+      if (deciding && batch_index == kSplitTimed) {
+        const double pass = std::chrono::duration<double>(passed - started).count();
+        const double callback = std::chrono::duration<double>(done - passed).count();
+        chosen = {Placement::kAfter, callback > pass ? 1 : blas_threads};
+      } else if (deciding && batch_index == kAfterTimed) {
+        after_cost = std::chrono::duration<double>(done - started).count();
+      }
       continue;
     }
-    MNEMO_RETURN_IF_ERROR(finish_pending());
+    trial_start = Clock::now();
     // A new thread starts with OpenMP's default thread count, not the caller's: pass it on.
     pending = std::async(std::launch::async, [&fn, threads, spans = std::move(spans)]() -> Status {
       torch::set_num_threads(threads);

@@ -32,11 +32,20 @@ struct WindowOptions {
   // Windows scored together; 0: as many as fill kScoringBatchTokens (8 of the default model's 128-token
   // windows, 1 of GPT-2's 1,024: larger passes only spill the cache and map fresh pages).
   int64_t batch_size = 0;
-  // ForEachScoredSpan runs the callback for one batch on a second thread while the model computes the next
-  // batch (two batches in flight), so a costly callback (the kNN-LM's searches) overlaps the model instead of
-  // adding to it. The callback still sees the spans in order, never concurrently with itself.
-  // It must not run the model. The second thread uses as many OpenMP/LibTorch threads as the caller.
-  bool overlap = false;
+  // Where ForEachScoredBatch runs the callback (a costly one: the kNN-LM's searches):
+  //  kAfter: on the calling thread after each batch's forward pass, with `callback_threads` OpenMP threads
+  //    (0: the caller's setting), so a parallel search gets every core;
+  //  kBeside: on a second thread while the model computes the next batch (two batches in flight), with the
+  //    caller's OpenMP threads, and OpenBLAS gives the model that many cores fewer (it busy-waits on every
+  //    core otherwise);
+  //  kAuto: kAfter for the first two batches (the second is timed), kBeside for the third (timed from the
+  //    callback's start until it and the next forward pass are both done), then whichever cost less per
+  //    batch for the rest. Neither always wins: on 2 cores an exact search over a large Flat datastore runs
+  //    best after the pass on both cores, an IVF-PQ search best beside it (docs/PERFORMANCE.md).
+  // The callback still sees the batches in order, never concurrently with itself, and must not run the model.
+  enum class Placement { kAfter, kBeside, kAuto };
+  Placement placement = Placement::kAfter;
+  int callback_threads = 0;
 };
 
 // The windows that cover ids[1..n-1]: window [begin, end) scores its last `score_count` tokens, always
@@ -68,16 +77,18 @@ struct SpanRequest {
 
 // Runs the model over `ids` window by window (PlanWindows; equal-length windows batched) and calls `fn`
 // for each window's scored span, in order. Every target in [1, n) is covered exactly once. Stops at the
-// first non-OK Status from `fn` and returns it (with options.overlap, after at most one more model batch,
-// whose spans `fn` never sees).
+// first non-OK Status from `fn` and returns it (with the callback beside the model, after at most one more
+// model batch, whose spans `fn` never sees).
 Status ForEachScoredSpan(Gpt& net, const std::vector<int32_t>& ids, const WindowOptions& options,
                          const SpanRequest& request, const std::function<Status(const ScoredSpan&)>& fn);
 
 // The same, but `fn` gets each model batch's spans at once (in order): one search for all their positions
 // instead of one per window.
+// `placed`, when given, gets where the callback ran last (kAfter or kBeside).
 Status ForEachScoredBatch(Gpt& net, const std::vector<int32_t>& ids, const WindowOptions& options,
                           const SpanRequest& request,
-                          const std::function<Status(const std::vector<ScoredSpan>&)>& fn);
+                          const std::function<Status(const std::vector<ScoredSpan>&)>& fn,
+                          WindowOptions::Placement* placed = nullptr);
 
 // Log-probabilities of ids[1..n-1] for a sequence of any length, via PlanWindows.
 Status ScoreLongSequence(Gpt& net, const std::vector<int32_t>& ids, const WindowOptions& options,

@@ -54,7 +54,7 @@ Status ScoreBoth(LanguageModel& model, const KnnMemory* memory, const KnnOptions
       row += span.count;
     }
     return Status::OK();
-  });
+  }, &out->placement);
   out->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return s;
 }

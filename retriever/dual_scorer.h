@@ -18,6 +18,8 @@ struct DualScores {
   std::vector<float> lm, knn;  // log p of ids[1..n-1]; knn is empty without a memory.
   KnnStats stats;
   double seconds = 0;
+  // Where the searches ran (after the passes or beside them; with kAuto, what the measurement chose).
+  WindowOptions::Placement placement = WindowOptions::Placement::kAfter;
 };
 
 // What else one score reads or obeys.

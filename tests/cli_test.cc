@@ -288,6 +288,22 @@ TEST_F(CliTest, DatastoreBuildThenKnnEvalSideBySide) {
   EXPECT_EQ(j["base"]["tokens"], j["knn"]["tokens"]);
   EXPECT_EQ(j["datastore_entries"], build["entries"]);
 
+  // Where the searches run changes no number; --overlap and --no-overlap fix it, together they are refused.
+  EXPECT_TRUE(j["knn"]["search_placement"].is_string()) << out;
+  for (const std::string flags : {" --overlap", " --no-overlap", " --threads 2"}) {
+    const bool global = flags == " --threads 2";
+    ASSERT_EQ(RunCommand(Mnemo() + (global ? flags : "") + " eval ppl --model " + Model() + " --text-file " +
+                             dir_->File("valid.txt") + " --datastore " + d.File("ds") + " --k 8 --lambda 0.5 --nprobe 8" +
+                             (global ? "" : flags) + " --json", &out), 0) << flags << out;
+    const json placed = json::parse(out);
+    EXPECT_EQ(placed["knn"]["perplexity"].get<double>(), knn) << flags;
+    if (!global) {
+      EXPECT_EQ(placed["knn"]["search_placement"], flags == " --overlap" ? "beside the passes" : "after each pass");
+    }
+  }
+  EXPECT_EQ(RunCommand(Mnemo() + " eval ppl --model " + Model() + " --text-file " + dir_->File("valid.txt") +
+                           " --datastore " + d.File("ds") + " --overlap --no-overlap 2>&1", &out), 2) << out;
+
   // --no-knn and lambda 0 both give the base model's numbers.
   ASSERT_EQ(RunCommand(Mnemo() + " eval ppl --model " + Model() + " --text-file " + dir_->File("valid.txt") +
                            " --datastore " + d.File("ds") + " --lambda 0 --json", &out), 0);

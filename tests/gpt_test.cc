@@ -57,6 +57,35 @@ TEST(GptTest, KvCacheDecodingEqualsFullForward) {
   EXPECT_EQ(cache.length(), static_cast<int64_t>(seq.size()));
 }
 
+// One position goes through a matrix-vector product (OpenBLAS would pack the whole weight for a 1-row
+// product); it equals the row of the matrix product, and LogitsInto equals Logits bit for bit, reusing its
+// buffer while the shape holds.
+TEST(GptTest, OnePositionProductsAndReusedLogitsBufferGiveTheSameNumbers) {
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(3);
+  Conv1D layer(48, 80);
+  layer->weight.normal_(0, 0.1);
+  layer->bias.normal_(0, 0.1);
+  const torch::Tensor x = torch::randn({5, 48});
+  const torch::Tensor rows = layer->forward(x);
+  for (int64_t r = 0; r < 5; ++r) {
+    const torch::Tensor one = layer->forward(x.slice(0, r, r + 1).unsqueeze(0));  // [1, 1, 48]
+    ASSERT_EQ(one.sizes(), (std::vector<int64_t>{1, 1, 80}));
+    EXPECT_TRUE(torch::allclose(one[0][0], rows[r], 1e-6, 1e-6)) << "row " << r;
+  }
+
+  Gpt net = TinyGpt(100);
+  const torch::Tensor hidden = torch::randn({7, net->config().n_embd});
+  torch::Tensor buffer;
+  const torch::Tensor first = net->LogitsInto(hidden, &buffer).clone();
+  EXPECT_TRUE(torch::equal(first, net->Logits(hidden)));
+  const void* storage = buffer.data_ptr();
+  const torch::Tensor other = torch::randn({7, net->config().n_embd});
+  EXPECT_TRUE(torch::equal(net->LogitsInto(other, &buffer), net->Logits(other)));
+  EXPECT_EQ(buffer.data_ptr(), storage);  // reused
+  EXPECT_TRUE(torch::equal(net->LogitsInto(hidden.slice(0, 0, 3), &buffer), net->Logits(hidden.slice(0, 0, 3))));
+}
+
 TEST(GptTest, KnnKeyIsLastBlockFeedForwardInputAfterLayerNorm) {
   torch::NoGradGuard no_grad;
   Gpt net = TinyGpt(100);

@@ -437,7 +437,7 @@ TEST_F(DualScorerTest, BatchedScoringMatchesOneTextAtATime) {
   EXPECT_TRUE(ScoreBothBatch(model, ds.get(), o, {{1}}, &partial).IsInvalidArgument());
 }
 
-// With WindowOptions::overlap the callbacks run on a second thread beside the next forward pass, but still
+// With the callback placed beside the passes it runs on a second thread beside the next forward pass, but still
 // one at a time and in order, and the kNN-LM's scores are bit for bit those of the sequential pass.
 TEST_F(DualScorerTest, OverlappedScoringMatchesSequentialAndKeepsOrder) {
   const std::vector<int32_t> ids = tok.Encode(testing::ToyCorpus().substr(500, 1500));
@@ -448,8 +448,9 @@ TEST_F(DualScorerTest, OverlappedScoringMatchesSequentialAndKeepsOrder) {
 
   DualScores sequential, overlapped;
   ASSERT_TRUE(ScoreBoth(model, ds.get(), o, ids, window, &sequential).ok());
-  window.overlap = true;
+  window.placement = WindowOptions::Placement::kBeside;
   ASSERT_TRUE(ScoreBoth(model, ds.get(), o, ids, window, &overlapped).ok());
+  EXPECT_EQ(overlapped.placement, WindowOptions::Placement::kBeside);
   ASSERT_EQ(overlapped.knn.size(), ids.size() - 1);
   EXPECT_EQ(overlapped.lm, sequential.lm);
   EXPECT_EQ(overlapped.knn, sequential.knn);
@@ -483,6 +484,54 @@ TEST_F(DualScorerTest, OverlappedScoringMatchesSequentialAndKeepsOrder) {
   });
   EXPECT_TRUE(s.IsIOError()) << s.ToString();
   EXPECT_EQ(calls, 3);
+}
+
+// kAuto times the callback after the pass (batches 1 and 2) and beside the next pass (batches 3 and 4), keeps
+// the cheaper placement from batch 5 on, and scores exactly as a fixed placement does.
+TEST_F(DualScorerTest, AutomaticPlacementKeepsTheCheaperOneAndTheSameScores) {
+  const std::vector<int32_t> ids = tok.Encode(testing::ToyCorpus().substr(500, 1500));
+  WindowOptions window;
+  window.window = 32, window.stride = 16, window.batch_size = 2;
+  std::vector<Window> plan;
+  ASSERT_TRUE(PlanWindows(static_cast<int64_t>(ids.size()), model.config.n_positions, window, &plan).ok());
+  ASSERT_GE(plan.size(), 16u);  // at least 8 batches: 3 after, 2 beside, then the choice
+  window.placement = WindowOptions::Placement::kAuto;
+  const auto caller = std::this_thread::get_id();
+  // A callback that is slow in one placement only: the other must be chosen, and every span still arrives
+  // once, in order.
+  for (const bool slow_on_caller : {true, false}) {
+    std::vector<int64_t> firsts;
+    std::vector<bool> on_caller;
+    WindowOptions::Placement placed = WindowOptions::Placement::kAuto;
+    Status s = ForEachScoredBatch(model.net, ids, window, {true, false}, [&](const std::vector<ScoredSpan>& spans) {
+      const bool here = std::this_thread::get_id() == caller;
+      on_caller.push_back(here);
+      if (here == slow_on_caller) std::this_thread::sleep_for(std::chrono::milliseconds(60));
+      for (const ScoredSpan& span : spans) firsts.push_back(span.first_target);
+      return Status::OK();
+    }, &placed);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    ASSERT_EQ(firsts.size(), plan.size());
+    for (size_t i = 0; i < plan.size(); ++i) EXPECT_EQ(firsts[i], plan[i].end - plan[i].score_count) << i;
+    ASSERT_GE(on_caller.size(), 8u);
+    EXPECT_TRUE(on_caller[0] && on_caller[1] && on_caller[2]);
+    EXPECT_FALSE(on_caller[3] || on_caller[4]);
+    for (size_t b = 5; b < on_caller.size(); ++b) {
+      EXPECT_EQ(on_caller[b], !slow_on_caller) << "batch " << b;
+    }
+    EXPECT_EQ(placed, slow_on_caller ? WindowOptions::Placement::kBeside : WindowOptions::Placement::kAfter);
+  }
+
+  // The kNN-LM's scores do not depend on the placement.
+  KnnOptions o;
+  o.k = 8, o.lambda = 0.5;
+  DualScores automatic, after;
+  ASSERT_TRUE(ScoreBoth(model, ds.get(), o, ids, window, &automatic).ok());
+  window.placement = WindowOptions::Placement::kAfter;
+  window.callback_threads = 2;
+  ASSERT_TRUE(ScoreBoth(model, ds.get(), o, ids, window, &after).ok());
+  EXPECT_EQ(automatic.lm, after.lm);
+  EXPECT_EQ(automatic.knn, after.knn);
 }
 
 }  // namespace

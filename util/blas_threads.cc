@@ -2,7 +2,11 @@
 
 #include <dlfcn.h>
 
+#include <omp.h>
+
+#include <algorithm>
 #include <cstdlib>
+#include <thread>
 
 namespace mnemo {
 
@@ -20,5 +24,17 @@ int BlasThreads() {
   auto* fn = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
   return fn != nullptr ? fn() : 1;
 }
+
+OmpThreadsScope::OmpThreadsScope(int n) {
+  if (n <= 0 || n == omp_get_max_threads()) return;
+  saved_ = omp_get_max_threads();
+  omp_set_num_threads(n);
+}
+
+OmpThreadsScope::~OmpThreadsScope() {
+  if (saved_ > 0) omp_set_num_threads(saved_);
+}
+
+int HardwareThreads() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
 
 }  // namespace mnemo

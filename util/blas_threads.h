@@ -1,4 +1,5 @@
-// The thread count of the BLAS behind libblas.so.3. OpenBLAS keeps its own thread pool, sized to every core
+// Thread counts: the BLAS behind libblas.so.3, and OpenMP's for a scope.
+// The BLAS's: OpenBLAS keeps its own thread pool, sized to every core
 // and busy-waiting between calls, outside OpenMP's and LibTorch's settings; it can only be changed through
 // its own symbols, looked up at run time so the build does not depend on which BLAS is installed.
 #pragma once
@@ -11,5 +12,21 @@ bool SetBlasThreads(int n);
 
 // OpenBLAS's thread count; 1 when the BLAS is not OpenBLAS (the reference BLAS is single-threaded).
 int BlasThreads();
+
+// Sets the calling thread's OpenMP thread count to n for the scope's life (n <= 0: changes nothing), and
+// restores it after. OpenMP's setting is per thread, so other threads are unaffected.
+class OmpThreadsScope {
+ public:
+  explicit OmpThreadsScope(int n);
+  ~OmpThreadsScope();
+  OmpThreadsScope(const OmpThreadsScope&) = delete;
+  OmpThreadsScope& operator=(const OmpThreadsScope&) = delete;
+
+ private:
+  int saved_ = 0;  // 0: nothing to restore
+};
+
+// The machine's cores as the C++ runtime sees them (at least 1).
+int HardwareThreads();
 
 }  // namespace mnemo
