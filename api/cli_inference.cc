@@ -35,6 +35,13 @@ void SetUpSearchPlacement(bool overlap, bool no_overlap, WindowOptions* window) 
   window->callback_threads = ThreadsFlag() == 0 ? HardwareThreads() : 0;
 }
 
+void AddPointersFlag(CLI::App* app, KnnOptions* options) {
+  app->add_option("--pointers", options->min_pointers,
+                  "RetoMaton pointers: skip the search where at least this many of the previous position's "
+                  "neighbours carried the token that came and continue in the datastore (0: search every position)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+}
+
 Status ParseIdList(const std::string& text, std::vector<int32_t>* ids) {
   std::vector<int64_t> values;
   Status s = ParseInt64List(text, 0, INT32_MAX, &values);
@@ -83,6 +90,7 @@ void AddScoreCommand(CLI::App& app, Command* selected) {
   f->excludes(i);
   a->knn.Register(score);
   a->memory.RegisterScore(score);
+  AddPointersFlag(score, &a->knn.options);
   score->add_flag("--overlap", a->overlap, kOverlapHelp);
   score->add_flag("--no-overlap", a->no_overlap, kNoOverlapHelp)->excludes("--overlap");
   a->device.Register(score);
@@ -127,7 +135,11 @@ void AddScoreCommand(CLI::App& app, Command* selected) {
         for (float v : scores.lm) base.push_back(v);
         Json out = {{"ids", ids}, {"tokens", tokens}, {"logprobs", lp}, {"scored_tokens", main.size()},
                     {"nll", nll}, {"perplexity", ppl}, {"knn", m.datastore != nullptr}};
-        if (m.datastore) out["lm_logprobs"] = base;
+        if (m.datastore) {
+          out["lm_logprobs"] = base;
+          out["searched_fraction"] =
+              scores.stats.queries ? static_cast<double>(scores.stats.searched) / scores.stats.queries : 0.0;
+        }
         std::cout << DumpJson(out) << "\n";
       } else {
         for (size_t k = 0; k < ids.size(); ++k) {
@@ -167,10 +179,7 @@ void AddEvalCommands(CLI::App& app, Command* selected) {
   text_file->excludes(ppl->get_option("--documents"));
   RegisterWindowFlags(ppl, &a->window);
   a->knn.Register(ppl);
-  ppl->add_option("--pointers", a->knn.options.min_pointers,
-                  "RetoMaton pointers: skip the search where at least this many of the previous position's "
-                  "neighbours carried the token that came and continue in the datastore (0: search every position)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  AddPointersFlag(ppl, &a->knn.options);
   ppl->add_flag("--overlap", a->overlap, kOverlapHelp);
   ppl->add_flag("--no-overlap", a->no_overlap, kNoOverlapHelp)->excludes("--overlap");
   a->device.Register(ppl);

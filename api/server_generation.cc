@@ -440,6 +440,12 @@ void Server::Impl::HandleScore(const httplib::Request& req, httplib::Response& r
   }
   KnnOptions knn;
   if (s.ok()) s = ParseKnn(body, options.knn, &knn);
+  if (s.ok() && body.contains("knn") && body["knn"].is_object()) {
+    // RetoMaton pointers (scoring only: KnnLm::ScoreTargetsFollowing).
+    int64_t pointers = knn.min_pointers;
+    s = api::OptionalInt(body["knn"], "pointers", 0, KnnOptions::kMaxK, &pointers);
+    knn.min_pointers = static_cast<int>(pointers);
+  }
   if (s.ok()) s = knn.Validate();
   std::unique_ptr<KvMemory> layer_memory;
   int64_t layer_topk = 0;
@@ -513,6 +519,8 @@ void Server::Impl::HandleScore(const httplib::Request& req, httplib::Response& r
   if (knn.enabled) {
     out["logprobs_knn"] = scores.knn;
     out["perplexity_knn"] = perplexity(scores.knn);
+    out["searched_fraction"] =
+        scores.stats.queries ? static_cast<double>(scores.stats.searched) / scores.stats.queries : 0.0;
   }
   out["tokens_scored"] = scores.lm.size();
   metrics.GetHistogram("mnemo_score_seconds", "Model time of /v1/score requests", DefaultLatencyBuckets())

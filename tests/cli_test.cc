@@ -314,6 +314,12 @@ TEST_F(CliTest, DatastoreBuildThenKnnEvalSideBySide) {
                            d.File("ds") + " --k 4 --json", &out), 0) << out;
   json sc = json::parse(out);
   EXPECT_TRUE(sc["knn"].get<bool>());
+  EXPECT_EQ(sc["searched_fraction"].get<double>(), 1.0);
+  // score follows RetoMaton pointers as eval ppl does: on the text the datastore holds, most searches go.
+  testing::WriteFileOrDie(d.File("stored.txt"), testing::ToyCorpus().substr(0, 110));  // within the context
+  ASSERT_EQ(RunCommand(Mnemo() + " score --model " + Model() + " --text-file " + d.File("stored.txt") +
+                           " --datastore " + d.File("ds") + " --k 8 --nprobe 8 --pointers 1 --json", &out), 0) << out;
+  EXPECT_LT(json::parse(out)["searched_fraction"].get<double>(), 0.5) << out.substr(out.size() - 200);
   EXPECT_EQ(sc["lm_logprobs"].size(), sc["logprobs"].size());
   ASSERT_EQ(RunCommand(Mnemo() + " generate --model " + Model() + " --prompt 'The cat' --max-tokens 5 --datastore " +
                            d.File("ds") + " --k 4 --seed 1 --json", &out), 0) << out;

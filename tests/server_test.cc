@@ -596,6 +596,22 @@ TEST_F(ServerTest, ScoreWithAndWithoutKnnAndTokenizeRoundTrip) {
   EXPECT_FALSE(off.contains("logprobs_knn"));
   EXPECT_EQ(off["logprobs_lm"], s["logprobs_lm"]);
   Post("/v1/score", {{"text", 3}}, 400);
+  EXPECT_EQ(s["searched_fraction"].get<double>(), 1.0);
+
+  // RetoMaton pointers: on text the datastore holds, followed pointers replace most searches; asking for
+  // more pointers than neighbours searches everywhere and scores as without them.
+  const std::string stored = testing::ToyCorpus().substr(0, 600);
+  json searched = Post("/v1/score", {{"text", stored}, {"knn", {{"k", 8}, {"lambda", 0.5}, {"nprobe", 8}}}});
+  json followed = Post("/v1/score", {{"text", stored}, {"knn", {{"k", 8}, {"lambda", 0.5}, {"nprobe", 8}, {"pointers", 1}}}});
+  EXPECT_LT(followed["searched_fraction"].get<double>(), 0.5) << followed.dump();
+  json every = Post("/v1/score", {{"text", stored}, {"knn", {{"k", 8}, {"lambda", 0.5}, {"nprobe", 8}, {"pointers", 9}}}});
+  EXPECT_EQ(every["searched_fraction"].get<double>(), 1.0);
+  ASSERT_EQ(every["logprobs_knn"].size(), searched["logprobs_knn"].size());
+  for (size_t i = 0; i < every["logprobs_knn"].size(); ++i) {
+    EXPECT_NEAR(every["logprobs_knn"][i].get<double>(), searched["logprobs_knn"][i].get<double>(), 1e-4) << i;
+  }
+  json bad = Post("/v1/score", {{"text", stored}, {"knn", {{"pointers", -1}}}}, 400);
+  EXPECT_NE(bad["error"]["message"].get<std::string>().find("pointers"), std::string::npos) << bad.dump();
   json t = Post("/tokenize", {{"text", "The cat sees."}}, 200, kReadKey);
   json d = Post("/detokenize", {{"tokens", t["tokens"]}}, 200, kReadKey);
   EXPECT_EQ(d["text"], "The cat sees.");
