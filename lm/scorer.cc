@@ -96,12 +96,16 @@ Status ForEachScoredBatch(Gpt& net, const std::vector<int32_t>& ids, const Windo
   using Placement = WindowOptions::Placement;
   using Clock = std::chrono::steady_clock;
   const int threads = torch::get_num_threads();
-  // OpenBLAS's threads as the caller left them, given back on the way out.
+  // OpenBLAS's threads as the caller left them, given back on the way out. Its count is global: it is set
+  // only when a batch needs another one, so callers that score side by side with one fixed placement (the
+  // server's workers) never touch it.
   const int blas_threads = BlasThreads();
   struct RestoreBlas {
-    int n;
-    ~RestoreBlas() { SetBlasThreads(n); }
-  } restore_blas{blas_threads};
+    int n, now;
+    ~RestoreBlas() {
+      if (now != n) SetBlasThreads(n);
+    }
+  } blas{blas_threads, blas_threads};
   // Where the callback runs and how many threads OpenBLAS gives the pass. Beside the pass, the callback's
   // threads are OpenBLAS's fewer (it busy-waits on every core it has).
   struct Setup {
@@ -133,7 +137,10 @@ Status ForEachScoredBatch(Gpt& net, const std::vector<int32_t>& ids, const Windo
     } else if (deciding && batch_index <= kDecidingBatch) {
       setup = beside;  // the last of these passes runs beside the trial's callback, then the choice is made
     }
-    SetBlasThreads(setup.blas);
+    if (setup.blas != blas.now) {
+      SetBlasThreads(setup.blas);
+      blas.now = setup.blas;
+    }
     const Clock::time_point started = Clock::now();
     // Batch consecutive windows of equal length (all but possibly the last).
     size_t last = first + 1;
