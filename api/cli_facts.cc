@@ -140,7 +140,7 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
       if (device.is_cpu() && texts.size() > 1) {
         // A file of facts encodes one batch per core, each pass on one BLAS thread: on 2 cores this beats
         // one pass using both (docs/PERFORMANCE.md, Facts at runtime).
-        const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+        const int cores = HardwareThreads();
         open.encode_threads = aa->encode_threads > 0 ? aa->encode_threads : std::max(1, cores / torch::get_num_threads());
         if (open.encode_threads > 1) SetBlasThreads(1);
       }

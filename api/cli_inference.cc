@@ -137,8 +137,7 @@ void AddScoreCommand(CLI::App& app, Command* selected) {
                     {"nll", nll}, {"perplexity", ppl}, {"knn", m.datastore != nullptr}};
         if (m.datastore) {
           out["lm_logprobs"] = base;
-          out["searched_fraction"] =
-              scores.stats.queries ? static_cast<double>(scores.stats.searched) / scores.stats.queries : 0.0;
+          out["searched_fraction"] = scores.stats.searched_fraction();
         }
         std::cout << DumpJson(out) << "\n";
       } else {
@@ -221,8 +220,7 @@ void AddEvalCommands(CLI::App& app, Command* selected) {
         out["knn"]["pointers"] = a->knn.options.min_pointers;
         out["knn"]["search_placement"] =
             scores.placement == WindowOptions::Placement::kBeside ? "beside the passes" : "after each pass";
-        out["knn"]["searched_fraction"] =
-            scores.stats.queries ? static_cast<double>(scores.stats.searched) / scores.stats.queries : 0.0;
+        out["knn"]["searched_fraction"] = scores.stats.searched_fraction();
         out["datastore_entries"] = m.datastore->size();
         out["seconds"] = scores.seconds;
         out["tokens_per_second"] = scores.lm.size() / scores.seconds;

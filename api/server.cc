@@ -548,7 +548,7 @@ Status Server::Bind(int* port) {
 Status Server::Run() {
   Impl& m = *impl_;
   const int workers = m.options.threads;
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int cores = HardwareThreads();
   SetBlasThreads(std::max(1, cores / workers));
   m.work = std::make_unique<WorkQueue>(workers, m.options.queue, [] { torch::set_num_threads(1); });
   m.loader = std::thread([&m] {

@@ -519,8 +519,7 @@ void Server::Impl::HandleScore(const httplib::Request& req, httplib::Response& r
   if (knn.enabled) {
     out["logprobs_knn"] = scores.knn;
     out["perplexity_knn"] = perplexity(scores.knn);
-    out["searched_fraction"] =
-        scores.stats.queries ? static_cast<double>(scores.stats.searched) / scores.stats.queries : 0.0;
+    out["searched_fraction"] = scores.stats.searched_fraction();
   }
   out["tokens_scored"] = scores.lm.size();
   metrics.GetHistogram("mnemo_score_seconds", "Model time of /v1/score requests", DefaultLatencyBuckets())

@@ -132,9 +132,7 @@ Status ForEachScoredBatch(Gpt& net, const std::vector<int32_t>& ids, const Windo
     Setup setup = chosen;
     if (deciding && batch_index <= kSplitTimed) {
       setup = {Placement::kAfter, blas_threads};
-    } else if (deciding && batch_index == kAfterTimed) {
-      setup = chosen;
-    } else if (deciding && batch_index <= kDecidingBatch) {
+    } else if (deciding && batch_index > kAfterTimed && batch_index <= kDecidingBatch) {
       setup = beside;  // the last of these passes runs beside the trial's callback, then the choice is made
     }
     if (setup.blas != blas.now) {

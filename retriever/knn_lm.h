@@ -42,6 +42,7 @@ struct KnnOptions {
 struct KnnStats {
   int64_t queries = 0;   // Positions scored.
   int64_t searched = 0;  // Positions that ran a search (the rest were skipped as confident).
+  double searched_fraction() const { return queries > 0 ? static_cast<double>(searched) / queries : 0.0; }
 };
 
 // softmax(-distance / T) over the valid (entry >= 0) neighbours, in place; padding keeps weight 0.
