@@ -152,6 +152,16 @@ void AddTrainCommand(CLI::App& app, Command* selected) {
                     "joint: retrieved pairs join the layer's own softmax (no new parameters); gated: the paper's "
                     "separate, normalised memory softmax and learned gate (default: joint for a new layer)")
       ->check(CLI::IsMember({"joint", "gated"}));
+  train->add_flag("--memory-smear", o->memory_smear,
+                  "Smear the memory layer's keys with their predecessors' (a learned per-head mix that starts "
+                  "at 0): one layer can then copy what followed a token earlier, from its window and its memory");
+  train->add_option("--induction-heads", o->induction_heads,
+                    "With --memory-smear: start the memory layer's first N heads as induction heads (copy what "
+                    "followed a repeated token), built from random projections")->check(CLI::NonNegativeNumber);
+  train->add_option("--induction-qk-scale", o->induction_qk_scale, "Induction heads' query/key scale")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  train->add_option("--induction-ov-scale", o->induction_ov_scale, "Induction heads' value/output scale")
+      ->capture_default_str()->check(CLI::PositiveNumber);
   train->add_option("--repeat-chunk", o->repeat_chunk,
                     "Repetition curriculum: read a fraction of the training documents as chunk 1, chunk 1, "
                     "chunk 2, chunk 2, ... of N tokens, so the second copies lie beyond the window but inside "

@@ -11,7 +11,10 @@
 #   cost of memory 64K against 0, training tokens/s with and without memory, and bench/memory_bench.cc.
 # Every line printed is one JSON result, tagged. Usage: bench/memory-quality.sh [OUT_DIR]
 # Environment: STEPS (scratch models, default 800), FT_STEPS (fine-tuning, default 400), TRAIN_MEMORY
-# (default 2048), EVAL_TOKENS (scored tokens per evaluation, default 60000), SPEED_STEPS (default 40).
+# (default 2048), EVAL_TOKENS (scored tokens per evaluation, default 60000), SPEED_STEPS (default 40),
+# RECIPE (what the memorizing models add to `train`, default: smeared keys with 2 induction heads by
+# construction), CURRICULUM (what every model's training data adds, default: a third of the documents
+# read as repeated 16..256-token chunks; empty for plain documents).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mnemo=build/mnemo
@@ -37,9 +40,13 @@ train() {  # name, extra args...
   fi
   echo "{\"run\": \"train $name\", \"result\": $(cat "$out/$name.train.json")}"
 }
-train scratch --tokenizer $default --config default --steps "$steps" --memory-layer 2 --memory-size "$train_memory"
-train nomemory --tokenizer $default --config default --steps "$steps"
-train finetuned --init-from $default --steps "$ft_steps" --memory-layer 2 --memory-size "$train_memory"
+read -r -a recipe <<< "${RECIPE---memory-smear --induction-heads 2}"
+read -r -a curriculum <<< "${CURRICULUM---repeat-chunk 256 --repeat-fraction 0.3}"
+train scratch --tokenizer $default --config default --steps "$steps" --memory-layer 2 --memory-size "$train_memory" \
+  "${recipe[@]}" "${curriculum[@]}"
+train nomemory --tokenizer $default --config default --steps "$steps" "${curriculum[@]}"
+train finetuned --init-from $default --steps "$ft_steps" --memory-layer 2 --memory-size "$train_memory" \
+  "${recipe[@]}" "${curriculum[@]}"
 for model in scratch finetuned; do
   [[ -f $out/$model/memory_index.safetensors ]] ||
     $mnemo memory index --model "$out/$model" --documents "$docs/train.jsonl" --json > "$out/$model.index.json"
@@ -67,7 +74,7 @@ ppl "scratch examples memory=16384" scratch --memory-size 16384 --examples 12
 speed_steps=${SPEED_STEPS:-40}
 for m in 0 "$train_memory"; do
   rm -rf "$out/speed"
-  args=(--memory-layer 2 --memory-size "$m")
+  args=(--memory-layer 2 --memory-size "$m" "${recipe[@]}")
   [[ $m == 0 ]] && args=()
   echo "{\"run\": \"train speed memory=$m\", \"result\": $($mnemo train --documents "$docs/train.jsonl" \
     --valid-documents "$docs/valid.jsonl" --out "$out/speed" --tokenizer $default --config default \

@@ -82,6 +82,35 @@ CausalSelfAttentionImpl::CausalSelfAttentionImpl(const GptConfig& config, bool m
     mem_gate = register_parameter("mem_gate", torch::zeros({n_head}));
     mem_scale = register_parameter("mem_scale", torch::full({n_head}, kInitialMemoryScale));
   }
+  if (memorizing && config.memory_smear) mem_smear = register_parameter("mem_smear", torch::zeros({n_head}));
+}
+
+void CausalSelfAttentionImpl::InitInductionHeads(int64_t heads, double qk_scale, double ov_scale, uint64_t seed) {
+  TORCH_CHECK(mem_smear.defined(), "induction heads need smeared keys");
+  TORCH_CHECK(heads >= 0 && heads <= n_head, "induction heads: ", heads, " of ", n_head);
+  torch::NoGradGuard no_grad;
+  const int64_t C = n_embd, D = n_embd / n_head;
+  auto gen = at::detail::createCPUGenerator(seed);
+  for (int64_t h = 0; h < heads; ++h) {
+    // Orthonormal columns [C, D]: the reduced QR of a Gaussian matrix.
+    const torch::Tensor basis = std::get<0>(torch::linalg_qr(torch::randn({C, D}, gen))).to(c_attn->weight.device());
+    const int64_t col = h * D;
+    c_attn->weight.narrow(1, col, D).copy_(basis * qk_scale);          // W_q
+    c_attn->weight.narrow(1, C + col, D).copy_(basis * qk_scale);      // W_k
+    c_attn->weight.narrow(1, 2 * C + col, D).copy_(basis);             // W_v
+    c_attn->bias.narrow(0, col, D).zero_();
+    c_attn->bias.narrow(0, C + col, D).zero_();
+    c_attn->bias.narrow(0, 2 * C + col, D).zero_();
+    c_proj->weight.narrow(0, col, D).copy_(basis.t() * ov_scale);      // W_o
+    mem_smear[h] = 1.0;
+  }
+}
+
+torch::Tensor CausalSelfAttentionImpl::SmearKeys(const torch::Tensor& k) const {
+  const int64_t S = k.size(2);
+  if (S == 1) return k;
+  const torch::Tensor previous = torch::cat({k.narrow(2, 0, 1), k.narrow(2, 0, S - 1)}, 2);
+  return k + mem_smear.view({1, n_head, 1, 1}) * (previous - k);
 }
 
 torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, torch::Tensor* past_k,
@@ -92,20 +121,23 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, torch::Te
   auto heads = [&](const torch::Tensor& t) { return t.view({B, T, n_head, D}).transpose(1, 2); };
   torch::Tensor q = heads(qkv[0]), k = heads(qkv[1]), v = heads(qkv[2]);
   if (tap != nullptr) *tap = {q, k, v};
-  const torch::Tensor k_new = k, v_new = v;
+  const torch::Tensor v_new = v;
   int64_t past = 0;
   if (past_k != nullptr && past_k->defined()) {
     past = past_k->size(2);
     k = torch::cat({*past_k, k}, 2);
     v = torch::cat({*past_v, v}, 2);
   }
+  // The cache keeps the raw keys (a new position's smeared key needs its predecessor's raw one); the
+  // smear over all S positions costs S x n_embd multiply-adds, far below the attention's products.
   if (past_k != nullptr) *past_k = k, *past_v = v;
+  if (mem_smear.defined()) k = SmearKeys(k);
   const int64_t S = past + T;
   const bool use_memory = memorizing && memory != nullptr && memory->memory != nullptr;
   torch::Tensor y;
   if (use_memory) {
     y = AttendWithMemory(q, k, v, CausalScores(q, k, past, 0, T), *memory);
-    if (memory->write) WriteMemory(k_new, v_new, past, *memory);
+    if (memory->write) WriteMemory(k.narrow(2, past, T), v_new, past, *memory);
   } else {
     const bool tiled = AttentionTile() > 0 && T > AttentionTile() && S >= kTiledAttentionFrom;
     y = CausalAttention(q, k, v, past, tiled ? AttentionTile() : T);
@@ -249,6 +281,8 @@ void GptImpl::InitWeights(uint64_t seed) {
     torch::Tensor& t = p.value();
     if (name.find("attn.mem_gate") != std::string::npos) {
       t.zero_();  // g = sigmoid(0) = 0.5, as in the paper
+    } else if (name.find("attn.mem_smear") != std::string::npos) {
+      t.zero_();  // no smear: exactly GPT-2's keys
     } else if (name.find("attn.mem_scale") != std::string::npos) {
       t.fill_(kInitialMemoryScale);
     } else if (name.find("ln_") != std::string::npos) {

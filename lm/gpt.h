@@ -105,11 +105,23 @@ struct CausalSelfAttentionImpl : torch::nn::Module {
   int64_t memory_topk = 0;
   Conv1D c_attn{nullptr}, c_proj{nullptr};
   torch::Tensor mem_gate, mem_scale;  // [n_head] each, "gated" memory layer only: b_h and the scale.
+  torch::Tensor mem_smear;            // [n_head], GptConfig::memory_smear only: s_h.
+
+  // Makes heads 0..heads-1 induction heads by construction (smeared keys only): s_h = 1, so head h's
+  // key at j is position j-1's; its query and key project the layer's input onto the same random
+  // orthonormal head_dim-dimensional subspace (times qk_scale), so position t attends to where the
+  // token before matched its own input; its value and output projections write that subspace of the
+  // attended position's input back (times ov_scale). A model then copies what followed a repeated
+  // token, inside its window and from its memory, before any training; training tunes it from there.
+  void InitInductionHeads(int64_t heads, double qk_scale, double ov_scale, uint64_t seed);
 
  private:
   // Local attention plus attention over the pairs retrieved from memory->memory, before c_proj.
   torch::Tensor AttendWithMemory(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                  const torch::Tensor& local_scores, const MemoryAccess& memory);
+  // Keys [B, H, S, D] of positions 0..S-1 smeared with their predecessors' (GptConfig::memory_smear);
+  // position 0 has none and keeps its own.
+  torch::Tensor SmearKeys(const torch::Tensor& k) const;
   // Appends this call's keys and values [B, H, T, D] to the memory.
   void WriteMemory(const torch::Tensor& k, const torch::Tensor& v, int64_t past, const MemoryAccess& memory);
 };

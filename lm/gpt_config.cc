@@ -11,7 +11,8 @@ int64_t GptConfig::NumParameters() const {
                             + d * d + d              // attn c_proj
                             + d * 4 * d + 4 * d      // mlp c_fc
                             + 4 * d * d + d;         // mlp c_proj
-  const int64_t memory = has_memory() && memory_mode == "gated" ? 2 * n_head : 0;  // mem_gate, mem_scale
+  int64_t memory = has_memory() && memory_mode == "gated" ? 2 * n_head : 0;  // mem_gate, mem_scale
+  if (has_memory() && memory_smear) memory += n_head;                        // mem_smear
   return vocab_size * d + n_positions * d + n_layer * per_block + 2 * d + memory;
 }
 
@@ -40,6 +41,7 @@ Status GptConfig::Validate() const {
   if (memory_mode != "gated" && memory_mode != "joint") {
     return Status::InvalidArgument("memory mode \"" + memory_mode + "\" must be \"gated\" or \"joint\"");
   }
+  if (memory_smear && !has_memory()) return Status::InvalidArgument("smeared keys (--memory-smear) need a memory layer (--memory-layer L)");
   return Status::OK();
 }
 
@@ -90,6 +92,7 @@ std::string GptConfig::ToJson() const {
     j["mnemo_memory_layer"] = memory_layer;
     j["mnemo_memory_topk"] = memory_topk;
     j["mnemo_memory_mode"] = memory_mode;
+    if (memory_smear) j["mnemo_memory_smear"] = true;
   }
   return j.dump(2) + "\n";
 }
@@ -153,6 +156,11 @@ Status GptConfig::FromJson(const std::string& json_text, const std::string& sour
   if (mode != j.end()) {
     if (!mode->is_string()) return Status::Corruption(source + ": mnemo_memory_mode must be a string");
     c.memory_mode = mode->get<std::string>();
+  }
+  auto smear = j.find("mnemo_memory_smear");
+  if (smear != j.end() && !smear->is_null()) {
+    if (!smear->is_boolean()) return Status::Corruption(source + ": mnemo_memory_smear must be true or false");
+    c.memory_smear = smear->get<bool>();
   }
   Status s = c.Validate();
   if (!s.ok()) return Status::InvalidArgument(source + ": " + s.message());

@@ -33,6 +33,14 @@ struct GptConfig {
   // softmax with the layer's own 1/sqrt(head_dim) scaling and no new parameters (Focused Transformer;
   // Unlimiformer), so a pretrained layer's copying attention reaches the memory as it is.
   std::string memory_mode = "gated";
+  // Smeared keys (Olsson et al. 2022, "In-context Learning and Induction Heads"): the memory layer's key
+  // at position j becomes (1 - s_h) k_j + s_h k_{j-1}, with s_h a learned per-head parameter
+  // (attn.mem_smear) that starts at 0, where the layer is exactly GPT-2's. A key then also says which
+  // token came before it, so one layer can attend from token A to what followed A earlier (an
+  // induction head: copying), in its window and in its memory; without it copying needs a
+  // previous-token head in an earlier layer, which these small models did not learn
+  // (docs/RESULTS.md). Stored as "mnemo_memory_smear": true; memory layer only.
+  bool memory_smear = false;
 
   bool has_memory() const { return memory_layer >= 0; }
   int64_t head_dim() const { return n_embd / n_head; }

@@ -430,7 +430,15 @@ Status Train(const TrainOptions& o, TrainReport* report) {
     if (o.memory_layer >= 0) config.memory_layer = o.memory_layer;
     if (o.memory_topk > 0) config.memory_topk = o.memory_topk;
     if (!o.memory_mode.empty()) config.memory_mode = o.memory_mode;
+    if (o.memory_smear) config.memory_smear = true;
     MNEMO_RETURN_IF_ERROR(config.Validate());
+    if (o.induction_heads > 0 && !config.memory_smear) {
+      return Status::InvalidArgument("--induction-heads needs smeared keys: give --memory-smear");
+    }
+    if (o.induction_heads > config.n_head) {
+      return Status::InvalidArgument("--induction-heads " + std::to_string(o.induction_heads) + ": the memory layer has " +
+                                     std::to_string(config.n_head) + " heads");
+    }
   }
   if (o.memory_size > 0 && !config.has_memory()) {
     return Status::InvalidArgument("--memory-size needs a memory layer: give --memory-layer L (the model has none)");
@@ -503,6 +511,10 @@ Status Train(const TrainOptions& o, TrainReport* report) {
   Gpt net(config);
   net->InitWeights(o.seed);
   if (!resume && !o.init_from.empty()) MNEMO_RETURN_IF_ERROR(LoadWeights(o.init_from + "/model.safetensors", net));
+  if (!resume && o.induction_heads > 0) {
+    net->blocks[config.memory_layer]->attn->InitInductionHeads(o.induction_heads, o.induction_qk_scale,
+                                                              o.induction_ov_scale, o.seed);
+  }
   net->train();
   std::vector<torch::Tensor> decay, no_decay;
   for (auto& p : net->named_parameters()) {

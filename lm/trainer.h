@@ -47,6 +47,11 @@ struct TrainOptions {
   int64_t memory_size = 0;            // Tokens per lane's memory; 0: the layer trains without memory.
   int64_t memory_topk = 0;            // 0: keep the config's (default 32).
   std::string memory_mode;            // "joint" or "gated"; empty: keep the config's.
+  // With memory_smear, on a new run (not a resumed one): heads 0..N-1 of the memory layer start as
+  // induction heads (CausalSelfAttentionImpl::InitInductionHeads), after --init-from's weights load.
+  int64_t induction_heads = 0;
+  double induction_qk_scale = 2.0, induction_ov_scale = 4.0;
+  bool memory_smear = false;          // Smear the memory layer's keys (GptConfig::memory_smear); false: keep the config's.
   // The repetition curriculum (documents only): a fraction of the training documents, chosen by a hash
   // of (seed, document), is cut into chunks and each chunk read twice in a row (chunk 1, chunk 1, chunk 2,
   // chunk 2, ...). Chunk lengths are drawn per chunk from repeat_chunk / 16 .. repeat_chunk (powers of two

@@ -407,6 +407,13 @@ TEST(MemorizingLayerTest, WithoutMemoryOrWithAnEmptyOneTheModelScoresExactlyAsTh
   }
 }
 
+// Keys [B, H, S, D] smeared as the paper of smeared keys writes it: (1 - s_h) k_j + s_h k_{j-1}, k_{-1} = k_0.
+torch::Tensor SmearedReference(const torch::Tensor& k, const torch::Tensor& smear) {
+  const torch::Tensor s = smear.view({1, -1, 1, 1});
+  const torch::Tensor previous = torch::cat({k.narrow(2, 0, 1), k.narrow(2, 0, k.size(2) - 1)}, 2);
+  return (1 - s) * k + s * previous;
+}
+
 // The memory layer's output computed densely in plain LibTorch over every pair in memory.
 torch::Tensor DenseReference(CausalSelfAttentionImpl& attn, const torch::Tensor& x, const torch::Tensor& mem_k,
                              const torch::Tensor& mem_v, bool gated) {
@@ -415,6 +422,7 @@ torch::Tensor DenseReference(CausalSelfAttentionImpl& attn, const torch::Tensor&
   auto split = qkv.split(C, 2);
   auto heads = [&](const torch::Tensor& t) { return t.view({B, T, H, D}).transpose(1, 2); };
   torch::Tensor q = heads(split[0]), k = heads(split[1]), v = heads(split[2]);
+  if (attn.mem_smear.defined()) k = SmearedReference(k, attn.mem_smear);
   auto local = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(D));
   local = local.masked_fill(torch::ones({T, T}, torch::kBool).triu(1), -INFINITY);
   torch::Tensor y;
@@ -467,8 +475,138 @@ TEST(MemorizingLayerTest, ExactSearchWithKAtLeastTheMemorySizeEqualsTheDenseComp
   }
 }
 
+TEST(MemorizingLayerTest, SmearedKeysRoundTripStartAsGpt2AndEqualTheDenseComputation) {
+  torch::NoGradGuard no_grad;
+  GptConfig c = MemoryConfig("joint");
+  c.memory_smear = true;
+  GptConfig back;
+  ASSERT_TRUE(GptConfig::FromJson(c.ToJson(), "config.json", &back).ok());
+  EXPECT_TRUE(back.memory_smear);
+  EXPECT_EQ(MemoryConfig("joint").ToJson().find("smear"), std::string::npos);
+  std::string bad = c.ToJson();
+  bad.replace(bad.find("\"mnemo_memory_smear\": true"), 26, "\"mnemo_memory_smear\": 1");
+  EXPECT_TRUE(GptConfig::FromJson(bad, "config.json", &back).IsCorruption());
+  GptConfig plain = testing::TinyConfig(100);
+  plain.memory_smear = true;
+  EXPECT_TRUE(plain.Validate().IsInvalidArgument());
+  Gpt net(c);
+  auto params = net->named_parameters();
+  ASSERT_NE(params.find("h.1.attn.mem_smear"), nullptr);
+  EXPECT_EQ(params.find("h.0.attn.mem_smear"), nullptr);
+  int64_t count = 0;
+  for (auto& p : params) count += p.value().numel();
+  EXPECT_EQ(count, c.NumParameters());
+
+  // Loaded from a model without smeared keys, s_h = 0: the same logits bit for bit, memory off and on.
+  testing::ScratchDir dir;
+  Gpt unsmeared(MemoryConfig("joint"));
+  ASSERT_TRUE(SaveCheckpoint(dir.File("m"), unsmeared, nullptr).ok());
+  ASSERT_TRUE(LoadWeights(dir.File("m") + "/model.safetensors", net).ok());
+  const torch::Tensor ids = Ids(20, 2);
+  EXPECT_TRUE(torch::equal(net->Forward(ids).logits, unsmeared->Forward(ids).logits));
+  std::vector<std::unique_ptr<KvRing>> rings(2);
+  for (auto& ring : rings) {
+    KvRingOptions o;
+    o.lanes = 2, o.heads = c.n_head, o.head_dim = c.head_dim();
+    ASSERT_TRUE(KvRing::Create(o, &ring).ok());
+  }
+  ForwardOptions a, b;
+  a.memory.memory = rings[0].get(), b.memory.memory = rings[1].get();
+  for (int round = 0; round < 2; ++round) {
+    EXPECT_TRUE(torch::equal(net->Forward(ids, a).logits, unsmeared->Forward(ids, b).logits)) << round;
+  }
+
+  // With s_h set, a call that reads a memory written by an earlier call equals the dense computation over
+  // the earlier call's smeared keys (the memory holds smeared keys; the first position has no predecessor).
+  for (const std::string mode : {"gated", "joint"}) {
+    GptConfig cm = MemoryConfig(mode);
+    cm.memory_smear = true;
+    const int64_t H = cm.n_head, D = cm.head_dim(), T = 9, B = 2;
+    cm.memory_topk = T + 3;
+    CausalSelfAttention attn(cm, /*memorizing=*/true);
+    for (auto& p : attn->parameters()) p.normal_(0, 0.3);
+    attn->mem_smear.copy_(torch::tensor({0.8f, -0.3f}));
+    if (mode == "gated") attn->mem_scale.uniform_(2, 12);
+    KvRingOptions o;
+    o.lanes = B, o.heads = H, o.head_dim = D;
+    std::unique_ptr<KvRing> ring;
+    ASSERT_TRUE(KvRing::Create(o, &ring).ok());
+    MemoryAccess access;
+    access.memory = ring.get();
+    const torch::Tensor x1 = torch::randn({B, T, cm.n_embd}), x2 = torch::randn({B, 5, cm.n_embd});
+    attn->forward(x1, nullptr, nullptr, nullptr, &access);  // writes x1's pairs
+    access.write = false;
+    const torch::Tensor got = attn->forward(x2, nullptr, nullptr, nullptr, &access);
+    auto qkv = (torch::matmul(x1, attn->c_attn->weight) + attn->c_attn->bias).split(cm.n_embd, 2);
+    auto heads = [&](const torch::Tensor& t) { return t.view({B, T, H, D}).transpose(1, 2); };
+    torch::Tensor mem_k = SmearedReference(heads(qkv[1]), attn->mem_smear);
+    if (mode == "gated") mem_k = mem_k / mem_k.norm(2, -1, true);
+    const torch::Tensor want = DenseReference(*attn, x2, mem_k, heads(qkv[2]), mode == "gated");
+    EXPECT_TRUE(torch::allclose(got, want, 1e-5, 1e-5)) << mode << ": max diff " << (got - want).abs().max().item<float>();
+  }
+}
+
+TEST(MemorizingLayerTest, SmearedKeysDecodeTokenByTokenAsInOnePass) {
+  // The cache keeps raw keys, so a new position is smeared with its predecessor's key across calls.
+  torch::NoGradGuard no_grad;
+  GptConfig c = MemoryConfig("joint");
+  c.memory_smear = true;
+  Gpt net(c);
+  for (auto& p : net->blocks[1]->attn->parameters()) p.normal_(0, 0.3);  // attention far from uniform
+  net->named_parameters()["h.1.attn.mem_smear"].copy_(torch::tensor({0.6f, 0.9f}));
+  const torch::Tensor ids = Ids(12);
+  const torch::Tensor whole = net->Forward(ids).logits;
+  KvCache cache;
+  ForwardOptions fo;
+  fo.cache = &cache;
+  std::vector<torch::Tensor> parts = {net->Forward(ids.narrow(1, 0, 5), fo).logits};
+  for (int64_t t = 5; t < 12; ++t) parts.push_back(net->Forward(ids.narrow(1, t, 1), fo).logits);
+  const torch::Tensor stepped = torch::cat(parts, 1);
+  EXPECT_TRUE(torch::allclose(stepped, whole, 1e-5, 1e-5)) << (stepped - whole).abs().max().item<float>();
+  // And the smear matters: the same weights without it score differently.
+  net->named_parameters()["h.1.attn.mem_smear"].zero_();
+  EXPECT_FALSE(torch::allclose(net->Forward(ids).logits, whole, 1e-3, 1e-3));
+}
+
+TEST(MemorizingLayerTest, InductionHeadsRetrieveWhatFollowedTheQuerysTokenBefore) {
+  // Sixteen tokens with random embeddings, read once into the memory, then again: head 0, built as an
+  // induction head, retrieves for each token of the second reading the position that followed the same
+  // token in the first (its smeared key is the key of the token before). Head 1 is left as it was.
+  torch::NoGradGuard no_grad;
+  GptConfig c = MemoryConfig("joint");
+  c.n_embd = 64, c.memory_smear = true, c.memory_topk = 1;
+  const int64_t H = c.n_head, D = c.head_dim(), N = 16;
+  CausalSelfAttention attn(c, /*memorizing=*/true);
+  attn->InitInductionHeads(1, 4.0, 4.0, /*seed=*/5);
+  EXPECT_EQ(attn->mem_smear[0].item<float>(), 1.0f);
+  EXPECT_EQ(attn->mem_smear[1].item<float>(), 0.0f);
+  auto gen = at::detail::createCPUGenerator(9);
+  const torch::Tensor embeddings = torch::randn({N, c.n_embd}, gen);
+  const torch::Tensor order = torch::randperm(N, gen);
+  KvRingOptions o;
+  o.heads = H, o.head_dim = D;
+  std::unique_ptr<KvRing> ring;
+  ASSERT_TRUE(KvRing::Create(o, &ring).ok());
+  MemoryAccess access;
+  access.memory = ring.get();
+  const torch::Tensor x = embeddings.index_select(0, order).unsqueeze(0);  // [1, N, C]
+  attn->forward(x, nullptr, nullptr, nullptr, &access);
+  access.write = false;
+  torch::Tensor tags;
+  access.retrieved_tags = &tags;
+  attn->forward(x, nullptr, nullptr, nullptr, &access);
+  // Query t (token order[t]) should retrieve position t + 1 of the first reading (key: token order[t]).
+  // Position 0 has no predecessor and keeps its own key, equal to position 1's: the tie goes to the older.
+  EXPECT_EQ(tags[0][0][0][0].item<int64_t>(), 0);
+  int64_t right = 0;
+  for (int64_t t = 1; t + 1 < N; ++t) right += tags[0][0][t][0].item<int64_t>() == t + 1;
+  EXPECT_EQ(right, N - 2) << tags[0][0];
+  EXPECT_THROW(attn->InitInductionHeads(3, 1.0, 1.0, 0), c10::Error);  // the layer has 2 heads
+}
+
 TEST(MemorizingLayerTest, GradientsReachTheGateAndScaleButNotTheMemory) {
   GptConfig c = MemoryConfig("gated");
+  c.memory_smear = true;
   Gpt net(c);
   KvRingOptions o;
   o.heads = c.n_head, o.head_dim = c.head_dim();
@@ -485,6 +623,7 @@ TEST(MemorizingLayerTest, GradientsReachTheGateAndScaleButNotTheMemory) {
   auto params = net->named_parameters();
   EXPECT_GT(params["h.1.attn.mem_gate"].grad().abs().sum().item<float>(), 0.0f);
   EXPECT_GT(params["h.1.attn.mem_scale"].grad().abs().sum().item<float>(), 0.0f);
+  EXPECT_GT(params["h.1.attn.mem_smear"].grad().abs().sum().item<float>(), 0.0f);
   EXPECT_EQ(ring->size(0), 32);
 }
 

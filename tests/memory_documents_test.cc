@@ -453,10 +453,23 @@ TEST(MemoryCliTest, EvalPplWithDocumentsAndClearErrors) {
                                     dir.File("test.jsonl") + " --tokenizer " + dir.File("tok") + " --out " +
                                     dir.File("rep") + " --config tiny --steps 2 --batch-size 2 --seq-len 16 "
                                     "--eval-tokens 64 --memory-layer 1 --memory-size 32 --repeat-chunk 24 "
-                                    "--repeat-fraction 1 --quiet --json",
+                                    "--repeat-fraction 1 --memory-smear --induction-heads 1 --quiet --json",
                                 &out, true),
             0)
       << out;
+  std::string config_text;
+  ASSERT_TRUE(ReadFileToString(dir.File("rep") + "/config.json", &config_text).ok());
+  EXPECT_NE(config_text.find("\"mnemo_memory_smear\": true"), std::string::npos) << config_text;
+  // Induction heads need smeared keys, and no more of them than the layer has heads (tiny: 2).
+  for (const std::string bad_args : {"--induction-heads 1", "--memory-smear --induction-heads 3"}) {
+    EXPECT_EQ(testing::RunCommand(bin + " train --documents " + dir.File("train.jsonl") + " --valid-documents " +
+                                      dir.File("test.jsonl") + " --tokenizer " + dir.File("tok") + " --out " +
+                                      dir.File("ind") + " --config tiny --steps 1 --memory-layer 1 " + bad_args,
+                                  &out, true),
+              2)
+        << bad_args;
+    EXPECT_NE(out.find("--induction-heads"), std::string::npos) << out;
+  }
   EXPECT_EQ(testing::RunCommand(bin + " train --corpus " + dir.File("train.jsonl") + " --valid " +
                                     dir.File("test.jsonl") + " --tokenizer " + dir.File("tok") + " --out " +
                                     dir.File("rep2") + " --config tiny --steps 2 --repeat-chunk 24 --quiet",
