@@ -96,7 +96,9 @@ DecodeOutput DecodeBatch::Step(const std::vector<int64_t>& slots, const std::vec
     using torch::indexing::Slice;
     keys_[l].index_put_({slot_ids, Slice(), pos}, qkv[1].view({B, n_head_, head_dim_}));
     values_[l].index_put_({slot_ids, Slice(), pos}, qkv[2].view({B, n_head_, head_dim_}));
-    torch::Tensor scores = torch::matmul(q, rows(keys_[l]).transpose(-2, -1)) * scale;  // [B, H, 1, span]
+    // The cache holds raw keys; a memory layer with smeared keys smears them as its own forward pass does.
+    const torch::Tensor keys = block->attn->SmearKeys(rows(keys_[l]));
+    torch::Tensor scores = torch::matmul(q, keys.transpose(-2, -1)) * scale;  // [B, H, 1, span]
     scores.masked_fill_(hidden_cols, -std::numeric_limits<float>::infinity());
     const torch::Tensor y = torch::matmul(torch::softmax(scores, -1), rows(values_[l]));  // [B, H, 1, D]
     x = x + block->attn->c_proj(y.reshape({B, C}));

@@ -108,7 +108,7 @@ void CausalSelfAttentionImpl::InitInductionHeads(int64_t heads, double qk_scale,
 
 torch::Tensor CausalSelfAttentionImpl::SmearKeys(const torch::Tensor& k) const {
   const int64_t S = k.size(2);
-  if (S == 1) return k;
+  if (!mem_smear.defined() || S == 1) return k;
   const torch::Tensor previous = torch::cat({k.narrow(2, 0, 1), k.narrow(2, 0, S - 1)}, 2);
   return k + mem_smear.view({1, n_head, 1, 1}) * (previous - k);
 }
@@ -131,7 +131,7 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, torch::Te
   // The cache keeps the raw keys (a new position's smeared key needs its predecessor's raw one); the
   // smear over all S positions costs S x n_embd multiply-adds, far below the attention's products.
   if (past_k != nullptr) *past_k = k, *past_v = v;
-  if (mem_smear.defined()) k = SmearKeys(k);
+  k = SmearKeys(k);
   const int64_t S = past + T;
   const bool use_memory = memorizing && memory != nullptr && memory->memory != nullptr;
   torch::Tensor y;
@@ -279,10 +279,8 @@ void GptImpl::InitWeights(uint64_t seed) {
   for (auto& p : named_parameters()) {
     const std::string& name = p.key();
     torch::Tensor& t = p.value();
-    if (name.find("attn.mem_gate") != std::string::npos) {
-      t.zero_();  // g = sigmoid(0) = 0.5, as in the paper
-    } else if (name.find("attn.mem_smear") != std::string::npos) {
-      t.zero_();  // no smear: exactly GPT-2's keys
+    if (name.find("attn.mem_gate") != std::string::npos || name.find("attn.mem_smear") != std::string::npos) {
+      t.zero_();  // the gate: g = sigmoid(0) = 0.5, as in the paper; the smear: none, GPT-2's keys
     } else if (name.find("attn.mem_scale") != std::string::npos) {
       t.fill_(kInitialMemoryScale);
     } else if (name.find("ln_") != std::string::npos) {

@@ -114,14 +114,15 @@ struct CausalSelfAttentionImpl : torch::nn::Module {
   // attended position's input back (times ov_scale). A model then copies what followed a repeated
   // token, inside its window and from its memory, before any training; training tunes it from there.
   void InitInductionHeads(int64_t heads, double qk_scale, double ov_scale, uint64_t seed);
+  // Keys [B, H, S, D] of positions 0..S-1 smeared with their predecessors' (GptConfig::memory_smear);
+  // position 0 has none and keeps its own. Without smeared keys, k itself. Public for DecodeBatch, which
+  // runs this layer's attention over its own cache.
+  torch::Tensor SmearKeys(const torch::Tensor& k) const;
 
  private:
   // Local attention plus attention over the pairs retrieved from memory->memory, before c_proj.
   torch::Tensor AttendWithMemory(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                  const torch::Tensor& local_scores, const MemoryAccess& memory);
-  // Keys [B, H, S, D] of positions 0..S-1 smeared with their predecessors' (GptConfig::memory_smear);
-  // position 0 has none and keeps its own.
-  torch::Tensor SmearKeys(const torch::Tensor& k) const;
   // Appends this call's keys and values [B, H, T, D] to the memory.
   void WriteMemory(const torch::Tensor& k, const torch::Tensor& v, int64_t past, const MemoryAccess& memory);
 };

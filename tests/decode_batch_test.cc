@@ -28,7 +28,17 @@ ForwardResult Reference(Gpt& net, const std::vector<int32_t>& ids) {
 }
 
 TEST(DecodeBatchTest, StepsOverSlotsOfDifferentLengthsMatchWholeSequences) {
-  Gpt net = testing::TinyGpt(97, 3);
+ for (bool smeared : {false, true}) {
+  SCOPED_TRACE(smeared ? "memory layer with smeared keys" : "plain");
+  GptConfig config = testing::TinyConfig(97);
+  if (smeared) config.memory_layer = 1, config.memory_mode = "joint", config.memory_smear = true;
+  Gpt net(config);
+  net->InitWeights(3);
+  if (smeared) {
+    torch::NoGradGuard no_grad;
+    for (auto& p : net->blocks[1]->attn->parameters()) p.normal_(0, 0.3);  // attention far from uniform
+    net->named_parameters()["h.1.attn.mem_smear"].copy_(torch::tensor({0.7f, 0.4f}));
+  }
   net->eval();
   const int64_t ctx = net->config().n_positions;
   DecodeBatch batch(net, 4);
@@ -67,6 +77,7 @@ TEST(DecodeBatchTest, StepsOverSlotsOfDifferentLengthsMatchWholeSequences) {
   EXPECT_THROW(batch.Prefill(0, RandomIds(ctx + 1, 97, 1), false), c10::Error);
   batch.Release(3);
   EXPECT_EQ(batch.length(3), 0);
+ }
 }
 
 TEST(DecodeBatchTest, ASlotsResultsDoNotDependOnTheOtherSlots) {
