@@ -56,6 +56,49 @@ torch::Tensor CausalAttention(const torch::Tensor& q, const torch::Tensor& k, co
 
 }  // namespace
 
+namespace {
+
+// A batch of decoding requests, one position each ([B, C] from DecodeBatch::Step, or [B, 1, C], B > 1):
+// the products the packed kernel is for. A prompt ([1, T, C]) keeps the BLAS: packing a model's weights
+// (GPT-2 small: about 500 MB, a second or so, once) would cost a single request more than it saves.
+bool IsDecodingStep(const torch::Tensor& x) {
+  return (x.dim() == 2 && x.size(0) > 1) || (x.dim() == 3 && x.size(1) == 1 && x.size(0) > 1);
+}
+
+}  // namespace
+
+std::shared_ptr<const PackedWeights> PackedWeightCache::Get(const torch::Tensor& weight, bool transposed) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t version = weight._version();
+  if (packed_ == nullptr || version != version_ || weight.data_ptr() != data_) {
+    packed_.reset();  // free the old copy before making the new one
+    const torch::Tensor kn = (transposed ? weight.t() : weight).contiguous();
+    packed_ = PackedWeights::Pack(kn.data_ptr<float>(), kn.size(0), kn.size(1));
+    version_ = version, data_ = weight.data_ptr();
+  }
+  return packed_;
+}
+
+torch::Tensor PackedProduct(const torch::Tensor& x2d, const torch::Tensor& weight, bool transposed,
+                            const torch::Tensor& bias, PackedWeightCache* cache) {
+  const int64_t rows = x2d.size(0);
+  if (rows < 2 || rows > kPackedMaxRows || torch::GradMode::is_enabled() || !weight.device().is_cpu() ||
+      weight.scalar_type() != torch::kFloat || x2d.scalar_type() != torch::kFloat || !PackedGemmSupported()) {
+    return {};
+  }
+  const std::shared_ptr<const PackedWeights> packed = cache->Get(weight, transposed);
+  const torch::Tensor x = x2d.contiguous();
+  torch::Tensor y = torch::empty({rows, packed->n()}, x.options());
+  const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  // Threads only where a chunk of panels holds enough products (about 256K multiply-adds).
+  const int64_t per_panel = rows * packed->k() * PackedWeights::kPanel;
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(1, per_panel));
+  at::parallel_for(0, packed->panels(), grain, [&](int64_t p0, int64_t p1) {
+    PackedGemm(x.data_ptr<float>(), rows, *packed, b, y.data_ptr<float>(), p0, p1);
+  });
+  return y;
+}
+
 Conv1DImpl::Conv1DImpl(int64_t in, int64_t out) {
   weight = register_parameter("weight", torch::empty({in, out}));
   bias = register_parameter("bias", torch::zeros({out}));
@@ -70,7 +113,12 @@ torch::Tensor Conv1DImpl::forward(const torch::Tensor& x) {
     // `sgemm_itcopy`); its matrix-vector product reads the weight once.
     return torch::addmv(bias, weight.t(), x.reshape({-1})).view(shape);
   }
-  return torch::addmm(bias, x.reshape({-1, x.size(-1)}), weight).view(shape);
+  const torch::Tensor x2d = x.reshape({-1, x.size(-1)});
+  if (IsDecodingStep(x)) {
+    const torch::Tensor packed = PackedProduct(x2d, weight, /*transposed=*/false, bias, packed_.get());
+    if (packed.defined()) return packed.view(shape);
+  }
+  return torch::addmm(bias, x2d, weight).view(shape);
 }
 
 CausalSelfAttentionImpl::CausalSelfAttentionImpl(const GptConfig& config, bool memorizing_)
@@ -305,11 +353,20 @@ torch::Tensor GptImpl::Logits(const torch::Tensor& hidden) {
     shape.back() = wte->weight.size(0);
     return torch::mv(wte->weight, hidden.reshape({d})).reshape(shape);
   }
+  const torch::Tensor packed = IsDecodingStep(hidden) ? PackedProduct(hidden.reshape({-1, d}), wte->weight,
+                                                                      /*transposed=*/true, {}, packed_head_.get())
+                                                      : torch::Tensor();
+  if (packed.defined()) {
+    std::vector<int64_t> shape(hidden.sizes().begin(), hidden.sizes().end());
+    shape.back() = wte->weight.size(0);
+    return packed.view(shape);
+  }
   return torch::matmul(hidden, wte->weight.t());
 }
 
 torch::Tensor GptImpl::LogitsInto(const torch::Tensor& hidden, torch::Tensor* buffer) {
-  if (hidden.dim() != 2 || hidden.size(0) < 2) return *buffer = Logits(hidden);
+  // Up to kPackedMaxRows rows go where Logits sends them (the packed kernel), so both give the same numbers.
+  if (hidden.dim() != 2 || hidden.size(0) <= kPackedMaxRows) return *buffer = Logits(hidden);
   const torch::Tensor& w = wte->weight;
   if (!buffer->defined() || buffer->size(0) != hidden.size(0) || buffer->size(1) != w.size(0) ||
       buffer->scalar_type() != hidden.scalar_type() || buffer->device() != hidden.device()) {

@@ -18,10 +18,13 @@
 
 #include <torch/torch.h>
 
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "lm/gpt_config.h"
 #include "lm/kv_memory.h"
+#include "util/packed_gemm.h"
 
 namespace mnemo {
 
@@ -84,11 +87,37 @@ struct ForwardResult {
   std::vector<AttentionTap> attention;
 };
 
+// A packed copy (util/packed_gemm.h) of a weight, made on first use and made again when the weight
+// changes (its storage or LibTorch's version counter, which every in-place write bumps). Thread-safe.
+class PackedWeightCache {
+ public:
+  // `weight` [k, n] float on the CPU, or with `transposed` [n, k] (the tied head's wte).
+  std::shared_ptr<const PackedWeights> Get(const torch::Tensor& weight, bool transposed);
+
+ private:
+  std::mutex mu_;
+  std::shared_ptr<const PackedWeights> packed_;
+  int64_t version_ = -1;
+  const void* data_ = nullptr;
+};
+
+// x [rows, k] times a packed weight [k, n] (+ bias [n] if defined) when the packed kernel applies: a few
+// rows (a batch of decoding requests), no gradient, float on the CPU. Returns an undefined tensor
+// otherwise, and the caller uses its BLAS product.
+// At most this many rows (requests of a decoding step) take the packed kernel; more amortise OpenBLAS's
+// packing over enough rows.
+constexpr int64_t kPackedMaxRows = 64;
+torch::Tensor PackedProduct(const torch::Tensor& x2d, const torch::Tensor& weight, bool transposed,
+                            const torch::Tensor& bias, PackedWeightCache* cache);
+
 // GPT-2's Conv1D: y = x W + b with W stored [in, out].
 struct Conv1DImpl : torch::nn::Module {
   Conv1DImpl(int64_t in, int64_t out);
   torch::Tensor forward(const torch::Tensor& x);
   torch::Tensor weight, bias;
+
+ private:
+  std::shared_ptr<PackedWeightCache> packed_ = std::make_shared<PackedWeightCache>();
 };
 TORCH_MODULE(Conv1D);
 
@@ -157,7 +186,7 @@ struct GptImpl : torch::nn::Module {
   ForwardResult Forward(const torch::Tensor& ids, const ForwardOptions& options = {});
   // Logits from hidden states (tied output embedding).
   torch::Tensor Logits(const torch::Tensor& hidden);
-  // The same for hidden [n, d] (n > 1), written into *buffer, which is reused when it already has the
+  // The same for hidden [n, d] (n > kPackedMaxRows; fewer rows go to Logits), written into *buffer, which is reused when it already has the
   // shape, dtype and device (a caller scoring window after window: GPT-2's [512, 50,257] logits are over
   // glibc's 32 MiB mmap threshold, so a fresh tensor costs a page fault per 4 KB). Returns *buffer.
   torch::Tensor LogitsInto(const torch::Tensor& hidden, torch::Tensor* buffer);
@@ -176,6 +205,7 @@ struct GptImpl : torch::nn::Module {
 
  private:
   GptConfig config_;
+  std::shared_ptr<PackedWeightCache> packed_head_ = std::make_shared<PackedWeightCache>();
 };
 TORCH_MODULE(Gpt);
 

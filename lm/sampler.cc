@@ -77,12 +77,40 @@ int32_t SampleToken(const torch::Tensor& logprobs, const SamplingOptions& option
   }
   std::uniform_real_distribution<double> uniform(0.0, total);
   double r = uniform(rng), acc = 0;
-  for (int64_t i = 0; i < keep; ++i) {
-    sorted_through(i);
+  for (int64_t i = 0; i < std::min(keep, sorted_end); ++i) {
     acc += p[i];
     if (r < acc) return order[i];
   }
-  return order[keep - 1];
+  // Past the sorted head (a flat distribution: random weights, a high temperature): the token where the
+  // mass in probability order crosses r, found without sorting the rest. Split order[lo, hi) around a
+  // pivot by the same total order; if r falls in the mass of the part before the pivot, go there, else
+  // past it (a selection weighted by mass, linear on average, where the walk sorted chunk after chunk).
+  int64_t lo = sorted_end, hi = keep;
+  if (lo >= hi) return order[keep - 1];
+  std::vector<double> weight_of(static_cast<size_t>(n), 0.0);
+  for (int64_t i = lo; i < hi; ++i) weight_of[static_cast<size_t>(order[i])] = p[i];
+  while (hi - lo > 32) {
+    const int32_t pivot = order[lo + (hi - lo) / 2];
+    // [lo, m): before the pivot; the pivot moved to m; (m, hi): after it.
+    const auto mid = std::partition(order.begin() + lo, order.begin() + hi, [&](int32_t a) { return by_prob(a, pivot); });
+    std::iter_swap(mid, std::find(mid, order.begin() + hi, pivot));
+    const int64_t m = mid - order.begin();
+    double upper = 0;
+    for (int64_t i = lo; i < m; ++i) upper += weight_of[static_cast<size_t>(order[i])];
+    if (r < acc + upper) {
+      hi = m;
+      continue;
+    }
+    acc += upper + weight_of[static_cast<size_t>(pivot)];
+    if (r < acc) return pivot;
+    lo = m + 1;
+  }
+  std::sort(order.begin() + lo, order.begin() + hi, by_prob);
+  for (int64_t i = lo; i < hi; ++i) {
+    acc += weight_of[static_cast<size_t>(order[i])];
+    if (r < acc) return order[i];
+  }
+  return order[hi - 1];
 }
 
 }  // namespace mnemo

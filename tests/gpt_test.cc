@@ -75,12 +75,13 @@ TEST(GptTest, OnePositionProductsAndReusedLogitsBufferGiveTheSameNumbers) {
   }
 
   Gpt net = TinyGpt(100);
-  const torch::Tensor hidden = torch::randn({7, net->config().n_embd});
+  // More rows than the packed kernel takes (kPackedMaxRows), so the buffer is written by one product.
+  const torch::Tensor hidden = torch::randn({kPackedMaxRows + 6, net->config().n_embd});
   torch::Tensor buffer;
   const torch::Tensor first = net->LogitsInto(hidden, &buffer).clone();
   EXPECT_TRUE(torch::equal(first, net->Logits(hidden)));
   const void* storage = buffer.data_ptr();
-  const torch::Tensor other = torch::randn({7, net->config().n_embd});
+  const torch::Tensor other = torch::randn({kPackedMaxRows + 6, net->config().n_embd});
   EXPECT_TRUE(torch::equal(net->LogitsInto(other, &buffer), net->Logits(other)));
   EXPECT_EQ(buffer.data_ptr(), storage);  // reused
   EXPECT_TRUE(torch::equal(net->LogitsInto(hidden.slice(0, 0, 3), &buffer), net->Logits(hidden.slice(0, 0, 3))));
