@@ -265,6 +265,7 @@ void AddGenerateCommand(CLI::App& app, Command* selected) {
       ->check(CLI::Range(0.0, 1.0));
   gen->add_option("--seed", a->options.seed, "Random seed")->capture_default_str();
   a->knn.Register(gen);
+  AddPointersFlag(gen, &a->knn.options);
   a->memory.RegisterGenerate(gen);
   a->device.Register(gen);
   gen->add_flag("--json", a->json, "Machine-readable output");
@@ -286,10 +287,12 @@ void AddGenerateCommand(CLI::App& app, Command* selected) {
       GenerateOptions options = a->options;
       options.stop_token = m.model->tokenizer->eot_id();
       std::unique_ptr<KnnLm> knn;
+      std::vector<Neighbor> neighbors, pointers;  // RetoMaton pointers with --pointers
+      KnnStats stats;
       if (m.datastore) {
         knn = std::make_unique<KnnLm>(*m.datastore);
         options.hook = [&](const torch::Tensor& key, const torch::Tensor& lp, torch::Tensor* out) {
-          return knn->Distribution(key, lp, a->knn.options, out, nullptr);
+          return knn->Distribution(key, lp, a->knn.options, out, &neighbors, &pointers, &stats);
         };
       }
       std::vector<int32_t> out;
@@ -297,6 +300,7 @@ void AddGenerateCommand(CLI::App& app, Command* selected) {
       if (stream) std::cout << a->prompt << std::flush;
       auto start = std::chrono::steady_clock::now();
       s = Generate(m.model->net, prompt, options, &out, [&](int32_t token, float) {
+        if (a->knn.options.min_pointers > 0) NextPointers(neighbors, token, &pointers);
         if (stream && token != options.stop_token) std::cout << m.model->tokenizer->TokenBytes(token) << std::flush;
         return true;
       });
@@ -305,7 +309,8 @@ void AddGenerateCommand(CLI::App& app, Command* selected) {
       if (a->json) {
         std::cout << DumpJson({{"prompt", a->prompt}, {"text", m.model->tokenizer->Decode(out)}, {"ids", out},
                                {"prompt_tokens", prompt.size()}, {"completion_tokens", out.size()},
-                               {"knn", m.datastore != nullptr}, {"ms_per_token", out.empty() ? 0.0 : ms / out.size()}})
+                               {"knn", m.datastore != nullptr}, {"searched_fraction", stats.searched_fraction()},
+                               {"ms_per_token", out.empty() ? 0.0 : ms / out.size()}})
                   << "\n";
       } else {
         std::cout << "\n";

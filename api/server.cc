@@ -284,6 +284,7 @@ Status Server::Impl::Load() {
     BatcherOptions batching;
     batching.slots = slots;
     batching.queue = options.queue;
+    batching.prefill_tokens = static_cast<size_t>(options.batch_prefill_tokens);
     batcher = std::make_unique<CompletionBatcher>(*model, memory.get(), batching);
     CompletionBatcher* b = batcher.get();
     metrics.AddGaugeCallback("mnemo_decode_steps", "Batched decoding steps so far (one forward pass each)",

@@ -37,6 +37,8 @@ struct ServeOptions {
   int batch_slots = -1;
   static constexpr int kAutoBatchSlots = 16;
   static constexpr int64_t kAutoBatchFromParameters = 10'000'000;
+  // Prompt tokens a batched step runs while other completions decode (BatcherOptions::prefill_tokens).
+  int batch_prefill_tokens = 64;
   size_t queue = 32;                  // Requests waiting for a worker before 503.
   int http_threads = 16;              // Run requests, write responses (idle connections hold none).
   size_t max_body_bytes = 1 << 20;    // Decoded request body, however it is framed (413 past it).

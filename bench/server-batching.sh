@@ -2,7 +2,8 @@
 # Batched decoding against one completion per worker, for any model: `mnemo serve --workers 2` on a state
 # without a datastore (base LM), completions of exactly 16 tokens (temperature 0.8, ignore_eos) at
 # concurrency 1, 4 and 16, with --batch-slots 16 (the default) and --batch-slots 0 (each completion alone on
-# a worker). Prints generated tokens/s and per-token latency (the request's over 16).
+# a worker). Prints generated tokens/s and per-token latency (the request's over 16). The connections
+# start within the first second, not all at once (the lua script's delay()).
 # Usage: bench/server-batching.sh MODEL_DIR [SECONDS=15]      Output: data/bench-batching/<model>/
 # (GPT-2 small's shape with random weights: /usr/bin/python3 bench/gpt2_small.py data/bench-gpt2-small/model)
 set -euo pipefail
@@ -18,6 +19,13 @@ cat > "$out/completion.lua" <<'LUA'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"model": "model", "prompt": "Harbour, n. A place of security and comfort", "max_tokens": 16, "temperature": 0.8, "ignore_eos": true}'
+-- The connections' first requests spread over the first second (wrk's delay), as clients arrive, not
+-- one synchronized burst of c requests; args[1]: this thread's connections.
+local left = 0
+local threads = 0
+function setup(thread) thread:set("tid", threads); threads = threads + 1 end
+function init(args) left = tonumber(args[1] or "0"); math.randomseed(1 + (tid or 0) * 7919) end
+function delay() if left > 0 then left = left - 1; return math.random(0, 1000) end return 0 end
 LUA
 sed -i "s/\"model\": \"model\"/\"model\": \"$(basename "$model")\"/" "$out/completion.lua"
 server=
@@ -30,8 +38,9 @@ for slots in 0 16; do
   server=$!
   until curl -sf localhost:$port/health >/dev/null; do sleep 0.1; done
   for c in 1 4 16; do
-    wrk -t $(( c < 2 ? 1 : 2 )) -c $c -d "${seconds}s" --timeout 60s --latency -s "$out/completion.lua" \
-      "http://127.0.0.1:$port/v1/completions" > "$out/b$slots-c$c.txt" 2>&1
+    t=$(( c < 2 ? 1 : 2 ))
+    wrk -t $t -c $c -d "${seconds}s" --timeout 60s --latency -s "$out/completion.lua" \
+      "http://127.0.0.1:$port/v1/completions" -- $(( c / t )) > "$out/b$slots-c$c.txt" 2>&1
     awk -v s=$slots -v c=$c '
       function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
       /Requests\/sec/ { rps = $2 } /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) } /Non-2xx/ { bad = $NF }

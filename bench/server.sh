@@ -3,6 +3,7 @@
 # each completion alone on a worker (--batch-slots 0) and decoded together (the default); then, batched,
 # completions while facts are added and deleted at ~10/s each; /v1/score tokens/s; time from `mnemo
 # serve` to ready. Uses the default model and datastore that `make serve` builds, on a state of its own.
+# Completions' connections start within the first second, not all at once (the lua scripts' delay()).
 # Usage: bench/server.sh [WORKERS=2] [SECONDS=20]      Output: data/bench-server/*.txt
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,13 @@ for knn in on off; do
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"model": "default", "prompt": "Harbour, n. A place", "max_tokens": 16, "temperature": 0.8, "ignore_eos": true, "knn": {"enabled": $enabled, "k": 64, "lambda": 0.25}}'
+-- The connections' first requests spread over the first second (wrk's delay), as clients arrive, not
+-- one synchronized burst; args[1]: this thread's connections.
+local left = 0
+local threads = 0
+function setup(thread) thread:set("tid", threads); threads = threads + 1 end
+function init(args) left = tonumber(args[1] or "0"); math.randomseed(1 + (tid or 0) * 7919) end
+function delay() if left > 0 then left = left - 1; return math.random(0, 1000) end return 0 end
 LUA
 done
 cp $out/completion-knn-on.lua $out/completion.lua
@@ -45,7 +53,8 @@ LUA
 
 run() {  # name connections script path
   echo "== $1 (connections $2, workers $workers, ${seconds}s)" | tee $out/$1.txt
-  wrk -t $(( $2 < 2 ? 1 : 2 )) -c "$2" -d "${seconds}s" --latency -s "$out/$3" "http://127.0.0.1:$port$4" 2>&1 |
+  local t=$(( $2 < 2 ? 1 : 2 ))
+  wrk -t $t -c "$2" -d "${seconds}s" --latency -s "$out/$3" "http://127.0.0.1:$port$4" -- $(( $2 / t )) 2>&1 |
     tee -a $out/$1.txt | grep -E "Requests/sec|Non-2xx|50%|99%|Socket errors" || true
 }
 

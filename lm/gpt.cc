@@ -90,12 +90,8 @@ torch::Tensor PackedProduct(const torch::Tensor& x2d, const torch::Tensor& weigh
   const torch::Tensor x = x2d.contiguous();
   torch::Tensor y = torch::empty({rows, packed->n()}, x.options());
   const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
-  // Threads only where a chunk of panels holds enough products (about 256K multiply-adds).
-  const int64_t per_panel = rows * packed->k() * PackedWeights::kPanel;
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(1, per_panel));
-  at::parallel_for(0, packed->panels(), grain, [&](int64_t p0, int64_t p1) {
-    PackedGemm(x.data_ptr<float>(), rows, *packed, b, y.data_ptr<float>(), p0, p1);
-  });
+  // On the threads this thread allows the kernel (SetPackedGemmThreads: the decoding thread, the cores).
+  PackedGemmThreads(x.data_ptr<float>(), rows, *packed, b, y.data_ptr<float>());
   return y;
 }
 
@@ -119,6 +115,12 @@ torch::Tensor Conv1DImpl::forward(const torch::Tensor& x) {
     if (packed.defined()) return packed.view(shape);
   }
   return torch::addmm(bias, x2d, weight).view(shape);
+}
+
+void Conv1DImpl::Pack() {
+  if (PackedGemmSupported() && weight.device().is_cpu() && weight.scalar_type() == torch::kFloat) {
+    packed_->Get(weight, /*transposed=*/false);
+  }
 }
 
 CausalSelfAttentionImpl::CausalSelfAttentionImpl(const GptConfig& config, bool memorizing_)
@@ -362,6 +364,18 @@ torch::Tensor GptImpl::Logits(const torch::Tensor& hidden) {
     return packed.view(shape);
   }
   return torch::matmul(hidden, wte->weight.t());
+}
+
+void GptImpl::PackForDecoding() {
+  torch::NoGradGuard no_grad;
+  for (Block& block : blocks) {
+    block->attn->c_attn->Pack(), block->attn->c_proj->Pack();
+    block->mlp->c_fc->Pack(), block->mlp->c_proj->Pack();
+  }
+  const torch::Tensor& w = wte->weight;
+  if (PackedGemmSupported() && w.device().is_cpu() && w.scalar_type() == torch::kFloat) {
+    packed_head_->Get(w, /*transposed=*/true);
+  }
 }
 
 torch::Tensor GptImpl::LogitsInto(const torch::Tensor& hidden, torch::Tensor* buffer) {

@@ -274,6 +274,7 @@ Status Complete(LanguageModel& model, const KnnMemory* memory, const CompletionR
   out->choices.assign(request.n, CompletionChoice());
   out->prompt_tokens = static_cast<int64_t>(request.prompt.size());
   out->completion_tokens = 0;
+  out->knn = KnnStats();
   const std::string prompt_text = request.echo ? model.tokenizer->Decode(request.prompt) : std::string();
   std::vector<TokenLogprob> prompt_logprobs;
   if (request.echo && request.logprobs >= 0) {
@@ -300,10 +301,10 @@ Status Complete(LanguageModel& model, const KnnMemory* memory, const CompletionR
       };
     }
     torch::Tensor step_distribution;
-    std::vector<Neighbor> step_neighbors;
+    std::vector<Neighbor> step_neighbors, pointers;
     options.hook = [&](const torch::Tensor& key, const torch::Tensor& lp, torch::Tensor* dist) {
       if (knn) {
-        MNEMO_RETURN_IF_ERROR(knn_lm->Distribution(key, lp, request.knn, dist, &step_neighbors));
+        MNEMO_RETURN_IF_ERROR(knn_lm->Distribution(key, lp, request.knn, dist, &step_neighbors, &pointers, &out->knn));
       } else {
         *dist = lp;
       }
@@ -315,6 +316,7 @@ Status Complete(LanguageModel& model, const KnnMemory* memory, const CompletionR
         choice.Cancel();
         return false;
       }
+      if (knn && request.knn.min_pointers > 0) NextPointers(step_neighbors, token, &pointers);
       return choice.Add(token, step_distribution, step_neighbors, step_hits);
     };
     std::vector<int32_t> sampled;

@@ -2,12 +2,14 @@
 
 #include <omp.h>
 
+#include <limits>
 #include <map>
 #include <random>
 #include <tuple>
 #include <utility>
 
 #include "lm/decode_batch.h"
+#include "util/packed_gemm.h"
 #include "util/parallel.h"
 
 namespace mnemo {
@@ -31,8 +33,13 @@ struct CompletionBatcher::Row {
   std::unique_ptr<ChoiceBuilder> builder;
   std::mt19937_64 rng;
   std::vector<int32_t> tokens;  // the choice's prompt and generated tokens (a full window restarts from them)
-  torch::Tensor logits, key;    // the next token's logits [V] and kNN key [C]
-  int32_t next = -1;            // the sampled token to decode next; -1: the choice is over
+  // Tokens to run before the next sample (the prompt, or a full window's last half), `fed` of them run:
+  // they ride in the steps in chunks, the slot restarting with the first.
+  std::vector<int32_t> feed;
+  size_t fed = 0;
+  std::vector<Neighbor> pointers;  // RetoMaton pointers after the last sampled token (knn.min_pointers > 0)
+  torch::Tensor logits, key;  // the next token's logits [V] and kNN key [C]
+  int32_t next = -1;          // the sampled token to decode next; -1: the choice is over
 };
 
 CompletionBatcher::CompletionBatcher(LanguageModel& model, const KnnMemory* memory, BatcherOptions options)
@@ -40,6 +47,7 @@ CompletionBatcher::CompletionBatcher(LanguageModel& model, const KnnMemory* memo
   TORCH_CHECK(options_.slots >= 1, "a completion batcher needs at least one slot");
   threads_ = options_.threads > 0 ? options_.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   batch_ = std::make_unique<DecodeBatch>(model_.net, options_.slots);
+  model_.net->PackForDecoding();
   for (int s = 0; s < options_.slots; ++s) {
     rows_.push_back(std::make_unique<Row>());
     rows_.back()->slot = s;
@@ -122,11 +130,16 @@ bool CompletionBatcher::StartChoice(Row& row) {
   }
   row.rng.seed(ChoiceSeed(job.request, job.choice));
   row.tokens = job.request.prompt;
-  DecodeOutput out = batch_->Prefill(row.slot, row.tokens, job.knn);
-  ++prefills_;
-  row.logits = out.logits[0];
-  if (job.knn) row.key = out.knn_key[0];
+  row.pointers.clear();
+  Feed(row, row.tokens);
   return true;
+}
+
+void CompletionBatcher::Feed(Row& row, std::vector<int32_t> tokens) {
+  row.feed = std::move(tokens);
+  row.fed = 0;
+  row.next = -1;
+  ++prefills_;
 }
 
 void CompletionBatcher::EndChoice(Row& row) {
@@ -158,14 +171,19 @@ void CompletionBatcher::SampleAll(const std::vector<Row*>& rows) {
     }
   }
   if (!groups.empty()) {
+    // The searches run on the cores (OpenMP in the index). Set here, per step: LibTorch resets this
+    // thread's OpenMP count to its own (one) at the thread's first parallel operation.
+    omp_set_num_threads(threads_);
     KnnLm knn_lm(*memory_);
     for (const auto& [setting, members] : groups) {
       std::vector<torch::Tensor> keys, lps;
-      for (size_t i : members) keys.push_back(rows[i]->key), lps.push_back(dist[i]);
+      std::vector<std::vector<Neighbor>> pointers;
+      for (size_t i : members) keys.push_back(rows[i]->key), lps.push_back(dist[i]), pointers.push_back(rows[i]->pointers);
       std::vector<torch::Tensor> mixed;
       std::vector<std::vector<Neighbor>> found;
+      std::vector<KnnStats> stats;
       const Status s = knn_lm.Distributions(torch::stack(keys), torch::stack(lps), rows[members[0]]->job->request.knn,
-                                            &mixed, &found);
+                                            &mixed, &found, &pointers, &stats);
       if (!s.ok()) {
         for (size_t i : members) Finish(*rows[i], s);
         continue;
@@ -173,8 +191,11 @@ void CompletionBatcher::SampleAll(const std::vector<Row*>& rows) {
       for (size_t m = 0; m < members.size(); ++m) {
         dist[members[m]] = mixed[m];
         neighbors[members[m]] = std::move(found[m]);
+        KnnStats& total = rows[members[m]]->job->result.knn;
+        total.queries += stats[m].queries, total.searched += stats[m].searched;
       }
     }
+    omp_set_num_threads(1);
   }
   // Sampling is per row (each its own generator) and costs a selection over the vocabulary: spread over
   // the cores.
@@ -193,6 +214,7 @@ void CompletionBatcher::SampleAll(const std::vector<Row*>& rows) {
       continue;
     }
     const int32_t token = sampled[i];
+    if (row.job->knn && request.knn.min_pointers > 0) NextPointers(neighbors[i], token, &row.pointers);
     if (!row.builder->Add(token, dist[i], neighbors[i]) || row.builder->tokens_seen() == request.max_tokens) {
       EndChoice(row);
       continue;
@@ -204,8 +226,8 @@ void CompletionBatcher::SampleAll(const std::vector<Row*>& rows) {
 
 void CompletionBatcher::Loop() {
   torch::set_num_threads(1);
-  // A step's kNN queries are searched in parallel (OpenMP in the index; this thread's setting only).
-  omp_set_num_threads(threads_);
+  // A step's products run on the cores (this thread's setting only).
+  SetPackedGemmThreads(threads_);
   torch::InferenceMode inference;
   for (;;) {
     {
@@ -243,42 +265,55 @@ void CompletionBatcher::Loop() {
         }
         StartChoice(*row);
       }
-      for (auto& row : rows_) {
-        if (row->job != nullptr) ready.push_back(row.get());
-      }
-      if (ready.empty()) continue;
-      SampleAll(ready);
-      // Rows that go on: a full window restarts from its last half (as Generate does), the others step.
-      std::vector<int64_t> slots;
-      std::vector<int32_t> tokens;
+      // The step: one token for each decoding row; prompts (and restarted windows) ride along in chunks,
+      // at most prefill_tokens of them while others decode (a long prompt must not stall them), all of
+      // them when nothing decodes.
+      std::vector<DecodeSegment> segments;
       std::vector<Row*> stepping;
-      bool want_key = false;
-      for (Row* row : ready) {
-        if (row->job == nullptr || row->next < 0) continue;
+      bool want_key = false, decoding = false;
+      for (auto& row : rows_) {
+        if (row->job == nullptr || !row->feed.empty() || row->next < 0) continue;
         if (batch_->length(row->slot) >= batch_->context()) {
+          // A full window restarts from its last half (as Generate does); the sampled token is in it.
           const size_t keep = static_cast<size_t>(batch_->context() / 2);
-          DecodeOutput out = batch_->Prefill(
-              row->slot, std::vector<int32_t>(row->tokens.end() - static_cast<int64_t>(keep), row->tokens.end()),
-              row->job->knn);
-          ++prefills_;
-          row->logits = out.logits[0];
-          if (row->job->knn) row->key = out.knn_key[0];
+          Feed(*row, std::vector<int32_t>(row->tokens.end() - static_cast<int64_t>(keep), row->tokens.end()));
           continue;
         }
-        slots.push_back(row->slot);
-        tokens.push_back(row->next);
-        stepping.push_back(row);
-        want_key = want_key || row->job->knn;
+        DecodeSegment seg;
+        seg.slot = row->slot, seg.tokens = {row->next};
+        segments.push_back(std::move(seg));
+        stepping.push_back(row.get());
+        decoding = true;
       }
-      if (!stepping.empty()) {
-        DecodeOutput out = batch_->Step(slots, tokens, want_key);
-        ++steps_;
-        step_rows_ += static_cast<int64_t>(stepping.size());
-        for (size_t i = 0; i < stepping.size(); ++i) {
-          stepping[i]->logits = out.logits[static_cast<int64_t>(i)];
-          if (want_key) stepping[i]->key = out.knn_key[static_cast<int64_t>(i)];
+      size_t budget = decoding ? options_.prefill_tokens : std::numeric_limits<size_t>::max();
+      for (auto& row : rows_) {
+        if (row->job == nullptr || row->feed.empty() || budget == 0) continue;
+        const size_t take = std::min(budget, row->feed.size() - row->fed);
+        DecodeSegment seg;
+        seg.slot = row->slot, seg.restart = row->fed == 0;
+        seg.tokens.assign(row->feed.begin() + static_cast<int64_t>(row->fed),
+                          row->feed.begin() + static_cast<int64_t>(row->fed + take));
+        row->fed += take;
+        budget -= take;
+        segments.push_back(std::move(seg));
+        stepping.push_back(row.get());
+      }
+      for (Row* row : stepping) want_key = want_key || row->job->knn;
+      if (stepping.empty()) continue;
+      DecodeOutput out = batch_->Run(segments, want_key);
+      ++steps_;
+      step_rows_ += static_cast<int64_t>(stepping.size());
+      for (size_t i = 0; i < stepping.size(); ++i) {
+        Row* row = stepping[i];
+        if (!row->feed.empty()) {
+          if (row->fed < row->feed.size()) continue;  // more of its prompt to run
+          row->feed.clear();
         }
+        row->logits = out.logits[static_cast<int64_t>(i)];
+        if (want_key) row->key = out.knn_key[static_cast<int64_t>(i)];
+        ready.push_back(row);
       }
+      if (!ready.empty()) SampleAll(ready);
     } catch (const std::exception& e) {
       // A failure of the model itself: every job in the batch ends with it; the batcher goes on.
       for (auto& row : rows_) {

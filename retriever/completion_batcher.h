@@ -1,12 +1,14 @@
 // CompletionBatcher: completions decoded together (continuous batching, after llama.cpp's slots and
 // vLLM). One decoding thread owns a DecodeBatch (lm/decode_batch.h) of `slots` sequences. A request
-// that arrives while others decode takes a free slot at the next step: its prompt runs alone (prefill),
-// then it advances with the others, one token per step, in one forward pass for all of them. Each
-// sequence keeps its own key/value cache, sampler state (seed + choice), stop sequences, kNN settings
-// and events; a step's kNN searches go to the datastore as one batch per distinct setting (k, nprobe,
-// recompute, temperature). A request that finishes (stop, length, cancel) leaves at once and its slot
-// is free for the next step; the choices of a request with n > 1 run one after another in its slot, so
-// its events come in the same order as Complete's.
+// that arrives while others decode takes a free slot at the next step, and its prompt rides in the
+// steps with the others' tokens (chunked prefill: at most `prefill_tokens` prompt tokens per step while
+// others decode, so a long prompt does not stall them); once its prompt has run it advances with the
+// others, one token per step, in one forward pass for all of them. Each sequence keeps its own key/value
+// cache, sampler state (seed + choice), stop sequences, kNN settings and events; a step's kNN searches go
+// to the datastore as one batch per distinct setting (k, nprobe, recompute, temperature). A request that
+// finishes (stop, length, cancel) leaves at once and its slot is free for the next step; the choices of a
+// request with n > 1 run one after another in its slot, so its events come in the same order as
+// Complete's.
 //
 // Outputs: a request's tokens for a fixed seed do not depend on what else is in the batch (a slot's
 // rows never mix with other slots), and its log-probabilities and neighbour distances agree to float
@@ -40,7 +42,11 @@ struct BatcherOptions {
   // switching its coarse distances to a BLAS product, which rounds differently.
   int slots = 16;
   size_t queue = 32;  // requests waiting for a slot before Submit refuses
-  // Threads for a step's per-row work (kNN searches, sampling); the forward pass uses OpenBLAS's own.
+  // Prompt tokens a step runs while other sequences decode (all of them when none does). More: a
+  // newcomer's first token sooner; fewer: the others' steps stay short.
+  size_t prefill_tokens = 64;
+  // Threads for a step: its products (the packed kernel), kNN searches and sampling; the BLAS keeps its
+  // own (prompts past kPackedMaxRows rows).
   // 0: one per core.
   int threads = 0;
 };
@@ -48,7 +54,7 @@ struct BatcherOptions {
 struct BatcherStats {
   int64_t steps = 0;     // batched forward passes
   int64_t rows = 0;      // sequences advanced by them (rows / steps: the mean batch)
-  int64_t prefills = 0;  // prompts (and restarted windows) run alone
+  int64_t prefills = 0;  // prompts (and restarted windows) started
   int64_t waiting = 0;   // requests waiting for a slot now
   int64_t active = 0;    // requests holding a slot now
 };
@@ -78,8 +84,10 @@ class CompletionBatcher {
   struct Job;
   struct Row;
   void Loop();
-  // Starts the job's next choice in its row (prefill); false when the job is over (row released).
+  // Starts the job's next choice in its row (its prompt to feed); false when the job is over (row released).
   bool StartChoice(Row& row);
+  // Makes `tokens` the row's sequence, to run in the next steps before it samples again.
+  void Feed(Row& row, std::vector<int32_t> tokens);
   // Ends the row's current choice; starts the next one or ends the job.
   void EndChoice(Row& row);
   void Finish(Row& row, const Status& status);

@@ -135,33 +135,40 @@ Status KnnLm::ScoreTargetsFollowing(const torch::Tensor& keys, const torch::Tens
     }
     const double log_knn = KnnLogProb(neighbors.cbegin(), neighbors.cend(), targets[r]);
     (*out)[r] = static_cast<float>(InterpolateLogProb(log_knn, (*out)[r], options.lambda));
-    // The neighbours that predicted what came point at the next position's candidates.
-    pointers->clear();
-    for (const Neighbor& nb : neighbors) {
-      if (nb.entry >= 0 && nb.token == targets[r]) pointers->push_back(nb);
-    }
+    NextPointers(neighbors, targets[r], pointers);
   }
   return Status::OK();
 }
 
 Status KnnLm::Distribution(const torch::Tensor& key, const torch::Tensor& lm_logprobs, const KnnOptions& options,
-                           torch::Tensor* out, std::vector<Neighbor>* neighbors) const {
+                           torch::Tensor* out, std::vector<Neighbor>* neighbors, const std::vector<Neighbor>* pointers,
+                           KnnStats* stats) const {
   std::vector<torch::Tensor> rows;
   std::vector<std::vector<Neighbor>> found;
+  std::vector<std::vector<Neighbor>> row_pointers;
+  if (pointers != nullptr) row_pointers.push_back(*pointers);
+  std::vector<KnnStats> row_stats(1);
   MNEMO_RETURN_IF_ERROR(Distributions(key.reshape({1, -1}), lm_logprobs.reshape({1, -1}), options, &rows,
-                                      neighbors != nullptr ? &found : nullptr));
+                                      neighbors != nullptr ? &found : nullptr,
+                                      pointers != nullptr ? &row_pointers : nullptr, &row_stats));
+  if (stats != nullptr) stats->queries += row_stats[0].queries, stats->searched += row_stats[0].searched;
   *out = rows[0];
   if (neighbors != nullptr) *neighbors = std::move(found[0]);
   return Status::OK();
 }
 
 Status KnnLm::Distributions(const torch::Tensor& keys, const torch::Tensor& lm_logprobs, const KnnOptions& options,
-                            std::vector<torch::Tensor>* out, std::vector<std::vector<Neighbor>>* neighbors) const {
+                            std::vector<torch::Tensor>* out, std::vector<std::vector<Neighbor>>* neighbors,
+                            const std::vector<std::vector<Neighbor>>* pointers, std::vector<KnnStats>* stats) const {
   const int64_t n = lm_logprobs.size(0);
   torch::Tensor lp = lm_logprobs.to(torch::kFloat32).contiguous();
   out->clear();
   for (int64_t r = 0; r < n; ++r) out->push_back(lp[r]);
   if (neighbors != nullptr) neighbors->assign(static_cast<size_t>(n), {});
+  if (stats != nullptr) {
+    stats->resize(static_cast<size_t>(n));
+    for (KnnStats& row : *stats) ++row.queries;
+  }
   // Confidently predicted rows keep p_LM (adaptive retrieval); the others are searched together.
   std::vector<int64_t> rows;
   if (options.enabled && options.lambda > 0) {
@@ -170,26 +177,61 @@ Status KnnLm::Distributions(const torch::Tensor& keys, const torch::Tensor& lm_l
     }
   }
   if (rows.empty()) return Status::OK();
-  torch::Tensor q = keys.to(torch::kFloat32);
-  if (static_cast<int64_t>(rows.size()) < n) q = q.index_select(0, torch::tensor(rows, torch::kLong));
-  q = q.contiguous();
-  std::vector<Neighbor> found;
-  MNEMO_RETURN_IF_ERROR(Search(q.data_ptr<float>(), static_cast<int64_t>(rows.size()), options, &found));
+  const torch::Tensor q = keys.to(torch::kFloat32).contiguous();
+  const int64_t dim = q.size(1);
+  const float* queries = q.data_ptr<float>();
+  // A row whose pointers lead to at least min_pointers successors takes them (exact distances to its
+  // key); the others search, together.
+  std::vector<std::vector<Neighbor>> found(rows.size());
+  std::vector<size_t> searching;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const size_t r = static_cast<size_t>(rows[i]);
+    std::vector<Neighbor>& mine = found[i];
+    if (options.min_pointers > 0 && pointers != nullptr && static_cast<int>((*pointers)[r].size()) >= options.min_pointers) {
+      memory_.Successors(queries + rows[i] * dim, (*pointers)[r], &mine);
+    }
+    if (options.min_pointers > 0 && static_cast<int>(mine.size()) >= options.min_pointers) {
+      SortNeighborsByDistance(mine.begin(), mine.end());
+      ComputeNeighborWeights(mine.begin(), mine.end(), options.temperature);
+    } else {
+      mine.clear();
+      searching.push_back(i);
+    }
+  }
+  if (!searching.empty()) {
+    std::vector<float> batch(searching.size() * static_cast<size_t>(dim));
+    for (size_t j = 0; j < searching.size(); ++j) {
+      std::copy_n(queries + rows[searching[j]] * dim, dim, batch.begin() + static_cast<int64_t>(j) * dim);
+    }
+    std::vector<Neighbor> all;
+    MNEMO_RETURN_IF_ERROR(Search(batch.data(), static_cast<int64_t>(searching.size()), options, &all));
+    for (size_t j = 0; j < searching.size(); ++j) {
+      const auto first = all.begin() + static_cast<int64_t>(j) * options.k;
+      found[searching[j]].assign(first, first + options.k);
+    }
+    if (stats != nullptr) {
+      for (size_t i : searching) ++(*stats)[static_cast<size_t>(rows[i])].searched;
+    }
+  }
   const int64_t vocab = lp.size(1);
   for (size_t i = 0; i < rows.size(); ++i) {
-    const auto first = found.begin() + static_cast<int64_t>(i) * options.k, last = first + options.k;
     // p = lambda * p_kNN + (1 - lambda) * p_LM over the whole vocabulary.
     torch::Tensor p = lp[rows[i]].exp() * static_cast<float>(1 - options.lambda);
     float* pp = p.data_ptr<float>();
-    for (auto it = first; it != last; ++it) {
-      if (it->entry >= 0 && it->token >= 0 && it->token < vocab) {
-        pp[it->token] += static_cast<float>(options.lambda) * it->weight;
-      }
+    for (const Neighbor& nb : found[i]) {
+      if (nb.entry >= 0 && nb.token >= 0 && nb.token < vocab) pp[nb.token] += static_cast<float>(options.lambda) * nb.weight;
     }
     (*out)[static_cast<size_t>(rows[i])] = p.log();
-    if (neighbors != nullptr) (*neighbors)[static_cast<size_t>(rows[i])].assign(first, last);
+    if (neighbors != nullptr) (*neighbors)[static_cast<size_t>(rows[i])] = std::move(found[i]);
   }
   return Status::OK();
+}
+
+void NextPointers(const std::vector<Neighbor>& neighbors, int32_t token, std::vector<Neighbor>* pointers) {
+  pointers->clear();
+  for (const Neighbor& nb : neighbors) {
+    if (nb.entry >= 0 && nb.token == token) pointers->push_back(nb);
+  }
 }
 
 }  // namespace mnemo

@@ -32,9 +32,10 @@ struct KnnOptions {
   bool recompute = false;        // Exact distances against stored keys for the k candidates.
   int nprobe = 32;               // IVF lists visited per query.
   double skip_confidence = 0;    // Adaptive retrieval threshold on max p_LM; 0 never skips.
-  // RetoMaton pointers (scoring: ScoreTargetsFollowing): where at least this many of the previous
-  // position's neighbours carried the token that came and have a successor, those successors are this
-  // position's neighbours and the search is skipped; 0: always search.
+  // RetoMaton pointers (scoring: ScoreTargetsFollowing; generation: Distributions with pointers): where at
+  // least this many of the previous position's neighbours carried the token that came (or was sampled)
+  // and have a successor, those successors are this position's neighbours and the search is skipped;
+  // 0: always search.
   int min_pointers = 0;
   Status Validate() const;
 };
@@ -53,6 +54,10 @@ double KnnLogProb(std::vector<Neighbor>::const_iterator begin, std::vector<Neigh
                   int32_t token);
 // log(lambda * exp(log_knn) + (1 - lambda) * exp(log_lm)), exact at lambda = 0 and 1 and log_knn = -inf.
 double InterpolateLogProb(double log_knn, double log_lm, double lambda);
+
+// RetoMaton pointers after a position whose token turned out to be `token`: its neighbours that carried it
+// (their successors continue the text the token continued).
+void NextPointers(const std::vector<Neighbor>& neighbors, int32_t token, std::vector<Neighbor>* pointers);
 
 class KnnLm {
  public:
@@ -76,14 +81,20 @@ class KnnLm {
                                KnnStats* stats) const;
 
   // The full interpolated distribution [V] for one position (generation). `neighbors` (may be null)
-  // receives the neighbours used (empty when skipped).
+  // receives the neighbours used (empty when skipped); pointers and stats as for Distributions.
   Status Distribution(const torch::Tensor& key, const torch::Tensor& lm_logprobs, const KnnOptions& options,
-                      torch::Tensor* out, std::vector<Neighbor>* neighbors) const;
+                      torch::Tensor* out, std::vector<Neighbor>* neighbors,
+                      const std::vector<Neighbor>* pointers = nullptr, KnnStats* stats = nullptr) const;
   // The same for the rows of keys [n, dim] and lm_logprobs [n, V] with one search for all of them (a
   // decoding step of a batch): (*out)[r] and (*neighbors)[r] (neighbors may be null) as Distribution
-  // gives them for row r alone.
+  // gives them for row r alone. Generation following RetoMaton pointers (options.min_pointers > 0):
+  // (*pointers)[r] are row r's pointers (NextPointers of its previous step; may be empty); a row whose
+  // pointers lead to at least min_pointers successors takes them as its neighbours instead of searching.
+  // (*stats)[r] (stats may be null) counts row r as a query, and as searched when it searched.
   Status Distributions(const torch::Tensor& keys, const torch::Tensor& lm_logprobs, const KnnOptions& options,
-                       std::vector<torch::Tensor>* out, std::vector<std::vector<Neighbor>>* neighbors) const;
+                       std::vector<torch::Tensor>* out, std::vector<std::vector<Neighbor>>* neighbors,
+                       const std::vector<std::vector<Neighbor>>* pointers = nullptr,
+                       std::vector<KnnStats>* stats = nullptr) const;
 
   const KnnMemory& memory() const { return memory_; }
 

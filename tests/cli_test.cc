@@ -324,6 +324,12 @@ TEST_F(CliTest, DatastoreBuildThenKnnEvalSideBySide) {
   ASSERT_EQ(RunCommand(Mnemo() + " generate --model " + Model() + " --prompt 'The cat' --max-tokens 5 --datastore " +
                            d.File("ds") + " --k 4 --seed 1 --json", &out), 0) << out;
   EXPECT_TRUE(json::parse(out)["knn"].get<bool>());
+  EXPECT_EQ(json::parse(out)["searched_fraction"].get<double>(), 1.0);
+  // generate follows them too, through the tokens it draws: continuing the stored text greedily.
+  ASSERT_EQ(RunCommand(Mnemo() + " generate --model " + Model() + " --prompt '" + testing::ToyCorpus().substr(0, 30) +
+                           "' --max-tokens 12 --temperature 0 --datastore " + d.File("ds") +
+                           " --k 8 --nprobe 8 --lambda 0.9 --pointers 1 --json", &out), 0) << out;
+  EXPECT_LT(json::parse(out)["searched_fraction"].get<double>(), 0.5) << out;
 }
 
 TEST_F(CliTest, DatastoreOfAnotherModelIsRejected) {

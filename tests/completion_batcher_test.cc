@@ -14,7 +14,9 @@
 #include <string>
 #include <vector>
 
+#include "retriever/datastore_builder.h"
 #include "tests/lm_fixture.h"
+#include "tests/test_util.h"
 
 namespace mnemo {
 namespace {
@@ -175,9 +177,14 @@ TEST_F(CompletionBatcherTest, RequestsDecodedTogetherGiveWhatEachGivesAlone) {
   CompletionRequest greedy = Request("The cat sees the", 15, 7);
   greedy.sampling.temperature = 0;
   requests.push_back(greedy);
+  // A long prompt that joins while others decode: it runs in chunks of prefill_tokens, in their steps.
+  CompletionRequest long_prompt = Request("The old sailor sees the cat and the dog and the bird by the sea", 10, 8);
+  ASSERT_GT(long_prompt.prompt.size(), 9u);
+  requests.push_back(long_prompt);
 
   BatcherOptions options;
-  options.slots = 4;  // fewer slots than requests: three wait and join the running batch later
+  options.slots = 4;  // fewer slots than requests: four wait and join the running batch later
+  options.prefill_tokens = 3;
   std::vector<CompletionResult> alone;
   for (const CompletionRequest& r : requests) {
     CompletionBatcher batcher(model_, memory_.get(), options);
@@ -273,6 +280,59 @@ TEST_F(CompletionBatcherTest, ACancelledRequestLeavesAndTheOthersGoOn) {
   EXPECT_EQ(streamed, 3);
   ASSERT_TRUE(kept.status.ok()) << kept.status.ToString();
   ExpectSameResult(kept.result, reference, "the request beside the cancelled ones");
+}
+
+TEST_F(CompletionBatcherTest, GenerationFollowsPointersThroughTextTheDatastoreHolds) {
+  // A datastore over a text; a greedy kNN-LM continuation of its first words (lambda 0.9) regenerates the
+  // text, whose positions each find their own entry: with pointers, the successors of the neighbours that
+  // carried the emitted token replace almost every search.
+  const std::string stored = testing::ToyCorpus().substr(0, 3000);
+  testing::ScratchDir dir;
+  DatastoreBuildOptions build;
+  build.finish.progress = false;
+  DatastoreBuildReport report;
+  ASSERT_TRUE(BuildDatastore(model_, stored, "toy", dir.File("ds"), build, &report).ok());
+  std::unique_ptr<Datastore> ds;
+  ASSERT_TRUE(Datastore::Open(dir.File("ds"), DatastoreOpenOptions(), &ds).ok());
+  const std::vector<int32_t> ids = model_.tokenizer->Encode(stored);
+  CompletionRequest r;
+  r.prompt.assign(ids.begin(), ids.begin() + 8);
+  r.max_tokens = 40;
+  r.ignore_eos = true;
+  r.sampling.temperature = 0;
+  r.knn.k = 8, r.knn.lambda = 0.9;
+  auto run = [&](int pointers, bool batched, CompletionResult* out) {
+    CompletionRequest req = r;
+    req.knn.min_pointers = pointers;
+    if (!batched) {
+      ASSERT_TRUE(Complete(model_, ds.get(), req, nullptr, nullptr, out).ok());
+      return;
+    }
+    CompletionBatcher batcher(model_, ds.get(), BatcherOptions());
+    Outcome o;
+    ASSERT_TRUE(batcher.Submit(req, nullptr, nullptr, o.Done()).ok());
+    ASSERT_NO_FATAL_FAILURE(o.Wait());
+    ASSERT_TRUE(o.status.ok()) << o.status.ToString();
+    *out = o.result;
+  };
+  for (bool batched : {false, true}) {
+    SCOPED_TRACE(batched ? "batched" : "alone");
+    CompletionResult searched, followed;
+    ASSERT_NO_FATAL_FAILURE(run(0, batched, &searched));
+    ASSERT_NO_FATAL_FAILURE(run(1, batched, &followed));
+    EXPECT_EQ(searched.knn.queries, 40);
+    EXPECT_EQ(searched.knn.searched, 40);
+    EXPECT_EQ(followed.knn.queries, 40);
+    EXPECT_LT(followed.knn.searched, 8) << "pointers saved few searches";
+    EXPECT_GE(followed.knn.searched, 1);  // the first position has no pointers yet
+    // Following keeps to the stored text: its continuation is the text's. Searching finds the same until
+    // the text repeats a phrase (position 26 here), where its neighbours mix both continuations.
+    const std::vector<int32_t> want(ids.begin() + 8, ids.begin() + 48);
+    EXPECT_EQ(followed.choices[0].tokens, want);
+    const auto& got = searched.choices[0].tokens;
+    ASSERT_EQ(got.size(), want.size());
+    EXPECT_GE(std::mismatch(got.begin(), got.end(), want.begin()).first - got.begin(), 20);
+  }
 }
 
 TEST_F(CompletionBatcherTest, BadRequestsFullQueueAndShutdown) {

@@ -80,6 +80,56 @@ TEST(DecodeBatchTest, StepsOverSlotsOfDifferentLengthsMatchWholeSequences) {
  }
 }
 
+TEST(DecodeBatchTest, PromptChunksRideInTheStepsOfDecodingSlots) {
+  // Slot 1 decodes one token a step while slot 3's prompt arrives in chunks of 5, 4 and 1 (restarting with
+  // the first), slot 0 restarts from a one-token prompt and slot 2 restarts mid-way from a new prompt in one
+  // run: every row of every run is the whole-sequence pass at that segment's last token.
+  Gpt net = testing::TinyGpt(97, 5);
+  net->eval();
+  DecodeBatch batch(net, 4);
+  const std::vector<int32_t> a = RandomIds(30, 97, 1), b = RandomIds(30, 97, 2), c = RandomIds(30, 97, 3),
+                             d = RandomIds(30, 97, 4);
+  auto segment = [](int64_t slot, const std::vector<int32_t>& ids, size_t from, size_t to, bool restart) {
+    DecodeSegment s;
+    s.slot = slot, s.tokens.assign(ids.begin() + static_cast<int64_t>(from), ids.begin() + static_cast<int64_t>(to));
+    s.restart = restart;
+    return s;
+  };
+  double worst = 0;
+  auto check = [&](const DecodeOutput& out, int64_t row, const std::vector<int32_t>& ids, size_t len) {
+    ForwardResult ref = Reference(net, std::vector<int32_t>(ids.begin(), ids.begin() + static_cast<int64_t>(len)));
+    worst = std::max(worst, (out.logits[row] - ref.logits[0][static_cast<int64_t>(len) - 1]).abs().max().item<double>());
+    worst = std::max(worst, (out.knn_key[row] - ref.knn_key[0][static_cast<int64_t>(len) - 1]).abs().max().item<double>());
+  };
+  batch.Prefill(1, std::vector<int32_t>(a.begin(), a.begin() + 7), true);
+  batch.Prefill(2, std::vector<int32_t>(b.begin(), b.begin() + 3), true);
+  // Run 1: slot 1 steps, slot 3's first chunk, slot 2 steps.
+  DecodeOutput out = batch.Run({segment(1, a, 7, 8, false), segment(3, c, 0, 5, true), segment(2, b, 3, 4, false)}, true);
+  ASSERT_EQ(out.logits.size(0), 3);
+  check(out, 0, a, 8), check(out, 1, c, 5), check(out, 2, b, 4);
+  // Run 2: slot 3's second chunk first, slot 0 starts from one token, slot 2 restarts from 6 tokens of d.
+  out = batch.Run({segment(3, c, 5, 9, false), segment(0, a, 0, 1, true), segment(1, a, 8, 9, false),
+                   segment(2, d, 0, 6, true)},
+                  true);
+  check(out, 0, c, 9), check(out, 1, a, 1), check(out, 2, a, 9), check(out, 3, d, 6);
+  EXPECT_EQ(batch.length(2), 6);
+  // Run 3: slot 3's last chunk of one token among steps.
+  out = batch.Run({segment(0, a, 1, 2, false), segment(3, c, 9, 10, false), segment(2, d, 6, 7, false)}, true);
+  check(out, 0, a, 2), check(out, 1, c, 10), check(out, 2, d, 7);
+  EXPECT_LT(worst, 1e-4);
+  EXPECT_EQ(batch.length(3), 10);
+  EXPECT_EQ(batch.length(1), 9);
+  // Refused: no segment, an empty one, extending an empty slot, a repeated slot, past the context.
+  EXPECT_THROW(batch.Run({}, false), c10::Error);
+  EXPECT_THROW(batch.Run({segment(0, a, 2, 2, false)}, false), c10::Error);
+  batch.Release(0);
+  EXPECT_THROW(batch.Run({segment(0, a, 2, 3, false)}, false), c10::Error);
+  EXPECT_THROW(batch.Run({segment(1, a, 9, 10, false), segment(1, a, 10, 11, false)}, false), c10::Error);
+  const std::vector<int32_t> too_long = RandomIds(net->config().n_positions, 97, 5);
+  EXPECT_THROW(batch.Run({segment(1, too_long, 0, too_long.size(), false)}, false), c10::Error);
+  EXPECT_NO_THROW(batch.Run({segment(1, too_long, 0, too_long.size(), true)}, false));
+}
+
 TEST(DecodeBatchTest, ASlotsResultsDoNotDependOnTheOtherSlots) {
   Gpt net = testing::TinyGpt(97, 5);
   net->eval();

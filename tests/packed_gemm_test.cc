@@ -18,7 +18,7 @@ TEST(PackedGemmTest, EqualsTheMatrixProductForEveryRowCountAndRaggedPanels) {
     const torch::Tensor w = torch::randn({k, n}, gen), bias = torch::randn({n}, gen);
     const auto packed = PackedWeights::Pack(w.data_ptr<float>(), k, n);
     EXPECT_EQ(packed->panels(), (n + 31) / 32);
-    for (int64_t rows : {1, 2, 5, 6, 7, 8, 9, 16, 17, 64}) {
+    for (int64_t rows : {1, 2, 5, 6, 7, 8, 9, 16, 17, 64, 100}) {
       const torch::Tensor x = torch::randn({rows, k}, gen);
       for (bool with_bias : {false, true}) {
         torch::Tensor y = torch::full({rows, n}, std::nanf(""));
@@ -31,6 +31,22 @@ TEST(PackedGemmTest, EqualsTheMatrixProductForEveryRowCountAndRaggedPanels) {
       }
     }
   }
+}
+
+TEST(PackedGemmTest, ThreadsSplitThePanelsAndGiveTheSameBits) {
+  if (!PackedGemmSupported()) GTEST_FAIL() << "this CPU has neither AVX-512 nor AVX2 with FMA";
+  torch::NoGradGuard no_grad;
+  auto gen = at::detail::createCPUGenerator(12);
+  const int64_t k = 256, n = 1000, rows = 40;  // 32 panels, the last ragged; enough work for 3 threads
+  const torch::Tensor w = torch::randn({k, n}, gen), bias = torch::randn({n}, gen), x = torch::randn({rows, k}, gen);
+  const auto packed = PackedWeights::Pack(w.data_ptr<float>(), k, n);
+  torch::Tensor one = torch::full({rows, n}, std::nanf("")), three = one.clone();
+  PackedGemmThreads(x.data_ptr<float>(), rows, *packed, bias.data_ptr<float>(), one.data_ptr<float>());
+  SetPackedGemmThreads(3);
+  PackedGemmThreads(x.data_ptr<float>(), rows, *packed, bias.data_ptr<float>(), three.data_ptr<float>());
+  SetPackedGemmThreads(1);
+  EXPECT_TRUE(torch::allclose(one, torch::addmm(bias, x, w), 1e-4, 1e-4));
+  EXPECT_TRUE(torch::equal(one, three));  // every column written, each panel computed alike on any thread
 }
 
 TEST(PackedGemmTest, ModelProductsTakeThePackedPathOnlyWithoutGradientAndRepackAfterAWrite) {

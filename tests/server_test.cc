@@ -612,6 +612,17 @@ TEST_F(ServerTest, ScoreWithAndWithoutKnnAndTokenizeRoundTrip) {
   }
   json bad = Post("/v1/score", {{"text", stored}, {"knn", {{"pointers", -1}}}}, 400);
   EXPECT_NE(bad["error"]["message"].get<std::string>().find("pointers"), std::string::npos) << bad.dump();
+  // Completions follow them through the drawn tokens, and count the searches; without kNN no count.
+  const std::string start = stored.substr(0, 40);
+  json gen = Post("/v1/completions", {{"model", "model"}, {"prompt", start}, {"max_tokens", 12}, {"temperature", 0}, {"ignore_eos", true},
+                                      {"knn", {{"k", 8}, {"lambda", 0.9}, {"nprobe", 8}, {"pointers", 1}}}});
+  EXPECT_EQ(gen["knn"]["queries"], 12) << gen.dump();
+  EXPECT_LT(gen["knn"]["searched"].get<int>(), 12) << gen.dump();
+  json gen_all = Post("/v1/completions", {{"model", "model"}, {"prompt", start}, {"max_tokens", 12}, {"temperature", 0}, {"ignore_eos", true},
+                                          {"knn", {{"k", 8}, {"lambda", 0.9}, {"nprobe", 8}}}});
+  EXPECT_EQ(gen_all["knn"]["searched_fraction"].get<double>(), 1.0) << gen_all.dump();
+  EXPECT_FALSE(Post("/v1/completions", {{"model", "model"}, {"prompt", start}, {"max_tokens", 2}, {"knn", {{"enabled", false}}}}).contains("knn"));
+  Post("/v1/completions", {{"model", "model"}, {"prompt", start}, {"knn", {{"pointers", -1}}}}, 400);
   json t = Post("/tokenize", {{"text", "The cat sees."}}, 200, kReadKey);
   json d = Post("/detokenize", {{"tokens", t["tokens"]}}, 200, kReadKey);
   EXPECT_EQ(d["text"], "The cat sees.");

@@ -45,4 +45,11 @@ bool PackedGemmSupported();
 void PackedGemm(const float* x, int64_t rows, const PackedWeights& w, const float* bias, float* y, int64_t p0,
                 int64_t p1);
 
+// All panels, split over up to SetPackedGemmThreads' count of OpenMP threads (1 unless the calling
+// thread set it), each thread given at least ~256K multiply-adds.
+// The calling thread's count for PackedGemmThreads. A setting of its own, not OpenMP's: LibTorch resets
+// a thread's OpenMP count to its global intra-op count at the thread's first parallel operation.
+void SetPackedGemmThreads(int threads);
+void PackedGemmThreads(const float* x, int64_t rows, const PackedWeights& w, const float* bias, float* y);
+
 }  // namespace mnemo
