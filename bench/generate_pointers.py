@@ -66,5 +66,5 @@ for path in args.texts:
                 n += 1
             common.append(n)
         fraction = f"{100 * searched[name] / queries[name]:.1f}%" if queries[name] else "-"
-        print(f"| {path.split('/')[-1]} | {name} | {statistics.median(ms[name]):.3f} | {fraction} | "
+        print(f"| {'/'.join(path.split('/')[-2:])} | {name} | {statistics.median(ms[name]):.3f} | {fraction} | "
               f"{equal} of {len(reference)} | {statistics.mean(common):.0f} |", flush=True)
