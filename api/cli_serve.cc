@@ -57,12 +57,16 @@ void RegisterServeCommand(CLI::App& app, Command* selected) {
       ->capture_default_str()->check(CLI::Range(1, 64));
   serve->add_option("--batch-slots", o.batch_slots,
                     "Completions decoded together, joining the running batch at its next step (0: each alone on "
-                    "a worker; -1: 16 for models of 10M parameters or more, else 0)")
+                    "a worker; -1: 16 for models of 10M parameters or more, fewer if --batch-memory-mb is short, else 0)")
       ->capture_default_str()->check(CLI::Range(-1, 256));
   serve->add_option("--batch-prefill-tokens", o.batch_prefill_tokens,
                     "Prompt tokens a batched step runs while other completions decode (more: a newcomer's first "
                     "token sooner; fewer: shorter steps for the others)")
       ->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  serve->add_option("--batch-memory-mb", o.batch_memory_mb,
+                    "Most memory batched decoding may take: its key/value cache and the packed weights (automatic "
+                    "slots shrink to fit; 0: a quarter of this machine's memory)")
+      ->capture_default_str()->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
   serve->add_option("--queue", o.queue, "Requests that may wait for a worker before 503")->capture_default_str()
       ->check(CLI::Range(1, 100000));
   serve->add_option("--http-threads", o.http_threads,

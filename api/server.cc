@@ -7,10 +7,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <future>
+#include <limits>
 #include <thread>
 
 #include "api/server_impl.h"
 #include "util/blas_threads.h"
+#include "util/packed_gemm.h"
 #include "util/parse.h"
 
 namespace mnemo {
@@ -259,6 +261,44 @@ void Server::Impl::Record(const std::string& endpoint, int status, double second
       .Observe(seconds);
 }
 
+Status PlanBatchSlots(int requested, int64_t parameters, int64_t cache_bytes_per_slot, int64_t packed_bytes,
+                      int64_t budget_bytes, int* slots, std::string* why) {
+  auto mb = [](int64_t bytes) { return std::to_string((bytes + (1 << 20) - 1) >> 20) + " MiB"; };
+  const std::string limit = mb(budget_bytes) + " (--batch-memory-mb)";
+  *slots = 0;
+  if (requested == 0) {
+    *why = "--batch-slots 0";
+    return Status::OK();
+  }
+  if (requested > 0) {
+    const int64_t need = packed_bytes + requested * cache_bytes_per_slot;
+    if (need > budget_bytes) {
+      return Status::InvalidArgument(
+          "--batch-slots " + std::to_string(requested) + " needs " + mb(need) + " (" + mb(cache_bytes_per_slot) +
+          " of key/value cache per slot" + (packed_bytes > 0 ? " and " + mb(packed_bytes) + " of packed weights" : "") +
+          "), over the limit of " + limit + "; lower --batch-slots or raise --batch-memory-mb");
+    }
+    *slots = requested;
+    *why = "--batch-slots " + std::to_string(requested) + ", " + mb(need);
+    return Status::OK();
+  }
+  if (parameters < ServeOptions::kAutoBatchFromParameters) {
+    *why = "automatic: a model under " + std::to_string(ServeOptions::kAutoBatchFromParameters / 1'000'000) +
+           "M parameters";
+    return Status::OK();
+  }
+  const int64_t room = budget_bytes - packed_bytes;
+  const int64_t fit = room <= 0 ? 0 : cache_bytes_per_slot > 0 ? room / cache_bytes_per_slot : ServeOptions::kAutoBatchSlots;
+  *slots = static_cast<int>(std::min<int64_t>(ServeOptions::kAutoBatchSlots, fit));
+  if (*slots == 0) {
+    *why = "automatic: the packed weights and one slot's cache (" + mb(packed_bytes + cache_bytes_per_slot) +
+           ") do not fit " + limit;
+  } else {
+    *why = "automatic, " + mb(packed_bytes + *slots * cache_bytes_per_slot) + " of " + limit;
+  }
+  return Status::OK();
+}
+
 Status Server::Impl::Load() {
   StateOptions open;
   open.device = options.device;
@@ -271,15 +311,23 @@ Status Server::Impl::Load() {
   memory = std::make_unique<TimedMemory>(
       *store, metrics.GetHistogram("mnemo_retrieval_seconds", "kNN search time per call (datastore + facts)",
                                    DefaultLatencyBuckets()));
-  int slots = options.batch_slots;
-  if (slots < 0) {
-    int64_t parameters = 0;
-    for (const auto& p : model->net->parameters()) parameters += p.numel();
-    slots = parameters >= ServeOptions::kAutoBatchFromParameters ? ServeOptions::kAutoBatchSlots : 0;
-  }
-  std::fprintf(stderr, "mnemo serve: %s\n",
+  int64_t parameters = 0;
+  for (const auto& p : model->net->parameters()) parameters += p.numel();
+  const GptConfig& c = model->config;
+  const bool on_cpu = model->net->device().is_cpu();
+  const int64_t per_slot = c.n_layer * 2 * c.n_positions * c.n_embd * static_cast<int64_t>(sizeof(float));
+  const int64_t packed = on_cpu && PackedGemmSupported() ? parameters * static_cast<int64_t>(sizeof(float)) : 0;
+  const int64_t budget =
+      options.batch_memory_mb > 0 ? options.batch_memory_mb << 20 : PhysicalMemoryBytes() / 4;
+  int slots = 0;
+  std::string why;
+  // On a GPU the cache is the device's memory and nothing is packed: the limit is for host memory.
+  MNEMO_RETURN_IF_ERROR(PlanBatchSlots(options.batch_slots, parameters, on_cpu ? per_slot : 0, packed,
+                                       budget > 0 ? budget : std::numeric_limits<int64_t>::max(), &slots, &why));
+  std::fprintf(stderr, "mnemo serve: %s (%s)\n",
                slots > 0 ? ("completions decoded together, up to " + std::to_string(slots) + " at a time").c_str()
-                         : "each completion decoded alone on a worker");
+                         : "each completion decoded alone on a worker",
+               why.c_str());
   if (slots > 0) {
     BatcherOptions batching;
     batching.slots = slots;

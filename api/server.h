@@ -24,6 +24,13 @@
 
 namespace mnemo {
 
+// How many completions batched decoding runs together (ServeOptions::batch_slots, batch_memory_mb),
+// decided before anything is allocated: `parameters` of the model, the key/value cache of one slot and
+// the packed weights' bytes (0 where the packed kernel does not apply). *why says what decided it.
+// InvalidArgument when an explicit count does not fit the budget.
+Status PlanBatchSlots(int requested, int64_t parameters, int64_t cache_bytes_per_slot, int64_t packed_bytes,
+                      int64_t budget_bytes, int* slots, std::string* why);
+
 struct ServeOptions {
   std::string state;                  // State directory (mnemo init).
   std::string host = "127.0.0.1";
@@ -39,6 +46,11 @@ struct ServeOptions {
   static constexpr int64_t kAutoBatchFromParameters = 10'000'000;
   // Prompt tokens a batched step runs while other completions decode (BatcherOptions::prefill_tokens).
   int batch_prefill_tokens = 64;
+  // Most memory batched decoding may take, in MiB: its key/value cache (slots x n_layer x 2 x n_positions x
+  // n_embd floats) and, on a CPU with the packed kernel, the packed copy of the weights. Automatic slots
+  // shrink to fit (none if not even one fits); explicit --batch-slots past it is refused at start.
+  // 0: a quarter of this machine's memory.
+  int64_t batch_memory_mb = 0;
   size_t queue = 32;                  // Requests waiting for a worker before 503.
   int http_threads = 16;              // Run requests, write responses (idle connections hold none).
   size_t max_body_bytes = 1 << 20;    // Decoded request body, however it is framed (413 past it).

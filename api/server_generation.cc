@@ -313,7 +313,7 @@ void Server::Impl::HandleCompletions(const httplib::Request& req, httplib::Respo
                      {"usage", {{"prompt_tokens", result.prompt_tokens},
                                 {"completion_tokens", result.completion_tokens},
                                 {"total_tokens", result.prompt_tokens + result.completion_tokens}}}};
-    // Generated positions that got a kNN distribution, and how many searched (RetoMaton pointers skip some).
+    // A kNN request's generated positions, and how many searched (pointers and confidence skip some).
     if (result.knn.queries > 0) {
       response["knn"] = {{"queries", result.knn.queries},
                          {"searched", result.knn.searched},

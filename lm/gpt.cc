@@ -56,17 +56,6 @@ torch::Tensor CausalAttention(const torch::Tensor& q, const torch::Tensor& k, co
 
 }  // namespace
 
-namespace {
-
-// A batch of decoding requests, one position each ([B, C] from DecodeBatch::Step, or [B, 1, C], B > 1):
-// the products the packed kernel is for. A prompt ([1, T, C]) keeps the BLAS: packing a model's weights
-// (GPT-2 small: about 500 MB, a second or so, once) would cost a single request more than it saves.
-bool IsDecodingStep(const torch::Tensor& x) {
-  return (x.dim() == 2 && x.size(0) > 1) || (x.dim() == 3 && x.size(1) == 1 && x.size(0) > 1);
-}
-
-}  // namespace
-
 std::shared_ptr<const PackedWeights> PackedWeightCache::Get(const torch::Tensor& weight, bool transposed) {
   std::lock_guard<std::mutex> lock(mu_);
   const int64_t version = weight._version();
@@ -82,8 +71,9 @@ std::shared_ptr<const PackedWeights> PackedWeightCache::Get(const torch::Tensor&
 torch::Tensor PackedProduct(const torch::Tensor& x2d, const torch::Tensor& weight, bool transposed,
                             const torch::Tensor& bias, PackedWeightCache* cache) {
   const int64_t rows = x2d.size(0);
-  if (rows < 2 || rows > kPackedMaxRows || torch::GradMode::is_enabled() || !weight.device().is_cpu() ||
-      weight.scalar_type() != torch::kFloat || x2d.scalar_type() != torch::kFloat || !PackedGemmSupported()) {
+  if (PackedGemmThreadsSetting() == 0 || rows < 2 || rows > kPackedMaxRows || torch::GradMode::is_enabled() ||
+      !weight.device().is_cpu() || weight.scalar_type() != torch::kFloat || x2d.scalar_type() != torch::kFloat ||
+      !PackedGemmSupported()) {
     return {};
   }
   const std::shared_ptr<const PackedWeights> packed = cache->Get(weight, transposed);
@@ -110,10 +100,9 @@ torch::Tensor Conv1DImpl::forward(const torch::Tensor& x) {
     return torch::addmv(bias, weight.t(), x.reshape({-1})).view(shape);
   }
   const torch::Tensor x2d = x.reshape({-1, x.size(-1)});
-  if (IsDecodingStep(x)) {
-    const torch::Tensor packed = PackedProduct(x2d, weight, /*transposed=*/false, bias, packed_.get());
-    if (packed.defined()) return packed.view(shape);
-  }
+  // The packed kernel where this thread turned it on (batched decoding) and it applies.
+  const torch::Tensor packed = PackedProduct(x2d, weight, /*transposed=*/false, bias, packed_.get());
+  if (packed.defined()) return packed.view(shape);
   return torch::addmm(bias, x2d, weight).view(shape);
 }
 
@@ -355,9 +344,8 @@ torch::Tensor GptImpl::Logits(const torch::Tensor& hidden) {
     shape.back() = wte->weight.size(0);
     return torch::mv(wte->weight, hidden.reshape({d})).reshape(shape);
   }
-  const torch::Tensor packed = IsDecodingStep(hidden) ? PackedProduct(hidden.reshape({-1, d}), wte->weight,
-                                                                      /*transposed=*/true, {}, packed_head_.get())
-                                                      : torch::Tensor();
+  const torch::Tensor packed =
+      PackedProduct(hidden.reshape({-1, d}), wte->weight, /*transposed=*/true, {}, packed_head_.get());
   if (packed.defined()) {
     std::vector<int64_t> shape(hidden.sizes().begin(), hidden.sizes().end());
     shape.back() = wte->weight.size(0);
@@ -379,8 +367,12 @@ void GptImpl::PackForDecoding() {
 }
 
 torch::Tensor GptImpl::LogitsInto(const torch::Tensor& hidden, torch::Tensor* buffer) {
-  // Up to kPackedMaxRows rows go where Logits sends them (the packed kernel), so both give the same numbers.
-  if (hidden.dim() != 2 || hidden.size(0) <= kPackedMaxRows) return *buffer = Logits(hidden);
+  // Where this thread uses the packed kernel, up to kPackedMaxRows rows go where Logits sends them, so
+  // both give the same numbers.
+  if (hidden.dim() != 2 || hidden.size(0) < 2 ||
+      (PackedGemmThreadsSetting() > 0 && hidden.size(0) <= kPackedMaxRows)) {
+    return *buffer = Logits(hidden);
+  }
   const torch::Tensor& w = wte->weight;
   if (!buffer->defined() || buffer->size(0) != hidden.size(0) || buffer->size(1) != w.size(0) ||
       buffer->scalar_type() != hidden.scalar_type() || buffer->device() != hidden.device()) {

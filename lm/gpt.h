@@ -101,9 +101,10 @@ class PackedWeightCache {
   const void* data_ = nullptr;
 };
 
-// x [rows, k] times a packed weight [k, n] (+ bias [n] if defined) when the packed kernel applies: a few
-// rows (a batch of decoding requests), no gradient, float on the CPU. Returns an undefined tensor
-// otherwise, and the caller uses its BLAS product.
+// x [rows, k] times a packed weight [k, n] (+ bias [n] if defined) when the packed kernel applies: the
+// calling thread turned it on (SetPackedGemmThreads: the decoding thread of batched serving), 2 to
+// kPackedMaxRows rows, no gradient, float on the CPU. Returns an undefined tensor otherwise, and the
+// caller uses its BLAS product.
 // At most this many rows (a decoding step's tokens, newcomers' prompt chunks included) take the packed
 // kernel. Measured against OpenBLAS 0.3.21 on GPT-2 small's [768, 3072] and [3072, 768] weights (one and
 // two threads, 16 to 256 rows): 1.2x to 2.3x its rate, the gap closing as rows amortise its packing.
@@ -189,7 +190,7 @@ struct GptImpl : torch::nn::Module {
   ForwardResult Forward(const torch::Tensor& ids, const ForwardOptions& options = {});
   // Logits from hidden states (tied output embedding).
   torch::Tensor Logits(const torch::Tensor& hidden);
-  // The same for hidden [n, d] (n > kPackedMaxRows; fewer rows go to Logits), written into *buffer, which
+  // The same for hidden [n, d] (n >= 2; Logits' packed rows go to Logits), written into *buffer, which
   // is reused when it already has the shape, dtype and device (a caller scoring window after window:
   // GPT-2's [512, 50,257] logits are over glibc's 32 MiB mmap threshold, so a fresh tensor costs a page
   // fault per 4 KB). Returns *buffer.

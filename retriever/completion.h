@@ -107,7 +107,9 @@ struct CompletionResult {
   std::vector<CompletionChoice> choices;
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
-  KnnStats knn;  // generated positions given a kNN distribution, and those that searched (pointers skip some)
+  // Generated positions of a kNN request (queries; those skipped as confident included), and those that
+  // searched (pointers and confidence skip some).
+  KnnStats knn;
 };
 
 // The text side of one streamed choice, without the model (Complete uses one per choice): token bytes go

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "lm/decode_batch.h"
+#include "util/blas_threads.h"
 #include "util/packed_gemm.h"
 #include "util/parallel.h"
 
@@ -45,6 +46,7 @@ struct CompletionBatcher::Row {
 CompletionBatcher::CompletionBatcher(LanguageModel& model, const KnnMemory* memory, BatcherOptions options)
     : model_(model), memory_(memory), options_(options) {
   TORCH_CHECK(options_.slots >= 1, "a completion batcher needs at least one slot");
+  TORCH_CHECK(options_.prefill_tokens >= 1, "a completion batcher needs a prefill budget of at least one token");
   threads_ = options_.threads > 0 ? options_.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   batch_ = std::make_unique<DecodeBatch>(model_.net, options_.slots);
   model_.net->PackForDecoding();
@@ -93,6 +95,7 @@ BatcherStats CompletionBatcher::stats() const {
   s.steps = steps_.load();
   s.rows = step_rows_.load();
   s.prefills = prefills_.load();
+  s.prompt_chunks = prompt_chunks_.load();
   s.active = active_.load();
   std::lock_guard<std::mutex> lock(mu_);
   s.waiting = static_cast<int64_t>(waiting_.size());
@@ -160,20 +163,20 @@ void CompletionBatcher::SampleAll(const std::vector<Row*>& rows) {
   // Each row's own distribution, as Generate computes it; the kNN rows of one setting share a search.
   std::vector<torch::Tensor> dist(rows.size());
   std::vector<std::vector<Neighbor>> neighbors(rows.size());
-  using Setting = std::tuple<int, int, bool, double, double, double>;
+  using Setting = std::tuple<int, int, bool, double, double, double, int>;
   std::map<Setting, std::vector<size_t>> groups;
   for (size_t i = 0; i < rows.size(); ++i) {
     dist[i] = torch::log_softmax(rows[i]->logits, -1);
     const Job& job = *rows[i]->job;
     if (job.knn) {
       const KnnOptions& o = job.request.knn;
-      groups[Setting(o.k, o.nprobe, o.recompute, o.temperature, o.lambda, o.skip_confidence)].push_back(i);
+      groups[Setting(o.k, o.nprobe, o.recompute, o.temperature, o.lambda, o.skip_confidence, o.min_pointers)].push_back(i);
     }
   }
   if (!groups.empty()) {
     // The searches run on the cores (OpenMP in the index). Set here, per step: LibTorch resets this
     // thread's OpenMP count to its own (one) at the thread's first parallel operation.
-    omp_set_num_threads(threads_);
+    OmpThreadsScope omp_threads(threads_);
     KnnLm knn_lm(*memory_);
     for (const auto& [setting, members] : groups) {
       std::vector<torch::Tensor> keys, lps;
@@ -195,7 +198,6 @@ void CompletionBatcher::SampleAll(const std::vector<Row*>& rows) {
         total.queries += stats[m].queries, total.searched += stats[m].searched;
       }
     }
-    omp_set_num_threads(1);
   }
   // Sampling is per row (each its own generator) and costs a selection over the vocabulary: spread over
   // the cores.
@@ -288,6 +290,11 @@ void CompletionBatcher::Loop() {
       size_t budget = decoding ? options_.prefill_tokens : std::numeric_limits<size_t>::max();
       for (auto& row : rows_) {
         if (row->job == nullptr || row->feed.empty() || budget == 0) continue;
+        if (row->job->cancel->load()) {  // cancelled while its prompt runs: it ends now, not after the prompt
+          row->builder->Cancel();
+          EndChoice(*row);
+          continue;
+        }
         const size_t take = std::min(budget, row->feed.size() - row->fed);
         DecodeSegment seg;
         seg.slot = row->slot, seg.restart = row->fed == 0;
@@ -295,6 +302,7 @@ void CompletionBatcher::Loop() {
                           row->feed.begin() + static_cast<int64_t>(row->fed + take));
         row->fed += take;
         budget -= take;
+        ++prompt_chunks_;
         segments.push_back(std::move(seg));
         stepping.push_back(row.get());
       }

@@ -4,11 +4,11 @@
 // steps with the others' tokens (chunked prefill: at most `prefill_tokens` prompt tokens per step while
 // others decode, so a long prompt does not stall them); once its prompt has run it advances with the
 // others, one token per step, in one forward pass for all of them. Each sequence keeps its own key/value
-// cache, sampler state (seed + choice), stop sequences, kNN settings and events; a step's kNN searches go
-// to the datastore as one batch per distinct setting (k, nprobe, recompute, temperature). A request that
-// finishes (stop, length, cancel) leaves at once and its slot is free for the next step; the choices of a
-// request with n > 1 run one after another in its slot, so its events come in the same order as
-// Complete's.
+// cache, sampler state (seed + choice), stop sequences, kNN settings, RetoMaton pointers and events; a
+// step's kNN searches go to the datastore as one batch per distinct setting (k, nprobe, recompute,
+// temperature, lambda, skip_confidence, pointers). A request that finishes (stop, length, cancel) leaves
+// at once and its slot is free for the next step; the choices of a request with n > 1 run one after
+// another in its slot, so its events come in the same order as Complete's.
 //
 // Outputs: a request's tokens for a fixed seed do not depend on what else is in the batch (a slot's
 // rows never mix with other slots), and its log-probabilities and neighbour distances agree to float
@@ -54,7 +54,8 @@ struct BatcherOptions {
 struct BatcherStats {
   int64_t steps = 0;     // batched forward passes
   int64_t rows = 0;      // sequences advanced by them (rows / steps: the mean batch)
-  int64_t prefills = 0;  // prompts (and restarted windows) started
+  int64_t prefills = 0;       // prompts (and restarted windows) started
+  int64_t prompt_chunks = 0;  // steps' pieces of them (a prompt longer than prefill_tokens takes several)
   int64_t waiting = 0;   // requests waiting for a slot now
   int64_t active = 0;    // requests holding a slot now
 };
@@ -103,7 +104,7 @@ class CompletionBatcher {
   std::condition_variable wake_;
   std::deque<std::unique_ptr<Job>> waiting_;  // guarded by mu_
   bool stopping_ = false;                     // guarded by mu_
-  std::atomic<int64_t> steps_{0}, step_rows_{0}, prefills_{0}, active_{0};
+  std::atomic<int64_t> steps_{0}, step_rows_{0}, prefills_{0}, prompt_chunks_{0}, active_{0};
   std::thread thread_;
   // Decoding-thread state.
   std::unique_ptr<DecodeBatch> batch_;

@@ -165,10 +165,11 @@ Status KnnLm::Distributions(const torch::Tensor& keys, const torch::Tensor& lm_l
   out->clear();
   for (int64_t r = 0; r < n; ++r) out->push_back(lp[r]);
   if (neighbors != nullptr) neighbors->assign(static_cast<size_t>(n), {});
-  if (stats != nullptr) {
-    stats->resize(static_cast<size_t>(n));
-    for (KnnStats& row : *stats) ++row.queries;
+  if (pointers != nullptr && static_cast<int64_t>(pointers->size()) != n) {
+    return Status::InvalidArgument("kNN distributions: " + std::to_string(pointers->size()) + " rows of pointers for " +
+                                   std::to_string(n) + " rows");
   }
+  if (stats != nullptr) stats->assign(static_cast<size_t>(n), KnnStats{1, 0});
   // Confidently predicted rows keep p_LM (adaptive retrieval); the others are searched together.
   std::vector<int64_t> rows;
   if (options.enabled && options.lambda > 0) {

@@ -42,7 +42,7 @@ struct KnnOptions {
 
 struct KnnStats {
   int64_t queries = 0;   // Positions scored.
-  int64_t searched = 0;  // Positions that ran a search (the rest were skipped as confident).
+  int64_t searched = 0;  // Positions that ran a search (the rest were confident or followed pointers).
   double searched_fraction() const { return queries > 0 ? static_cast<double>(searched) / queries : 0.0; }
 };
 
@@ -90,7 +90,7 @@ class KnnLm {
   // gives them for row r alone. Generation following RetoMaton pointers (options.min_pointers > 0):
   // (*pointers)[r] are row r's pointers (NextPointers of its previous step; may be empty); a row whose
   // pointers lead to at least min_pointers successors takes them as its neighbours instead of searching.
-  // (*stats)[r] (stats may be null) counts row r as a query, and as searched when it searched.
+  // *stats (may be null) becomes one entry per row: a query, and searched when it searched.
   Status Distributions(const torch::Tensor& keys, const torch::Tensor& lm_logprobs, const KnnOptions& options,
                        std::vector<torch::Tensor>* out, std::vector<std::vector<Neighbor>>* neighbors,
                        const std::vector<std::vector<Neighbor>>* pointers = nullptr,

@@ -7,11 +7,13 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "retriever/datastore_builder.h"
@@ -210,6 +212,7 @@ TEST_F(CompletionBatcherTest, RequestsDecodedTogetherGiveWhatEachGivesAlone) {
   }
   const BatcherStats stats = batcher.stats();
   EXPECT_GT(stats.rows, 2 * stats.steps) << "the requests were not decoded together";
+  EXPECT_GT(stats.prompt_chunks, stats.prefills) << "no prompt was fed in chunks";
   EXPECT_GE(memory_->largest_call(), 2) << "a step's kNN rows did not share a search";
   EXPECT_EQ(stats.active, 0);
   EXPECT_EQ(stats.waiting, 0);
@@ -282,6 +285,53 @@ TEST_F(CompletionBatcherTest, ACancelledRequestLeavesAndTheOthersGoOn) {
   ExpectSameResult(kept.result, reference, "the request beside the cancelled ones");
 }
 
+TEST_F(CompletionBatcherTest, ACancelWhileItsPromptIsFedEndsItAtTheNextStep) {
+  BatcherOptions options;
+  options.slots = 2;
+  options.prefill_tokens = 1;  // one prompt token per step while the other decodes
+  CompletionBatcher batcher(model_, memory_.get(), options);
+  CompletionRequest decoding = Request("The dog", 30, 9);
+  decoding.ignore_eos = true;
+  CompletionRequest long_prompt = Request("The old sailor sees the cat and the dog and the bird by the sea", 5, 10);
+  ASSERT_GT(long_prompt.prompt.size(), 12u);
+  auto cancel = std::make_shared<std::atomic<bool>>(false);
+  std::mutex mu;
+  std::condition_variable cv;
+  bool submitted = false;
+  std::atomic<int> events{0}, events_when_cancelled_ended{-1};
+  Outcome first, second;
+  // The decoding request's first event waits until the long prompt is queued (so it arrives while this
+  // one decodes and is fed in chunks); its third cancels the long prompt, one or two chunks in.
+  ASSERT_TRUE(batcher.Submit(decoding, [&](const CompletionEvent&) {
+                       const int n = ++events;
+                       if (n == 1) {
+                         std::unique_lock<std::mutex> lock(mu);
+                         cv.wait(lock, [&] { return submitted; });
+                       }
+                       if (n == 3) *cancel = true;
+                       return true;
+                     }, nullptr, first.Done()).ok());
+  while (events.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  auto done = second.Done();
+  ASSERT_TRUE(batcher.Submit(long_prompt, nullptr, cancel, [&](const Status& s, CompletionResult r) {
+                       events_when_cancelled_ended = events.load();
+                       done(s, std::move(r));
+                     }).ok());
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    submitted = true;
+  }
+  cv.notify_all();
+  ASSERT_NO_FATAL_FAILURE(second.Wait());
+  ASSERT_NO_FATAL_FAILURE(first.Wait());
+  EXPECT_TRUE(second.status.IsCancelled()) << second.status.ToString();
+  EXPECT_TRUE(second.result.choices.empty() || second.result.choices[0].tokens.empty());
+  // Ended at the step after the cancel, not after the rest of its prompt (12+ more steps).
+  EXPECT_LE(events_when_cancelled_ended.load(), 4);
+  ASSERT_TRUE(first.status.ok()) << first.status.ToString();
+  EXPECT_EQ(first.result.choices[0].tokens.size(), 30u);
+}
+
 TEST_F(CompletionBatcherTest, GenerationFollowsPointersThroughTextTheDatastoreHolds) {
   // A datastore over a text; a greedy kNN-LM continuation of its first words (lambda 0.9) regenerates the
   // text, whose positions each find their own entry: with pointers, the successors of the neighbours that
@@ -332,6 +382,21 @@ TEST_F(CompletionBatcherTest, GenerationFollowsPointersThroughTextTheDatastoreHo
     const auto& got = searched.choices[0].tokens;
     ASSERT_EQ(got.size(), want.size());
     EXPECT_GE(std::mismatch(got.begin(), got.end(), want.begin()).first - got.begin(), 20);
+    if (!batched) continue;
+    // Both in one batch: each keeps its own pointers setting (they search in separate groups), so each
+    // gives what it gives alone.
+    CompletionBatcher batcher(model_, ds.get(), BatcherOptions());
+    Outcome a, b;
+    CompletionRequest follow = r;
+    follow.knn.min_pointers = 1;
+    ASSERT_TRUE(batcher.Submit(r, nullptr, nullptr, a.Done()).ok());
+    ASSERT_TRUE(batcher.Submit(follow, nullptr, nullptr, b.Done()).ok());
+    ASSERT_NO_FATAL_FAILURE(a.Wait());
+    ASSERT_NO_FATAL_FAILURE(b.Wait());
+    EXPECT_EQ(a.result.knn.searched, searched.knn.searched);
+    EXPECT_EQ(b.result.knn.searched, followed.knn.searched);
+    EXPECT_EQ(a.result.choices[0].tokens, searched.choices[0].tokens);
+    EXPECT_EQ(b.result.choices[0].tokens, followed.choices[0].tokens);
   }
 }
 

@@ -75,7 +75,8 @@ TEST(GptTest, OnePositionProductsAndReusedLogitsBufferGiveTheSameNumbers) {
   }
 
   Gpt net = TinyGpt(100);
-  // More rows than the packed kernel takes (kPackedMaxRows), so the buffer is written by one product.
+  // More rows than the packed kernel takes (kPackedMaxRows; it is off in this thread anyway), so the
+  // buffer is written by one product.
   const torch::Tensor hidden = torch::randn({kPackedMaxRows + 6, net->config().n_embd});
   torch::Tensor buffer;
   const torch::Tensor first = net->LogitsInto(hidden, &buffer).clone();

@@ -44,7 +44,7 @@ TEST(PackedGemmTest, ThreadsSplitThePanelsAndGiveTheSameBits) {
   PackedGemmThreads(x.data_ptr<float>(), rows, *packed, bias.data_ptr<float>(), one.data_ptr<float>());
   SetPackedGemmThreads(3);
   PackedGemmThreads(x.data_ptr<float>(), rows, *packed, bias.data_ptr<float>(), three.data_ptr<float>());
-  SetPackedGemmThreads(1);
+  SetPackedGemmThreads(0);
   EXPECT_TRUE(torch::allclose(one, torch::addmm(bias, x, w), 1e-4, 1e-4));
   EXPECT_TRUE(torch::equal(one, three));  // every column written, each panel computed alike on any thread
 }
@@ -57,6 +57,12 @@ TEST(PackedGemmTest, ModelProductsTakeThePackedPathOnlyWithoutGradientAndRepackA
   torch::Tensor y;
   {
     torch::NoGradGuard no_grad;
+    // Off unless the thread turns it on (only batched decoding's thread does).
+    PackedWeightCache cache;
+    EXPECT_EQ(PackedGemmThreadsSetting(), 0);
+    EXPECT_FALSE(PackedProduct(x.view({5, -1}), c_fc->weight, false, c_fc->bias, &cache).defined());
+    SetPackedGemmThreads(1);
+    EXPECT_TRUE(PackedProduct(x.view({5, -1}), c_fc->weight, false, c_fc->bias, &cache).defined());
     y = c_fc(x);
     EXPECT_TRUE(torch::allclose(y, torch::addmm(c_fc->bias, x.view({5, -1}), c_fc->weight).view(y.sizes()), 1e-5, 1e-5));
     // A whole batched forward pass (5 requests, one position each) against the same rows one at a time.
@@ -71,6 +77,7 @@ TEST(PackedGemmTest, ModelProductsTakeThePackedPathOnlyWithoutGradientAndRepackA
   // With gradients the BLAS path runs, and gradients reach the weight.
   c_fc(x).sum().backward();
   EXPECT_GT(c_fc->weight.grad().abs().sum().item<float>(), 0.0f);
+  SetPackedGemmThreads(0);
 }
 
 }  // namespace

@@ -145,6 +145,29 @@ class ServerTest : public ::testing::Test {
 ScratchDir* ServerTest::dir_ = nullptr;
 RunningServer* ServerTest::server_ = nullptr;
 
+TEST(PlanBatchSlotsTest, AutomaticSlotsFitTheMemoryLimitAndExplicitOnesPastItAreRefused) {
+  const int64_t mib = 1 << 20, big = 124'000'000, per_slot = 72 * mib, packed = 496 * mib;
+  int slots = -1;
+  std::string why;
+  ASSERT_TRUE(PlanBatchSlots(0, big, per_slot, packed, 100 * mib, &slots, &why).ok());
+  EXPECT_EQ(slots, 0);
+  ASSERT_TRUE(PlanBatchSlots(-1, 1'300'000, per_slot, packed, 1 << 30, &slots, &why).ok());
+  EXPECT_EQ(slots, 0) << why;  // a small model: one completion per worker
+  ASSERT_TRUE(PlanBatchSlots(-1, big, per_slot, packed, int64_t{6} << 30, &slots, &why).ok());
+  EXPECT_EQ(slots, ServeOptions::kAutoBatchSlots) << why;
+  ASSERT_TRUE(PlanBatchSlots(-1, big, per_slot, packed, packed + 5 * per_slot + per_slot / 2, &slots, &why).ok());
+  EXPECT_EQ(slots, 5) << why;
+  ASSERT_TRUE(PlanBatchSlots(-1, big, per_slot, packed, packed + per_slot - 1, &slots, &why).ok());
+  EXPECT_EQ(slots, 0);
+  EXPECT_NE(why.find("do not fit"), std::string::npos) << why;
+  const Status refused = PlanBatchSlots(16, big, per_slot, packed, int64_t{1} << 30, &slots, &why);
+  ASSERT_TRUE(refused.IsInvalidArgument());
+  EXPECT_NE(refused.message().find("--batch-memory-mb"), std::string::npos) << refused.ToString();
+  EXPECT_NE(refused.message().find("1648 MiB"), std::string::npos) << refused.ToString();  // 496 + 16 x 72
+  ASSERT_TRUE(PlanBatchSlots(16, big, per_slot, packed, int64_t{2} << 30, &slots, &why).ok());
+  EXPECT_EQ(slots, 16);
+}
+
 TEST_F(ServerTest, HealthModelsAndMetrics) {
   auto c = Client(nullptr);
   auto health = c.Get("/health");

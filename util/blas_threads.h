@@ -4,6 +4,8 @@
 // its own symbols, looked up at run time so the build does not depend on which BLAS is installed.
 #pragma once
 
+#include <cstdint>
+
 namespace mnemo {
 
 // Sets OpenBLAS's thread count (n >= 1). Returns false, changing nothing, when the BLAS is not OpenBLAS or
@@ -28,5 +30,7 @@ class OmpThreadsScope {
 
 // The machine's cores as the C++ runtime sees them (at least 1).
 int HardwareThreads();
+// The machine's physical memory in bytes (sysconf); 0 when the system does not say.
+int64_t PhysicalMemoryBytes();
 
 }  // namespace mnemo

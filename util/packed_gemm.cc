@@ -1,6 +1,9 @@
 #include "util/packed_gemm.h"
 
+#if defined(__x86_64__)
 #include <immintrin.h>
+#define MNEMO_PACKED_X86 1
+#endif
 #include <omp.h>
 
 #include <algorithm>
@@ -13,6 +16,7 @@ namespace {
 
 constexpr int64_t kP = PackedWeights::kPanel;
 
+#ifdef MNEMO_PACKED_X86
 // Rows [0, MR) of x against one panel: acc[r] holds columns 0..31 of row r (two 16-float halves). The
 // loops over r are unrolled so the accumulators live in registers (GCC at -O2 keeps them on the stack
 // otherwise: a load and a store per multiply-add, half the speed).
@@ -62,12 +66,16 @@ __attribute__((target("avx2,fma"))) void Block256(const float* x, int64_t k, con
   }
 }
 
+#endif  // MNEMO_PACKED_X86
+
 enum class Isa { kNone, kAvx2, kAvx512 };
 
 Isa Detect() {
+#ifdef MNEMO_PACKED_X86
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f")) return Isa::kAvx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+#endif
   return Isa::kNone;
 }
 
@@ -79,13 +87,14 @@ Isa Cpu() {
     const Isa best = Detect();
     if (env != nullptr && std::strcmp(env, "0") == 0) return Isa::kNone;
     if (env != nullptr && std::strcmp(env, "avx2") == 0 && best == Isa::kAvx512) {
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? Isa::kAvx2 : Isa::kNone;
+      return Isa::kAvx2;  // every AVX-512 CPU has AVX2 and FMA
     }
     return best;
   }();
   return isa;
 }
 
+#ifdef MNEMO_PACKED_X86
 // Rows [0, mr) (mr <= 8 for AVX-512, <= 6 for AVX2) of x against panel p, into out [mr][32].
 void Block(Isa isa, const float* x, int64_t mr, int64_t k, const float* panel, const float* bias, float* out) {
   if (isa == Isa::kAvx512) {
@@ -111,6 +120,11 @@ void Block(Isa isa, const float* x, int64_t mr, int64_t k, const float* panel, c
     }
   }
 }
+
+#else
+// No kernel off x86: PackedGemmSupported() is false, so nothing calls it.
+void Block(Isa, const float*, int64_t, int64_t, const float*, const float*, float*) {}
+#endif
 
 }  // namespace
 
@@ -158,15 +172,17 @@ void PackedGemm(const float* x, int64_t rows, const PackedWeights& w, const floa
 }
 
 namespace {
-thread_local int packed_threads = 1;
+thread_local int packed_threads = 0;
 }  // namespace
 
-void SetPackedGemmThreads(int threads) { packed_threads = std::max(1, threads); }
+void SetPackedGemmThreads(int threads) { packed_threads = std::max(0, threads); }
+
+int PackedGemmThreadsSetting() { return packed_threads; }
 
 void PackedGemmThreads(const float* x, int64_t rows, const PackedWeights& w, const float* bias, float* y) {
   const int64_t panels = w.panels(), per_panel = rows * w.k() * kP;
   const int64_t most = std::max<int64_t>(1, panels * per_panel / (int64_t{1} << 18));
-  const int threads = static_cast<int>(std::min<int64_t>({packed_threads, most, panels}));
+  const int threads = static_cast<int>(std::min<int64_t>({std::max(1, packed_threads), most, panels}));
   if (threads <= 1) return PackedGemm(x, rows, w, bias, y, 0, panels);
 #pragma omp parallel num_threads(threads)
   {

@@ -1,4 +1,4 @@
-// PackedGemm: y = x W + b for a few rows of x (2..64: a decoding step of a batch of requests) against
+// PackedGemm: y = x W + b for a few rows of x (2..256: a decoding step of a batch of requests) against
 // a weight packed once. OpenBLAS 0.3.21 copies the whole weight into its packed layout on every sgemm
 // call; with 16 rows that copy cost more than the products (30% of a batched GPT-2-small decoding step in
 // `sgemm_itcopy`, docs/PERFORMANCE.md). Here the weight [K, N] is packed once into panels of 32 columns,
@@ -37,7 +37,8 @@ class PackedWeights {
   std::unique_ptr<float, Free> data_;
 };
 
-// True when this CPU has a kernel (AVX-512F, or AVX2 and FMA); callers use their matrix product otherwise.
+// True when this CPU has a kernel (AVX-512F, or AVX2 and FMA; x86-64 builds only); callers use their
+// matrix product otherwise.
 bool PackedGemmSupported();
 
 // For panels [p0, p1): y[m, j] = bias[j] + sum_i x[m, i] w[i, j] for m < rows and the panels' columns
@@ -45,11 +46,15 @@ bool PackedGemmSupported();
 void PackedGemm(const float* x, int64_t rows, const PackedWeights& w, const float* bias, float* y, int64_t p0,
                 int64_t p1);
 
-// All panels, split over up to SetPackedGemmThreads' count of OpenMP threads (1 unless the calling
-// thread set it), each thread given at least ~256K multiply-adds.
-// The calling thread's count for PackedGemmThreads. A setting of its own, not OpenMP's: LibTorch resets
-// a thread's OpenMP count to its global intra-op count at the thread's first parallel operation.
+// All panels, split over up to SetPackedGemmThreads' count of OpenMP threads (1 when the calling thread
+// set none), each thread given at least ~256K multiply-adds.
+// Turns the packed kernel on for the calling thread's model products (lm/gpt.h PackedProduct) with this
+// many threads for PackedGemmThreads; 0 (every thread's default) turns it off. A setting of its own, not
+// OpenMP's: LibTorch resets a thread's OpenMP count to its global intra-op count at the thread's first
+// parallel operation. Only the decoding thread of batched serving turns it on.
 void SetPackedGemmThreads(int threads);
+// The calling thread's setting (0: off).
+int PackedGemmThreadsSetting();
 void PackedGemmThreads(const float* x, int64_t rows, const PackedWeights& w, const float* bias, float* y);
 
 }  // namespace mnemo
