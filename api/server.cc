@@ -12,7 +12,6 @@
 
 #include "api/server_impl.h"
 #include "util/blas_threads.h"
-#include "util/packed_gemm.h"
 #include "util/parse.h"
 
 namespace mnemo {
@@ -316,7 +315,8 @@ Status Server::Impl::Load() {
   const GptConfig& c = model->config;
   const bool on_cpu = model->net->device().is_cpu();
   const int64_t per_slot = c.n_layer * 2 * c.n_positions * c.n_embd * static_cast<int64_t>(sizeof(float));
-  const int64_t packed = on_cpu && PackedGemmSupported() ? parameters * static_cast<int64_t>(sizeof(float)) : 0;
+  const int64_t packed =
+      PackedWeightCache::Applies(model->net->wte->weight) ? parameters * static_cast<int64_t>(sizeof(float)) : 0;
   const int64_t budget =
       options.batch_memory_mb > 0 ? options.batch_memory_mb << 20 : PhysicalMemoryBytes() / 4;
   int slots = 0;

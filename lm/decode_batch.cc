@@ -103,14 +103,20 @@ DecodeOutput DecodeBatch::Run(const std::vector<DecodeSegment>& segments, bool w
     scores.masked_fill_(hidden_cols, -std::numeric_limits<float>::infinity());
     return torch::matmul(torch::softmax(scores, -1), rows(values_[l])).reshape({B1, C});
   };
-  // A longer segment: causal attention over its own slot's columns [0, start + n).
+  // A longer segment: causal attention over its own slot's columns [0, start + n); its mask (the columns
+  // past each row's position) is the same in every layer.
+  std::vector<torch::Tensor> future(S);
+  for (size_t i = 0; i < S; ++i) {
+    const int64_t n = static_cast<int64_t>(segments[i].tokens.size());
+    if (n > 1) {
+      future[i] = torch::ones({n, start[i] + n}, torch::TensorOptions().dtype(torch::kBool).device(where)).triu(start[i] + 1);
+    }
+  }
   auto segment_attention = [&](size_t l, CausalSelfAttentionImpl& attn, size_t i, const torch::Tensor& q /* [n, H, D] */) {
     const int64_t n = q.size(0), s = segments[i].slot, cols = start[i] + n;
     const torch::Tensor keys = attn.SmearKeys(keys_[l].narrow(0, s, 1).narrow(2, 0, cols));
     torch::Tensor scores = torch::matmul(q.transpose(0, 1).unsqueeze(0), keys.transpose(-2, -1)) * scale;  // [1, H, n, cols]
-    const torch::Tensor future =
-        torch::ones({n, cols}, torch::TensorOptions().dtype(torch::kBool).device(where)).triu(start[i] + 1);
-    scores.masked_fill_(future, -std::numeric_limits<float>::infinity());
+    scores.masked_fill_(future[i], -std::numeric_limits<float>::infinity());
     const torch::Tensor y = torch::matmul(torch::softmax(scores, -1), values_[l].narrow(0, s, 1).narrow(2, 0, cols));
     return y[0].transpose(0, 1).reshape({n, C});
   };

@@ -56,6 +56,10 @@ torch::Tensor CausalAttention(const torch::Tensor& q, const torch::Tensor& k, co
 
 }  // namespace
 
+bool PackedWeightCache::Applies(const torch::Tensor& weight) {
+  return weight.device().is_cpu() && weight.scalar_type() == torch::kFloat && PackedGemmSupported();
+}
+
 std::shared_ptr<const PackedWeights> PackedWeightCache::Get(const torch::Tensor& weight, bool transposed) {
   std::lock_guard<std::mutex> lock(mu_);
   const int64_t version = weight._version();
@@ -72,8 +76,7 @@ torch::Tensor PackedProduct(const torch::Tensor& x2d, const torch::Tensor& weigh
                             const torch::Tensor& bias, PackedWeightCache* cache) {
   const int64_t rows = x2d.size(0);
   if (PackedGemmThreadsSetting() == 0 || rows < 2 || rows > kPackedMaxRows || torch::GradMode::is_enabled() ||
-      !weight.device().is_cpu() || weight.scalar_type() != torch::kFloat || x2d.scalar_type() != torch::kFloat ||
-      !PackedGemmSupported()) {
+      x2d.scalar_type() != torch::kFloat || !PackedWeightCache::Applies(weight)) {
     return {};
   }
   const std::shared_ptr<const PackedWeights> packed = cache->Get(weight, transposed);
@@ -106,11 +109,7 @@ torch::Tensor Conv1DImpl::forward(const torch::Tensor& x) {
   return torch::addmm(bias, x2d, weight).view(shape);
 }
 
-void Conv1DImpl::Pack() {
-  if (PackedGemmSupported() && weight.device().is_cpu() && weight.scalar_type() == torch::kFloat) {
-    packed_->Get(weight, /*transposed=*/false);
-  }
-}
+void Conv1DImpl::Pack() { packed_->Prepare(weight, /*transposed=*/false); }
 
 CausalSelfAttentionImpl::CausalSelfAttentionImpl(const GptConfig& config, bool memorizing_)
     : n_head(config.n_head), n_embd(config.n_embd), memorizing(memorizing_),
@@ -360,10 +359,7 @@ void GptImpl::PackForDecoding() {
     block->attn->c_attn->Pack(), block->attn->c_proj->Pack();
     block->mlp->c_fc->Pack(), block->mlp->c_proj->Pack();
   }
-  const torch::Tensor& w = wte->weight;
-  if (PackedGemmSupported() && w.device().is_cpu() && w.scalar_type() == torch::kFloat) {
-    packed_head_->Get(w, /*transposed=*/true);
-  }
+  packed_head_->Prepare(wte->weight, /*transposed=*/true);
 }
 
 torch::Tensor GptImpl::LogitsInto(const torch::Tensor& hidden, torch::Tensor* buffer) {

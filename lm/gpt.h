@@ -91,8 +91,14 @@ struct ForwardResult {
 // changes (its storage or LibTorch's version counter, which every in-place write bumps). Thread-safe.
 class PackedWeightCache {
  public:
+  // True when the packed kernel can take `weight`: float on the CPU, and the CPU has a kernel.
+  static bool Applies(const torch::Tensor& weight);
   // `weight` [k, n] float on the CPU, or with `transposed` [n, k] (the tied head's wte).
   std::shared_ptr<const PackedWeights> Get(const torch::Tensor& weight, bool transposed);
+  // Get now, where it Applies (GptImpl::PackForDecoding: packed before the first step needs it).
+  void Prepare(const torch::Tensor& weight, bool transposed) {
+    if (Applies(weight)) Get(weight, transposed);
+  }
 
  private:
   std::mutex mu_;

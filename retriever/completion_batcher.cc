@@ -159,6 +159,13 @@ void CompletionBatcher::EndChoice(Row& row) {
   StartChoice(row);
 }
 
+bool CompletionBatcher::EndIfCancelled(Row& row) {
+  if (!row.job->cancel->load()) return false;
+  row.builder->Cancel();
+  EndChoice(row);
+  return true;
+}
+
 void CompletionBatcher::SampleAll(const std::vector<Row*>& rows) {
   // Each row's own distribution, as Generate computes it; the kNN rows of one setting share a search.
   std::vector<torch::Tensor> dist(rows.size());
@@ -210,11 +217,7 @@ void CompletionBatcher::SampleAll(const std::vector<Row*>& rows) {
     if (row.job == nullptr) continue;  // its search failed
     const CompletionRequest& request = row.job->request;
     row.next = -1;
-    if (row.job->cancel->load()) {
-      row.builder->Cancel();
-      EndChoice(row);
-      continue;
-    }
+    if (EndIfCancelled(row)) continue;
     const int32_t token = sampled[i];
     if (row.job->knn && request.knn.min_pointers > 0) NextPointers(neighbors[i], token, &row.pointers);
     if (!row.builder->Add(token, dist[i], neighbors[i]) || row.builder->tokens_seen() == request.max_tokens) {
@@ -290,11 +293,7 @@ void CompletionBatcher::Loop() {
       size_t budget = decoding ? options_.prefill_tokens : std::numeric_limits<size_t>::max();
       for (auto& row : rows_) {
         if (row->job == nullptr || row->feed.empty() || budget == 0) continue;
-        if (row->job->cancel->load()) {  // cancelled while its prompt runs: it ends now, not after the prompt
-          row->builder->Cancel();
-          EndChoice(*row);
-          continue;
-        }
+        if (EndIfCancelled(*row)) continue;  // cancelled while its prompt runs: it ends now, not after it
         const size_t take = std::min(budget, row->feed.size() - row->fed);
         DecodeSegment seg;
         seg.slot = row->slot, seg.restart = row->fed == 0;

@@ -92,6 +92,8 @@ class CompletionBatcher {
   // Ends the row's current choice; starts the next one or ends the job.
   void EndChoice(Row& row);
   void Finish(Row& row, const Status& status);
+  // Ends the row's choice, and so its job, when the job's cancel flag is set; true then.
+  bool EndIfCancelled(Row& row);
   // Samples one token for each row (kNN searches batched per setting); rows that go on get the token to
   // decode next.
   void SampleAll(const std::vector<Row*>& rows);
