@@ -1,5 +1,5 @@
 // Datastore commands: build (run the LM over documents or a text, store key -> next token, index the keys),
-// documents, rm, verify-deleted, recall and info.
+// documents, rm, verify-deleted, recall, info and split (shards: memory/datastore_shards.h).
 #include <iostream>
 #include <sstream>
 
@@ -9,6 +9,7 @@
 #include "api/fact_json.h"
 #include "indexes/auto_index.h"
 #include "indexes/index_spec.h"
+#include "memory/datastore_shards.h"
 #include "retriever/datastore_builder.h"
 #include "retriever/deletion_verifier.h"
 #include "retriever/recall.h"
@@ -300,12 +301,58 @@ void RegisterDatastoreCommands(CLI::App& app, Command* selected) {
   info->add_option("--datastore", *dir, "Datastore directory")->required();
   info->callback([dir, selected] {
     *selected = [dir] {
-      std::unique_ptr<Datastore> ds;
       DatastoreOpenOptions open;
       open.verify_checksums = true;
+      if (IsShardedDatastore(*dir)) {  // the set, after checking every shard (checksums included)
+        std::unique_ptr<ShardedDatastore> sharded;
+        Status s = ShardedDatastore::Open(*dir, open, nullptr, &sharded);
+        if (!s.ok()) return Fail(s);
+        std::cout << sharded->manifest().ToJson();
+        return 0;
+      }
+      std::unique_ptr<Datastore> ds;
       Status s = Datastore::Open(*dir, open, &ds);
       if (!s.ok()) return Fail(s);
       std::cout << ds->manifest().ToJson();
+      return 0;
+    };
+  });
+
+  // datastore split -------------------------------------------------------------------------------------
+  auto* split = ds->add_subcommand(
+      "split", "Split a datastore into shards that share its trained structures (served by one process, or one "
+               "per shard under mpirun: docs/ARCHITECTURE.md)");
+  struct SplitArgs {
+    std::string datastore, out;
+    int shards = 2;
+    bool quiet = false, json = false;
+  };
+  auto sa = std::make_shared<SplitArgs>();
+  split->add_option("--datastore", sa->datastore, "Datastore directory to split (left as it is)")
+      ->required()->check(CLI::ExistingDirectory);
+  split->add_option("--shards", sa->shards, "Number of shards")->required()->check(CLI::Range(1, 4096));
+  split->add_option("--out", sa->out, "Directory to create: shards.json, trained.faiss, shard-<i>/")->required();
+  split->add_flag("--quiet", sa->quiet, "No progress output");
+  split->add_flag("--json", sa->json, "Machine-readable output");
+  split->callback([sa, selected] {
+    *selected = [sa] {
+      SplitOptions options;
+      options.shards = sa->shards;
+      options.progress = !sa->quiet;
+      SplitReport report;
+      Status s = SplitDatastore(sa->datastore, sa->out, options, &report);
+      if (!s.ok()) return Fail(s);
+      Json shards = Json::array();
+      for (const auto& sh : report.shards) shards.push_back({{"dir", sh.dir}, {"first", sh.first}, {"count", sh.count}});
+      if (sa->json) {
+        std::cout << DumpJson({{"out", sa->out}, {"shards", shards}, {"seconds", report.seconds}}) << "\n";
+      } else {
+        printf("split %s into %zu shards in %.2fs:\n", sa->datastore.c_str(), report.shards.size(), report.seconds);
+        for (const auto& sh : report.shards) {
+          printf("  %s/%s  entries [%ld, %ld)\n", sa->out.c_str(), sh.dir.c_str(), static_cast<long>(sh.first),
+                 static_cast<long>(sh.first + sh.count));
+        }
+      }
       return 0;
     };
   });

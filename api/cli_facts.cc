@@ -388,7 +388,7 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
       Json out = {{"state", fa->st.state},
                   {"facts", r.facts},
                   {"fact_entries", r.fact_entries},
-                  {"base_entries", store->base() ? store->base()->size() : 0},
+                  {"base_entries", store->base_entries()},
                   {"snapshot_seq", r.snapshot_seq},
                   {"snapshot_problem", r.snapshot_problem},
                   {"replayed_changes", r.replayed_changes},

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "lm/device.h"
+#include "memory/datastore_shards.h"
 #include "retriever/state_service.h"
 
 namespace mnemo::cli {
@@ -84,9 +85,16 @@ Status KnnFlags::Open(LanguageModel& model, std::unique_ptr<KnnMemory>* out) con
     open.expected_model_fingerprint = ModelFingerprint(model.net);
     open.mmap_index = mmap_index;
     open.gpu_device = gpu_index;
-    std::unique_ptr<Datastore> ds;
-    MNEMO_RETURN_IF_ERROR(Datastore::Open(datastore, open, &ds));
-    *out = std::move(ds);
+    if (IsShardedDatastore(datastore)) {  // a set from `mnemo datastore split` (here, or its ranks under mpirun)
+      if (gpu_index >= 0) return Status::InvalidArgument("--gpu-index: a sharded datastore is searched on the CPU");
+      std::unique_ptr<ShardedDatastore> sharded;
+      MNEMO_RETURN_IF_ERROR(ShardedDatastore::Open(datastore, open, nullptr, &sharded));
+      *out = std::move(sharded);
+    } else {
+      std::unique_ptr<Datastore> ds;
+      MNEMO_RETURN_IF_ERROR(Datastore::Open(datastore, open, &ds));
+      *out = std::move(ds);
+    }
   }
   if ((*out)->dim() != model.config.n_embd) {
     return Status::InvalidArgument((state.empty() ? datastore : state) + ": key dimension " +

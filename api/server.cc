@@ -11,6 +11,8 @@
 #include <thread>
 
 #include "api/server_impl.h"
+#include "memory/datastore_shards.h"
+#include "memory/mpi_shards.h"
 #include "util/blas_threads.h"
 #include "util/parse.h"
 
@@ -100,6 +102,7 @@ ApiError ErrorFromStatus(const Status& s) {
     case Status::Code::kFailedPrecondition: e.status = 409; break;
     // Non-streaming work is only ever cancelled by the request timeout (a stream's client is gone).
     case Status::Code::kCancelled: e.status = 504; e.type = "timeout"; break;
+    case Status::Code::kUnavailable: e.status = 503; e.type = "unavailable"; break;
     default: e.status = 500; e.type = "server_error"; e.message = s.ToString(); break;
   }
   if (s.IsIOError()) {
@@ -454,7 +457,24 @@ void Server::Impl::Routes() {
   });
 
   Route("GET", "/health", [this](const httplib::Request&, httplib::Response& res) {
-    if (is_ready) return SendJson(res, {{"status", "ok"}, {"model", model_id}});
+    if (is_ready) {
+      // A sharded base datastore served by other ranks (memory/mpi_shards.h): which shards answer. One that
+      // does not makes kNN requests fail with 503, and health says so with 503 too.
+      const std::vector<ShardHealth> shards =
+          store != nullptr && store->sharded_base() != nullptr ? ShardsHealth(store->sharded_base()->shards())
+                                                               : std::vector<ShardHealth>();
+      if (shards.empty()) return SendJson(res, {{"status", "ok"}, {"model", model_id}});
+      Json list = Json::array();
+      bool all_up = true;
+      for (const ShardHealth& h : shards) {
+        Json one = {{"shard", h.shard}, {"rank", h.rank}, {"up", h.up}};
+        if (!h.up) one["problem"] = h.problem;
+        list.push_back(one);
+        all_up = all_up && h.up;
+      }
+      return SendJson(res, {{"status", all_up ? "ok" : "degraded"}, {"model", model_id}, {"shards", list}},
+                      all_up ? 200 : 503);
+    }
     std::lock_guard<std::mutex> lock(load_mu);
     if (!load_status.ok()) return SendJson(res, {{"status", "error"}, {"error", load_status.ToString()}}, 503);
     SendJson(res, {{"status", "loading"}}, 503);

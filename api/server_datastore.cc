@@ -5,6 +5,7 @@
 
 #include "api/fact_json.h"
 #include "api/server_impl.h"
+#include "memory/datastore_shards.h"
 #include "util/parse.h"
 
 namespace mnemo {
@@ -14,6 +15,11 @@ using api::Json;
 
 // The state's base datastore, or FailedPrecondition.
 Status BaseDatastore(const FactStore* store, const Datastore** out) {
+  if (store->sharded_base() != nullptr) {
+    return Status::FailedPrecondition("this state's base datastore is sharded: its documents are managed per shard, "
+                                      "offline (mnemo datastore documents|rm|verify-deleted --datastore " +
+                                      store->sharded_base()->dir() + "/shard-<i>)");
+  }
   if (store->base() == nullptr) return Status::FailedPrecondition("this state has no base datastore");
   *out = store->base();
   return Status::OK();

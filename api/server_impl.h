@@ -168,7 +168,7 @@ class TimedMemory : public KnnMemory {
     seconds_.Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     return s;
   }
-  bool Successors(const float* query, const std::vector<Neighbor>& from, std::vector<Neighbor>* out) const override {
+  Status Successors(const float* query, const std::vector<Neighbor>& from, std::vector<Neighbor>* out) const override {
     return inner_.Successors(query, from, out);
   }
 

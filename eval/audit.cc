@@ -141,7 +141,7 @@ Status Auditor::Run(const FactStore& live, json* report) {
   config["state"] = {{"dir", live.dir()},
                      {"datastore", live_config_.datastore_path},
                      {"facts", copied},
-                     {"base_entries", live.base() != nullptr ? live.base()->size() : 0}};
+                     {"base_entries", live.base_entries()}};
   config["started_at"] = IsoTime(started_at);
 
   for (int use_knn = 1; use_knn >= 0; --use_knn) {

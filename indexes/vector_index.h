@@ -142,8 +142,10 @@ class VectorIndex {
   // A new writable index like CreateEmptyLike's holding the stored vectors whose ids are in [lo, hi), in
   // this index's order (Flat: insertion order; IVF: each list's), their codes copied byte for byte: it
   // answers exactly as an index given only those vectors in their original order. Works on memory-mapped
-  // indexes. InvalidArgument when lo > hi; FailedPrecondition when this index is not trained.
-  Status CopyIdRange(int64_t lo, int64_t hi, std::unique_ptr<VectorIndex>* out) const;
+  // indexes. With `renumber`, vector id is stored as id - lo (a datastore shard numbers its entries from 0;
+  // ids keep their order, so ties still break as in this index). InvalidArgument when lo > hi;
+  // FailedPrecondition when this index is not trained.
+  Status CopyIdRange(int64_t lo, int64_t hi, std::unique_ptr<VectorIndex>* out, bool renumber = false) const;
 
   // The same for the stored vectors whose ids are listed (absent ids are ignored, repeats count once),
   // in this index's order whatever the list's; costs O(n log n), not O(size()).

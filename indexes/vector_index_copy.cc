@@ -34,9 +34,9 @@ idx_t IdAt(faiss::InvertedLists::ScopedIds& ids, size_t i) {
 }
 
 // Appends the entries i of list `list_no` of `from` for which keep(id) holds to the same list of `to`
-// (ArrayInvertedLists), recording each in to's direct map. Returns how many it appended.
+// (ArrayInvertedLists) under id - shift, recording each in to's direct map. Returns how many it appended.
 template <typename Keep>
-int64_t AppendList(const faiss::IndexIVF& from, size_t list_no, faiss::IndexIVF* to, Keep keep) {
+int64_t AppendList(const faiss::IndexIVF& from, size_t list_no, faiss::IndexIVF* to, Keep keep, idx_t shift = 0) {
   const faiss::InvertedLists& source = *from.invlists;
   const size_t n = source.list_size(list_no);
   if (n == 0) return 0;
@@ -48,7 +48,7 @@ int64_t AppendList(const faiss::IndexIVF& from, size_t list_no, faiss::IndexIVF*
   for (size_t i = 0; i < n; ++i) {
     const idx_t id = IdAt(ids, i);
     if (!keep(id)) continue;
-    kept_ids.push_back(id);
+    kept_ids.push_back(id - shift);
     kept_codes.insert(kept_codes.end(), codes.get() + i * code_size, codes.get() + (i + 1) * code_size);
   }
   if (kept_ids.empty()) return 0;
@@ -61,9 +61,9 @@ int64_t AppendList(const faiss::IndexIVF& from, size_t list_no, faiss::IndexIVF*
   return static_cast<int64_t>(kept_ids.size());
 }
 
-// Appends the rows of the Flat id map `from` for which keep(id) holds to `to`.
+// Appends the rows of the Flat id map `from` for which keep(id) holds to `to`, under id - shift.
 template <typename Keep>
-void AppendFlat(const faiss::IndexIDMap2& from, faiss::IndexIDMap2* to, int dim, Keep keep) {
+void AppendFlat(const faiss::IndexIDMap2& from, faiss::IndexIDMap2* to, int dim, Keep keep, idx_t shift = 0) {
   const auto* flat = dynamic_cast<const faiss::IndexFlat*>(from.index);
   if (flat == nullptr) throw std::runtime_error("Flat index without an IndexFlat");
   std::vector<idx_t> kept_ids;
@@ -71,7 +71,7 @@ void AppendFlat(const faiss::IndexIDMap2& from, faiss::IndexIDMap2* to, int dim,
   const float* xb = flat->get_xb();
   for (size_t i = 0; i < from.id_map.size(); ++i) {
     if (!keep(from.id_map[i])) continue;
-    kept_ids.push_back(from.id_map[i]);
+    kept_ids.push_back(from.id_map[i] - shift);
     kept.insert(kept.end(), xb + i * dim, xb + (i + 1) * dim);
   }
   if (!kept_ids.empty()) to->add_with_ids(static_cast<idx_t>(kept_ids.size()), kept.data(), kept_ids.data());
@@ -147,7 +147,7 @@ Status VectorIndex::CopyIds(const int64_t* ids, int64_t n, std::unique_ptr<Vecto
   return Status::OK();
 }
 
-Status VectorIndex::CopyIdRange(int64_t lo, int64_t hi, std::unique_ptr<VectorIndex>* out) const {
+Status VectorIndex::CopyIdRange(int64_t lo, int64_t hi, std::unique_ptr<VectorIndex>* out, bool renumber) const {
   if (lo > hi) return Status::InvalidArgument("CopyIdRange: empty range [" + std::to_string(lo) + ", " +
                                               std::to_string(hi) + ")");
   std::unique_ptr<VectorIndex> copy;
@@ -156,11 +156,12 @@ Status VectorIndex::CopyIdRange(int64_t lo, int64_t hi, std::unique_ptr<VectorIn
   std::shared_lock lock(rep.mu);
   Rep& target = *copy->rep_;
   auto in_range = [lo, hi](idx_t id) { return id >= lo && id < hi; };
+  const idx_t shift = renumber ? lo : 0;
   MNEMO_RETURN_IF_ERROR(RunFaiss(Status::InvalidArgument, "copying ids of \"" + rep.spec_string + "\"", [&] {
     if (rep.flat != nullptr) {
-      AppendFlat(*rep.flat, target.flat, rep.dim, in_range);
+      AppendFlat(*rep.flat, target.flat, rep.dim, in_range, shift);
     } else {
-      for (size_t l = 0; l < rep.ivf->nlist; ++l) AppendList(*rep.ivf, l, target.ivf, in_range);
+      for (size_t l = 0; l < rep.ivf->nlist; ++l) AppendList(*rep.ivf, l, target.ivf, in_range, shift);
     }
   }));
   *out = std::move(copy);

@@ -50,6 +50,9 @@ std::string DatastoreManifest::ToJson() const {
   j["training"] = {{"pool", training_pool}, {"source", training_source}, {"sample", train_sample},
                    {"seed", train_seed}};
   if (provenance) j["documents"] = {{"file", "documents.jsonl"}, {"deletions_applied", deletions_applied}};
+  if (shards > 0) {
+    j["shard"] = {{"index", shard}, {"of", shards}, {"first", shard_first}, {"whole_count", whole_count}};
+  }
   return j.dump(2) + "\n";
 }
 
@@ -90,6 +93,17 @@ Status DatastoreManifest::FromJson(const std::string& text, const std::string& p
     if (j.contains("documents")) {
       m.provenance = true;
       m.deletions_applied = JsonInt<int64_t>(j.at("documents").at("deletions_applied"));
+    }
+    if (j.contains("shard")) {
+      const auto& sh = j.at("shard");
+      m.shard = JsonInt<int>(sh.at("index"));
+      m.shards = JsonInt<int>(sh.at("of"));
+      m.shard_first = JsonInt<int64_t>(sh.at("first"));
+      m.whole_count = JsonInt<int64_t>(sh.at("whole_count"));
+      if (m.shards < 1 || m.shard < 0 || m.shard >= m.shards || m.shard_first < 0 ||
+          m.whole_count < m.shard_first || m.count > m.whole_count - m.shard_first) {
+        return Status::Corruption(path + ": shard must be one of [0, of) with its entries inside the whole");
+      }
     }
     if (m.dim <= 0 || m.count < 0) return Status::Corruption(path + ": dim must be positive and count non-negative");
     if (m.live < 0 || m.live > m.count) return Status::Corruption(path + ": live must be in [0, count]");
@@ -205,7 +219,7 @@ float Datastore::SquaredDistance(const float* query, int64_t i) const {
   return sum;
 }
 
-bool Datastore::Successors(const float* query, const std::vector<Neighbor>& from, std::vector<Neighbor>* out) const {
+Status Datastore::Successors(const float* query, const std::vector<Neighbor>& from, std::vector<Neighbor>* out) const {
   std::shared_lock<std::shared_mutex> lock(mu_);
   for (const Neighbor& nb : from) {
     const int64_t next = nb.entry + 1;
@@ -220,12 +234,13 @@ bool Datastore::Successors(const float* query, const std::vector<Neighbor>& from
     }
     out->push_back({next, values_[next], SquaredDistance(query, next), 0});
   }
-  return true;
+  return Status::OK();
 }
 
-Status Datastore::Search(const float* queries, int64_t n, const MemorySearchOptions& options,
-                         std::vector<Neighbor>* out) const {
+Status Datastore::SearchIndex(const float* queries, int64_t n, const MemorySearchOptions& options,
+                              std::vector<Neighbor>* out, std::vector<float>* exact) const {
   const int k = options.k;
+  if (k < 1) return Status::InvalidArgument("k must be at least 1");
   std::vector<float> distances(n * k);
   std::vector<int64_t> ids(n * k);
   SearchOptions search;
@@ -233,6 +248,7 @@ Status Datastore::Search(const float* queries, int64_t n, const MemorySearchOpti
   std::shared_lock lock(mu_);  // a deletion swaps the index and zeroes keys under the exclusive lock
   MNEMO_RETURN_IF_ERROR(index_->Search(n, queries, k, distances.data(), ids.data(), search));
   out->assign(n * k, Neighbor());
+  if (exact != nullptr) exact->assign(n * k, 0.0f);
   for (int64_t q = 0; q < n; ++q) {
     for (int j = 0; j < k; ++j) {
       Neighbor& nb = (*out)[q * k + j];
@@ -240,9 +256,9 @@ Status Datastore::Search(const float* queries, int64_t n, const MemorySearchOpti
       if (id < 0 || id >= slots_) continue;
       nb.entry = id;
       nb.token = value(id);
-      nb.distance = options.recompute ? SquaredDistance(queries + q * dim(), id) : distances[q * k + j];
+      nb.distance = distances[q * k + j];
+      if (exact != nullptr) (*exact)[q * k + j] = SquaredDistance(queries + q * dim(), id);
     }
-    if (options.recompute) SortNeighborsByDistance(out->begin() + q * k, out->begin() + (q + 1) * k);
   }
   return Status::OK();
 }

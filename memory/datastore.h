@@ -79,6 +79,11 @@ struct DatastoreManifest {
   // The windows the keys were computed with (lm/scorer.h WindowOptions; 0: the model's defaults), so a
   // document's keys can be recomputed exactly (verify-deleted).
   int64_t window = 0, stride = 0;
+  // A shard of a sharded datastore (datastore_shards.h): shard `shard` of `shards` (0: not a shard), its
+  // entry i being entry shard_first + i of the whole, which had whole_count entries. Its trained
+  // structures are the whole's, bit for bit.
+  int shard = 0, shards = 0;
+  int64_t shard_first = 0, whole_count = 0;
 
   std::string ToJson() const;
   static Status FromJson(const std::string& text, const std::string& path, DatastoreManifest* out);
@@ -140,7 +145,7 @@ struct DocumentTraces {
   }
 };
 
-class Datastore : public KnnMemory {
+class Datastore : public BaseMemory {
  public:
   // NotFound when `dir` has no manifest.json (never built, or a build that did not finish);
   // Corruption (naming the file) when files are damaged or disagree with the manifest.
@@ -166,11 +171,11 @@ class Datastore : public KnnMemory {
   float SquaredDistance(const float* query, int64_t i) const;
 
   // KnnMemory: entry i is datastore position i.
-  Status Search(const float* queries, int64_t n, const MemorySearchOptions& options,
-                std::vector<Neighbor>* out) const override;
+  Status SearchIndex(const float* queries, int64_t n, const MemorySearchOptions& options,
+                     std::vector<Neighbor>* out, std::vector<float>* exact) const override;
   // Entry i's successor is i + 1 (entries are built in text order), within i's document when the
   // datastore has provenance; a deleted document has none.
-  bool Successors(const float* query, const std::vector<Neighbor>& from, std::vector<Neighbor>* out) const override;
+  Status Successors(const float* query, const std::vector<Neighbor>& from, std::vector<Neighbor>* out) const override;
 
   // Provenance (datastore_documents.cc). has_provenance: built from documents.
   bool has_provenance() const { return provenance_; }

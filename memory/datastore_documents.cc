@@ -370,6 +370,13 @@ Status Datastore::DeleteDocuments(const std::vector<std::string>& ids, const Doc
           std::to_string(manifest_.live) + " live entries), or build with --train-text to make deletions exact "
           "without retraining");
     }
+    if (!reason.empty() && manifest_.shards > 0) {
+      return Status::FailedPrecondition(
+          "cannot delete " + QuoteId(id) + " from shard " + std::to_string(manifest_.shard) + " of " +
+          std::to_string(manifest_.shards) + ": it needs retraining (" + reason + "), and every shard shares "
+          "the whole datastore's trained structures. Delete it from the unsplit datastore with --retrain and "
+          "split again");
+    }
     retrain = retrain || !reason.empty();
     r.deleted.push_back(d);
     r.entries += d.count;

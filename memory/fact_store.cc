@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <unordered_set>
 
+#include "memory/datastore_shards.h"
 #include "memory/fact_store_segment.h"
 #include "util/file_system.h"
 #include "util/file_util.h"
@@ -29,7 +30,7 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
 // A read-only memory of the same base and a segment rebuilt from the database.
 class FactStore::Rebuilt : public KnnMemory {
  public:
-  Rebuilt(const Datastore* base, std::unique_ptr<Segment> segment, int dim)
+  Rebuilt(const BaseMemory* base, std::unique_ptr<Segment> segment, int dim)
       : base_(base), segment_(std::move(segment)), dim_(dim) {}
   int dim() const override { return dim_; }
   int64_t size() const override { return (base_ ? base_->size() : 0) + segment_->entries(); }
@@ -39,7 +40,7 @@ class FactStore::Rebuilt : public KnnMemory {
   }
 
  private:
-  const Datastore* base_;
+  const BaseMemory* base_;
   std::unique_ptr<Segment> segment_;
   int dim_;
 };
@@ -73,10 +74,25 @@ Status FactStore::Open(const std::string& dir, const FactStoreOptions& options, 
     ds.mmap_index = options.mmap_base_index;
     ds.gpu_device = options.base_gpu_device;
     ds.read_only = options.read_only_check;  // fsck without --repair finishes no deletion
-    MNEMO_RETURN_IF_ERROR(Datastore::Open(config.datastore_path, ds, &store->base_));
-    if (store->base_->dim() != config.dim) {
+    if (IsShardedDatastore(config.datastore_path)) {
+      if (options.base_gpu_device >= 0) {
+        return Status::InvalidArgument(config.datastore_path + ": a sharded datastore is searched on the CPU");
+      }
+      std::unique_ptr<DatastoreShards> shards;
+      if (options.open_shards) {
+        ShardSetManifest manifest;
+        MNEMO_RETURN_IF_ERROR(ReadShardSetManifest(config.datastore_path, &manifest));
+        MNEMO_RETURN_IF_ERROR(options.open_shards(config.datastore_path, manifest, &shards));
+      }
+      MNEMO_RETURN_IF_ERROR(ShardedDatastore::Open(config.datastore_path, ds, std::move(shards), &store->sharded_));
+      store->base_memory_ = store->sharded_.get();
+    } else {
+      MNEMO_RETURN_IF_ERROR(Datastore::Open(config.datastore_path, ds, &store->base_));
+      store->base_memory_ = store->base_.get();
+    }
+    if (store->base_memory_->dim() != config.dim) {
       return Status::InvalidArgument(config.datastore_path + ": keys have dimension " +
-                                     std::to_string(store->base_->dim()) + ", the state " +
+                                     std::to_string(store->base_memory_->dim()) + ", the state " +
                                      std::to_string(config.dim));
     }
   } else if (options.base_gpu_device >= 0) {
@@ -90,7 +106,9 @@ Status FactStore::Open(const std::string& dir, const FactStoreOptions& options, 
 
 Status FactStore::NewSegment(std::unique_ptr<Segment>* out) const {
   std::unique_ptr<VectorIndex> index;
-  if (base_ != nullptr && base_->index().is_trained()) {
+  if (sharded_ != nullptr) {
+    MNEMO_RETURN_IF_ERROR(sharded_->trained().CreateEmptyLike(&index));
+  } else if (base_ != nullptr && base_->index().is_trained()) {
     MNEMO_RETURN_IF_ERROR(base_->index().CreateEmptyLike(&index));
   } else {
     MNEMO_RETURN_IF_ERROR(VectorIndex::Create(config_.dim, "Flat", Metric::kL2, &index));
@@ -119,8 +137,10 @@ Status FactStore::RebuildSegment(Segment* segment) const {
 
 int64_t FactStore::size() const {
   std::shared_lock lock(segment_mu_);
-  return (base_ ? base_->size() : 0) + segment_->entries();
+  return base_entries() + segment_->entries();
 }
+
+int64_t FactStore::base_entries() const { return base_memory_ != nullptr ? base_memory_->size() : 0; }
 
 int64_t FactStore::fact_entries() const {
   std::shared_lock lock(segment_mu_);
@@ -142,6 +162,7 @@ uint64_t FactStore::segment_trained_fingerprint() const {
 }
 
 uint64_t FactStore::base_trained_fingerprint() const {
+  if (sharded_ != nullptr) return sharded_->trained().TrainedFingerprint();
   if (base_ == nullptr || !base_->index().is_trained()) {
     std::unique_ptr<VectorIndex> flat;
     if (!VectorIndex::Create(config_.dim, "Flat", Metric::kL2, &flat).ok()) return 0;
@@ -292,33 +313,36 @@ Status FactStore::RebuildFromDatabase(std::unique_ptr<KnnMemory>* out) const {
   std::unique_ptr<Segment> segment;
   MNEMO_RETURN_IF_ERROR(NewSegment(&segment));
   MNEMO_RETURN_IF_ERROR(RebuildSegment(segment.get()));
-  out->reset(new Rebuilt(base_.get(), std::move(segment), config_.dim));
+  out->reset(new Rebuilt(base_memory_, std::move(segment), config_.dim));
   return Status::OK();
 }
 
-bool FactStore::Successors(const float* query, const std::vector<Neighbor>& from, std::vector<Neighbor>* out) const {
-  if (base_ == nullptr) return false;
+Status FactStore::Successors(const float* query, const std::vector<Neighbor>& from, std::vector<Neighbor>* out) const {
+  if (base_memory_ == nullptr) return Status::OK();
   std::vector<Neighbor> base_entries;
   for (const Neighbor& nb : from) {
     if (nb.entry >= 0 && !IsFactEntry(nb.entry)) base_entries.push_back(nb);
   }
-  return base_->Successors(query, base_entries, out);
+  return base_memory_->Successors(query, base_entries, out);
 }
 
 Status FactStore::Search(const float* queries, int64_t n, const MemorySearchOptions& options,
                          std::vector<Neighbor>* out) const {
   std::shared_lock lock(segment_mu_);
-  return SearchMerged(base_.get(), *segment_, queries, n, options, out);
+  return SearchMerged(base_memory_, *segment_, queries, n, options, out);
 }
 
-Status FactStore::SearchMerged(const Datastore* base, const Segment& segment, const float* queries, int64_t n,
+Status FactStore::SearchMerged(const BaseMemory* base, const Segment& segment, const float* queries, int64_t n,
                                const MemorySearchOptions& options, std::vector<Neighbor>* out) {
   const int k = options.k;
   if (k < 1) return Status::InvalidArgument("k must be at least 1");
   MemorySearchOptions index_only = options;
   index_only.recompute = false;  // recompute after merging, as one index would
   std::vector<Neighbor> from_base;
-  if (base != nullptr) MNEMO_RETURN_IF_ERROR(base->Search(queries, n, index_only, &from_base));
+  std::vector<float> base_exact;  // with recompute: the exact distance of each base neighbour
+  if (base != nullptr) {
+    MNEMO_RETURN_IF_ERROR(base->SearchIndex(queries, n, index_only, &from_base, options.recompute ? &base_exact : nullptr));
+  }
   std::vector<float> seg_distances;
   std::vector<int64_t> seg_ids;
   const bool search_segment = segment.index().size() > 0;
@@ -340,7 +364,13 @@ Status FactStore::SearchMerged(const Datastore* base, const Segment& segment, co
       if (!base_ok && !seg_ok) break;
       Neighbor& nb = (*out)[q * k + r];
       if (base_ok && (!seg_ok || from_base[q * k + i].distance <= seg_distances[q * k + j])) {
-        nb = from_base[q * k + i++];
+        if (options.recompute) {
+          nb = from_base[q * k + i];
+          nb.distance = base_exact[q * k + i];
+          ++i;
+        } else {
+          nb = from_base[q * k + i++];
+        }
       } else {
         const int64_t id = seg_ids[q * k + j];
         const float distance = seg_distances[q * k + j++];
@@ -353,7 +383,6 @@ Status FactStore::SearchMerged(const Datastore* base, const Segment& segment, co
         nb.token = token;
         nb.distance = options.recompute ? segment.SquaredDistance(queries + q * dim, key) : distance;
       }
-      if (options.recompute && !IsFactEntry(nb.entry)) nb.distance = base->SquaredDistance(queries + q * dim, nb.entry);
     }
     if (options.recompute) SortNeighborsByDistance(out->begin() + q * k, out->begin() + (q + 1) * k);
   }
@@ -361,6 +390,11 @@ Status FactStore::SearchMerged(const Datastore* base, const Segment& segment, co
 }
 
 Status FactStore::DeleteBaseDocuments(const std::vector<std::string>& ids, DocumentDeleteReport* report) {
+  if (sharded_ != nullptr) {
+    return Status::FailedPrecondition(
+        "the base datastore is sharded: delete its documents offline from the shard that holds them "
+        "(mnemo datastore rm --datastore " + sharded_->dir() + "/shard-<i>; mnemo datastore info lists them)");
+  }
   if (base_ == nullptr) return Status::FailedPrecondition("this state has no base datastore");
   DocumentDeleteOptions options;
   options.retrain = false;

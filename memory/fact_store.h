@@ -52,6 +52,10 @@
 
 namespace mnemo {
 
+class DatastoreShards;
+class ShardedDatastore;
+struct ShardSetManifest;
+
 constexpr int64_t kFactEntryFlag = int64_t{1} << 62;
 constexpr int64_t kMaxFactEntries = 65535;
 inline int64_t FactEntryId(int64_t fact_id, int64_t position) { return kFactEntryFlag | fact_id << 16 | position; }
@@ -74,6 +78,10 @@ struct FactStoreOptions {
   int64_t snapshot_chunk_facts = 256;
   // fsck without --repair: never write, delete or heal anything on disk.
   bool read_only_check = false;
+  // Where a sharded base datastore's shards run (datastore_shards.h): null lets ShardedDatastore::Open
+  // choose (under mpirun the other ranks, else this process).
+  std::function<Status(const std::string& dir, const ShardSetManifest& manifest, std::unique_ptr<DatastoreShards>* out)>
+      open_shards;
 };
 
 // Where a deleted fact could still be: the structural half of verify-deleted (retriever/deletion_verifier
@@ -161,12 +169,17 @@ class FactStore : public KnnMemory {
   Status Search(const float* queries, int64_t n, const MemorySearchOptions& options,
                 std::vector<Neighbor>* out) const override;
   // The base datastore's entries follow their text (Datastore::Successors); fact entries have none here.
-  bool Successors(const float* query, const std::vector<Neighbor>& from, std::vector<Neighbor>* out) const override;
+  Status Successors(const float* query, const std::vector<Neighbor>& from, std::vector<Neighbor>* out) const override;
 
   int64_t fact_entries() const;
+  // The base datastore's live entries (0 without one).
+  int64_t base_entries() const;
   // Whether any entry of `fact_id` is in the segment.
   bool SegmentHoldsFact(int64_t fact_id, int64_t entries) const;
+  // The base datastore when it is one directory; null without a base or when it is sharded.
   const Datastore* base() const { return base_.get(); }
+  // The base datastore when it is sharded (datastore_shards.h), else null.
+  const ShardedDatastore* sharded_base() const { return sharded_.get(); }
   // Deletes documents from the base datastore while serving (Datastore::DeleteDocuments): searches see
   // them gone once it returns. Retraining is refused here (it would change the trained structures the
   // facts' segment shares; offline: mnemo datastore rm --retrain). FailedPrecondition without a base.
@@ -210,7 +223,7 @@ class FactStore : public KnnMemory {
   Status RemoveChunkFileLocked(int64_t chunk);
   int64_t ChunkOf(int64_t fact_id) const { return fact_id / chunk_facts_; }
   Status ApplyDeletes(const std::vector<FactRecord>& deleted, int64_t last_seq);
-  static Status SearchMerged(const Datastore* base, const Segment& segment, const float* queries, int64_t n,
+  static Status SearchMerged(const BaseMemory* base, const Segment& segment, const float* queries, int64_t n,
                              const MemorySearchOptions& options, std::vector<Neighbor>* out);
 
   std::string dir_;
@@ -219,6 +232,8 @@ class FactStore : public KnnMemory {
   std::unique_ptr<StateLock> lock_;
   std::unique_ptr<FactDb> db_;
   std::unique_ptr<Datastore> base_;
+  std::unique_ptr<ShardedDatastore> sharded_;
+  const BaseMemory* base_memory_ = nullptr;  // base_ or sharded_, null without a base
   RecoveryReport recovery_;
 
   mutable std::mutex write_mu_;         // serializes Add, Delete, Checkpoint, Close (and WithWritesPaused)

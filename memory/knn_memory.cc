@@ -12,4 +12,22 @@ void SortNeighborsByDistance(std::vector<Neighbor>::iterator begin, std::vector<
   });
 }
 
+Status BaseMemory::Search(const float* queries, int64_t n, const MemorySearchOptions& options,
+                          std::vector<Neighbor>* out) const {
+  std::vector<float> exact;
+  MNEMO_RETURN_IF_ERROR(SearchIndex(queries, n, options, out, options.recompute ? &exact : nullptr));
+  if (options.recompute) RecomputeAndSort(exact, n, options.k, out);
+  return Status::OK();
+}
+
+void RecomputeAndSort(const std::vector<float>& exact, int64_t n, int k, std::vector<Neighbor>* out) {
+  for (int64_t q = 0; q < n; ++q) {
+    for (int j = 0; j < k; ++j) {
+      Neighbor& nb = (*out)[q * k + j];
+      if (nb.entry >= 0) nb.distance = exact[q * k + j];
+    }
+    SortNeighborsByDistance(out->begin() + q * k, out->begin() + (q + 1) * k);
+  }
+}
+
 }  // namespace mnemo

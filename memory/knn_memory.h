@@ -37,14 +37,34 @@ class KnnMemory {
                         std::vector<Neighbor>* out) const = 0;
   // RetoMaton pointers (Alon et al. 2022): an entry's successor is the entry made from the next token of
   // the same text. Appends to *out, for each valid entry of `from`, its successor (value, and exact
-  // squared L2 distance to `query`), skipping entries whose text ends there or that are deleted. False
-  // when the memory keeps no text order (the default; nothing appended).
-  virtual bool Successors(const float* query, const std::vector<Neighbor>& from, std::vector<Neighbor>* out) const {
-    return false;
+  // squared L2 distance to `query`), skipping entries whose text ends there or that are deleted. A memory
+  // that keeps no text order appends nothing (the default). An error (a shard not answering) means the
+  // successors are unknown, not that there are none.
+  virtual Status Successors(const float* query, const std::vector<Neighbor>& from, std::vector<Neighbor>* out) const {
+    return Status::OK();
   }
+};
+
+// A read-only memory whose search can be merged with another's and recomputed afterwards (the base
+// datastore under a FactStore: one Datastore, or a ShardedDatastore of several).
+class BaseMemory : public KnnMemory {
+ public:
+  // SearchIndex, then with recompute each neighbour takes its exact distance and the list is re-sorted.
+  Status Search(const float* queries, int64_t n, const MemorySearchOptions& options,
+                std::vector<Neighbor>* out) const override;
+  // The index's own distances (never recomputed), best first by (distance, entry); when `exact` is not
+  // null, also each returned neighbour's exact squared L2 distance to its stored key (padding: 0), so a
+  // caller that merges results can recompute as one index would: merge by index distance, then re-sort
+  // by exact distance.
+  virtual Status SearchIndex(const float* queries, int64_t n, const MemorySearchOptions& options,
+                             std::vector<Neighbor>* out, std::vector<float>* exact) const = 0;
 };
 
 // Stable sort of one query's neighbours: valid ones by ascending distance, then padding.
 void SortNeighborsByDistance(std::vector<Neighbor>::iterator begin, std::vector<Neighbor>::iterator end);
+
+// Recompute after a search by index distances (BaseMemory::SearchIndex): each valid neighbour of the n
+// queries' k takes its exact distance, then each query's list is re-sorted (stably) by it.
+void RecomputeAndSort(const std::vector<float>& exact, int64_t n, int k, std::vector<Neighbor>* out);
 
 }  // namespace mnemo

@@ -124,7 +124,9 @@ Status KnnLm::ScoreTargetsFollowing(const torch::Tensor& keys, const torch::Tens
     }
     const float* query = q.data_ptr<float>() + r * dim;
     followed.clear();
-    if (static_cast<int>(pointers->size()) >= options.min_pointers) memory_.Successors(query, *pointers, &followed);
+    if (static_cast<int>(pointers->size()) >= options.min_pointers) {
+      MNEMO_RETURN_IF_ERROR(memory_.Successors(query, *pointers, &followed));
+    }
     if (static_cast<int>(followed.size()) >= options.min_pointers) {
       SortNeighborsByDistance(followed.begin(), followed.end());
       neighbors.swap(followed);
@@ -189,7 +191,7 @@ Status KnnLm::Distributions(const torch::Tensor& keys, const torch::Tensor& lm_l
     const size_t r = static_cast<size_t>(rows[i]);
     std::vector<Neighbor>& mine = found[i];
     if (options.min_pointers > 0 && pointers != nullptr && static_cast<int>((*pointers)[r].size()) >= options.min_pointers) {
-      memory_.Successors(queries + rows[i] * dim, (*pointers)[r], &mine);
+      MNEMO_RETURN_IF_ERROR(memory_.Successors(queries + rows[i] * dim, (*pointers)[r], &mine));
     }
     if (options.min_pointers > 0 && static_cast<int>(mine.size()) >= options.min_pointers) {
       SortNeighborsByDistance(mine.begin(), mine.end());

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "lm/memory_scorer.h"
+#include "memory/datastore_shards.h"
 
 namespace mnemo {
 namespace {
@@ -46,8 +47,13 @@ Status StateService::Create(const std::string& dir, LanguageModel& model, const 
     // Fail now, not at the first start, when the datastore belongs to another model.
     DatastoreOpenOptions ds;
     ds.expected_model_fingerprint = config.model_fingerprint;
-    std::unique_ptr<Datastore> datastore;
-    MNEMO_RETURN_IF_ERROR(Datastore::Open(config.datastore_path, ds, &datastore));
+    if (IsShardedDatastore(config.datastore_path)) {  // every shard is checked against shards.json
+      std::unique_ptr<ShardedDatastore> sharded;
+      MNEMO_RETURN_IF_ERROR(ShardedDatastore::Open(config.datastore_path, ds, nullptr, &sharded));
+    } else {
+      std::unique_ptr<Datastore> datastore;
+      MNEMO_RETURN_IF_ERROR(Datastore::Open(config.datastore_path, ds, &datastore));
+    }
   }
   MNEMO_RETURN_IF_ERROR(CreateStateDir(dir, config));
   std::unique_ptr<FactStore> store;

@@ -9,6 +9,7 @@ packages=(
   libgtest-dev libgmock-dev libcli11-dev libpcre2-dev zlib1g-dev
   libopenblas0-pthread  # LibTorch and FAISS link libblas.so.3: without this it is the reference BLAS, ~30x slower
   dict-gcide dict-foldoc
+  openmpi-bin libopenmpi-dev  # sharded datastores served one process per shard under mpirun (memory/mpi_shards.h)
   curl wrk  # tests: the server's process test; bench/server.sh: HTTP load generator
   chromium  # tests: the HTML audit report render test (headless screenshot, console errors)
   clang-14 libclang-rt-14-dev  # make fuzz: libFuzzer, AddressSanitizer, UBSan (fuzz/, docs/FUZZING.md)

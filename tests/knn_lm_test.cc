@@ -339,7 +339,7 @@ TEST(KnnPointersTest, FollowedPointersReplaceSearchesOnTextTheDatastoreHolds) {
   // Successors: entry i + 1, its value and its exact distance; the last entry has none.
   std::vector<float> query(static_cast<size_t>(ds->dim()), 0.25f);
   std::vector<Neighbor> next;
-  ASSERT_TRUE(ds->Successors(query.data(), {{5, 0, 0, 0}, {-1, 0, 0, 0}, {ds->slots() - 1, 0, 0, 0}}, &next));
+  ASSERT_TRUE(ds->Successors(query.data(), {{5, 0, 0, 0}, {-1, 0, 0, 0}, {ds->slots() - 1, 0, 0, 0}}, &next).ok());
   ASSERT_EQ(next.size(), 1u);
   EXPECT_EQ(next[0].entry, 6);
   EXPECT_EQ(next[0].token, ds->value(6));

@@ -13,6 +13,7 @@ std::string Status::ToString() const {
     case Code::kFailedPrecondition: kind = "Failed precondition"; break;
     case Code::kCancelled: kind = "Cancelled"; break;
     case Code::kInternal: kind = "Internal error"; break;
+    case Code::kUnavailable: kind = "Unavailable"; break;
   }
   return std::string(kind) + ": " + message_;
 }

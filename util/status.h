@@ -13,7 +13,7 @@ namespace mnemo {
 class [[nodiscard]] Status {
  public:
   enum class Code { kOk = 0, kNotFound, kCorruption, kInvalidArgument, kIOError, kFailedPrecondition, kCancelled,
-                    kInternal };
+                    kInternal, kUnavailable };
 
   Status() = default;
   static Status OK() { return Status(); }
@@ -29,6 +29,9 @@ class [[nodiscard]] Status {
   // A bug or a resource failure inside mnemo or a library it calls (an exception caught at a boundary:
   // LibTorch, FAISS, out of memory), not something the caller did or the file system said.
   static Status Internal(std::string msg) { return Status(Code::kInternal, std::move(msg)); }
+  // A part of the service this needs is down or not answering (a datastore shard's process); the same
+  // request may succeed once it is back.
+  static Status Unavailable(std::string msg) { return Status(Code::kUnavailable, std::move(msg)); }
 
   bool ok() const { return code_ == Code::kOk; }
   Code code() const { return code_; }
@@ -38,6 +41,7 @@ class [[nodiscard]] Status {
   bool IsInvalidArgument() const { return code_ == Code::kInvalidArgument; }
   bool IsIOError() const { return code_ == Code::kIOError; }
   bool IsCancelled() const { return code_ == Code::kCancelled; }
+  bool IsUnavailable() const { return code_ == Code::kUnavailable; }
   bool IsFailedPrecondition() const { return code_ == Code::kFailedPrecondition; }
   bool IsInternal() const { return code_ == Code::kInternal; }
 

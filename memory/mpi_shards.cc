@@ -1,0 +1,668 @@
+#include "memory/mpi_shards.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <thread>
+
+#include "memory/state_dir.h"
+
+#ifdef MNEMO_HAVE_MPI
+#include <mpi.h>
+#endif
+
+namespace mnemo {
+
+bool LaunchedByMpirun() {
+  const char* size = std::getenv("OMPI_COMM_WORLD_SIZE");
+  return size != nullptr && std::atoi(size) > 1;
+}
+
+#ifndef MNEMO_HAVE_MPI
+
+namespace {
+Status NoMpi() {
+  return Status::FailedPrecondition("this build has no Open MPI: install libopenmpi-dev (scripts/install-deps.sh) "
+                                    "and rebuild to serve shards in several processes");
+}
+}  // namespace
+
+bool HaveMpi() { return false; }
+Status MpiSession::Start(int*, char***, std::unique_ptr<MpiSession>*) { return NoMpi(); }
+MpiSession::~MpiSession() = default;
+void MpiSession::Abort(int code) { std::_Exit(code); }
+Status OpenMpiShards(const std::string&, const ShardSetManifest&, const MpiShardsOptions&,
+                     std::unique_ptr<DatastoreShards>*) {
+  return NoMpi();
+}
+std::vector<ShardHealth> ShardsHealth(const DatastoreShards&) { return {}; }
+Status ServeShard(const std::string&, int) { return NoMpi(); }
+bool StopShards() { return true; }
+
+#else  // MNEMO_HAVE_MPI
+
+namespace {
+
+enum Op : int64_t { kHello = 1, kSizes = 2, kSearch = 3, kSuccessors = 4, kEntries = 5, kStop = 6 };
+constexpr int kRequestTag = 7001, kReplyTag = 7002;
+constexpr int kHeaderWords = 8;  // op, seq, n, k, nprobe, exact, count, 0
+
+using Clock = std::chrono::steady_clock;
+
+// Between polls: yield for the first ones (an answer is usually close), then nap 50 us growing to 1 ms,
+// so a waiting process costs no CPU.
+void Nap(int* polls) {
+  ++*polls;
+  if (*polls < 64) {
+    std::this_thread::yield();
+  } else {
+    const int us = std::min(1000, 50 * (*polls - 63));
+    std::this_thread::sleep_for(std::chrono::microseconds(us));
+  }
+}
+
+class Writer {
+ public:
+  template <typename T>
+  void Put(const T& v) { PutBytes(&v, sizeof(T)); }
+  void PutBytes(const void* p, size_t n) { buf_.append(static_cast<const char*>(p), n); }
+  std::string& buf() { return buf_; }
+
+ private:
+  std::string buf_;
+};
+
+class Reader {
+ public:
+  explicit Reader(const std::string& s) : p_(s.data()), end_(s.data() + s.size()) {}
+  template <typename T>
+  bool Get(T* v) { return GetBytes(v, sizeof(T)); }
+  bool GetBytes(void* out, size_t n) {
+    if (static_cast<size_t>(end_ - p_) < n) return false;
+    std::memcpy(out, p_, n);
+    p_ += n;
+    return true;
+  }
+  size_t left() const { return static_cast<size_t>(end_ - p_); }
+
+ private:
+  const char* p_;
+  const char* end_;
+};
+
+std::string Header(int64_t op, int64_t seq, int64_t n = 0, int64_t k = 0, int64_t nprobe = 0, int64_t exact = 0,
+                   int64_t count = 0) {
+  const int64_t h[kHeaderWords] = {op, seq, n, k, nprobe, exact, count, 0};
+  return std::string(reinterpret_cast<const char*>(h), sizeof(h));
+}
+
+Status FromCode(int64_t code, const std::string& message) {
+  switch (static_cast<Status::Code>(code)) {
+    case Status::Code::kOk: return Status::OK();
+    case Status::Code::kNotFound: return Status::NotFound(message);
+    case Status::Code::kCorruption: return Status::Corruption(message);
+    case Status::Code::kInvalidArgument: return Status::InvalidArgument(message);
+    case Status::Code::kIOError: return Status::IOError(message);
+    case Status::Code::kFailedPrecondition: return Status::FailedPrecondition(message);
+    case Status::Code::kCancelled: return Status::Cancelled(message);
+    case Status::Code::kUnavailable: return Status::Unavailable(message);
+    default: return Status::Internal(message);
+  }
+}
+
+// A reply: seq, status code, then the payload (or the error's message).
+std::string ErrorReply(int64_t seq, const Status& s) {
+  Writer w;
+  w.Put(seq);
+  w.Put(static_cast<int64_t>(s.code()));
+  w.PutBytes(s.message().data(), s.message().size());
+  return w.buf();
+}
+
+std::string HostName() {
+  char name[MPI_MAX_PROCESSOR_NAME] = {0};
+  int len = 0;
+  MPI_Get_processor_name(name, &len);
+  return std::string(name, static_cast<size_t>(len));
+}
+
+// Receives a message of `tag` from `source` if one is waiting.
+bool TryReceive(int source, int tag, std::string* out, int* from = nullptr) {
+  int flag = 0;
+  MPI_Status st;
+  MPI_Iprobe(source, tag, MPI_COMM_WORLD, &flag, &st);
+  if (!flag) return false;
+  int count = 0;
+  MPI_Get_count(&st, MPI_BYTE, &count);
+  out->resize(static_cast<size_t>(count));
+  MPI_Recv(out->data(), count, MPI_BYTE, st.MPI_SOURCE, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+  if (from != nullptr) *from = st.MPI_SOURCE;
+  return true;
+}
+
+class MpiShards : public DatastoreShards {
+ public:
+  MpiShards(const std::string& dir, const ShardSetManifest& manifest, const MpiShardsOptions& options)
+      : dir_(dir), dim_(manifest.dim), options_(options) {
+    for (size_t s = 0; s < manifest.shards.size(); ++s) {
+      Peer p;
+      p.shard = static_cast<int>(s);
+      p.rank = static_cast<int>(s) + 1;
+      peers_.push_back(std::move(p));
+    }
+  }
+
+  Status Hello() {
+    Writer w;
+    w.buf() = Header(kHello, 0);
+    const int64_t pid = ::getpid();
+    w.Put(pid);
+    const std::string host = HostName();
+    w.PutBytes(host.data(), host.size());
+    std::vector<std::string> replies;
+    MNEMO_RETURN_IF_ERROR(ExchangeAll(w.buf(), &replies, /*hello=*/true));
+    for (size_t s = 0; s < peers_.size(); ++s) {
+      Reader r(replies[s]);
+      int64_t size = 0;
+      if (!r.Get(&size)) return Status::Internal("shard " + std::to_string(s) + ": short hello");
+      std::string name(r.left(), '\0');
+      r.GetBytes(name.data(), name.size());
+      peers_[s].host = name;
+    }
+    return Status::OK();
+  }
+
+  int count() const override { return static_cast<int>(peers_.size()); }
+
+  Status Sizes(std::vector<int64_t>* sizes) const override {
+    std::vector<std::string> replies;
+    MNEMO_RETURN_IF_ERROR(ExchangeAll(Header(kSizes, 0), &replies));
+    sizes->clear();
+    for (const std::string& reply : replies) {
+      int64_t size = 0;
+      Reader r(reply);
+      if (!r.Get(&size)) return Status::Internal("short sizes reply");
+      sizes->push_back(size);
+    }
+    return Status::OK();
+  }
+
+  Status SearchAll(const float* queries, int64_t n, int k, int nprobe, bool exact,
+                   std::vector<ShardSearchResult>* out) const override {
+    std::string request = Header(kSearch, 0, n, k, nprobe, exact ? 1 : 0);
+    request.append(reinterpret_cast<const char*>(queries), static_cast<size_t>(n) * dim_ * sizeof(float));
+    std::vector<std::string> replies;
+    MNEMO_RETURN_IF_ERROR(ExchangeAll(request, &replies));
+    const size_t nk = static_cast<size_t>(n) * k;
+    out->resize(replies.size());
+    for (size_t s = 0; s < replies.size(); ++s) {
+      Reader r(replies[s]);
+      std::vector<int64_t> entries(nk);
+      std::vector<int32_t> tokens(nk);
+      std::vector<float> distances(nk);
+      ShardSearchResult& res = (*out)[s];
+      res.exact.assign(exact ? nk : 0, 0.0f);
+      bool ok = r.GetBytes(entries.data(), nk * 8) && r.GetBytes(tokens.data(), nk * 4) &&
+                r.GetBytes(distances.data(), nk * 4) && (!exact || r.GetBytes(res.exact.data(), nk * 4));
+      if (!ok || r.left() != 0) return Status::Internal("shard " + std::to_string(s) + ": malformed search reply");
+      res.neighbors.assign(nk, Neighbor());
+      for (size_t i = 0; i < nk; ++i) res.neighbors[i] = {entries[i], tokens[i], distances[i], 0};
+    }
+    return Status::OK();
+  }
+
+  Status Successors(int shard, const float* query, const std::vector<int64_t>& entries,
+                    std::vector<Neighbor>* out) const override {
+    return EntriesOp(kSuccessors, shard, query, entries, out);
+  }
+  Status Entries(int shard, const float* query, const std::vector<int64_t>& entries,
+                 std::vector<Neighbor>* out) const override {
+    return EntriesOp(kEntries, shard, query, entries, out);
+  }
+
+  // Never waits for a search in flight: then it reports what the last exchange found.
+  std::vector<ShardHealth> Health() const {
+    std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
+    if (lock.owns_lock()) {
+      Revive();
+      Snapshot();
+    }
+    std::lock_guard<std::mutex> h(health_mu_);
+    return health_;
+  }
+
+ private:
+  struct Peer {
+    int shard = 0, rank = 0;
+    bool up = true;
+    std::string host, problem;
+    MPI_Request send = MPI_REQUEST_NULL;
+    std::string send_buf;     // alive while `send` is pending
+    int64_t waiting_seq = 0;  // a request whose reply has not come (0: none)
+  };
+
+  Status EntriesOp(int64_t op, int shard, const float* query, const std::vector<int64_t>& entries,
+                   std::vector<Neighbor>* out) const {
+    std::string request = Header(op, 0, 1, 0, 0, 0, static_cast<int64_t>(entries.size()));
+    request.append(reinterpret_cast<const char*>(query), dim_ * sizeof(float));
+    request.append(reinterpret_cast<const char*>(entries.data()), entries.size() * sizeof(int64_t));
+    std::vector<std::string> replies;
+    MNEMO_RETURN_IF_ERROR(Exchange({shard}, {request}, &replies, false));
+    Reader r(replies[0]);
+    int64_t count = 0;
+    if (!r.Get(&count) || count < 0 || r.left() != static_cast<size_t>(count) * 16) {
+      return Status::Internal("shard " + std::to_string(shard) + ": malformed entries reply");
+    }
+    for (int64_t i = 0; i < count; ++i) {
+      Neighbor nb;
+      r.Get(&nb.entry);
+      r.Get(&nb.token);
+      r.Get(&nb.distance);
+      out->push_back(nb);
+    }
+    return Status::OK();
+  }
+
+  Status ExchangeAll(const std::string& request, std::vector<std::string>* replies, bool hello = false) const {
+    std::vector<int> all;
+    for (const Peer& p : peers_) all.push_back(p.shard);
+    return Exchange(all, std::vector<std::string>(all.size(), request), replies, hello);
+  }
+
+  // Callers hold mu_.
+  void Snapshot() const {
+    std::lock_guard<std::mutex> h(health_mu_);
+    health_.clear();
+    for (const Peer& p : peers_) health_.push_back({p.shard, p.rank, p.up, p.host, p.problem});
+  }
+
+  // A down shard that has since answered (it was stalled) is up again; callers hold mu_.
+  void Revive() const {
+    for (Peer& p : peers_) {
+      if (p.up) continue;
+      if (p.send != MPI_REQUEST_NULL) {
+        int done = 0;
+        MPI_Test(&p.send, &done, MPI_STATUS_IGNORE);
+      }
+      std::string reply;
+      while (TryReceive(p.rank, kReplyTag, &reply)) {
+        int64_t seq = 0;
+        if (Reader(reply).Get(&seq) && seq == p.waiting_seq) p.waiting_seq = 0;
+      }
+      if (p.send == MPI_REQUEST_NULL && p.waiting_seq == 0) {
+        p.up = true;
+        p.problem.clear();
+      }
+    }
+  }
+
+  std::string Name(const Peer& p) const {
+    return "shard " + std::to_string(p.shard) + " (rank " + std::to_string(p.rank) +
+           (p.host.empty() ? "" : " on " + p.host) + ", " + dir_ + "/shard-" + std::to_string(p.shard) + ")";
+  }
+
+  // Sends requests[i] to shard which[i] (the header's seq is filled in here) and waits for every reply
+  // until the deadline; replies[i] is the payload after (seq, code).
+  Status Exchange(const std::vector<int>& which, std::vector<std::string> requests, std::vector<std::string>* replies,
+                  bool hello) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    struct SnapshotAtEnd {
+      const MpiShards* self;
+      ~SnapshotAtEnd() { self->Snapshot(); }
+    } snapshot_at_end{this};
+    Revive();
+    for (int s : which) {
+      if (!peers_[s].up) return Status::Unavailable(Name(peers_[s]) + " is down: " + peers_[s].problem);
+    }
+    const int64_t seq = ++seq_;
+    for (size_t i = 0; i < which.size(); ++i) {
+      Peer& p = peers_[which[i]];
+      std::memcpy(requests[i].data() + sizeof(int64_t), &seq, sizeof(seq));
+      p.send_buf = std::move(requests[i]);
+      MPI_Isend(p.send_buf.data(), static_cast<int>(p.send_buf.size()), MPI_BYTE, p.rank, kRequestTag,
+                MPI_COMM_WORLD, &p.send);
+      p.waiting_seq = seq;
+    }
+    replies->assign(which.size(), std::string());
+    const int timeout_ms = hello ? std::max(options_.timeout_ms, 600000) : options_.timeout_ms;
+    const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+    size_t pending = which.size();
+    int polls = 0;
+    std::string reply;
+    while (pending > 0) {
+      bool progress = false;
+      for (size_t i = 0; i < which.size(); ++i) {
+        Peer& p = peers_[which[i]];
+        if (p.send != MPI_REQUEST_NULL) {
+          int done = 0;
+          MPI_Test(&p.send, &done, MPI_STATUS_IGNORE);
+        }
+        if (p.waiting_seq == 0) continue;
+        while (p.waiting_seq != 0 && TryReceive(p.rank, kReplyTag, &reply)) {
+          int64_t got = 0;
+          if (!Reader(reply).Get(&got) || got != seq) continue;  // a late answer to an abandoned request
+          p.waiting_seq = 0;
+          (*replies)[i] = std::move(reply);
+          --pending;
+          progress = true;
+        }
+      }
+      if (pending == 0) break;
+      if (Clock::now() > deadline) {
+        std::string down;
+        for (size_t i = 0; i < which.size(); ++i) {
+          Peer& p = peers_[which[i]];
+          if (p.waiting_seq == 0) continue;
+          p.up = false;
+          p.problem = "did not answer within " + std::to_string(timeout_ms) + " ms";
+          down += (down.empty() ? "" : "; ") + Name(p) + " " + p.problem;
+        }
+        return Status::Unavailable(down + " (kNN requests fail until it answers; restarting the job recovers it)");
+      }
+      if (!progress) Nap(&polls);
+    }
+    // Sends of answered requests are complete (the shard received them); free their buffers.
+    for (int s : which) {
+      Peer& p = peers_[s];
+      if (p.send != MPI_REQUEST_NULL) MPI_Wait(&p.send, MPI_STATUS_IGNORE);
+      p.send_buf.clear();
+    }
+    for (size_t i = 0; i < which.size(); ++i) {
+      Reader r((*replies)[i]);
+      int64_t got = 0, code = 0;
+      r.Get(&got);
+      if (!r.Get(&code)) return Status::Internal(Name(peers_[which[i]]) + ": short reply");
+      const size_t header = 2 * sizeof(int64_t);
+      std::string payload = (*replies)[i].substr(header);
+      if (code != 0) {
+        Status s = FromCode(code, Name(peers_[which[i]]) + ": " + payload);
+        return s.ok() ? Status::Internal(payload) : s;
+      }
+      (*replies)[i] = std::move(payload);
+    }
+    return Status::OK();
+  }
+
+  std::string dir_;
+  int dim_;
+  MpiShardsOptions options_;
+  mutable std::mutex mu_;
+  mutable std::vector<Peer> peers_;
+  mutable int64_t seq_ = 0;
+  mutable std::mutex health_mu_;  // guards health_ (taken inside mu_, never the other way)
+  mutable std::vector<ShardHealth> health_;
+};
+
+// The shard process's side of one request.
+std::string Answer(const Datastore& shard, int64_t op, const int64_t* h, Reader& r) {
+  const int64_t seq = h[1];
+  Writer w;
+  w.Put(seq);
+  w.Put(int64_t{0});
+  const int dim = shard.dim();
+  switch (op) {
+    case kSizes: {
+      w.Put(shard.size());
+      return w.buf();
+    }
+    case kSearch: {
+      const int64_t n = h[2];
+      const int k = static_cast<int>(h[3]), nprobe = static_cast<int>(h[4]);
+      const bool exact = h[5] != 0;
+      if (n < 0 || k < 1 || r.left() != static_cast<size_t>(n) * dim * sizeof(float)) {
+        return ErrorReply(seq, Status::InvalidArgument("malformed search request"));
+      }
+      std::vector<float> queries(static_cast<size_t>(n) * dim);
+      r.GetBytes(queries.data(), queries.size() * sizeof(float));
+      ShardSearchResult res;
+      Status s = SearchShard(shard, queries.data(), n, k, nprobe, exact, &res);
+      if (!s.ok()) return ErrorReply(seq, s);
+      const size_t nk = res.neighbors.size();
+      std::vector<int64_t> entries(nk);
+      std::vector<int32_t> tokens(nk);
+      std::vector<float> distances(nk);
+      for (size_t i = 0; i < nk; ++i) {
+        entries[i] = res.neighbors[i].entry;
+        tokens[i] = res.neighbors[i].token;
+        distances[i] = res.neighbors[i].distance;
+      }
+      w.PutBytes(entries.data(), nk * 8);
+      w.PutBytes(tokens.data(), nk * 4);
+      w.PutBytes(distances.data(), nk * 4);
+      if (exact) w.PutBytes(res.exact.data(), nk * 4);
+      return w.buf();
+    }
+    case kSuccessors:
+    case kEntries: {
+      const int64_t count = h[6];
+      if (count < 0 || r.left() != dim * sizeof(float) + static_cast<size_t>(count) * sizeof(int64_t)) {
+        return ErrorReply(seq, Status::InvalidArgument("malformed entries request"));
+      }
+      std::vector<float> query(dim);
+      std::vector<int64_t> entries(static_cast<size_t>(count));
+      r.GetBytes(query.data(), dim * sizeof(float));
+      r.GetBytes(entries.data(), entries.size() * sizeof(int64_t));
+      std::vector<Neighbor> found;
+      if (op == kEntries) {
+        ShardEntries(shard, query.data(), entries, &found);
+      } else {
+        std::vector<Neighbor> from;
+        for (int64_t e : entries) from.push_back({e, 0, 0, 0});
+        Status s = shard.Successors(query.data(), from, &found);
+        if (!s.ok()) return ErrorReply(seq, s);
+      }
+      w.Put(static_cast<int64_t>(found.size()));
+      for (const Neighbor& nb : found) {
+        w.Put(nb.entry);
+        w.Put(nb.token);
+        w.Put(nb.distance);
+      }
+      return w.buf();
+    }
+    default:
+      return ErrorReply(seq, Status::InvalidArgument("unknown request " + std::to_string(op)));
+  }
+}
+
+// Sends a reply, serving nothing else until it is taken (rank 0 polls for it).
+void Reply(const std::string& reply) {
+  MPI_Request req;
+  MPI_Isend(reply.data(), static_cast<int>(reply.size()), MPI_BYTE, 0, kReplyTag, MPI_COMM_WORLD, &req);
+  int done = 0, polls = 0;
+  while (MPI_Test(&req, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && !done) Nap(&polls);
+}
+
+// The job has one rank per shard besides rank 0.
+Status CheckJobSize(const std::string& dir, const ShardSetManifest& manifest) {
+  int size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (size != static_cast<int>(manifest.shards.size()) + 1) {
+    return Status::InvalidArgument(dir + " has " + std::to_string(manifest.shards.size()) + " shards: run mpirun -np " +
+                                   std::to_string(manifest.shards.size() + 1) + " (rank 0 and one rank per shard), not -np " +
+                                   std::to_string(size));
+  }
+  return Status::OK();
+}
+
+Status OpenShard(const std::string& path, int rank, std::unique_ptr<Datastore>* out) {
+  if (path.empty()) {
+    return Status::InvalidArgument("under mpirun, a command needs --state (or --datastore) naming a sharded datastore");
+  }
+  std::string dir = path, fingerprint;
+  if (!IsShardedDatastore(path)) {
+    StateConfig config;
+    MNEMO_RETURN_IF_ERROR(ReadStateConfig(path, &config));
+    dir = config.datastore_path;
+    fingerprint = config.model_fingerprint;
+    if (dir.empty() || !IsShardedDatastore(dir)) {
+      return Status::FailedPrecondition(path + ": its base datastore is not sharded (" +
+                                        (dir.empty() ? std::string("none") : dir) +
+                                        "): run it without mpirun, or init a state with a datastore from "
+                                        "`mnemo datastore split`");
+    }
+  }
+  ShardSetManifest manifest;
+  MNEMO_RETURN_IF_ERROR(ReadShardSetManifest(dir, &manifest));
+  if (fingerprint.empty()) fingerprint = manifest.model_fingerprint;
+  MNEMO_RETURN_IF_ERROR(CheckJobSize(dir, manifest));
+  const int s = rank - 1;
+  DatastoreOpenOptions options;
+  options.expected_model_fingerprint = fingerprint;
+  options.mmap_index = true;
+  std::unique_ptr<Datastore> shard;
+  MNEMO_RETURN_IF_ERROR(Datastore::Open(dir + "/" + manifest.shards[s].dir, options, &shard));
+  MNEMO_RETURN_IF_ERROR(CheckShard(*shard, manifest, s));
+  *out = std::move(shard);
+  return Status::OK();
+}
+
+std::mutex session_mu;
+bool session_started = false;
+
+}  // namespace
+
+bool HaveMpi() { return true; }
+
+Status MpiSession::Start(int* argc, char*** argv, std::unique_ptr<MpiSession>* out) {
+  std::lock_guard<std::mutex> lock(session_mu);
+  if (session_started) return Status::FailedPrecondition("MPI was already started in this process");
+  int provided = 0;
+  if (MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided) != MPI_SUCCESS) {
+    return Status::Internal("MPI_Init_thread failed");
+  }
+  session_started = true;
+  if (provided < MPI_THREAD_SERIALIZED) {
+    return Status::FailedPrecondition("this MPI does not allow calls from several threads one at a time "
+                                      "(MPI_THREAD_SERIALIZED)");
+  }
+  std::unique_ptr<MpiSession> s(new MpiSession());
+  MPI_Comm_rank(MPI_COMM_WORLD, &s->rank_);
+  MPI_Comm_size(MPI_COMM_WORLD, &s->size_);
+  *out = std::move(s);
+  return Status::OK();
+}
+
+MpiSession::~MpiSession() { MPI_Finalize(); }
+
+void MpiSession::Abort(int code) {
+  MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);
+}
+
+Status OpenMpiShards(const std::string& dir, const ShardSetManifest& manifest, const MpiShardsOptions& options,
+                     std::unique_ptr<DatastoreShards>* out) {
+  MNEMO_RETURN_IF_ERROR(CheckJobSize(dir, manifest));
+  std::unique_ptr<MpiShards> shards(new MpiShards(dir, manifest, options));
+  MNEMO_RETURN_IF_ERROR(shards->Hello());
+  *out = std::move(shards);
+  return Status::OK();
+}
+
+std::vector<ShardHealth> ShardsHealth(const DatastoreShards& shards) {
+  const auto* mpi = dynamic_cast<const MpiShards*>(&shards);
+  return mpi == nullptr ? std::vector<ShardHealth>() : mpi->Health();
+}
+
+Status ServeShard(const std::string& path, int rank) {
+  // Rank 0 decides when the job ends (it stops the shards at its exit); mpirun forwards Ctrl-C and
+  // SIGTERM to every rank, and a shard that left first would look dead to rank 0.
+  ::signal(SIGINT, SIG_IGN);
+  ::signal(SIGTERM, SIG_IGN);
+  std::unique_ptr<Datastore> shard;
+  const Status opened = OpenShard(path, rank, &shard);
+  std::string host_of_0;
+  int64_t pid_of_0 = 0;
+  auto last_check = Clock::now();
+  int polls = 0;
+  std::string request;
+  for (;;) {
+    if (!TryReceive(0, kRequestTag, &request)) {
+      // Rank 0 on this machine gone (killed under --enable-recovery): nobody will stop this rank.
+      if (pid_of_0 > 0 && Clock::now() - last_check > std::chrono::seconds(1)) {
+        last_check = Clock::now();
+        if (host_of_0 == HostName() && ::kill(static_cast<pid_t>(pid_of_0), 0) != 0 && errno == ESRCH) {
+          return Status::Unavailable("rank 0 (pid " + std::to_string(pid_of_0) + ") is gone");
+        }
+      }
+      Nap(&polls);
+      continue;
+    }
+    polls = 0;
+    Reader r(request);
+    int64_t h[kHeaderWords];
+    if (!r.GetBytes(h, sizeof(h))) continue;
+    const int64_t op = h[0], seq = h[1];
+    if (op == kStop) {
+      Writer w;
+      w.Put(seq);
+      w.Put(int64_t{0});
+      Reply(w.buf());
+      return opened;
+    }
+    if (op == kHello) {
+      r.Get(&pid_of_0);
+      host_of_0.assign(r.left(), '\0');
+      r.GetBytes(host_of_0.data(), host_of_0.size());
+      if (!opened.ok()) {
+        Reply(ErrorReply(seq, opened));
+        continue;  // rank 0 reports it and stops the job
+      }
+      Writer w;
+      w.Put(seq);
+      w.Put(int64_t{0});
+      w.Put(shard->size());
+      const std::string host = HostName();
+      w.PutBytes(host.data(), host.size());
+      Reply(w.buf());
+      continue;
+    }
+    if (!opened.ok()) {
+      Reply(ErrorReply(seq, opened));
+      continue;
+    }
+    Reply(Answer(*shard, op, h, r));
+  }
+}
+
+bool StopShards() {
+  int size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  const std::string stop = Header(kStop, -1);
+  std::vector<MPI_Request> sends(static_cast<size_t>(size), MPI_REQUEST_NULL);
+  for (int r = 1; r < size; ++r) {
+    MPI_Isend(stop.data(), static_cast<int>(stop.size()), MPI_BYTE, r, kRequestTag, MPI_COMM_WORLD, &sends[r]);
+  }
+  // Every rank acknowledges (seq -1); answers to abandoned requests still in flight are dropped.
+  std::vector<bool> acked(static_cast<size_t>(size), false);
+  int left = size - 1, polls = 0;
+  const auto deadline = Clock::now() + std::chrono::seconds(5);
+  std::string reply;
+  while (left > 0 && Clock::now() < deadline) {
+    int from = 0;
+    bool got = false;
+    while (TryReceive(MPI_ANY_SOURCE, kReplyTag, &reply, &from)) {
+      got = true;
+      int64_t seq = 0;
+      if (Reader(reply).Get(&seq) && seq == -1 && !acked[from]) {
+        acked[from] = true;
+        --left;
+      }
+    }
+    for (int r = 1; r < size; ++r) {
+      if (sends[r] == MPI_REQUEST_NULL) continue;
+      int done = 0;
+      MPI_Test(&sends[r], &done, MPI_STATUS_IGNORE);
+    }
+    if (!got) Nap(&polls);
+  }
+  return left == 0;
+}
+
+#endif  // MNEMO_HAVE_MPI
+
+}  // namespace mnemo
