@@ -43,11 +43,19 @@ Status WriteSlice(const std::string& path, const void* data, int64_t bytes, uint
   return file->Close();
 }
 
+// Whether the datastore is split as one text: no provenance, or a single live document (a --text-file
+// build), which is then cut evenly like one and its shards keep no documents.jsonl.
+bool SplitsAsOneText(const Datastore& source) {
+  if (!source.has_provenance()) return true;
+  const std::vector<DatastoreDocument> docs = source.Documents();
+  return docs.size() == 1 && !docs[0].deleted();
+}
+
 // Where shards end: with provenance at document starts nearest to equal shares, else at equal shares.
 Status ChooseCuts(const Datastore& source, int shards, std::vector<int64_t>* cuts) {
   const int64_t slots = source.slots();
   cuts->assign(1, 0);
-  if (!source.has_provenance()) {
+  if (SplitsAsOneText(source)) {
     if (slots < shards) {
       return Status::InvalidArgument(source.dir() + ": " + std::to_string(slots) + " entries cannot make " +
                                      std::to_string(shards) + " shards");
@@ -192,7 +200,7 @@ Status SplitDatastore(const std::string& source_dir, const std::string& out_dir,
   set.count = source->slots();
   set.index_spec = whole.index_spec;
   set.source = source_dir;
-  set.provenance = source->has_provenance();
+  set.provenance = !SplitsAsOneText(*source);
   set.trained_fingerprint = source->index().TrainedFingerprint();
   {
     std::unique_ptr<VectorIndex> trained;
@@ -215,6 +223,7 @@ Status SplitDatastore(const std::string& source_dir, const std::string& out_dir,
     for (const auto& [first, count] : deleted) {
       if (first >= lo && first < hi) m.live -= count;
     }
+    m.provenance = set.provenance;
     m.shard = s;
     m.shards = options.shards;
     m.shard_first = lo;

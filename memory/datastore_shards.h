@@ -18,8 +18,9 @@
 // ties included: mnemo's searches order equal distances by id and shard numbering keeps the whole's order.
 // With recompute, shards return each neighbour's exact distance too and the merge re-sorts afterwards, as
 // one index does. A datastore with provenance is cut at document boundaries (a document, and so its
-// RetoMaton successor chain, stays in one shard); one without is cut evenly, and the successor of a shard's
-// last entry is the next shard's first.
+// RetoMaton successor chain, stays in one shard); one without, or with a single document (a --text-file
+// build), is cut evenly, its shards keep no provenance, and the successor of a shard's last entry is the
+// next shard's first.
 //
 // Thread-safety: a ShardedDatastore allows concurrent searches (as its shards do).
 #pragma once

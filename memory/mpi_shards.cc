@@ -124,6 +124,11 @@ std::string ErrorReply(int64_t seq, const Status& s) {
   return w.buf();
 }
 
+// Every MpiShards of the process (a command may open a state more than once) takes turns for the ranks,
+// with sequence numbers unique in the process, so no exchange takes another's reply.
+std::mutex exchange_mu;
+int64_t last_seq = 0;  // guarded by exchange_mu
+
 std::string HostName() {
   char name[MPI_MAX_PROCESSOR_NAME] = {0};
   int len = 0;
@@ -227,7 +232,7 @@ class MpiShards : public DatastoreShards {
 
   // Never waits for a search in flight: then it reports what the last exchange found.
   std::vector<ShardHealth> Health() const {
-    std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
+    std::unique_lock<std::mutex> lock(exchange_mu, std::try_to_lock);
     if (lock.owns_lock()) {
       Revive();
       Snapshot();
@@ -274,14 +279,14 @@ class MpiShards : public DatastoreShards {
     return Exchange(all, std::vector<std::string>(all.size(), request), replies, hello);
   }
 
-  // Callers hold mu_.
+  // Callers hold exchange_mu.
   void Snapshot() const {
     std::lock_guard<std::mutex> h(health_mu_);
     health_.clear();
     for (const Peer& p : peers_) health_.push_back({p.shard, p.rank, p.up, p.host, p.problem});
   }
 
-  // A down shard that has since answered (it was stalled) is up again; callers hold mu_.
+  // A down shard that has since answered (it was stalled) is up again; callers hold exchange_mu.
   void Revive() const {
     for (Peer& p : peers_) {
       if (p.up) continue;
@@ -310,7 +315,7 @@ class MpiShards : public DatastoreShards {
   // until the deadline; replies[i] is the payload after (seq, code).
   Status Exchange(const std::vector<int>& which, std::vector<std::string> requests, std::vector<std::string>* replies,
                   bool hello) const {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<std::mutex> lock(exchange_mu);
     struct SnapshotAtEnd {
       const MpiShards* self;
       ~SnapshotAtEnd() { self->Snapshot(); }
@@ -319,7 +324,7 @@ class MpiShards : public DatastoreShards {
     for (int s : which) {
       if (!peers_[s].up) return Status::Unavailable(Name(peers_[s]) + " is down: " + peers_[s].problem);
     }
-    const int64_t seq = ++seq_;
+    const int64_t seq = ++last_seq;
     for (size_t i = 0; i < which.size(); ++i) {
       Peer& p = peers_[which[i]];
       std::memcpy(requests[i].data() + sizeof(int64_t), &seq, sizeof(seq));
@@ -391,10 +396,8 @@ class MpiShards : public DatastoreShards {
   std::string dir_;
   int dim_;
   MpiShardsOptions options_;
-  mutable std::mutex mu_;
-  mutable std::vector<Peer> peers_;
-  mutable int64_t seq_ = 0;
-  mutable std::mutex health_mu_;  // guards health_ (taken inside mu_, never the other way)
+  mutable std::vector<Peer> peers_;  // guarded by exchange_mu
+  mutable std::mutex health_mu_;     // guards health_ (taken inside exchange_mu, never the other way)
   mutable std::vector<ShardHealth> health_;
 };
 

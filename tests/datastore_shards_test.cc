@@ -48,6 +48,7 @@ std::vector<DatastoreDocumentInput> ToyDocuments() {
 struct Variant {
   std::string name, spec;
   bool documents;  // built from documents (provenance: cut at document starts), else one text
+  bool legacy = true;  // one text without provenance (as before it existed), else one document
 };
 
 class ShardedDatastoreTest : public ::testing::TestWithParam<Variant> {};
@@ -61,6 +62,7 @@ Status Build(LanguageModel& model, const Variant& v, const std::string& dir) {
   if (v.documents) return BuildDatastoreFromDocuments(model, ToyDocuments(), "toy", nullptr, "", dir, options, &report);
   // One text, as datastores were before provenance: no documents.jsonl, so any entry may end a shard.
   MNEMO_RETURN_IF_ERROR(BuildDatastore(model, testing::ToyCorpus(), "toy", dir, options, &report));
+  if (!v.legacy) return Status::OK();  // one document, cut evenly like a text
   std::unique_ptr<Datastore> ds;
   MNEMO_RETURN_IF_ERROR(Datastore::Open(dir, DatastoreOpenOptions(), &ds));
   DatastoreManifest m = ds->manifest();
@@ -195,7 +197,8 @@ INSTANTIATE_TEST_SUITE_P(Indexes, ShardedDatastoreTest,
                                            Variant{"IvfFlatDocuments", "IVF8,Flat", true},
                                            Variant{"IvfPqDocuments", "IVF8,PQ4", true},
                                            Variant{"FlatText", "Flat", false},
-                                           Variant{"IvfPqText", "IVF8,PQ4", false}),
+                                           Variant{"IvfPqText", "IVF8,PQ4", false},
+                                           Variant{"IvfPqOneDocument", "IVF8,PQ4", false, false}),
                          [](const ::testing::TestParamInfo<Variant>& info) { return info.param.name; });
 
 // Random facts (tokens and keys) for a state of `dim`: FactStore stores what it is given.
