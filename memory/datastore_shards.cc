@@ -2,12 +2,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <cinttypes>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string_view>
 #include <unordered_map>
 
+#include "indexes/index_spec.h"
 #include "memory/json_int.h"
 #include "util/file_system.h"
 #include "util/file_util.h"
@@ -176,8 +178,9 @@ Status SplitDatastore(const std::string& source_dir, const std::string& out_dir,
                       SplitReport* report) {
   const auto start = std::chrono::steady_clock::now();
   if (options.shards < 1) return Status::InvalidArgument("--shards must be at least 1");
-  if (IsShardedDatastore(out_dir) || FileExists(out_dir + "/manifest.json")) {
-    return Status::InvalidArgument(out_dir + ": already holds a datastore (remove it or choose another --out)");
+  std::error_code ec;
+  if (std::filesystem::exists(out_dir, ec) && !std::filesystem::is_empty(out_dir, ec)) {
+    return Status::InvalidArgument(out_dir + ": exists and is not empty (remove it or choose another --out)");
   }
   if (IsShardedDatastore(source_dir)) {
     return Status::InvalidArgument(source_dir + ": is already sharded (split the unsplit datastore instead)");
@@ -189,6 +192,13 @@ Status SplitDatastore(const std::string& source_dir, const std::string& out_dir,
   MNEMO_RETURN_IF_ERROR(Datastore::Open(source_dir, open, &source));
   const DatastoreManifest whole = source->manifest();
   if (whole.shards > 0) return Status::InvalidArgument(source_dir + ": is a shard; split the whole datastore");
+  IndexSpec spec;
+  MNEMO_RETURN_IF_ERROR(ParseIndexSpec(whole.index_spec, whole.dim, &spec));
+  if (spec.kind == IndexSpec::Kind::kIvfPq && spec.pq_bits != 8) {
+    // FAISS searches those, and its heaps do not order equal distances by id: a merge could part from the whole.
+    return Status::InvalidArgument(source_dir + ": index " + whole.index_spec + " cannot be split exactly (shards merge "
+                                   "exactly for Flat, IVF-Flat and IVF-PQ with 8-bit codes)");
+  }
   std::vector<int64_t> cuts;
   MNEMO_RETURN_IF_ERROR(ChooseCuts(*source, options.shards, &cuts));
   MNEMO_RETURN_IF_ERROR(EnsureDirectory(out_dir));
@@ -273,8 +283,8 @@ Status CheckShard(const Datastore& shard, const ShardSetManifest& manifest, int 
                               ", " + std::to_string(want.first + want.count) + ") as shards.json says");
   }
   if (m.dim != manifest.dim || m.model_fingerprint != manifest.model_fingerprint ||
-      shard.index().TrainedFingerprint() != manifest.trained_fingerprint) {
-    return Status::Corruption(where + "its model, dimension or trained structures differ from the set's");
+      shard.index().TrainedFingerprint() != manifest.trained_fingerprint || m.provenance != manifest.provenance) {
+    return Status::Corruption(where + "its model, dimension, trained structures or provenance differ from the set's");
   }
   return Status::OK();
 }

@@ -4,13 +4,16 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <thread>
 
 #include "memory/state_dir.h"
+#include "util/file_util.h"
 
 #ifdef MNEMO_HAVE_MPI
 #include <mpi.h>
@@ -129,11 +132,25 @@ std::string ErrorReply(int64_t seq, const Status& s) {
 std::mutex exchange_mu;
 int64_t last_seq = 0;  // guarded by exchange_mu
 
-std::string HostName() {
-  char name[MPI_MAX_PROCESSOR_NAME] = {0};
-  int len = 0;
-  MPI_Get_processor_name(name, &len);
-  return std::string(name, static_cast<size_t>(len));
+std::string host_name;  // MPI_Get_processor_name, read once at MpiSession::Start
+
+const std::string& HostName() { return host_name; }
+
+// Rank 0 as a shard rank knows it from its hello: on the same machine, whether it still runs.
+int64_t rank0_pid = 0;
+std::string rank0_host;
+auto rank0_checked = std::chrono::steady_clock::now();
+
+// At most once a second: rank 0 ran on this machine and its process is gone (killed under mpirun
+// --enable-recovery, which keeps the other ranks). Nobody will stop this rank then.
+void ExitIfRank0Gone() {
+  const auto now = std::chrono::steady_clock::now();
+  if (rank0_pid <= 0 || now - rank0_checked < std::chrono::seconds(1)) return;
+  rank0_checked = now;
+  if (rank0_host == HostName() && ::kill(static_cast<pid_t>(rank0_pid), 0) != 0 && errno == ESRCH) {
+    std::fprintf(stderr, "mnemo: rank 0 (pid %lld) is gone; this shard rank exits\n", static_cast<long long>(rank0_pid));
+    std::_Exit(1);  // not MPI_Finalize: it would wait for rank 0 forever
+  }
 }
 
 // Receives a message of `tag` from `source` if one is waiting.
@@ -150,39 +167,54 @@ bool TryReceive(int source, int tag, std::string* out, int* from = nullptr) {
   return true;
 }
 
+// What rank 0 knows of one shard rank, shared by every MpiShards of the process (a command may open a
+// state more than once): whether it answers, and the request it has not answered yet. Guarded by
+// exchange_mu. A pending send's buffer lives here, never freed while MPI may still read it.
+struct RankLink {
+  bool up = true;
+  std::string host, problem;
+  MPI_Request send = MPI_REQUEST_NULL;
+  std::string send_buf;     // alive while `send` is pending
+  int64_t waiting_seq = 0;  // a request whose reply has not come (0: none)
+};
+std::map<int, RankLink> links;  // by rank
+
+// Bytes that fit one MPI message (counts are int); searches are cut into messages below this.
+constexpr size_t kMaxMessage = size_t{1} << 30;
+
 class MpiShards : public DatastoreShards {
  public:
-  MpiShards(const std::string& dir, const ShardSetManifest& manifest, const MpiShardsOptions& options)
-      : dir_(dir), dim_(manifest.dim), options_(options) {
-    for (size_t s = 0; s < manifest.shards.size(); ++s) {
-      Peer p;
-      p.shard = static_cast<int>(s);
-      p.rank = static_cast<int>(s) + 1;
-      peers_.push_back(std::move(p));
-    }
-  }
+  MpiShards(const std::string& dir, const ShardSetManifest& manifest, const std::string& manifest_text,
+            const MpiShardsOptions& options)
+      : dir_(dir), dim_(manifest.dim), shards_(static_cast<int>(manifest.shards.size())),
+        manifest_text_(manifest_text), options_(options) {}
 
+  // Every rank must serve this very set: it compares our shards.json with its own.
   Status Hello() {
     Writer w;
     w.buf() = Header(kHello, 0);
     const int64_t pid = ::getpid();
     w.Put(pid);
     const std::string host = HostName();
+    w.Put(static_cast<int64_t>(host.size()));
     w.PutBytes(host.data(), host.size());
+    w.PutBytes(manifest_text_.data(), manifest_text_.size());
     std::vector<std::string> replies;
     MNEMO_RETURN_IF_ERROR(ExchangeAll(w.buf(), &replies, /*hello=*/true));
-    for (size_t s = 0; s < peers_.size(); ++s) {
+    std::lock_guard<std::mutex> lock(exchange_mu);
+    for (int s = 0; s < shards_; ++s) {
       Reader r(replies[s]);
       int64_t size = 0;
       if (!r.Get(&size)) return Status::Internal("shard " + std::to_string(s) + ": short hello");
       std::string name(r.left(), '\0');
       r.GetBytes(name.data(), name.size());
-      peers_[s].host = name;
+      Link(s).host = name;
     }
+    Snapshot();
     return Status::OK();
   }
 
-  int count() const override { return static_cast<int>(peers_.size()); }
+  int count() const override { return shards_; }
 
   Status Sizes(std::vector<int64_t>* sizes) const override {
     std::vector<std::string> replies;
@@ -199,24 +231,33 @@ class MpiShards : public DatastoreShards {
 
   Status SearchAll(const float* queries, int64_t n, int k, int nprobe, bool exact,
                    std::vector<ShardSearchResult>* out) const override {
-    std::string request = Header(kSearch, 0, n, k, nprobe, exact ? 1 : 0);
-    request.append(reinterpret_cast<const char*>(queries), static_cast<size_t>(n) * dim_ * sizeof(float));
-    std::vector<std::string> replies;
-    MNEMO_RETURN_IF_ERROR(ExchangeAll(request, &replies));
     const size_t nk = static_cast<size_t>(n) * k;
-    out->resize(replies.size());
-    for (size_t s = 0; s < replies.size(); ++s) {
-      Reader r(replies[s]);
-      std::vector<int64_t> entries(nk);
-      std::vector<int32_t> tokens(nk);
-      std::vector<float> distances(nk);
-      ShardSearchResult& res = (*out)[s];
-      res.exact.assign(exact ? nk : 0, 0.0f);
-      bool ok = r.GetBytes(entries.data(), nk * 8) && r.GetBytes(tokens.data(), nk * 4) &&
-                r.GetBytes(distances.data(), nk * 4) && (!exact || r.GetBytes(res.exact.data(), nk * 4));
-      if (!ok || r.left() != 0) return Status::Internal("shard " + std::to_string(s) + ": malformed search reply");
+    out->assign(shards_, ShardSearchResult());
+    for (ShardSearchResult& res : *out) {
       res.neighbors.assign(nk, Neighbor());
-      for (size_t i = 0; i < nk; ++i) res.neighbors[i] = {entries[i], tokens[i], distances[i], 0};
+      res.exact.assign(exact ? nk : 0, 0.0f);
+    }
+    // Queries per message: requests and replies stay under kMaxMessage.
+    const size_t per_query = std::max(static_cast<size_t>(dim_) * sizeof(float), static_cast<size_t>(k) * 20);
+    const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>(kMaxMessage / per_query));
+    for (int64_t q0 = 0; q0 < n; q0 += chunk) {
+      const int64_t m = std::min(chunk, n - q0);
+      std::string request = Header(kSearch, 0, m, k, nprobe, exact ? 1 : 0);
+      request.append(reinterpret_cast<const char*>(queries + q0 * dim_), static_cast<size_t>(m) * dim_ * sizeof(float));
+      std::vector<std::string> replies;
+      MNEMO_RETURN_IF_ERROR(ExchangeAll(request, &replies));
+      const size_t mk = static_cast<size_t>(m) * k, at = static_cast<size_t>(q0) * k;
+      for (int s = 0; s < shards_; ++s) {
+        Reader r(replies[s]);
+        std::vector<int64_t> entries(mk);
+        std::vector<int32_t> tokens(mk);
+        std::vector<float> distances(mk);
+        ShardSearchResult& res = (*out)[s];
+        const bool ok = r.GetBytes(entries.data(), mk * 8) && r.GetBytes(tokens.data(), mk * 4) &&
+                        r.GetBytes(distances.data(), mk * 4) && (!exact || r.GetBytes(res.exact.data() + at, mk * 4));
+        if (!ok || r.left() != 0) return Status::Internal(Name(s) + ": malformed search reply");
+        for (size_t i = 0; i < mk; ++i) res.neighbors[at + i] = {entries[i], tokens[i], distances[i], 0};
+      }
     }
     return Status::OK();
   }
@@ -242,14 +283,9 @@ class MpiShards : public DatastoreShards {
   }
 
  private:
-  struct Peer {
-    int shard = 0, rank = 0;
-    bool up = true;
-    std::string host, problem;
-    MPI_Request send = MPI_REQUEST_NULL;
-    std::string send_buf;     // alive while `send` is pending
-    int64_t waiting_seq = 0;  // a request whose reply has not come (0: none)
-  };
+  static int RankOf(int shard) { return shard + 1; }
+  // Callers hold exchange_mu.
+  RankLink& Link(int shard) const { return links[RankOf(shard)]; }
 
   Status EntriesOp(int64_t op, int shard, const float* query, const std::vector<int64_t>& entries,
                    std::vector<Neighbor>* out) const {
@@ -261,7 +297,7 @@ class MpiShards : public DatastoreShards {
     Reader r(replies[0]);
     int64_t count = 0;
     if (!r.Get(&count) || count < 0 || r.left() != static_cast<size_t>(count) * 16) {
-      return Status::Internal("shard " + std::to_string(shard) + ": malformed entries reply");
+      return Status::Internal(Name(shard) + ": malformed entries reply");
     }
     for (int64_t i = 0; i < count; ++i) {
       Neighbor nb;
@@ -275,7 +311,7 @@ class MpiShards : public DatastoreShards {
 
   Status ExchangeAll(const std::string& request, std::vector<std::string>* replies, bool hello = false) const {
     std::vector<int> all;
-    for (const Peer& p : peers_) all.push_back(p.shard);
+    for (int s = 0; s < shards_; ++s) all.push_back(s);
     return Exchange(all, std::vector<std::string>(all.size(), request), replies, hello);
   }
 
@@ -283,32 +319,38 @@ class MpiShards : public DatastoreShards {
   void Snapshot() const {
     std::lock_guard<std::mutex> h(health_mu_);
     health_.clear();
-    for (const Peer& p : peers_) health_.push_back({p.shard, p.rank, p.up, p.host, p.problem});
+    for (int s = 0; s < shards_; ++s) {
+      const RankLink& l = Link(s);
+      health_.push_back({s, RankOf(s), l.up, l.host, l.problem});
+    }
   }
 
-  // A down shard that has since answered (it was stalled) is up again; callers hold exchange_mu.
+  // A down rank that has since answered (it was stalled) is up again; callers hold exchange_mu.
   void Revive() const {
-    for (Peer& p : peers_) {
-      if (p.up) continue;
-      if (p.send != MPI_REQUEST_NULL) {
+    for (auto& [rank, l] : links) {
+      if (l.up) continue;
+      if (l.send != MPI_REQUEST_NULL) {
         int done = 0;
-        MPI_Test(&p.send, &done, MPI_STATUS_IGNORE);
+        MPI_Test(&l.send, &done, MPI_STATUS_IGNORE);
       }
       std::string reply;
-      while (TryReceive(p.rank, kReplyTag, &reply)) {
+      while (TryReceive(rank, kReplyTag, &reply)) {
         int64_t seq = 0;
-        if (Reader(reply).Get(&seq) && seq == p.waiting_seq) p.waiting_seq = 0;
+        if (Reader(reply).Get(&seq) && seq == l.waiting_seq) l.waiting_seq = 0;
       }
-      if (p.send == MPI_REQUEST_NULL && p.waiting_seq == 0) {
-        p.up = true;
-        p.problem.clear();
+      if (l.send == MPI_REQUEST_NULL && l.waiting_seq == 0) {
+        l.up = true;
+        l.problem.clear();
+        l.send_buf.clear();
       }
     }
   }
 
-  std::string Name(const Peer& p) const {
-    return "shard " + std::to_string(p.shard) + " (rank " + std::to_string(p.rank) +
-           (p.host.empty() ? "" : " on " + p.host) + ", " + dir_ + "/shard-" + std::to_string(p.shard) + ")";
+  // Callers hold exchange_mu.
+  std::string Name(int s) const {
+    const RankLink& l = Link(s);
+    return "shard " + std::to_string(s) + " (rank " + std::to_string(RankOf(s)) +
+           (l.host.empty() ? "" : " on " + l.host) + ", " + dir_ + "/shard-" + std::to_string(s) + ")";
   }
 
   // Sends requests[i] to shard which[i] (the header's seq is filled in here) and waits for every reply
@@ -322,16 +364,19 @@ class MpiShards : public DatastoreShards {
     } snapshot_at_end{this};
     Revive();
     for (int s : which) {
-      if (!peers_[s].up) return Status::Unavailable(Name(peers_[s]) + " is down: " + peers_[s].problem);
+      if (!Link(s).up) return Status::Unavailable(Name(s) + " is down: " + Link(s).problem);
+    }
+    for (const std::string& r : requests) {
+      if (r.size() > kMaxMessage) return Status::InvalidArgument("a shard request over 1 GiB");
     }
     const int64_t seq = ++last_seq;
     for (size_t i = 0; i < which.size(); ++i) {
-      Peer& p = peers_[which[i]];
+      RankLink& l = Link(which[i]);
       std::memcpy(requests[i].data() + sizeof(int64_t), &seq, sizeof(seq));
-      p.send_buf = std::move(requests[i]);
-      MPI_Isend(p.send_buf.data(), static_cast<int>(p.send_buf.size()), MPI_BYTE, p.rank, kRequestTag,
-                MPI_COMM_WORLD, &p.send);
-      p.waiting_seq = seq;
+      l.send_buf = std::move(requests[i]);
+      MPI_Isend(l.send_buf.data(), static_cast<int>(l.send_buf.size()), MPI_BYTE, RankOf(which[i]), kRequestTag,
+                MPI_COMM_WORLD, &l.send);
+      l.waiting_seq = seq;
     }
     replies->assign(which.size(), std::string());
     const int timeout_ms = hello ? std::max(options_.timeout_ms, 600000) : options_.timeout_ms;
@@ -342,16 +387,15 @@ class MpiShards : public DatastoreShards {
     while (pending > 0) {
       bool progress = false;
       for (size_t i = 0; i < which.size(); ++i) {
-        Peer& p = peers_[which[i]];
-        if (p.send != MPI_REQUEST_NULL) {
+        RankLink& l = Link(which[i]);
+        if (l.send != MPI_REQUEST_NULL) {
           int done = 0;
-          MPI_Test(&p.send, &done, MPI_STATUS_IGNORE);
+          MPI_Test(&l.send, &done, MPI_STATUS_IGNORE);
         }
-        if (p.waiting_seq == 0) continue;
-        while (p.waiting_seq != 0 && TryReceive(p.rank, kReplyTag, &reply)) {
+        while (l.waiting_seq != 0 && TryReceive(RankOf(which[i]), kReplyTag, &reply)) {
           int64_t got = 0;
           if (!Reader(reply).Get(&got) || got != seq) continue;  // a late answer to an abandoned request
-          p.waiting_seq = 0;
+          l.waiting_seq = 0;
           (*replies)[i] = std::move(reply);
           --pending;
           progress = true;
@@ -361,11 +405,15 @@ class MpiShards : public DatastoreShards {
       if (Clock::now() > deadline) {
         std::string down;
         for (size_t i = 0; i < which.size(); ++i) {
-          Peer& p = peers_[which[i]];
-          if (p.waiting_seq == 0) continue;
-          p.up = false;
-          p.problem = "did not answer within " + std::to_string(timeout_ms) + " ms";
-          down += (down.empty() ? "" : "; ") + Name(p) + " " + p.problem;
+          RankLink& l = Link(which[i]);
+          if (l.waiting_seq == 0) {  // it answered, so it has the request: its send completes now
+            if (l.send != MPI_REQUEST_NULL) MPI_Wait(&l.send, MPI_STATUS_IGNORE);
+            l.send_buf.clear();
+            continue;
+          }
+          l.up = false;
+          l.problem = "did not answer within " + std::to_string(timeout_ms) + " ms";
+          down += (down.empty() ? "" : "; ") + Name(which[i]) + " " + l.problem;
         }
         return Status::Unavailable(down + " (kNN requests fail until it answers; restarting the job recovers it)");
       }
@@ -373,20 +421,20 @@ class MpiShards : public DatastoreShards {
     }
     // Sends of answered requests are complete (the shard received them); free their buffers.
     for (int s : which) {
-      Peer& p = peers_[s];
-      if (p.send != MPI_REQUEST_NULL) MPI_Wait(&p.send, MPI_STATUS_IGNORE);
-      p.send_buf.clear();
+      RankLink& l = Link(s);
+      if (l.send != MPI_REQUEST_NULL) MPI_Wait(&l.send, MPI_STATUS_IGNORE);
+      l.send_buf.clear();
     }
     for (size_t i = 0; i < which.size(); ++i) {
       Reader r((*replies)[i]);
       int64_t got = 0, code = 0;
       r.Get(&got);
-      if (!r.Get(&code)) return Status::Internal(Name(peers_[which[i]]) + ": short reply");
+      if (!r.Get(&code)) return Status::Internal(Name(which[i]) + ": short reply");
       const size_t header = 2 * sizeof(int64_t);
       std::string payload = (*replies)[i].substr(header);
       if (code != 0) {
-        Status s = FromCode(code, Name(peers_[which[i]]) + ": " + payload);
-        return s.ok() ? Status::Internal(payload) : s;
+        Status st = FromCode(code, Name(which[i]) + ": " + payload);
+        return st.ok() ? Status::Internal(payload) : st;
       }
       (*replies)[i] = std::move(payload);
     }
@@ -395,9 +443,10 @@ class MpiShards : public DatastoreShards {
 
   std::string dir_;
   int dim_;
+  int shards_;
+  std::string manifest_text_;  // shards.json as rank 0 read it
   MpiShardsOptions options_;
-  mutable std::vector<Peer> peers_;  // guarded by exchange_mu
-  mutable std::mutex health_mu_;     // guards health_ (taken inside exchange_mu, never the other way)
+  mutable std::mutex health_mu_;  // guards health_ (taken inside exchange_mu, never the other way)
   mutable std::vector<ShardHealth> health_;
 };
 
@@ -477,7 +526,10 @@ void Reply(const std::string& reply) {
   MPI_Request req;
   MPI_Isend(reply.data(), static_cast<int>(reply.size()), MPI_BYTE, 0, kReplyTag, MPI_COMM_WORLD, &req);
   int done = 0, polls = 0;
-  while (MPI_Test(&req, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && !done) Nap(&polls);
+  while (MPI_Test(&req, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && !done) {
+    ExitIfRank0Gone();
+    Nap(&polls);
+  }
 }
 
 // The job has one rank per shard besides rank 0.
@@ -492,7 +544,7 @@ Status CheckJobSize(const std::string& dir, const ShardSetManifest& manifest) {
   return Status::OK();
 }
 
-Status OpenShard(const std::string& path, int rank, std::unique_ptr<Datastore>* out) {
+Status OpenShard(const std::string& path, int rank, std::unique_ptr<Datastore>* out, std::string* manifest_text) {
   if (path.empty()) {
     return Status::InvalidArgument("under mpirun, a command needs --state (or --datastore) naming a sharded datastore");
   }
@@ -511,6 +563,7 @@ Status OpenShard(const std::string& path, int rank, std::unique_ptr<Datastore>* 
   }
   ShardSetManifest manifest;
   MNEMO_RETURN_IF_ERROR(ReadShardSetManifest(dir, &manifest));
+  MNEMO_RETURN_IF_ERROR(ReadFileToString(dir + "/shards.json", manifest_text));
   if (fingerprint.empty()) fingerprint = manifest.model_fingerprint;
   MNEMO_RETURN_IF_ERROR(CheckJobSize(dir, manifest));
   const int s = rank - 1;
@@ -543,6 +596,12 @@ Status MpiSession::Start(int* argc, char*** argv, std::unique_ptr<MpiSession>* o
     return Status::FailedPrecondition("this MPI does not allow calls from several threads one at a time "
                                       "(MPI_THREAD_SERIALIZED)");
   }
+  // A failed call returns (and its peer times out and is reported down) instead of ending the job.
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  char name[MPI_MAX_PROCESSOR_NAME] = {0};
+  int len = 0;
+  MPI_Get_processor_name(name, &len);
+  host_name.assign(name, static_cast<size_t>(len));
   std::unique_ptr<MpiSession> s(new MpiSession());
   MPI_Comm_rank(MPI_COMM_WORLD, &s->rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &s->size_);
@@ -560,7 +619,9 @@ void MpiSession::Abort(int code) {
 Status OpenMpiShards(const std::string& dir, const ShardSetManifest& manifest, const MpiShardsOptions& options,
                      std::unique_ptr<DatastoreShards>* out) {
   MNEMO_RETURN_IF_ERROR(CheckJobSize(dir, manifest));
-  std::unique_ptr<MpiShards> shards(new MpiShards(dir, manifest, options));
+  std::string text;
+  MNEMO_RETURN_IF_ERROR(ReadFileToString(dir + "/shards.json", &text));
+  std::unique_ptr<MpiShards> shards(new MpiShards(dir, manifest, text, options));
   MNEMO_RETURN_IF_ERROR(shards->Hello());
   *out = std::move(shards);
   return Status::OK();
@@ -577,21 +638,13 @@ Status ServeShard(const std::string& path, int rank) {
   ::signal(SIGINT, SIG_IGN);
   ::signal(SIGTERM, SIG_IGN);
   std::unique_ptr<Datastore> shard;
-  const Status opened = OpenShard(path, rank, &shard);
-  std::string host_of_0;
-  int64_t pid_of_0 = 0;
-  auto last_check = Clock::now();
+  std::string manifest_text;
+  const Status opened = OpenShard(path, rank, &shard, &manifest_text);
   int polls = 0;
   std::string request;
   for (;;) {
     if (!TryReceive(0, kRequestTag, &request)) {
-      // Rank 0 on this machine gone (killed under --enable-recovery): nobody will stop this rank.
-      if (pid_of_0 > 0 && Clock::now() - last_check > std::chrono::seconds(1)) {
-        last_check = Clock::now();
-        if (host_of_0 == HostName() && ::kill(static_cast<pid_t>(pid_of_0), 0) != 0 && errno == ESRCH) {
-          return Status::Unavailable("rank 0 (pid " + std::to_string(pid_of_0) + ") is gone");
-        }
-      }
+      ExitIfRank0Gone();
       Nap(&polls);
       continue;
     }
@@ -608,12 +661,23 @@ Status ServeShard(const std::string& path, int rank) {
       return opened;
     }
     if (op == kHello) {
-      r.Get(&pid_of_0);
-      host_of_0.assign(r.left(), '\0');
-      r.GetBytes(host_of_0.data(), host_of_0.size());
+      int64_t host_size = 0;
+      std::string theirs;
+      if (r.Get(&rank0_pid) && r.Get(&host_size) && host_size >= 0 && static_cast<size_t>(host_size) <= r.left()) {
+        rank0_host.assign(static_cast<size_t>(host_size), '\0');
+        r.GetBytes(rank0_host.data(), rank0_host.size());
+        theirs.assign(r.left(), '\0');
+        r.GetBytes(theirs.data(), theirs.size());
+      }
       if (!opened.ok()) {
         Reply(ErrorReply(seq, opened));
         continue;  // rank 0 reports it and stops the job
+      }
+      if (theirs != manifest_text) {  // entry numbers would be merged against another split
+        Reply(ErrorReply(seq, Status::Corruption("rank " + std::to_string(rank) + " on " + HostName() +
+                                                 " holds another shard set: its shards.json differs from rank 0's "
+                                                 "(every host must hold the same split)")));
+        continue;
       }
       Writer w;
       w.Put(seq);
@@ -633,9 +697,10 @@ Status ServeShard(const std::string& path, int rank) {
 }
 
 bool StopShards() {
+  std::lock_guard<std::mutex> lock(exchange_mu);
   int size = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &size);
-  const std::string stop = Header(kStop, -1);
+  static const std::string stop = Header(kStop, -1);  // may still be read by a send when this returns
   std::vector<MPI_Request> sends(static_cast<size_t>(size), MPI_REQUEST_NULL);
   for (int r = 1; r < size; ++r) {
     MPI_Isend(stop.data(), static_cast<int>(stop.size()), MPI_BYTE, r, kRequestTag, MPI_COMM_WORLD, &sends[r]);

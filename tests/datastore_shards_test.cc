@@ -292,6 +292,13 @@ TEST(ShardedDatastoreErrorsTest, BadSplitsAndDamagedSetsAreRefused) {
   EXPECT_TRUE(SplitDatastore(d.File("whole"), d.File("set"), split, nullptr).IsInvalidArgument());  // exists
   EXPECT_TRUE(SplitDatastore(d.File("set"), d.File("again"), split, nullptr).IsInvalidArgument());  // a set
   EXPECT_TRUE(SplitDatastore(d.File("set/shard-0"), d.File("again"), split, nullptr).IsInvalidArgument());  // a shard
+  std::filesystem::create_directories(d.File("busy"));
+  testing::WriteFileOrDie(d.File("busy/file"), "x");
+  EXPECT_TRUE(SplitDatastore(d.File("whole"), d.File("busy"), split, nullptr).IsInvalidArgument());  // not empty
+  // PQ codes of other widths are searched by FAISS, whose heaps keep equal distances in scan order.
+  ASSERT_TRUE(Build(model, {"", "IVF8,PQ4x4", true}, d.File("pq4")).ok());
+  s = SplitDatastore(d.File("pq4"), d.File("pq4-set"), split, nullptr);
+  EXPECT_TRUE(s.IsInvalidArgument()) << s.ToString();
 
   // A shard is a datastore on its own; deleting one of its documents is refused when the pool ("all")
   // would need retraining, which would part its trained structures from the other shards'.
