@@ -14,6 +14,9 @@ REQUESTS=${3:-200}
 MNEMO=${MNEMO:-build/mnemo}
 OUT=${OUT:-/tmp/mnemo-bench-shards}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader
+# Ranks share this machine's cores: OpenMP threads that spin after a parallel region (the default) take the
+# core another rank needs. Passive for every run, the single process included, so the comparison is fair.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 MPIRUN="mpirun --oversubscribe --bind-to none"
 rm -rf "$OUT" && mkdir -p "$OUT"
 head -c 60000 data/corpus/gcide/valid.txt > "$OUT/valid.txt"
@@ -40,7 +43,7 @@ latency() {  # $1: command prefix, $2: state; prints mean and p99 ms of REQUESTS
   local rss=""
   for p in $(pgrep -f "serve --state $2"); do
     [ -r /proc/$p/status ] || continue
-    grep -q "$MNEMO" /proc/$p/cmdline 2>/dev/null || continue
+    tr '\0' ' ' < /proc/$p/cmdline | grep -q "^$MNEMO serve" || continue  # not mpirun, not this shell
     r=$(awk '/VmRSS/ {print int($2/1024)}' /proc/$p/status); rank=$(tr '\0' '\n' < /proc/$p/environ | sed -n 's/^OMPI_COMM_WORLD_RANK=//p')
     rss="$rss rank${rank:-0}=${r}MiB"
   done
