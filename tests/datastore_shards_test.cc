@@ -418,6 +418,26 @@ TEST_F(MpiShardsTest, OfflineCommandsGiveTheSingleProcessAnswers) {
   ASSERT_EQ(RunCommand(Mpirun(3) + Mnemo() + ppl + " --datastore " + dir_->File("set"), &b), 0) << b;
   auto ja = nlohmann::json::parse(a), jb = nlohmann::json::parse(b);
   EXPECT_EQ(ja.at("knn").at("perplexity"), jb.at("knn").at("perplexity")) << a << "\n" << b;
+  // Sampled generation following pointers: the same tokens (successors are asked of the shards).
+  const std::string gen = " generate" + model + " --prompt 'The cat' --max-tokens 24 --seed 3 --json --pointers 1 --k 16";
+  ASSERT_EQ(RunCommand(Mnemo() + gen + " --state " + dir_->File("state-ds"), &a), 0) << a;
+  ASSERT_EQ(RunCommand(Mpirun(3) + Mnemo() + gen + " --state " + dir_->File("state-set"), &b), 0) << b;
+  EXPECT_EQ(nlohmann::json::parse(a).at("ids"), nlohmann::json::parse(b).at("ids")) << a << "\n" << b;
+  // The audit (it opens the state and a scratch copy: two sets of shards over the same ranks): the same
+  // report but for its timings.
+  const std::string audit = " audit --canaries 2 --references 15 --repetitions 1,4 --members 20 --extraction-samples 5 "
+                            "--forgetting 0,20 --finetune-steps 0 --datastore-documents 0 --state ";
+  ASSERT_EQ(RunCommand(Mnemo() + audit + dir_->File("state-set") + " --out " + dir_->File("audit-1"), &a), 0) << a;
+  ASSERT_EQ(RunCommand(Mpirun(3) + Mnemo() + audit + dir_->File("state-set") + " --out " + dir_->File("audit-3"), &b), 0)
+      << b;
+  std::string ra, rb;
+  ASSERT_EQ(RunCommand("cat " + dir_->File("audit-1/report.json"), &ra), 0);
+  ASSERT_EQ(RunCommand("cat " + dir_->File("audit-3/report.json"), &rb), 0);
+  auto ja1 = nlohmann::json::parse(ra), jb1 = nlohmann::json::parse(rb);
+  for (auto* j : {&ja1, &jb1}) {
+    for (const char* key : {"started_at", "seconds", "timings"}) j->at("config").erase(key);
+  }
+  EXPECT_EQ(ja1, jb1);
   // The wrong number of ranks: every rank says so and the job fails.
   std::string wrong;
   EXPECT_NE(RunCommand(Mpirun(2) + Mnemo() + " score" + model + " --state " + dir_->File("state-set") + text, &wrong, true), 0);
