@@ -444,10 +444,11 @@ TEST_F(MpiShardsTest, OfflineCommandsGiveTheSingleProcessAnswers) {
   EXPECT_NE(wrong.find("mpirun -np 3"), std::string::npos) << wrong;
 }
 
-TEST_F(MpiShardsTest, ServerAnswersAsOneProcessAndAStalledShardIs503) {
+TEST_F(MpiShardsTest, ServerAnswersAsOneProcessAndAStalledOrDeadShardIs503) {
   // Serve the sharded state under mpirun; score the same text there and in a single process; stop shard 1's
   // process (SIGSTOP): kNN requests 503 naming it, health 503 naming it, a request without kNN still 200;
-  // continue it (SIGCONT): 200 again with the same answer; SIGTERM to mpirun ends every rank.
+  // continue it (SIGCONT): 200 again with the same answer; kill shard 0's process: 503 naming it; SIGTERM to
+  // mpirun ends every rank.
   const std::string log = dir_->File("serve.log");
   const std::string body = "{\"text\": \"The cat sees the bridge.\", \"knn\": {\"k\": 8, \"lambda\": 0.5}}";
   const std::string script =
@@ -467,6 +468,11 @@ TEST_F(MpiShardsTest, ServerAnswersAsOneProcessAndAStalledShardIs503) {
       "kill -CONT $shard; sleep 0.5; "
       "echo \"back=$(curl -s -w ' code=%{http_code}' -X POST localhost:$port/v1/score -d '" + body + "' | tr -d '\\n')\"; "
       "echo \"health_up=$(curl -s -w ' code=%{http_code}' localhost:$port/health | tr -d '\\n')\"; "
+      "other=''; for p in $(pgrep -f 'serve --state " + dir_->File("state-set") + "'); do "
+      "  tr '\\0' '\\n' < /proc/$p/environ 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=1 && other=$p; done; "
+      "kill -KILL $other; sleep 0.2; "
+      "echo \"dead=$(curl -s -w ' code=%{http_code}' -X POST localhost:$port/v1/score -d '" + body + "' | tr -d '\\n')\"; "
+      "echo \"health_dead=$(curl -s -w ' code=%{http_code}' localhost:$port/health | tr -d '\\n')\"; "
       "kill -TERM $job; wait $job; sleep 0.5; left=0; for p in $(pgrep -f 'serve --state " + dir_->File("state-set") + "'); do "
       "  tr '\\0' '\\n' < /proc/$p/environ 2>/dev/null | grep -q '^OMPI_COMM_WORLD_RANK=' && left=$((left+1)); done; "
       "echo \"left=$left\"";
@@ -494,8 +500,12 @@ TEST_F(MpiShardsTest, ServerAnswersAsOneProcessAndAStalledShardIs503) {
   EXPECT_NE(field("back").find("code=200"), std::string::npos) << out;
   EXPECT_EQ(field("back").substr(0, field("back").rfind(" code=")), first) << out;
   EXPECT_NE(field("health_up").find("code=200"), std::string::npos) << out;
-  // SIGTERM to mpirun reaches every rank: rank 0 finishes and stops the shards (mpirun itself then exits 1,
-  // as Open MPI does when signalled), and no rank is left.
+  // Shard 0's process killed (mpirun --enable-recovery keeps the job): 503 naming it, health says which.
+  EXPECT_NE(field("dead").find("code=503"), std::string::npos) << out;
+  EXPECT_NE(field("dead").find("shard 0 (rank 1"), std::string::npos) << out;
+  EXPECT_NE(field("health_dead").find("{\"shard\":0,\"rank\":1,\"up\":false"), std::string::npos) << out;
+  // SIGTERM to mpirun reaches every rank: rank 0 finishes and stops the shards (the dead one cannot
+  // answer, so it ends the job), and no rank is left.
   RunCommand("cat " + log, &serve_log);
   EXPECT_NE(serve_log.find("stopped"), std::string::npos) << serve_log;
   EXPECT_EQ(field("left"), "0") << out;
