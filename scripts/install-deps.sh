@@ -10,6 +10,7 @@ packages=(
   libopenblas0-pthread  # LibTorch and FAISS link libblas.so.3: without this it is the reference BLAS, ~30x slower
   dict-gcide dict-foldoc
   openmpi-bin libopenmpi-dev  # sharded datastores served one process per shard under mpirun (memory/mpi_shards.h)
+  procps  # tests: pgrep finds the MPI ranks of the sharded server test (tests/datastore_shards_test.cc)
   curl wrk  # tests: the server's process test; bench/server.sh: HTTP load generator
   chromium  # tests: the HTML audit report render test (headless screenshot, console errors)
   clang-14 libclang-rt-14-dev  # make fuzz: libFuzzer, AddressSanitizer, UBSan (fuzz/, docs/FUZZING.md)
