@@ -13,6 +13,7 @@ MODEL=data/models/default
 MNEMO=${MNEMO:-build/mnemo}
 OUT=${OUT:-/tmp/mnemo-bench-scale}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}  # ranks share the cores: no spinning (bench/shards.sh)
 TEXT='{"text": "A small boat with sails, used for pleasure or racing on a river or lake.", "knn": {"k": 1024}}'
 mkdir -p "$OUT"
 if [ ! -f "$OUT/synth/manifest.json" ]; then
