@@ -298,6 +298,13 @@ Status SearchShard(const Datastore& shard, const float* queries, int64_t n, int 
   return shard.SearchIndex(queries, n, options, &out->neighbors, exact ? &out->exact : nullptr);
 }
 
+Status ShardSuccessors(const Datastore& shard, const float* query, const std::vector<int64_t>& entries,
+                       std::vector<Neighbor>* out) {
+  std::vector<Neighbor> from;
+  for (int64_t e : entries) from.push_back({e, 0, 0, 0});
+  return shard.Successors(query, from, out);
+}
+
 void ShardEntries(const Datastore& shard, const float* query, const std::vector<int64_t>& entries,
                   std::vector<Neighbor>* out) {
   const auto deleted = shard.DeletedRanges();
@@ -330,9 +337,7 @@ class LocalShards : public DatastoreShards {
   }
   Status Successors(int shard, const float* query, const std::vector<int64_t>& entries,
                     std::vector<Neighbor>* out) const override {
-    std::vector<Neighbor> from;
-    for (int64_t e : entries) from.push_back({e, 0, 0, 0});
-    return shards_[shard]->Successors(query, from, out);
+    return ShardSuccessors(*shards_[shard], query, entries, out);
   }
   Status Entries(int shard, const float* query, const std::vector<int64_t>& entries,
                  std::vector<Neighbor>* out) const override {

@@ -118,6 +118,9 @@ Status CheckShard(const Datastore& shard, const ShardSetManifest& manifest, int 
 // Answers of one search of a single shard (what a shard's process computes for SearchAll).
 Status SearchShard(const Datastore& shard, const float* queries, int64_t n, int k, int nprobe, bool exact,
                    ShardSearchResult* out);
+// Datastore::Successors of a shard for its listed entries.
+Status ShardSuccessors(const Datastore& shard, const float* query, const std::vector<int64_t>& entries,
+                       std::vector<Neighbor>* out);
 // The listed entries of a shard with their exact distance to `query` (deleted ones skipped).
 void ShardEntries(const Datastore& shard, const float* query, const std::vector<int64_t>& entries,
                   std::vector<Neighbor>* out);

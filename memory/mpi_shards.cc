@@ -506,9 +506,7 @@ std::string Answer(const Datastore& shard, int64_t op, const int64_t* h, Reader&
       if (op == kEntries) {
         ShardEntries(shard, query.data(), entries, &found);
       } else {
-        std::vector<Neighbor> from;
-        for (int64_t e : entries) from.push_back({e, 0, 0, 0});
-        Status s = shard.Successors(query.data(), from, &found);
+        Status s = ShardSuccessors(shard, query.data(), entries, &found);
         if (!s.ok()) return ErrorReply(seq, s);
       }
       w.Put(static_cast<int64_t>(found.size()));

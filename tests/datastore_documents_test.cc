@@ -30,18 +30,13 @@ using testing::ScratchDir;
 
 // The toy corpus's paragraphs as documents "d0", "d1", ... (about 44 of them).
 std::vector<DatastoreDocumentInput> ToyDocuments() {
-  const std::string corpus = testing::ToyCorpus();
   std::vector<DatastoreDocumentInput> docs;
-  size_t begin = 0;
-  while (begin < corpus.size()) {
-    size_t end = corpus.find("\n\n", begin);
-    if (end == std::string::npos) end = corpus.size();
+  for (const std::string& text : testing::ToyParagraphs()) {
     DatastoreDocumentInput d;
     d.id = "d" + std::to_string(docs.size());
-    d.text = corpus.substr(begin, end - begin);
+    d.text = text;
     d.metadata_json = "{\"n\":" + std::to_string(docs.size()) + "}";
-    if (!d.text.empty()) docs.push_back(d);
-    begin = end + 2;
+    docs.push_back(d);
   }
   return docs;
 }

@@ -30,17 +30,12 @@ using testing::RunCommand;
 using testing::ScratchDir;
 
 std::vector<DatastoreDocumentInput> ToyDocuments() {
-  const std::string corpus = testing::ToyCorpus();
   std::vector<DatastoreDocumentInput> docs;
-  size_t begin = 0;
-  while (begin < corpus.size()) {
-    size_t end = corpus.find("\n\n", begin);
-    if (end == std::string::npos) end = corpus.size();
+  for (const std::string& text : testing::ToyParagraphs()) {
     DatastoreDocumentInput d;
     d.id = "d" + std::to_string(docs.size());
-    d.text = corpus.substr(begin, end - begin);
-    if (!d.text.empty()) docs.push_back(d);
-    begin = end + 2;
+    d.text = text;
+    docs.push_back(d);
   }
   return docs;
 }

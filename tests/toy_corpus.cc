@@ -19,4 +19,17 @@ std::string ToyCorpus() {
   return text;
 }
 
+std::vector<std::string> ToyParagraphs() {
+  const std::string corpus = ToyCorpus();
+  std::vector<std::string> out;
+  size_t begin = 0;
+  while (begin < corpus.size()) {
+    size_t end = corpus.find("\n\n", begin);
+    if (end == std::string::npos) end = corpus.size();
+    if (end > begin) out.push_back(corpus.substr(begin, end - begin));
+    begin = end + 2;
+  }
+  return out;
+}
+
 }  // namespace mnemo::testing

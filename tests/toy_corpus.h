@@ -3,10 +3,14 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace mnemo::testing {
 
 // A few hundred repetitive English sentences (deterministic).
 std::string ToyCorpus();
+
+// ToyCorpus()'s paragraphs (split at blank lines, empty ones dropped), in order: the tests' documents.
+std::vector<std::string> ToyParagraphs();
 
 }  // namespace mnemo::testing
