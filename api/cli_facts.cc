@@ -383,8 +383,15 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
         if (!s.ok()) return Fail(s);
         if (memories_check.empty()) memories_check = "ok";
       }
+      // Facts on shards: each shard's own check, and what it held against the catalogue at open.
+      std::string shards_check;
+      s = store->CheckFactShards(&shards_check);
+      if (!s.ok()) return Fail(s);
+      const bool shards_in_line =
+          r.shard_facts_missing == 0 && r.shard_facts_orphans == 0 && r.shard_facts_uncommitted == 0;
       const bool consistent = r.missing_entries == 0 && r.orphan_entries == 0 && r.snapshot_problem.empty() &&
-                              trained_ok && database_check == "ok" && (memories_check == "ok" || memories_check == "none");
+                              trained_ok && database_check == "ok" && (memories_check == "ok" || memories_check == "none") &&
+                              (shards_check == "ok" || shards_check == "none") && shards_in_line;
       Json out = {{"state", fa->st.state},
                   {"facts", r.facts},
                   {"fact_entries", r.fact_entries},
@@ -400,8 +407,13 @@ void RegisterFactCommands(CLI::App& app, Command* selected) {
                   {"trained_structures_match_base", trained_ok},
                   {"database_check", database_check},
                   {"memories_check", memories_check},
+                  {"facts_on_shards", r.facts_on_shards},
+                  {"shard_facts_missing", r.shard_facts_missing},
+                  {"shard_facts_orphans", r.shard_facts_orphans},
+                  {"shard_facts_uncommitted", r.shard_facts_uncommitted},
+                  {"shards_check", shards_check},
                   {"consistent", consistent},
-                  {"repaired", fa->repair && r.rebuilt},
+                  {"repaired", fa->repair && (r.rebuilt || !shards_in_line)},
                   {"seconds", r.seconds}};
       if (fa->st.json) {
         std::cout << DumpJson(out) << "\n";

@@ -27,6 +27,10 @@ Json DeletionVerdictToJson(const DeletionVerdict& v) {
                      {"entries", t.entries},           {"in_database", t.in_database},
                      {"in_segment", t.in_segment},     {"snapshots_checked", t.snapshots_checked},
                      {"snapshots_holding", t.snapshots_holding}};
+  if (t.shard >= 0) {
+    j["structural"]["shard"] = t.shard;
+    j["structural"]["on_shard"] = t.on_shard;
+  }
   if (v.facts_memory_documents >= 0) j["structural"]["facts_memory_documents"] = v.facts_memory_documents;
   if (v.probed) {
     j["probe"] = {{"text_in_database_files", t.text_in_database_files},

@@ -18,6 +18,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=se
 # core another rank needs. Passive for every run, the single process included, so the comparison is fair.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 MPIRUN="mpirun --oversubscribe --bind-to none"
+source "$(dirname "$0")/serve_lib.sh"
 rm -rf "$OUT" && mkdir -p "$OUT"
 head -c 60000 data/corpus/gcide/valid.txt > "$OUT/valid.txt"
 TEXT='{"text": "A small boat with sails, used for pleasure or racing on a river or lake.", "knn": {"k": 1024}}'
@@ -28,14 +29,8 @@ ppl() {  # $1: command prefix, $2: datastore
 }
 
 latency() {  # $1: command prefix, $2: state; prints mean and p99 ms of REQUESTS /v1/score requests
-  local log="$OUT/serve.log"
-  $1 $MNEMO serve --state "$2" --port 0 --no-log 2> "$log" & local job=$!
-  local port=""
-  for i in $(seq 600); do
-    port=$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$log")
-    [ -n "$port" ] && curl -sf "localhost:$port/health" >/dev/null && break
-    sleep 0.2
-  done
+  start_server "$1" "$2" "$OUT/serve.log"
+  local job=$SERVER_JOB port=$SERVER_PORT
   for i in $(seq 20); do curl -s -X POST "localhost:$port/v1/score" -d "$TEXT" > /dev/null; done  # warm
   for i in $(seq "$REQUESTS"); do
     curl -s -o /dev/null -w '%{time_total}\n' -X POST "localhost:$port/v1/score" -d "$TEXT"

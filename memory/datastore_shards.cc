@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "indexes/index_spec.h"
+#include "memory/fact_shard.h"
 #include "memory/json_int.h"
 #include "util/file_system.h"
 #include "util/file_util.h"
@@ -289,13 +290,21 @@ Status CheckShard(const Datastore& shard, const ShardSetManifest& manifest, int 
   return Status::OK();
 }
 
-Status SearchShard(const Datastore& shard, const float* queries, int64_t n, int k, int nprobe, bool exact,
-                   ShardSearchResult* out) {
+Status SearchShard(const Datastore& shard, const FactShard* facts, const float* queries, int64_t n, int k, int nprobe,
+                   bool exact, ShardSearchResult* out) {
   MemorySearchOptions options;
   options.k = k;
   options.nprobe = nprobe;
   out->exact.clear();
-  return shard.SearchIndex(queries, n, options, &out->neighbors, exact ? &out->exact : nullptr);
+  out->facts.clear();
+  out->fact_exact.clear();
+  MNEMO_RETURN_IF_ERROR(shard.SearchIndex(queries, n, options, &out->neighbors, exact ? &out->exact : nullptr));
+  if (facts == nullptr) return Status::OK();
+  return facts->Search(queries, n, k, nprobe, exact, &out->facts, &out->fact_exact);
+}
+
+Status DatastoreShards::FactCall(int, const std::string&, std::string*) const {
+  return Status::FailedPrecondition("these shards hold no facts");
 }
 
 Status ShardSuccessors(const Datastore& shard, const float* query, const std::vector<int64_t>& entries,
@@ -320,7 +329,8 @@ namespace {
 
 class LocalShards : public DatastoreShards {
  public:
-  explicit LocalShards(std::vector<std::unique_ptr<Datastore>> shards) : shards_(std::move(shards)) {}
+  LocalShards(std::vector<std::unique_ptr<Datastore>> shards, std::vector<std::unique_ptr<FactShard>> facts)
+      : shards_(std::move(shards)), facts_(std::move(facts)) {}
   int count() const override { return static_cast<int>(shards_.size()); }
   Status Sizes(std::vector<int64_t>* sizes) const override {
     sizes->clear();
@@ -331,7 +341,8 @@ class LocalShards : public DatastoreShards {
                    std::vector<ShardSearchResult>* out) const override {
     out->resize(shards_.size());
     for (size_t s = 0; s < shards_.size(); ++s) {
-      MNEMO_RETURN_IF_ERROR(SearchShard(*shards_[s], queries, n, k, nprobe, exact, &(*out)[s]));
+      MNEMO_RETURN_IF_ERROR(SearchShard(*shards_[s], facts_.empty() ? nullptr : facts_[s].get(), queries, n, k,
+                                        nprobe, exact, &(*out)[s]));
     }
     return Status::OK();
   }
@@ -344,23 +355,47 @@ class LocalShards : public DatastoreShards {
     ShardEntries(*shards_[shard], query, entries, out);
     return Status::OK();
   }
+  bool holds_facts() const override { return !facts_.empty(); }
+  Status FactCall(int shard, const std::string& request, std::string* reply) const override {
+    if (facts_.empty()) return DatastoreShards::FactCall(shard, request, reply);
+    return facts_[shard]->Handle(request, reply);
+  }
 
  private:
   std::vector<std::unique_ptr<Datastore>> shards_;
+  std::vector<std::unique_ptr<FactShard>> facts_;  // empty without a state
 };
 
 }  // namespace
 
 Status OpenLocalShards(const std::string& dir, const ShardSetManifest& manifest, const DatastoreOpenOptions& options,
-                       std::unique_ptr<DatastoreShards>* out) {
+                       std::unique_ptr<DatastoreShards>* out, const std::string& state_dir) {
   std::vector<std::unique_ptr<Datastore>> shards;
+  std::vector<std::unique_ptr<FactShard>> facts;
+  std::unique_ptr<VectorIndex> trained;
+  if (!state_dir.empty()) MNEMO_RETURN_IF_ERROR(LoadTrained(dir, manifest, &trained));
   for (size_t i = 0; i < manifest.shards.size(); ++i) {
     std::unique_ptr<Datastore> shard;
     MNEMO_RETURN_IF_ERROR(Datastore::Open(dir + "/" + manifest.shards[i].dir, options, &shard));
     MNEMO_RETURN_IF_ERROR(CheckShard(*shard, manifest, static_cast<int>(i)));
     shards.push_back(std::move(shard));
+    if (state_dir.empty()) continue;
+    std::unique_ptr<FactShard> share;
+    MNEMO_RETURN_IF_ERROR(
+        FactShard::Open(FactShardDir(state_dir, static_cast<int>(i)), *trained, manifest.dim, options.read_only, &share));
+    facts.push_back(std::move(share));
   }
-  out->reset(new LocalShards(std::move(shards)));
+  out->reset(new LocalShards(std::move(shards), std::move(facts)));
+  return Status::OK();
+}
+
+Status LoadTrained(const std::string& dir, const ShardSetManifest& manifest, std::unique_ptr<VectorIndex>* out) {
+  LoadOptions load;
+  load.expected_dim = manifest.dim;
+  MNEMO_RETURN_IF_ERROR(VectorIndex::Load(dir + kTrainedFile, load, out));
+  if ((*out)->TrainedFingerprint() != manifest.trained_fingerprint) {
+    return Status::Corruption(dir + kTrainedFile + ": trained structures differ from shards.json's fingerprint");
+  }
   return Status::OK();
 }
 
@@ -374,15 +409,10 @@ Status ShardedDatastore::Open(const std::string& dir, const DatastoreOpenOptions
     return Status::InvalidArgument(dir + ": built with model " + ds->manifest_.model_fingerprint +
                                    ", not the loaded model " + options.expected_model_fingerprint);
   }
-  LoadOptions load;
-  load.expected_dim = ds->manifest_.dim;
-  MNEMO_RETURN_IF_ERROR(VectorIndex::Load(dir + kTrainedFile, load, &ds->trained_));
-  if (ds->trained_->TrainedFingerprint() != ds->manifest_.trained_fingerprint) {
-    return Status::Corruption(dir + kTrainedFile + ": trained structures differ from shards.json's fingerprint");
-  }
+  MNEMO_RETURN_IF_ERROR(LoadTrained(dir, ds->manifest_, &ds->trained_));
   if (shards == nullptr) {
     const ShardOpener opener = ProcessShardOpener();
-    MNEMO_RETURN_IF_ERROR(opener ? opener(dir, ds->manifest_, &shards)
+    MNEMO_RETURN_IF_ERROR(opener ? opener(dir, ds->manifest_, "", &shards)
                                  : OpenLocalShards(dir, ds->manifest_, options, &shards));
   }
   if (shards->count() != static_cast<int>(ds->manifest_.shards.size())) {
@@ -413,17 +443,16 @@ int ShardedDatastore::ShardOf(int64_t entry) const {
 
 Status ShardedDatastore::SearchIndex(const float* queries, int64_t n, const MemorySearchOptions& options,
                                      std::vector<Neighbor>* out, std::vector<float>* exact) const {
-  const int k = options.k;
-  if (k < 1) return Status::InvalidArgument("k must be at least 1");
-  std::vector<ShardSearchResult> results;
-  MNEMO_RETURN_IF_ERROR(shards_->SearchAll(queries, n, k, options.nprobe, exact != nullptr, &results));
+  return SearchWithFacts(queries, n, options, out, exact, nullptr, nullptr);
+}
+
+namespace {
+
+// Merges the shards' answers (base neighbours, or facts) for n queries of k: each query's k best by
+// (index distance, entry), entries offset by first[s] (the whole's numbering). Padding stays at the end.
+void MergeShardAnswers(const std::vector<ShardSearchResult>& results, bool facts, const std::vector<int64_t>& first,
+                       int64_t n, int k, std::vector<Neighbor>* out, std::vector<float>* exact) {
   const size_t nk = static_cast<size_t>(n) * k;
-  for (size_t s = 0; s < results.size(); ++s) {
-    if (results[s].neighbors.size() != nk || (exact != nullptr && results[s].exact.size() != nk)) {
-      return Status::Internal("shard " + std::to_string(s) + " answered " +
-                              std::to_string(results[s].neighbors.size()) + " neighbours, not " + std::to_string(nk));
-    }
-  }
   out->assign(nk, Neighbor());
   if (exact != nullptr) exact->assign(nk, 0.0f);
   struct Candidate {
@@ -436,10 +465,10 @@ Status ShardedDatastore::SearchIndex(const float* queries, int64_t n, const Memo
   for (int64_t q = 0; q < n; ++q) {
     candidates.clear();
     for (size_t s = 0; s < results.size(); ++s) {
-      const int64_t first = manifest_.shards[s].first;
+      const std::vector<Neighbor>& answer = facts ? results[s].facts : results[s].neighbors;
       for (int j = 0; j < k; ++j) {
-        const Neighbor& nb = results[s].neighbors[q * k + j];
-        if (nb.entry >= 0) candidates.push_back({nb.distance, first + nb.entry, static_cast<int>(s), j});
+        const Neighbor& nb = answer[q * k + j];
+        if (nb.entry >= 0) candidates.push_back({nb.distance, first[s] + nb.entry, static_cast<int>(s), j});
       }
     }
     // The whole index's order: by distance, equal distances by entry.
@@ -450,12 +479,46 @@ Status ShardedDatastore::SearchIndex(const float* queries, int64_t n, const Memo
                       });
     for (size_t r = 0; r < keep; ++r) {
       const Candidate& c = candidates[r];
+      const ShardSearchResult& from = results[c.shard];
       Neighbor& nb = (*out)[q * k + r];
-      nb = results[c.shard].neighbors[q * k + c.j];
+      nb = (facts ? from.facts : from.neighbors)[q * k + c.j];
       nb.entry = c.entry;
-      if (exact != nullptr) (*exact)[q * k + r] = results[c.shard].exact[q * k + c.j];
+      if (exact != nullptr) (*exact)[q * k + r] = (facts ? from.fact_exact : from.exact)[q * k + c.j];
     }
   }
+}
+
+}  // namespace
+
+Status ShardedDatastore::SearchWithFacts(const float* queries, int64_t n, const MemorySearchOptions& options,
+                                         std::vector<Neighbor>* out, std::vector<float>* exact,
+                                         std::vector<Neighbor>* facts, std::vector<float>* fact_exact) const {
+  const int k = options.k;
+  if (k < 1) return Status::InvalidArgument("k must be at least 1");
+  std::vector<ShardSearchResult> results;
+  MNEMO_RETURN_IF_ERROR(shards_->SearchAll(queries, n, k, options.nprobe, exact != nullptr, &results));
+  const size_t nk = static_cast<size_t>(n) * k;
+  const bool with_facts = facts != nullptr && shards_->holds_facts();
+  for (size_t s = 0; s < results.size(); ++s) {
+    const ShardSearchResult& r = results[s];
+    if (r.neighbors.size() != nk || (exact != nullptr && r.exact.size() != nk) ||
+        (with_facts && (r.facts.size() != nk || (exact != nullptr && r.fact_exact.size() != nk)))) {
+      return Status::Internal("shard " + std::to_string(s) + " answered " + std::to_string(r.neighbors.size()) +
+                              " neighbours and " + std::to_string(r.facts.size()) + " facts, not " + std::to_string(nk));
+    }
+  }
+  std::vector<int64_t> first;
+  for (const ShardSetManifest::Shard& shard : manifest_.shards) first.push_back(shard.first);
+  MergeShardAnswers(results, /*facts=*/false, first, n, k, out, exact);
+  if (facts == nullptr) return Status::OK();
+  if (!with_facts) {
+    facts->assign(nk, Neighbor());
+    if (fact_exact != nullptr) fact_exact->assign(exact != nullptr ? nk : 0, 0.0f);
+    return Status::OK();
+  }
+  // Fact entry ids name their fact: no offset.
+  MergeShardAnswers(results, /*facts=*/true, std::vector<int64_t>(results.size(), 0), n, k, facts,
+                    exact != nullptr ? fact_exact : nullptr);
   return Status::OK();
 }
 

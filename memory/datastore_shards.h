@@ -79,7 +79,13 @@ Status SplitDatastore(const std::string& source_dir, const std::string& out_dir,
 struct ShardSearchResult {
   std::vector<Neighbor> neighbors;  // n * k, best first by (index distance, entry), padding entry -1
   std::vector<float> exact;         // n * k exact distances when asked for, else empty
+  // When the shards hold a state's facts (fact_shard.h): the shard's share of them, searched alike
+  // (fact entry ids, fact_store.h); else empty.
+  std::vector<Neighbor> facts;
+  std::vector<float> fact_exact;
 };
+
+class FactShard;
 
 // The N shards of one sharded datastore, wherever they run: in this process (LocalShards) or in other
 // processes (MpiShards, memory/mpi_shards.h). Entries are shard-local.
@@ -98,26 +104,36 @@ class DatastoreShards {
   // The listed entries of shard `shard` themselves: value and exact distance to `query` (deleted ones skipped).
   virtual Status Entries(int shard, const float* query, const std::vector<int64_t>& entries,
                          std::vector<Neighbor>* out) const = 0;
+  // Whether each shard also holds its share of a state's facts (fact_shard.h), searched with the base.
+  virtual bool holds_facts() const { return false; }
+  // Carries an encoded fact request (fact_shard.h) to shard `shard`'s FactShard::Handle.
+  virtual Status FactCall(int shard, const std::string& request, std::string* reply) const;
 };
 
 // How this process reaches the shards of a set it opens without being told (FactStoreOptions::open_shards
 // unset): null opens them here (OpenLocalShards); a process that is rank 0 of an MPI job sets
-// OpenMpiShards (memory/mpi_shards.h) once at start, before any state is opened.
-using ShardOpener =
-    std::function<Status(const std::string& dir, const ShardSetManifest& manifest, std::unique_ptr<DatastoreShards>* out)>;
+// OpenMpiShards (memory/mpi_shards.h) once at start, before any state is opened. `state_dir` is the state
+// whose facts the shards are to hold (its FactShardDir), or empty for the datastore alone.
+using ShardOpener = std::function<Status(const std::string& dir, const ShardSetManifest& manifest,
+                                         const std::string& state_dir, std::unique_ptr<DatastoreShards>* out)>;
 void SetProcessShardOpener(ShardOpener opener);
 ShardOpener ProcessShardOpener();
 
-// Opens each shard of the set at `dir` in this process.
+// Opens each shard of the set at `dir` in this process. With a `state_dir`, each shard also opens that
+// state's share of the facts (FactShardDir; read-only when options.read_only).
 Status OpenLocalShards(const std::string& dir, const ShardSetManifest& manifest, const DatastoreOpenOptions& options,
-                       std::unique_ptr<DatastoreShards>* out);
+                       std::unique_ptr<DatastoreShards>* out, const std::string& state_dir = "");
+
+// The set's trained.faiss (an empty index with the whole's trained structures), checked against shards.json.
+Status LoadTrained(const std::string& dir, const ShardSetManifest& manifest, std::unique_ptr<VectorIndex>* out);
 
 // Checks that an open shard is shard `index` of `manifest` (same model, spec, trained structures, range).
 Status CheckShard(const Datastore& shard, const ShardSetManifest& manifest, int index);
 
-// Answers of one search of a single shard (what a shard's process computes for SearchAll).
-Status SearchShard(const Datastore& shard, const float* queries, int64_t n, int k, int nprobe, bool exact,
-                   ShardSearchResult* out);
+// Answers of one search of a single shard and its share of the facts, when it has one (what a shard's
+// process computes for SearchAll).
+Status SearchShard(const Datastore& shard, const FactShard* facts, const float* queries, int64_t n, int k, int nprobe,
+                   bool exact, ShardSearchResult* out);
 // Datastore::Successors of a shard for its listed entries.
 Status ShardSuccessors(const Datastore& shard, const float* query, const std::vector<int64_t>& entries,
                        std::vector<Neighbor>* out);
@@ -144,6 +160,12 @@ class ShardedDatastore : public BaseMemory {
   int64_t size() const override;
   Status SearchIndex(const float* queries, int64_t n, const MemorySearchOptions& options,
                      std::vector<Neighbor>* out, std::vector<float>* exact) const override;
+  // One search of every shard: the base's top k as SearchIndex, and, when the shards hold a state's facts,
+  // the facts' top k over all shares by (index distance, entry) into *facts (and exact distances into
+  // *fact_exact when `exact` is given), padded with entry -1.
+  Status SearchWithFacts(const float* queries, int64_t n, const MemorySearchOptions& options,
+                         std::vector<Neighbor>* out, std::vector<float>* exact, std::vector<Neighbor>* facts,
+                         std::vector<float>* fact_exact) const;
   Status Successors(const float* query, const std::vector<Neighbor>& from, std::vector<Neighbor>* out) const override;
 
  private:

@@ -275,7 +275,7 @@ Status FactDb::SetKeyDim(int dim) {
 }
 
 Status FactDb::Insert(const std::vector<NewFact>& facts, std::vector<int64_t>* ids, int64_t* last_seq,
-                      const ActionRecord* action) {
+                      const ActionRecord* action, const std::function<Status(const std::vector<int64_t>&)>& before_commit) {
   std::lock_guard<std::mutex> lock(mu_);
   if (dim_ <= 0) return Status::FailedPrecondition(path_ + ": key dimension not set (call SetKeyDim before Insert)");
   // Validate the whole batch first, so that a bad fact leaves nothing half written.
@@ -348,6 +348,7 @@ Status FactDb::Insert(const std::vector<NewFact>& facts, std::vector<int64_t>* i
       for (int64_t id : new_ids) logged.ids.push_back(std::to_string(id));
       MNEMO_RETURN_IF_ERROR(InsertAction(db_.get(), logged, now, nullptr));
     }
+    if (before_commit) MNEMO_RETURN_IF_ERROR(before_commit(new_ids));
     MNEMO_RETURN_IF_ERROR(txn.Commit());
   }
   *ids = std::move(new_ids);

@@ -140,9 +140,11 @@ class FactDb {
   // written) for a fact with fewer than 2 tokens, keys of the wrong size (needs `dim` from meta "dim"
   // via SetKeyDim), or metadata that is not a JSON object.
   // With `action`, the action log gets one entry for the batch (its ids the new ones) in the same
-  // transaction.
+  // transaction. With `before_commit`, it is called with the new ids once the rows are written, before
+  // the commit; its error rolls the transaction back (nothing is inserted) and is Insert's.
   Status Insert(const std::vector<NewFact>& facts, std::vector<int64_t>* ids, int64_t* last_seq,
-                const ActionRecord* action = nullptr);
+                const ActionRecord* action = nullptr,
+                const std::function<Status(const std::vector<int64_t>&)>& before_commit = nullptr);
 
   // Deletes the listed facts that exist, in one transaction: the rows go, a kDelete change and a
   // tombstone are recorded per fact, then the WAL is checkpointed and truncated (see above). *deleted

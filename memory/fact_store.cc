@@ -79,13 +79,18 @@ Status FactStore::Open(const std::string& dir, const FactStoreOptions& options, 
         return Status::InvalidArgument(config.datastore_path + ": a sharded datastore is searched on the CPU");
       }
       std::unique_ptr<DatastoreShards> shards;
-      if (options.open_shards) {
-        ShardSetManifest manifest;
-        MNEMO_RETURN_IF_ERROR(ReadShardSetManifest(config.datastore_path, &manifest));
-        MNEMO_RETURN_IF_ERROR(options.open_shards(config.datastore_path, manifest, &shards));
+      ShardSetManifest manifest;
+      MNEMO_RETURN_IF_ERROR(ReadShardSetManifest(config.datastore_path, &manifest));
+      // Each shard with this state's share of the facts: in other processes, or in this one.
+      const ShardOpener opener = options.open_shards ? options.open_shards : ProcessShardOpener();
+      if (opener) {
+        MNEMO_RETURN_IF_ERROR(opener(config.datastore_path, manifest, dir, &shards));
+      } else {
+        MNEMO_RETURN_IF_ERROR(OpenLocalShards(config.datastore_path, manifest, ds, &shards, dir));
       }
       MNEMO_RETURN_IF_ERROR(ShardedDatastore::Open(config.datastore_path, ds, std::move(shards), &store->sharded_));
       store->base_memory_ = store->sharded_.get();
+      store->facts_on_shards_ = store->sharded_->shards().holds_facts();
     } else {
       MNEMO_RETURN_IF_ERROR(Datastore::Open(config.datastore_path, ds, &store->base_));
       store->base_memory_ = store->base_.get();
@@ -98,7 +103,7 @@ Status FactStore::Open(const std::string& dir, const FactStoreOptions& options, 
   } else if (options.base_gpu_device >= 0) {
     return Status::InvalidArgument(dir + ": the state has no base datastore to search on a GPU");
   }
-  MNEMO_RETURN_IF_ERROR(store->Recover());
+  MNEMO_RETURN_IF_ERROR(store->facts_on_shards_ ? store->RecoverOnShards() : store->Recover());
   store->recovery_.seconds = SecondsSince(start);
   *out = std::move(store);
   return Status::OK();
@@ -135,14 +140,12 @@ Status FactStore::RebuildSegment(Segment* segment) const {
   return flush();
 }
 
-int64_t FactStore::size() const {
-  std::shared_lock lock(segment_mu_);
-  return base_entries() + segment_->entries();
-}
+int64_t FactStore::size() const { return base_entries() + fact_entries(); }
 
 int64_t FactStore::base_entries() const { return base_memory_ != nullptr ? base_memory_->size() : 0; }
 
 int64_t FactStore::fact_entries() const {
+  if (facts_on_shards_) return shard_fact_entries_;
   std::shared_lock lock(segment_mu_);
   return segment_->entries();
 }
@@ -189,6 +192,7 @@ Status FactStore::Add(const std::vector<NewFact>& facts, std::vector<int64_t>* i
       if (!std::isfinite(HalfToFloat(h))) return Status::InvalidArgument(which + ": a key is not finite");
     }
   }
+  if (facts_on_shards_) return AddOnShards(facts, ids, action);
   std::lock_guard<std::mutex> write(write_mu_);
   int64_t last_seq = 0;
   MNEMO_RETURN_IF_ERROR(db_->Insert(facts, ids, &last_seq, action));
@@ -219,6 +223,7 @@ Status FactStore::Delete(const std::vector<int64_t>& ids, std::vector<FactRecord
   std::vector<FactRecord> local;
   std::vector<FactRecord>& out = deleted != nullptr ? *deleted : local;
   out.clear();
+  if (facts_on_shards_) return DeleteOnShards(ids, &out, action);
   std::lock_guard<std::mutex> write(write_mu_);
   // A snapshot chunk holding any of these facts goes first, before the delete is committed: after the
   // acknowledgement no file may keep their keys, even if the process dies right after. (A file at seq s
@@ -328,6 +333,7 @@ Status FactStore::Successors(const float* query, const std::vector<Neighbor>& fr
 
 Status FactStore::Search(const float* queries, int64_t n, const MemorySearchOptions& options,
                          std::vector<Neighbor>* out) const {
+  if (facts_on_shards_) return SearchOnShards(queries, n, options, out);
   std::shared_lock lock(segment_mu_);
   return SearchMerged(base_memory_, *segment_, queries, n, options, out);
 }
@@ -338,55 +344,40 @@ Status FactStore::SearchMerged(const BaseMemory* base, const Segment& segment, c
   if (k < 1) return Status::InvalidArgument("k must be at least 1");
   MemorySearchOptions index_only = options;
   index_only.recompute = false;  // recompute after merging, as one index would
-  std::vector<Neighbor> from_base;
-  std::vector<float> base_exact;  // with recompute: the exact distance of each base neighbour
+  std::vector<Neighbor> from_base, from_segment;
+  std::vector<float> base_exact, segment_exact;  // with recompute: exact distances
   if (base != nullptr) {
     MNEMO_RETURN_IF_ERROR(base->SearchIndex(queries, n, index_only, &from_base, options.recompute ? &base_exact : nullptr));
   }
-  std::vector<float> seg_distances;
-  std::vector<int64_t> seg_ids;
-  const bool search_segment = segment.index().size() > 0;
-  if (search_segment) {
-    seg_distances.resize(static_cast<size_t>(n) * k);
-    seg_ids.resize(static_cast<size_t>(n) * k);
-    SearchOptions search;
-    search.nprobe = options.nprobe;
-    MNEMO_RETURN_IF_ERROR(segment.index().Search(n, queries, k, seg_distances.data(), seg_ids.data(), search));
-  }
-  const int dim = segment.index().dim();
+  MNEMO_RETURN_IF_ERROR(segment.Search(queries, n, k, options.nprobe, options.recompute, &from_segment, &segment_exact));
+  MergeBaseAndFacts(from_base, base_exact, from_segment, segment_exact, n, k, options.recompute, out);
+  return Status::OK();
+}
+
+void FactStore::MergeBaseAndFacts(const std::vector<Neighbor>& base, const std::vector<float>& base_exact,
+                                  const std::vector<Neighbor>& facts, const std::vector<float>& fact_exact, int64_t n,
+                                  int k, bool recompute, std::vector<Neighbor>* out) {
   out->assign(static_cast<size_t>(n) * k, Neighbor());
   for (int64_t q = 0; q < n; ++q) {
     // Both lists are best first with padding at the end; on equal distances the base entry comes first.
     int i = 0, j = 0;
     for (int r = 0; r < k; ++r) {
-      const bool base_ok = base != nullptr && i < k && from_base[q * k + i].entry >= 0;
-      const bool seg_ok = search_segment && j < k && seg_ids[q * k + j] >= 0;
-      if (!base_ok && !seg_ok) break;
+      const bool base_ok = !base.empty() && i < k && base[q * k + i].entry >= 0;
+      const bool fact_ok = j < k && facts[q * k + j].entry >= 0;
+      if (!base_ok && !fact_ok) break;
       Neighbor& nb = (*out)[q * k + r];
-      if (base_ok && (!seg_ok || from_base[q * k + i].distance <= seg_distances[q * k + j])) {
-        if (options.recompute) {
-          nb = from_base[q * k + i];
-          nb.distance = base_exact[q * k + i];
-          ++i;
-        } else {
-          nb = from_base[q * k + i++];
-        }
+      if (base_ok && (!fact_ok || base[q * k + i].distance <= facts[q * k + j].distance)) {
+        nb = base[q * k + i];
+        if (recompute) nb.distance = base_exact[q * k + i];
+        ++i;
       } else {
-        const int64_t id = seg_ids[q * k + j];
-        const float distance = seg_distances[q * k + j++];
-        int32_t token = 0;
-        const uint16_t* key = nullptr;
-        if (!segment.Lookup(id, &token, &key)) {
-          return Status::Corruption("fact entry " + std::to_string(id) + " is indexed but has no stored key");
-        }
-        nb.entry = id;
-        nb.token = token;
-        nb.distance = options.recompute ? segment.SquaredDistance(queries + q * dim, key) : distance;
+        nb = facts[q * k + j];
+        if (recompute) nb.distance = fact_exact[q * k + j];
+        ++j;
       }
     }
-    if (options.recompute) SortNeighborsByDistance(out->begin() + q * k, out->begin() + (q + 1) * k);
+    if (recompute) SortNeighborsByDistance(out->begin() + q * k, out->begin() + (q + 1) * k);
   }
-  return Status::OK();
 }
 
 Status FactStore::DeleteBaseDocuments(const std::vector<std::string>& ids, DocumentDeleteReport* report) {

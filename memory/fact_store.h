@@ -34,6 +34,7 @@
 // serialized among themselves and block searches only while the segment changes.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -53,6 +54,7 @@
 namespace mnemo {
 
 class DatastoreShards;
+class FactSegment;
 class ShardedDatastore;
 struct ShardSetManifest;
 
@@ -78,9 +80,10 @@ struct FactStoreOptions {
   int64_t snapshot_chunk_facts = 256;
   // fsck without --repair: never write, delete or heal anything on disk.
   bool read_only_check = false;
-  // Where a sharded base datastore's shards run (datastore_shards.h): null lets ShardedDatastore::Open
-  // choose (under mpirun the other ranks, else this process).
-  std::function<Status(const std::string& dir, const ShardSetManifest& manifest, std::unique_ptr<DatastoreShards>* out)>
+  // Where a sharded base datastore's shards, with this state's facts, run (a ShardOpener,
+  // datastore_shards.h): null takes the process's (under mpirun the other ranks, else this process).
+  std::function<Status(const std::string& dir, const ShardSetManifest& manifest, const std::string& state_dir,
+                       std::unique_ptr<DatastoreShards>* out)>
       open_shards;
 };
 
@@ -97,9 +100,11 @@ struct FactTraces {
   int64_t snapshots_holding = 0;    // Snapshot files holding any of its entries.
   bool text_checked = false;        // The caller gave the text (mnemo keeps no copy of it).
   bool text_in_database_files = false;  // The text's bytes in facts.db or facts.db-wal.
+  int shard = -1;                   // With facts on shards (fact_shard.h): the shard that held it, else -1.
+  bool on_shard = false;            // A row or an index entry of it on that shard.
 
   bool clean() const {
-    return tombstone && !in_database && !in_segment && snapshots_holding == 0 && !text_in_database_files;
+    return tombstone && !in_database && !in_segment && snapshots_holding == 0 && !text_in_database_files && !on_shard;
   }
 };
 
@@ -115,6 +120,12 @@ struct RecoveryReport {
   int64_t chunks_rebuilt = 0;      // Built from the database instead (no usable file).
   bool rebuilt = false;            // Some chunk was built from the database (chunks_rebuilt > 0).
   int64_t facts = 0, fact_entries = 0;
+  // With facts on shards (fact_shard.h): what the shards held against the catalogue at open, set right
+  // unless the store is read-only (fsck without --repair).
+  bool facts_on_shards = false;
+  int64_t shard_facts_missing = 0;      // live facts a shard did not hold (sent again)
+  int64_t shard_facts_orphans = 0;      // rows of facts that are not live (deleted, or an add that never committed)
+  int64_t shard_facts_uncommitted = 0;  // live facts a shard held prepared, not searchable (committed)
   double seconds = 0;
 };
 
@@ -186,6 +197,12 @@ class FactStore : public KnnMemory {
   Status DeleteBaseDocuments(const std::vector<std::string>& ids, DocumentDeleteReport* report);
   const StateConfig& config() const { return config_; }
   const RecoveryReport& recovery() const { return recovery_; }
+  // Whether the facts live on the shards of a sharded base datastore (fact_shard.h) rather than in this
+  // process's segment: when the base's shards were opened with this state's facts (OpenLocalShards with
+  // the state, or shard ranks under mpirun).
+  bool facts_on_shards() const { return facts_on_shards_; }
+  // Each shard's check of its facts (FactShard::Check): "ok", or what is wrong; "none" without facts on shards.
+  Status CheckFactShards(std::string* result) const;
   // SQLite's quick_check of the fact database ("ok" when sound).
   Status CheckDatabase(std::string* result) const { return db_->QuickCheck(result); }
   const std::string& dir() const { return dir_; }
@@ -208,7 +225,7 @@ class FactStore : public KnnMemory {
   }
 
  private:
-  class Segment;
+  using Segment = FactSegment;
   class Rebuilt;
   FactStore();
   Status Recover();
@@ -225,6 +242,23 @@ class FactStore : public KnnMemory {
   Status ApplyDeletes(const std::vector<FactRecord>& deleted, int64_t last_seq);
   static Status SearchMerged(const BaseMemory* base, const Segment& segment, const float* queries, int64_t n,
                              const MemorySearchOptions& options, std::vector<Neighbor>* out);
+  // Each query's k best of the base's and the facts' answers (both best first by index distance, base
+  // first on equal distances); with recompute, exact distances and a stable re-sort, as one index.
+  static void MergeBaseAndFacts(const std::vector<Neighbor>& base, const std::vector<float>& base_exact,
+                                const std::vector<Neighbor>& facts, const std::vector<float>& fact_exact, int64_t n,
+                                int k, bool recompute, std::vector<Neighbor>* out);
+
+  // Facts on shards (fact_store_shards.cc).
+  Status RecoverOnShards();
+  // Brings every shard's facts in line with the catalogue (fact_shard.h), or only counts what differs
+  // without `repair`; counts into *report when given. Callers hold write_mu_.
+  Status SyncFactShardsLocked(bool repair, RecoveryReport* report) const;
+  // Runs SyncFactShardsLocked when a write left a shard behind; Unavailable while one does not answer.
+  Status SyncIfBehind() const;
+  Status AddOnShards(const std::vector<NewFact>& facts, std::vector<int64_t>* ids, const ActionRecord* action);
+  Status DeleteOnShards(const std::vector<int64_t>& ids, std::vector<FactRecord>* deleted, const ActionRecord* action);
+  Status SearchOnShards(const float* queries, int64_t n, const MemorySearchOptions& options,
+                        std::vector<Neighbor>* out) const;
 
   std::string dir_;
   FactStoreOptions options_;
@@ -249,6 +283,11 @@ class FactStore : public KnnMemory {
   // come back after a power loss (an unlink whose directory fsync failed before a restart would).
   bool snapshot_dir_synced_ = false;
   int64_t changes_since_snapshot_ = 0;
+  bool facts_on_shards_ = false;
+  // A shard may hold what the catalogue no longer does, or miss what it does (a write it did not
+  // confirm): it is synced before the next search or write uses it.
+  mutable std::atomic<bool> shards_behind_{false};
+  mutable std::atomic<int64_t> shard_fact_entries_{0};  // live facts' entries, with facts on shards
 };
 
 }  // namespace mnemo

@@ -1,5 +1,6 @@
-// FactStore::Segment, the facts' part of the memory, shared by fact_store.cc (writes, searches) and
-// fact_store_snapshots.cc (snapshot chunks, recovery). Internal to memory/.
+// FactSegment (FactStore::Segment), the facts' part of the memory, shared by fact_store.cc (writes, searches),
+// fact_store_snapshots.cc (snapshot chunks, recovery) and fact_shard.cc (a shard rank's share of the facts).
+// Internal to memory/.
 #pragma once
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 
 #include "indexes/vector_index.h"
 #include "memory/fact_store.h"
+#include "memory/knn_memory.h"
 #include "util/half.h"
 
 namespace mnemo {
@@ -37,15 +39,15 @@ inline Status IndexFactKeys(const std::vector<std::pair<int64_t, const std::vect
 }
 
 // The facts' entries: an index over their keys plus, per fact, the values and fp16 keys (for exact
-// distances). Not synchronized: FactStore guards it with segment_mu_.
-class FactStore::Segment {
+// distances). Not synchronized: FactStore guards it with segment_mu_, FactShard with its mutex.
+class FactSegment {
  public:
   struct Entries {
     std::vector<int32_t> values;  // tokens[1..n)
     std::vector<uint16_t> keys;   // (n - 1) * dim
   };
 
-  Segment(std::unique_ptr<VectorIndex> index, int dim) : index_(std::move(index)), dim_(dim) {}
+  FactSegment(std::unique_ptr<VectorIndex> index, int dim) : index_(std::move(index)), dim_(dim) {}
 
   // Adds every fact's entries to the index in one call (all or nothing), then to the map.
   Status AddFacts(const std::vector<const FactRecord*>& facts) {
@@ -103,6 +105,32 @@ class FactStore::Segment {
       sum += diff * diff;
     }
     return sum;
+  }
+
+  // Each query's k nearest entries by (index distance, entry) with their values, padded with entry -1;
+  // with exact, *exact_out their exact distances (SquaredDistance), else it is left as it was.
+  Status Search(const float* queries, int64_t n, int k, int nprobe, bool exact, std::vector<Neighbor>* out,
+                std::vector<float>* exact_out) const {
+    const size_t nk = static_cast<size_t>(n) * k;
+    out->assign(nk, Neighbor());
+    if (exact) exact_out->assign(nk, 0.0f);
+    if (index_->size() == 0) return Status::OK();
+    std::vector<float> distances(nk);
+    std::vector<int64_t> ids(nk);
+    SearchOptions search;
+    search.nprobe = nprobe;
+    MNEMO_RETURN_IF_ERROR(index_->Search(n, queries, k, distances.data(), ids.data(), search));
+    for (size_t i = 0; i < nk; ++i) {
+      if (ids[i] < 0) continue;
+      int32_t token = 0;
+      const uint16_t* key = nullptr;
+      if (!Lookup(ids[i], &token, &key)) {
+        return Status::Corruption("fact entry " + std::to_string(ids[i]) + " is indexed but has no stored key");
+      }
+      (*out)[i] = {ids[i], token, distances[i], 0};
+      if (exact) (*exact_out)[i] = SquaredDistance(queries + (i / k) * dim_, key);
+    }
+    return Status::OK();
   }
 
   VectorIndex& index() { return *index_; }

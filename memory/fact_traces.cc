@@ -1,8 +1,10 @@
 // FactStore::FindTraces: the file and index checks of verify-deleted. They live beside the store because
-// only the store knows its files (facts.db and its WAL, the snapshot directory) and its segment.
+// only the store knows its files (facts.db and its WAL, the snapshot directory), its segment and its shards.
 #include <string>
 
 #include "indexes/vector_index.h"
+#include "memory/datastore_shards.h"
+#include "memory/fact_shard.h"
 #include "memory/fact_store.h"
 #include "util/file_util.h"
 
@@ -33,6 +35,14 @@ Status FactStore::FindTraces(int64_t fact_id, const std::string* text, FactTrace
   t.deleted_seq = tomb.deleted_seq;
   t.entries = tomb.entries;
   t.in_segment = SegmentHoldsFact(fact_id, tomb.entries);
+  if (facts_on_shards_) {  // its shard, brought in line first when a delete left it behind
+    MNEMO_RETURN_IF_ERROR(SyncIfBehind());
+    const DatastoreShards& shards = sharded_->shards();
+    t.shard = FactShardOf(fact_id, shards.count());
+    bool row = false, indexed = false;
+    MNEMO_RETURN_IF_ERROR(ShardHoldsFact(shards, t.shard, fact_id, tomb.entries, &row, &indexed));
+    t.on_shard = row || indexed;
+  }
   for (const std::string& path : SnapshotPaths()) {
     std::unique_ptr<VectorIndex> snapshot;
     Status loaded = VectorIndex::Load(path, LoadOptions(), &snapshot);

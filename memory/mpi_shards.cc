@@ -12,7 +12,9 @@
 #include <mutex>
 #include <thread>
 
+#include "memory/fact_shard.h"
 #include "memory/state_dir.h"
+#include "util/byte_io.h"
 #include "util/file_util.h"
 
 #ifdef MNEMO_HAVE_MPI
@@ -39,7 +41,7 @@ bool HaveMpi() { return false; }
 Status MpiSession::Start(int*, char***, std::unique_ptr<MpiSession>*) { return NoMpi(); }
 MpiSession::~MpiSession() = default;
 void MpiSession::Abort(int code) { std::_Exit(code); }
-Status OpenMpiShards(const std::string&, const ShardSetManifest&, const MpiShardsOptions&,
+Status OpenMpiShards(const std::string&, const ShardSetManifest&, const std::string&, const MpiShardsOptions&,
                      std::unique_ptr<DatastoreShards>*) {
   return NoMpi();
 }
@@ -51,9 +53,9 @@ bool StopShards() { return true; }
 
 namespace {
 
-enum Op : int64_t { kHello = 1, kSizes = 2, kSearch = 3, kSuccessors = 4, kEntries = 5, kStop = 6 };
+enum Op : int64_t { kHello = 1, kSizes = 2, kSearch = 3, kSuccessors = 4, kEntries = 5, kStop = 6, kFacts = 7, kRelease = 8 };
 constexpr int kRequestTag = 7001, kReplyTag = 7002;
-constexpr int kHeaderWords = 8;  // op, seq, n, k, nprobe, exact, count, 0
+constexpr int kHeaderWords = 8;  // op, seq, n, k, nprobe, exact, count, state slot (0: none)
 
 using Clock = std::chrono::steady_clock;
 
@@ -72,38 +74,12 @@ void Nap(int* polls, int cap_us) {
   }
 }
 
-class Writer {
- public:
-  template <typename T>
-  void Put(const T& v) { PutBytes(&v, sizeof(T)); }
-  void PutBytes(const void* p, size_t n) { buf_.append(static_cast<const char*>(p), n); }
-  std::string& buf() { return buf_; }
-
- private:
-  std::string buf_;
-};
-
-class Reader {
- public:
-  explicit Reader(const std::string& s) : p_(s.data()), end_(s.data() + s.size()) {}
-  template <typename T>
-  bool Get(T* v) { return GetBytes(v, sizeof(T)); }
-  bool GetBytes(void* out, size_t n) {
-    if (static_cast<size_t>(end_ - p_) < n) return false;
-    std::memcpy(out, p_, n);
-    p_ += n;
-    return true;
-  }
-  size_t left() const { return static_cast<size_t>(end_ - p_); }
-
- private:
-  const char* p_;
-  const char* end_;
-};
+using Writer = ByteWriter;
+using Reader = ByteReader;
 
 std::string Header(int64_t op, int64_t seq, int64_t n = 0, int64_t k = 0, int64_t nprobe = 0, int64_t exact = 0,
-                   int64_t count = 0) {
-  const int64_t h[kHeaderWords] = {op, seq, n, k, nprobe, exact, count, 0};
+                   int64_t count = 0, int64_t slot = 0) {
+  const int64_t h[kHeaderWords] = {op, seq, n, k, nprobe, exact, count, slot};
   return std::string(reinterpret_cast<const char*>(h), sizeof(h));
 }
 
@@ -134,6 +110,9 @@ std::string ErrorReply(int64_t seq, const Status& s) {
 // with sequence numbers unique in the process, so no exchange takes another's reply.
 std::mutex exchange_mu;
 int64_t last_seq = 0;  // guarded by exchange_mu
+// Each MpiShards opened for a state names it to the shard ranks by a slot number unique in the process
+// (guarded by exchange_mu): every search and fact request carries it, so each state reaches its own facts.
+int64_t last_slot = 0;
 
 std::string host_name;  // MPI_Get_processor_name, read once at MpiSession::Start
 
@@ -185,30 +164,72 @@ std::map<int, RankLink> links;  // by rank
 // Bytes that fit one MPI message (counts are int); searches are cut into messages below this.
 constexpr size_t kMaxMessage = size_t{1} << 30;
 
+// n neighbours as three arrays (entries, tokens, distances): what a search reply carries per answer.
+void PutNeighbors(Writer* w, const std::vector<Neighbor>& nbs) {
+  const size_t n = nbs.size();
+  std::vector<int64_t> entries(n);
+  std::vector<int32_t> tokens(n);
+  std::vector<float> distances(n);
+  for (size_t i = 0; i < n; ++i) {
+    entries[i] = nbs[i].entry;
+    tokens[i] = nbs[i].token;
+    distances[i] = nbs[i].distance;
+  }
+  w->PutBytes(entries.data(), n * 8);
+  w->PutBytes(tokens.data(), n * 4);
+  w->PutBytes(distances.data(), n * 4);
+}
+
+bool GetNeighbors(Reader* r, size_t n, Neighbor* out) {
+  std::vector<int64_t> entries(n);
+  std::vector<int32_t> tokens(n);
+  std::vector<float> distances(n);
+  if (!r->GetBytes(entries.data(), n * 8) || !r->GetBytes(tokens.data(), n * 4) || !r->GetBytes(distances.data(), n * 4)) {
+    return false;
+  }
+  for (size_t i = 0; i < n; ++i) out[i] = {entries[i], tokens[i], distances[i], 0};
+  return true;
+}
+
 class MpiShards : public DatastoreShards {
  public:
   MpiShards(const std::string& dir, const ShardSetManifest& manifest, const std::string& manifest_text,
-            const MpiShardsOptions& options)
+            const std::string& state_dir, const MpiShardsOptions& options)
       : dir_(dir), dim_(manifest.dim), shards_(static_cast<int>(manifest.shards.size())),
-        manifest_text_(manifest_text), options_(options) {}
+        manifest_text_(manifest_text), state_dir_(state_dir), options_(options) {
+    if (!state_dir_.empty()) {
+      std::lock_guard<std::mutex> lock(exchange_mu);
+      slot_ = ++last_slot;
+    }
+  }
+  // The shard ranks close this state's share of the facts (a down rank keeps it until the job ends).
+  ~MpiShards() override {
+    if (slot_ == 0) return;
+    std::vector<std::string> replies;
+    ExchangeAll(Header(kRelease, 0, 0, 0, 0, 0, 0, slot_), &replies).ok();
+  }
 
-  // Every rank must serve this very set: it compares our shards.json with its own.
+  // Every rank must serve this very set: it compares our shards.json with its own. With a state, each
+  // opens the state's share of the facts under our slot.
   Status Hello() {
     Writer w;
-    w.buf() = Header(kHello, 0);
+    w.buf() = Header(kHello, 0, 0, 0, 0, 0, 0, slot_);
     const int64_t pid = ::getpid();
     w.Put(pid);
     const std::string host = HostName();
     w.Put(static_cast<int64_t>(host.size()));
     w.PutBytes(host.data(), host.size());
+    w.Put(static_cast<int64_t>(state_dir_.size()));
+    w.PutBytes(state_dir_.data(), state_dir_.size());
     w.PutBytes(manifest_text_.data(), manifest_text_.size());
     std::vector<std::string> replies;
     MNEMO_RETURN_IF_ERROR(ExchangeAll(w.buf(), &replies, /*hello=*/true));
     std::lock_guard<std::mutex> lock(exchange_mu);
     for (int s = 0; s < shards_; ++s) {
       Reader r(replies[s]);
-      int64_t size = 0;
-      if (!r.Get(&size)) return Status::Internal("shard " + std::to_string(s) + ": short hello");
+      int64_t size = 0, facts = 0;
+      if (!r.Get(&size) || !r.Get(&facts)) return Status::Internal("shard " + std::to_string(s) + ": short hello");
+      if ((facts != 0) != (slot_ > 0)) return Status::Internal("shard " + std::to_string(s) + ": wrong facts in hello");
       std::string name(r.left(), '\0');
       r.GetBytes(name.data(), name.size());
       Link(s).host = name;
@@ -218,6 +239,13 @@ class MpiShards : public DatastoreShards {
   }
 
   int count() const override { return shards_; }
+  bool holds_facts() const override { return slot_ > 0; }
+  Status FactCall(int shard, const std::string& request, std::string* reply) const override {
+    std::vector<std::string> replies;
+    MNEMO_RETURN_IF_ERROR(Exchange({shard}, {Header(kFacts, 0, 0, 0, 0, 0, 0, slot_) + request}, &replies, false));
+    *reply = std::move(replies[0]);
+    return Status::OK();
+  }
 
   Status Sizes(std::vector<int64_t>* sizes) const override {
     std::vector<std::string> replies;
@@ -239,27 +267,29 @@ class MpiShards : public DatastoreShards {
     for (ShardSearchResult& res : *out) {
       res.neighbors.assign(nk, Neighbor());
       res.exact.assign(exact ? nk : 0, 0.0f);
+      if (slot_ > 0) {
+        res.facts.assign(nk, Neighbor());
+        res.fact_exact.assign(exact ? nk : 0, 0.0f);
+      }
     }
     // Queries per message: requests and replies stay under kMaxMessage.
-    const size_t per_query = std::max(static_cast<size_t>(dim_) * sizeof(float), static_cast<size_t>(k) * 20);
+    const size_t per_query = std::max(static_cast<size_t>(dim_) * sizeof(float), static_cast<size_t>(k) * 40);
     const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>(kMaxMessage / per_query));
     for (int64_t q0 = 0; q0 < n; q0 += chunk) {
       const int64_t m = std::min(chunk, n - q0);
-      std::string request = Header(kSearch, 0, m, k, nprobe, exact ? 1 : 0);
+      std::string request = Header(kSearch, 0, m, k, nprobe, exact ? 1 : 0, 0, slot_);
       request.append(reinterpret_cast<const char*>(queries + q0 * dim_), static_cast<size_t>(m) * dim_ * sizeof(float));
       std::vector<std::string> replies;
       MNEMO_RETURN_IF_ERROR(ExchangeAll(request, &replies));
       const size_t mk = static_cast<size_t>(m) * k, at = static_cast<size_t>(q0) * k;
       for (int s = 0; s < shards_; ++s) {
         Reader r(replies[s]);
-        std::vector<int64_t> entries(mk);
-        std::vector<int32_t> tokens(mk);
-        std::vector<float> distances(mk);
         ShardSearchResult& res = (*out)[s];
-        const bool ok = r.GetBytes(entries.data(), mk * 8) && r.GetBytes(tokens.data(), mk * 4) &&
-                        r.GetBytes(distances.data(), mk * 4) && (!exact || r.GetBytes(res.exact.data() + at, mk * 4));
+        bool ok = GetNeighbors(&r, mk, &res.neighbors[at]) && (!exact || r.GetBytes(res.exact.data() + at, mk * 4));
+        if (slot_ > 0) {
+          ok = ok && GetNeighbors(&r, mk, &res.facts[at]) && (!exact || r.GetBytes(res.fact_exact.data() + at, mk * 4));
+        }
         if (!ok || r.left() != 0) return Status::Internal(Name(s) + ": malformed search reply");
-        for (size_t i = 0; i < mk; ++i) res.neighbors[at + i] = {entries[i], tokens[i], distances[i], 0};
       }
     }
     return Status::OK();
@@ -448,13 +478,18 @@ class MpiShards : public DatastoreShards {
   int dim_;
   int shards_;
   std::string manifest_text_;  // shards.json as rank 0 read it
+  std::string state_dir_;      // the state whose facts the shards hold, or empty
+  int64_t slot_ = 0;           // its slot (0: none)
   MpiShardsOptions options_;
   mutable std::mutex health_mu_;  // guards health_ (taken inside exchange_mu, never the other way)
   mutable std::vector<ShardHealth> health_;
 };
 
 // The shard process's side of one request.
-std::string Answer(const Datastore& shard, int64_t op, const int64_t* h, Reader& r) {
+std::string Answer(const Datastore& shard, FactShard* facts, int64_t op, const int64_t* h, Reader& r) {
+  if (h[7] > 0 && facts == nullptr) {
+    return ErrorReply(h[1], Status::FailedPrecondition("state slot " + std::to_string(h[7]) + " is not open on this rank"));
+  }
   const int64_t seq = h[1];
   Writer w;
   w.Put(seq);
@@ -475,21 +510,14 @@ std::string Answer(const Datastore& shard, int64_t op, const int64_t* h, Reader&
       std::vector<float> queries(static_cast<size_t>(n) * dim);
       r.GetBytes(queries.data(), queries.size() * sizeof(float));
       ShardSearchResult res;
-      Status s = SearchShard(shard, queries.data(), n, k, nprobe, exact, &res);
+      Status s = SearchShard(shard, facts, queries.data(), n, k, nprobe, exact, &res);
       if (!s.ok()) return ErrorReply(seq, s);
-      const size_t nk = res.neighbors.size();
-      std::vector<int64_t> entries(nk);
-      std::vector<int32_t> tokens(nk);
-      std::vector<float> distances(nk);
-      for (size_t i = 0; i < nk; ++i) {
-        entries[i] = res.neighbors[i].entry;
-        tokens[i] = res.neighbors[i].token;
-        distances[i] = res.neighbors[i].distance;
+      PutNeighbors(&w, res.neighbors);
+      if (exact) w.PutBytes(res.exact.data(), res.exact.size() * 4);
+      if (facts != nullptr) {
+        PutNeighbors(&w, res.facts);
+        if (exact) w.PutBytes(res.fact_exact.data(), res.fact_exact.size() * 4);
       }
-      w.PutBytes(entries.data(), nk * 8);
-      w.PutBytes(tokens.data(), nk * 4);
-      w.PutBytes(distances.data(), nk * 4);
-      if (exact) w.PutBytes(res.exact.data(), nk * 4);
       return w.buf();
     }
     case kSuccessors:
@@ -515,6 +543,15 @@ std::string Answer(const Datastore& shard, int64_t op, const int64_t* h, Reader&
         w.Put(nb.token);
         w.Put(nb.distance);
       }
+      return w.buf();
+    }
+    case kFacts: {
+      if (facts == nullptr) return ErrorReply(seq, Status::FailedPrecondition("this shard rank holds no facts"));
+      std::string request(r.left(), '\0'), reply;
+      r.GetBytes(request.data(), request.size());
+      Status s = facts->Handle(request, &reply);
+      if (!s.ok()) return ErrorReply(seq, s);
+      w.PutBytes(reply.data(), reply.size());
       return w.buf();
     }
     default:
@@ -545,7 +582,9 @@ Status CheckJobSize(const std::string& dir, const ShardSetManifest& manifest) {
   return Status::OK();
 }
 
-Status OpenShard(const std::string& path, int rank, std::unique_ptr<Datastore>* out, std::string* manifest_text) {
+// Opens the shard of `rank` of the datastore `path` names (a state's, or itself); *set_dir is the set.
+Status OpenShard(const std::string& path, int rank, std::unique_ptr<Datastore>* out, std::string* set_dir,
+                 ShardSetManifest* set, std::string* manifest_text) {
   if (path.empty()) {
     return Status::InvalidArgument("under mpirun, a command needs --state (or --datastore) naming a sharded datastore");
   }
@@ -575,6 +614,8 @@ Status OpenShard(const std::string& path, int rank, std::unique_ptr<Datastore>* 
   MNEMO_RETURN_IF_ERROR(Datastore::Open(dir + "/" + manifest.shards[s].dir, options, &shard));
   MNEMO_RETURN_IF_ERROR(CheckShard(*shard, manifest, s));
   *out = std::move(shard);
+  *set_dir = dir;
+  *set = manifest;
   return Status::OK();
 }
 
@@ -617,12 +658,12 @@ void MpiSession::Abort(int code) {
   std::_Exit(code);
 }
 
-Status OpenMpiShards(const std::string& dir, const ShardSetManifest& manifest, const MpiShardsOptions& options,
-                     std::unique_ptr<DatastoreShards>* out) {
+Status OpenMpiShards(const std::string& dir, const ShardSetManifest& manifest, const std::string& state_dir,
+                     const MpiShardsOptions& options, std::unique_ptr<DatastoreShards>* out) {
   MNEMO_RETURN_IF_ERROR(CheckJobSize(dir, manifest));
   std::string text;
   MNEMO_RETURN_IF_ERROR(ReadFileToString(dir + "/shards.json", &text));
-  std::unique_ptr<MpiShards> shards(new MpiShards(dir, manifest, text, options));
+  std::unique_ptr<MpiShards> shards(new MpiShards(dir, manifest, text, state_dir, options));
   MNEMO_RETURN_IF_ERROR(shards->Hello());
   *out = std::move(shards);
   return Status::OK();
@@ -639,8 +680,21 @@ Status ServeShard(const std::string& path, int rank) {
   ::signal(SIGINT, SIG_IGN);
   ::signal(SIGTERM, SIG_IGN);
   std::unique_ptr<Datastore> shard;
-  std::string manifest_text;
-  const Status opened = OpenShard(path, rank, &shard, &manifest_text);
+  std::string set_dir, manifest_text;
+  ShardSetManifest set;
+  const Status opened = OpenShard(path, rank, &shard, &set_dir, &set, &manifest_text);
+  // The shares of the facts of the states rank 0 has open, by slot (MpiShards), and the set's trained
+  // structures they are indexed with (loaded at the first).
+  std::map<int64_t, std::unique_ptr<FactShard>> shares;
+  std::unique_ptr<VectorIndex> trained;
+  auto open_share = [&](int64_t slot, const std::string& state) -> Status {
+    if (shares.count(slot) != 0) return Status::OK();
+    if (trained == nullptr) MNEMO_RETURN_IF_ERROR(LoadTrained(set_dir, set, &trained));
+    std::unique_ptr<FactShard> share;
+    MNEMO_RETURN_IF_ERROR(FactShard::Open(FactShardDir(state, rank - 1), *trained, set.dim, /*read_only=*/false, &share));
+    shares[slot] = std::move(share);
+    return Status::OK();
+  };
   int polls = 0;
   std::string request;
   for (;;) {
@@ -662,11 +716,15 @@ Status ServeShard(const std::string& path, int rank) {
       return opened;
     }
     if (op == kHello) {
-      int64_t host_size = 0;
-      std::string theirs;
+      int64_t host_size = 0, state_size = 0;
+      std::string theirs, state;
       if (r.Get(&rank0_pid) && r.Get(&host_size) && host_size >= 0 && static_cast<size_t>(host_size) <= r.left()) {
         rank0_host.assign(static_cast<size_t>(host_size), '\0');
         r.GetBytes(rank0_host.data(), rank0_host.size());
+        if (r.Get(&state_size) && state_size >= 0 && static_cast<size_t>(state_size) <= r.left()) {
+          state.assign(static_cast<size_t>(state_size), '\0');
+          r.GetBytes(state.data(), state.size());
+        }
         theirs.assign(r.left(), '\0');
         r.GetBytes(theirs.data(), theirs.size());
       }
@@ -680,10 +738,19 @@ Status ServeShard(const std::string& path, int rank) {
                                                  "(every host must hold the same split)")));
         continue;
       }
+      if (h[7] > 0) {
+        Status s = open_share(h[7], state);
+        if (!s.ok()) {
+          Reply(ErrorReply(seq, FromCode(static_cast<int64_t>(s.code()),
+                                         "rank " + std::to_string(rank) + " on " + HostName() + ": " + s.message())));
+          continue;
+        }
+      }
       Writer w;
       w.Put(seq);
       w.Put(int64_t{0});
       w.Put(shard->size());
+      w.Put(static_cast<int64_t>(h[7] > 0));
       const std::string host = HostName();
       w.PutBytes(host.data(), host.size());
       Reply(w.buf());
@@ -693,7 +760,16 @@ Status ServeShard(const std::string& path, int rank) {
       Reply(ErrorReply(seq, opened));
       continue;
     }
-    Reply(Answer(*shard, op, h, r));
+    if (op == kRelease) {
+      shares.erase(h[7]);
+      Writer w;
+      w.Put(seq);
+      w.Put(int64_t{0});
+      Reply(w.buf());
+      continue;
+    }
+    auto share = shares.find(h[7]);
+    Reply(Answer(*shard, share == shares.end() ? nullptr : share->second.get(), op, h, r));
   }
 }
 

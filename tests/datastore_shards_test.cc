@@ -6,6 +6,7 @@
 // name it, and it recovers when the shard answers again.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -14,6 +15,7 @@
 
 #include "lm/scorer.h"
 #include "memory/datastore_shards.h"
+#include "memory/fact_shard.h"
 #include "memory/fact_store.h"
 #include "memory/mpi_shards.h"
 #include "retriever/datastore_builder.h"
@@ -212,10 +214,9 @@ std::vector<NewFact> RandomFacts(int dim, int n, uint64_t seed) {
   return facts;
 }
 
-TEST(ShardedStateTest, FactsOverShardsAnswerAsOverTheWhole) {
-  ScratchDir d;
-  LanguageModel model;
-  ASSERT_NO_FATAL_FAILURE(testing::RandomTinyModel(&model));
+// A datastore of the toy documents ("whole"), its split into 2 shards ("sharded") and a state over each
+// (state-whole, state-sharded); *m is the whole's manifest.
+void MakeStates(ScratchDir& d, LanguageModel& model, DatastoreManifest* m) {
   const Variant v{"", "IVF8,PQ4", true};
   ASSERT_TRUE(Build(model, v, d.File("whole")).ok());
   SplitOptions split;
@@ -223,50 +224,238 @@ TEST(ShardedStateTest, FactsOverShardsAnswerAsOverTheWhole) {
   ASSERT_TRUE(SplitDatastore(d.File("whole"), d.File("sharded"), split, nullptr).ok());
   std::unique_ptr<Datastore> whole_ds;
   ASSERT_TRUE(Datastore::Open(d.File("whole"), DatastoreOpenOptions(), &whole_ds).ok());
-  const DatastoreManifest m = whole_ds->manifest();
-  whole_ds.reset();
-  std::unique_ptr<FactStore> stores[2];
-  const char* names[2] = {"whole", "sharded"};
-  for (int i = 0; i < 2; ++i) {
+  *m = whole_ds->manifest();
+  for (const char* name : {"whole", "sharded"}) {
     StateConfig config;
     config.model_path = d.File("model");
-    config.datastore_path = d.File(names[i]);
-    config.model_fingerprint = m.model_fingerprint;
-    config.dim = m.dim;
-    ASSERT_TRUE(CreateStateDir(d.File(std::string("state-") + names[i]), config).ok());
-    Status s = FactStore::Open(d.File(std::string("state-") + names[i]), FactStoreOptions(), &stores[i]);
-    ASSERT_TRUE(s.ok()) << s.ToString();
-    std::vector<int64_t> ids;
-    ASSERT_TRUE(stores[i]->Add(RandomFacts(m.dim, 40, 3), &ids).ok());
-    ASSERT_TRUE(stores[i]->Delete({ids[5], ids[17]}, nullptr).ok());
+    config.datastore_path = d.File(name);
+    config.model_fingerprint = m->model_fingerprint;
+    config.dim = m->dim;
+    ASSERT_TRUE(CreateStateDir(d.File(std::string("state-") + name), config).ok());
   }
-  EXPECT_EQ(stores[0]->size(), stores[1]->size());
-  EXPECT_EQ(stores[0]->base_entries(), stores[1]->base_entries());
-  EXPECT_EQ(stores[0]->segment_trained_fingerprint(), stores[1]->segment_trained_fingerprint());
-  EXPECT_NE(stores[1]->sharded_base(), nullptr);
+}
+
+// Queries near base entries (the model's keys for the toy corpus) and near facts (random keys).
+std::vector<float> Queries(LanguageModel& model, int dim) {
   Spans spans;
-  ASSERT_NO_FATAL_FAILURE(ComputeSpans(model, &spans));
+  ComputeSpans(model, &spans);
+  std::vector<float> queries(spans.keys[0].data_ptr<float>(), spans.keys[0].data_ptr<float>() + spans.keys[0].numel());
   std::mt19937_64 rng(9);
   std::normal_distribution<float> normal;
+  for (int i = 0; i < 20 * dim; ++i) queries.push_back(normal(rng));
+  return queries;
+}
+
+// Both stores answer every query alike, with and without recompute, and facts are among the answers.
+void ExpectSameSearches(const FactStore& a, const FactStore& b, const std::vector<float>& queries, int dim,
+                        const std::string& what) {
+  const int64_t n = static_cast<int64_t>(queries.size()) / dim;
   for (bool recompute : {false, true}) {
     MemorySearchOptions o;
     o.k = 32;
     o.nprobe = 4;
     o.recompute = recompute;
-    // Model keys (near base entries) and random ones (near facts' random keys).
-    std::vector<float> queries(spans.keys[0].data_ptr<float>(), spans.keys[0].data_ptr<float>() + spans.keys[0].numel());
-    for (int i = 0; i < 20 * m.dim; ++i) queries.push_back(normal(rng));
-    const int64_t n = static_cast<int64_t>(queries.size()) / m.dim;
-    std::vector<Neighbor> a, b;
-    ASSERT_TRUE(stores[0]->Search(queries.data(), n, o, &a).ok());
-    ASSERT_TRUE(stores[1]->Search(queries.data(), n, o, &b).ok());
-    ASSERT_NO_FATAL_FAILURE(ExpectSameNeighbours(a, b, "recompute " + std::to_string(recompute)));
+    std::vector<Neighbor> x, y;
+    Status s = a.Search(queries.data(), n, o, &x);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    s = b.Search(queries.data(), n, o, &y);
+    ASSERT_TRUE(s.ok()) << what << ": " << s.ToString();
+    ASSERT_NO_FATAL_FAILURE(ExpectSameNeighbours(x, y, what + ", recompute " + std::to_string(recompute)));
     bool fact_seen = false;
-    for (const Neighbor& nb : b) fact_seen = fact_seen || IsFactEntry(nb.entry);
-    EXPECT_TRUE(fact_seen);
+    for (const Neighbor& nb : y) fact_seen = fact_seen || IsFactEntry(nb.entry);
+    EXPECT_TRUE(fact_seen) << what;
   }
+}
+
+// A tiny model, and states over a datastore and over its split (MakeStates).
+class ShardedStateTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_NO_FATAL_FAILURE(testing::RandomTinyModel(&model));
+    ASSERT_NO_FATAL_FAILURE(MakeStates(d, model, &m));
+  }
+  ScratchDir d;
+  LanguageModel model;
+  DatastoreManifest m;
+};
+
+TEST_F(ShardedStateTest, FactsOverShardsAnswerAsOverTheWhole) {
+  std::unique_ptr<FactStore> stores[2];
+  std::vector<int64_t> ids;
+  const char* names[2] = {"whole", "sharded"};
+  for (int i = 0; i < 2; ++i) {
+    Status s = FactStore::Open(d.File(std::string("state-") + names[i]), FactStoreOptions(), &stores[i]);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    ASSERT_TRUE(stores[i]->Add(RandomFacts(m.dim, 40, 3), &ids).ok());
+    ASSERT_TRUE(stores[i]->Delete({ids[5], ids[17]}, nullptr).ok());
+  }
+  EXPECT_EQ(stores[0]->size(), stores[1]->size());
+  EXPECT_EQ(stores[0]->fact_entries(), stores[1]->fact_entries());
+  EXPECT_EQ(stores[0]->base_entries(), stores[1]->base_entries());
+  EXPECT_EQ(stores[0]->segment_trained_fingerprint(), stores[1]->segment_trained_fingerprint());
+  ASSERT_NE(stores[1]->sharded_base(), nullptr);
+  EXPECT_FALSE(stores[0]->facts_on_shards());
+  ASSERT_TRUE(stores[1]->facts_on_shards());
+  // Each fact lives on shard id mod 2 only, committed; the deleted ones nowhere.
+  const DatastoreShards& shards = stores[1]->sharded_base()->shards();
+  size_t held = 0;
+  for (int s = 0; s < 2; ++s) {
+    std::vector<FactShardRow> rows;
+    ASSERT_TRUE(ShardListFacts(shards, s, &rows).ok());
+    for (const FactShardRow& row : rows) {
+      EXPECT_EQ(row.id % 2, s);
+      EXPECT_TRUE(row.committed);
+      EXPECT_NE(row.id, ids[5]);
+      EXPECT_NE(row.id, ids[17]);
+    }
+    EXPECT_GT(rows.size(), 10u);
+    held += rows.size();
+  }
+  EXPECT_EQ(held, 38u);
+  for (int64_t gone : {ids[5], ids[17]}) {
+    FactTraces t;
+    ASSERT_TRUE(stores[1]->FindTraces(gone, nullptr, &t).ok());
+    EXPECT_EQ(t.shard, gone % 2);
+    EXPECT_FALSE(t.on_shard);
+    EXPECT_TRUE(t.clean());
+  }
+  std::string check;
+  ASSERT_TRUE(stores[1]->CheckFactShards(&check).ok());
+  EXPECT_EQ(check, "ok");
+  ASSERT_NO_FATAL_FAILURE(ExpectSameSearches(*stores[0], *stores[1], Queries(model, m.dim), m.dim, "sharded"));
+  // The reference verify-deleted compares with: the same base and the facts rebuilt from the catalogue.
+  std::unique_ptr<KnnMemory> rebuilt;
+  ASSERT_TRUE(stores[1]->RebuildFromDatabase(&rebuilt).ok());
+  const std::vector<float> queries = Queries(model, m.dim);
+  std::vector<Neighbor> x, y;
+  MemorySearchOptions o;
+  o.k = 32;
+  o.nprobe = 4;
+  ASSERT_TRUE(stores[1]->Search(queries.data(), static_cast<int64_t>(queries.size()) / m.dim, o, &x).ok());
+  ASSERT_TRUE(rebuilt->Search(queries.data(), static_cast<int64_t>(queries.size()) / m.dim, o, &y).ok());
+  ASSERT_NO_FATAL_FAILURE(ExpectSameNeighbours(x, y, "rebuilt"));
   DocumentDeleteReport report;
   EXPECT_TRUE(stores[1]->DeleteBaseDocuments({"d0"}, &report).IsFailedPrecondition());
+}
+
+// Local shards, one of which can be made to fail its fact writes and searches (as a stalled rank does).
+class FlakyShards : public DatastoreShards {
+ public:
+  FlakyShards(std::unique_ptr<DatastoreShards> inner, const std::atomic<int>* down) : inner_(std::move(inner)), down_(down) {}
+  int count() const override { return inner_->count(); }
+  Status Sizes(std::vector<int64_t>* sizes) const override { return inner_->Sizes(sizes); }
+  Status SearchAll(const float* queries, int64_t n, int k, int nprobe, bool exact,
+                   std::vector<ShardSearchResult>* out) const override {
+    if (*down_ >= 0) return Status::Unavailable("shard " + std::to_string(down_->load()) + " is down");
+    return inner_->SearchAll(queries, n, k, nprobe, exact, out);
+  }
+  Status Successors(int shard, const float* query, const std::vector<int64_t>& entries,
+                    std::vector<Neighbor>* out) const override {
+    return inner_->Successors(shard, query, entries, out);
+  }
+  Status Entries(int shard, const float* query, const std::vector<int64_t>& entries,
+                 std::vector<Neighbor>* out) const override {
+    return inner_->Entries(shard, query, entries, out);
+  }
+  bool holds_facts() const override { return inner_->holds_facts(); }
+  Status FactCall(int shard, const std::string& request, std::string* reply) const override {
+    if (*down_ == shard) return Status::Unavailable("shard " + std::to_string(shard) + " is down");
+    return inner_->FactCall(shard, request, reply);
+  }
+
+ private:
+  std::unique_ptr<DatastoreShards> inner_;
+  const std::atomic<int>* down_;
+};
+
+TEST_F(ShardedStateTest, ShardsThatMissWritesOrLoseTheirFactsAreBroughtInLine) {
+  const std::string state = d.File("state-sharded");
+  std::atomic<int> down{-1};
+  FactStoreOptions flaky;
+  flaky.open_shards = [&](const std::string& dir, const ShardSetManifest& manifest, const std::string& state_dir,
+                          std::unique_ptr<DatastoreShards>* out) {
+    std::unique_ptr<DatastoreShards> inner;
+    MNEMO_RETURN_IF_ERROR(OpenLocalShards(dir, manifest, DatastoreOpenOptions(), &inner, state_dir));
+    out->reset(new FlakyShards(std::move(inner), &down));
+    return Status::OK();
+  };
+  std::unique_ptr<FactStore> whole, sharded;
+  ASSERT_TRUE(FactStore::Open(d.File("state-whole"), FactStoreOptions(), &whole).ok());
+  ASSERT_TRUE(FactStore::Open(state, flaky, &sharded).ok());
+  const std::vector<NewFact> facts = RandomFacts(m.dim, 30, 5);
+  const std::vector<NewFact> first(facts.begin(), facts.begin() + 20), later(facts.begin() + 20, facts.end());
+  std::vector<int64_t> ids, ids2;
+  ASSERT_TRUE(whole->Add(first, &ids).ok());
+  ASSERT_TRUE(sharded->Add(first, &ids2).ok());
+  ASSERT_EQ(ids, ids2);
+
+  // Shard 1 down: an add is refused whole (shard 0 had prepared its part: never searchable, dropped later).
+  down = 1;
+  Status s = sharded->Add(later, &ids2);
+  EXPECT_TRUE(s.IsUnavailable()) << s.ToString();
+  int64_t count = 0;
+  ASSERT_TRUE(sharded->Count(FactFilter(), &count).ok());
+  EXPECT_EQ(count, 20);
+  std::vector<FactShardRow> rows;
+  ASSERT_TRUE(ShardListFacts(sharded->sharded_base()->shards(), 0, &rows).ok());
+  int64_t prepared = 0;
+  for (const FactShardRow& row : rows) prepared += !row.committed;
+  EXPECT_GT(prepared, 0);
+  // A delete while it is down: gone from the catalogue (never served again), but not acknowledged.
+  std::vector<FactRecord> deleted;
+  s = sharded->Delete({ids[2], ids[3]}, &deleted);
+  EXPECT_TRUE(s.IsUnavailable()) << s.ToString();
+  EXPECT_EQ(deleted.size(), 2u);
+  ASSERT_TRUE(whole->Delete({ids[2], ids[3]}, nullptr).ok());
+  FactRecord f;
+  EXPECT_TRUE(sharded->Get(ids[3], false, &f).IsNotFound());
+  std::vector<Neighbor> out;
+  MemorySearchOptions o;
+  o.k = 8;
+  std::vector<float> q(m.dim, 0.0f);
+  EXPECT_TRUE(sharded->Search(q.data(), 1, o, &out).IsUnavailable());
+  // Shard 1 back: the next search syncs first (prepared rows dropped, the deleted fact's entries too).
+  down = -1;
+  const std::vector<float> queries = Queries(model, m.dim);
+  ASSERT_NO_FATAL_FAILURE(ExpectSameSearches(*whole, *sharded, queries, m.dim, "after the shard came back"));
+  ASSERT_TRUE(ShardListFacts(sharded->sharded_base()->shards(), 0, &rows).ok());
+  for (const FactShardRow& row : rows) EXPECT_TRUE(row.committed) << row.id;
+  FactTraces t;
+  ASSERT_TRUE(sharded->FindTraces(ids[3], nullptr, &t).ok());
+  EXPECT_TRUE(t.clean());
+  sharded.reset();
+
+  // Shard 1 loses its facts (its disk replaced): fsck without --repair counts them, an open sends them again.
+  std::filesystem::remove_all(FactShardDir(state, 1));
+  FactStoreOptions check;
+  check.read_only_check = true;
+  ASSERT_TRUE(FactStore::Open(state, check, &sharded).ok());
+  const int64_t missing = sharded->recovery().shard_facts_missing;
+  EXPECT_GT(missing, 5);
+  EXPECT_EQ(sharded->recovery().shard_facts_orphans, 0);
+  sharded.reset();
+  EXPECT_FALSE(std::filesystem::exists(FactShardDir(state, 1) + "/entries.db"));  // read-only wrote nothing
+  ASSERT_TRUE(FactStore::Open(state, FactStoreOptions(), &sharded).ok());
+  EXPECT_EQ(sharded->recovery().shard_facts_missing, missing);
+  ASSERT_NO_FATAL_FAILURE(ExpectSameSearches(*whole, *sharded, queries, m.dim, "after shard 1 was resent"));
+  sharded.reset();
+
+  // A row the catalogue never held (a crash between prepare and rollback, or a stale disk): dropped at open.
+  {
+    std::unique_ptr<ShardedDatastore> set;
+    ASSERT_TRUE(ShardedDatastore::Open(d.File("sharded"), DatastoreOpenOptions(), nullptr, &set).ok());
+    std::unique_ptr<FactShard> share;
+    ASSERT_TRUE(FactShard::Open(FactShardDir(state, 0), set->trained(), m.dim, false, &share).ok());
+    FactRecord stray = {};
+    stray.id = 1000;
+    stray.tokens = {1, 2, 3};
+    stray.keys.assign(2 * m.dim, FloatToHalf(0.0f));
+    ASSERT_TRUE(share->Prepare({stray}).ok());
+    ASSERT_TRUE(share->Commit({1000}).ok());
+  }
+  ASSERT_TRUE(FactStore::Open(state, FactStoreOptions(), &sharded).ok());
+  EXPECT_EQ(sharded->recovery().shard_facts_orphans, 1);
+  ASSERT_NO_FATAL_FAILURE(ExpectSameSearches(*whole, *sharded, queries, m.dim, "after the stray row"));
 }
 
 TEST(ShardedDatastoreErrorsTest, BadSplitsAndDamagedSetsAreRefused) {
@@ -518,6 +707,82 @@ TEST_F(MpiShardsTest, ServerAnswersAsOneProcessAndAStalledOrDeadShardIs503) {
   auto a = nlohmann::json::parse(first), b = nlohmann::json::parse(single);
   EXPECT_EQ(a.at("ids"), b.at("ids"));
   EXPECT_EQ(a.at("logprobs_knn"), b.at("logprobs_knn")) << first << "\n" << single;
+}
+
+TEST_F(MpiShardsTest, FactsLiveOnTheShardRanksAndSurviveARestart) {
+  // The same facts added, scored, deleted and verified over HTTP on a sharded state under mpirun and on a
+  // single-process state over the whole datastore; the sharded job restarted in between. Every answer is
+  // the single process's, and the facts are on the shard ranks' disks.
+  std::string out;
+  for (const char* which : {"ds", "set"}) {
+    ASSERT_EQ(RunCommand(Mnemo() + " init --state " + dir_->File(std::string("facts-") + which) + " --model " +
+                             dir_->File("model") + " --datastore " + dir_->File(which), &out), 0) << out;
+  }
+  const std::string fact1 = "Zorblat the purple cat sleeps under the old bridge.";
+  const std::string fact2 = "The dog named Quimby walks to the river every morning.";
+  const std::string score = "{\"text\": \"" + fact1 + " " + fact2 + "\", \"knn\": {\"k\": 8, \"lambda\": 0.5}}";
+  const std::string script =
+      "set -u; "
+      "start() { env $1 " + Mnemo() + " --shard-timeout-ms 5000 serve --state $2 --port 0 --no-log 2> $3 & job=$!; "
+      "  for i in $(seq 300); do port=$(sed -n 's/.*listening on http:\\/\\/127.0.0.1:\\([0-9]*\\).*/\\1/p' $3); "
+      "  [ -n \"$port\" ] && curl -sf localhost:$port/health >/dev/null && break; sleep 0.1; done; }; "
+      "stop() { kill -TERM $job; wait $job; }; "
+      "post() { curl -s -w ' code=%{http_code}' -X POST localhost:$port$1 -d \"$2\" | tr -d '\\n'; }; "
+      "run() { m=$1; start \"$2\" $3 $4; "
+      "  echo \"$m.add=$(post /v1/facts '{\"facts\": [{\"text\": \"" + fact1 + "\"}, {\"text\": \"" + fact2 + "\"}]}')\"; "
+      "  echo \"$m.with=$(post /v1/score '" + score + "')\"; "
+      "  echo \"$m.delete=$(curl -s -w ' code=%{http_code}' -X DELETE localhost:$port/v1/facts/1 | tr -d '\\n')\"; "
+      "  echo \"$m.verify=$(post /v1/facts/1/verify-deleted '{\"text\": \"" + fact1 + "\"}')\"; "
+      "  echo \"$m.after=$(post /v1/score '" + score + "')\"; stop; "
+      "  start \"$2\" $3 $4.2; echo \"$m.restarted=$(post /v1/score '" + score + "')\"; stop; }; "
+      "run single '' " + dir_->File("facts-ds") + " " + dir_->File("facts-single.log") + "; "
+      "run mpi '" + Mpirun(3) + "' " + dir_->File("facts-set") + " " + dir_->File("facts-mpi.log") + "; echo end";
+  std::string escaped;
+  for (char ch : script) escaped += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+  ASSERT_EQ(RunCommand("timeout 240 bash -c '" + escaped + "'", &out), 0) << out;
+  auto field = [&](const std::string& name) {
+    const size_t at = out.find(name + "=");
+    if (at == std::string::npos) return std::string();
+    const size_t end = out.find('\n', at);
+    return out.substr(at + name.size() + 1, end == std::string::npos ? std::string::npos : end - at - name.size() - 1);
+  };
+  auto body = [&](const std::string& name) {
+    const std::string v = field(name);
+    return v.substr(0, v.rfind(" code="));
+  };
+  for (const char* m : {"single", "mpi"}) {
+    const std::string p = m;
+    EXPECT_NE(field(p + ".add").find("code=200"), std::string::npos) << out;
+    EXPECT_NE(field(p + ".add").find("[1,2]"), std::string::npos) << out;
+    EXPECT_NE(field(p + ".delete").find("code=200"), std::string::npos) << out;
+    EXPECT_NE(field(p + ".verify").find("\"passed\":true"), std::string::npos) << out;
+    EXPECT_NE(field(p + ".with").find("code=200"), std::string::npos) << out;
+    EXPECT_EQ(body(p + ".restarted"), body(p + ".after")) << out;
+  }
+  // The sharded verdict names the shard that held fact 1 (1 mod 2), which no longer holds it.
+  EXPECT_NE(field("mpi.verify").find("\"on_shard\":false"), std::string::npos) << out;
+  EXPECT_NE(field("mpi.verify").find("\"shard\":1"), std::string::npos) << out;
+  for (const char* name : {"with", "after"}) {
+    auto a = nlohmann::json::parse(body(std::string("single.") + name)), b = nlohmann::json::parse(body(std::string("mpi.") + name));
+    EXPECT_EQ(a.at("logprobs_knn"), b.at("logprobs_knn")) << name << "\n" << out;
+  }
+  EXPECT_NE(body("single.with"), body("single.after"));  // the facts were used, and the delete changed it
+  // An audit under mpirun works on a scratch state over the same ranks: its facts go to its own shares.
+  const std::string audit = " audit --canaries 2 --references 15 --repetitions 1,4 --members 20 --extraction-samples 5 "
+                            "--forgetting 0,20 --finetune-steps 0 --datastore-documents 0 --state ";
+  ASSERT_EQ(RunCommand(Mpirun(3) + Mnemo() + audit + dir_->File("facts-set") + " --out " + dir_->File("facts-audit"), &out),
+            0) << out;
+  // Fact 2 lives in shard 0's file, and nothing of fact 1 is left in shard 1's.
+  std::vector<FactShardRow> rows;
+  std::unique_ptr<ShardedDatastore> set;
+  ASSERT_TRUE(ShardedDatastore::Open(dir_->File("set"), DatastoreOpenOptions(), nullptr, &set).ok());
+  for (int s = 0; s < 2; ++s) {
+    std::unique_ptr<FactShard> share;
+    ASSERT_TRUE(FactShard::Open(FactShardDir(dir_->File("facts-set"), s), set->trained(), set->dim(), true, &share).ok());
+    ASSERT_TRUE(share->List(&rows).ok());
+    ASSERT_EQ(rows.size(), s == 0 ? 1u : 0u) << s;
+    if (s == 0) EXPECT_EQ(rows[0].id, 2);
+  }
 }
 
 }  // namespace
