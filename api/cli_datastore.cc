@@ -1,5 +1,7 @@
 // Datastore commands: build (run the LM over documents or a text, store key -> next token, index the keys),
 // documents, rm, verify-deleted, recall, info and split (shards: memory/datastore_shards.h).
+#include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <sstream>
 
@@ -9,6 +11,9 @@
 #include "api/fact_json.h"
 #include "indexes/auto_index.h"
 #include "indexes/index_spec.h"
+#include <cstdio>
+#include <filesystem>
+
 #include "memory/datastore_shards.h"
 #include "retriever/datastore_builder.h"
 #include "retriever/deletion_verifier.h"
@@ -29,6 +34,7 @@ void RegisterDatastoreCommands(CLI::App& app, Command* selected) {
     DatastoreBuildOptions options;
     DeviceFlag device;
     bool json = false, quiet = false;
+    int shards = 0;
   };
   auto b = std::make_shared<BuildArgs>();
   build->add_option("--model", b->model, "Model directory")->required();
@@ -45,6 +51,10 @@ void RegisterDatastoreCommands(CLI::App& app, Command* selected) {
                     "A separate (public) text whose keys train the IVF/PQ structures; its entries are not stored, and "
                     "deleting any document is then exact without retraining")->check(CLI::ExistingFile);
   build->add_option("--out", b->out, "Output datastore directory")->required();
+  build->add_option("--shards", b->shards,
+                    "Write N shards that share the trained structures (as `datastore split` does, from the whole "
+                    "built beside --out first: twice the disk while it runs); 0: one datastore")
+      ->check(CLI::Range(0, 4096));
   b->options.finish.index_spec = "auto";
   build->add_option("--index", b->options.finish.index_spec,
                     "Index: auto (Flat, exact, below " + std::to_string(kAutoExactBelow) +
@@ -65,6 +75,13 @@ void RegisterDatastoreCommands(CLI::App& app, Command* selected) {
       if (b->documents.empty() && b->text_file.empty()) {
         return Fail(Status::InvalidArgument("give the corpus with --documents FILE.jsonl or --text-file FILE"));
       }
+      std::error_code ec;
+      if (b->shards > 0 && std::filesystem::exists(b->out, ec) && !std::filesystem::is_empty(b->out, ec)) {
+        return Fail(Status::InvalidArgument("--out " + b->out + " is not empty: the shards need a new directory"));
+      }
+      // With --shards, the whole is built here first, then split into --out and removed.
+      const std::string whole = b->shards > 0 ? b->out + ".whole" : b->out;
+      if (b->shards > 0) std::filesystem::remove_all(whole, ec);  // a build that died before its split
       torch::Device device = torch::kCPU;
       Status s = b->device.Resolve(&device);
       if (!s.ok()) return Fail(s);
@@ -87,17 +104,33 @@ void RegisterDatastoreCommands(CLI::App& app, Command* selected) {
       const std::string source = b->documents.empty() ? b->text_file : b->documents;
       if (s.ok()) {
         s = BuildDatastoreFromDocuments(*model, documents, source, b->train_text.empty() ? nullptr : &train_text,
-                                        b->train_text, b->out, options, &report);
+                                        b->train_text, whole, options, &report);
       }
       if (!s.ok()) return Fail(s);
       std::unique_ptr<Datastore> built;
-      s = Datastore::Open(b->out, DatastoreOpenOptions(), &built);
+      s = Datastore::Open(whole, DatastoreOpenOptions(), &built);
       if (!s.ok()) return Fail(s);
       const std::string pool = built->manifest().training_pool;
+      const std::string index = built->manifest().index_spec;
+      built.reset();
       Json out = {{"out", b->out}, {"entries", report.entries}, {"documents", report.documents},
-                  {"index", built->manifest().index_spec}, {"training_pool", pool},
+                  {"index", index}, {"training_pool", pool},
                   {"forward_seconds", report.forward_seconds}, {"index_seconds", report.index_seconds},
                   {"entries_per_second", report.entries / (report.forward_seconds + report.index_seconds)}};
+      if (b->shards > 0) {
+        SplitOptions split;
+        split.shards = b->shards;
+        split.progress = !b->quiet;
+        SplitReport split_report;
+        s = SplitDatastore(whole, b->out, split, &split_report);
+        if (!s.ok()) {
+          std::fprintf(stderr, "the whole datastore is kept at %s\n", whole.c_str());
+          return Fail(s);
+        }
+        std::filesystem::remove_all(whole, ec);
+        out["shards"] = b->shards;
+        out["split_seconds"] = split_report.seconds;
+      }
       if (b->json) {
         std::cout << DumpJson(out) << "\n";
       } else {

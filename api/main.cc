@@ -102,8 +102,9 @@ int main(int argc, char** argv) {
     mnemo::MpiShardsOptions shard_options;
     shard_options.timeout_ms = shard_timeout_ms;
     mnemo::SetProcessShardOpener([shard_options](const std::string& dir, const mnemo::ShardSetManifest& manifest,
-                                                 const std::string& state_dir, std::unique_ptr<mnemo::DatastoreShards>* out) {
-      return mnemo::OpenMpiShards(dir, manifest, state_dir, shard_options, out);
+                                                 const std::string& state_dir, bool read_only,
+                                                 std::unique_ptr<mnemo::DatastoreShards>* out) {
+      return mnemo::OpenMpiShards(dir, manifest, state_dir, read_only, shard_options, out);
     });
   }
   mnemo::cli::SetThreadsFlag(threads);

@@ -412,7 +412,7 @@ Status ShardedDatastore::Open(const std::string& dir, const DatastoreOpenOptions
   MNEMO_RETURN_IF_ERROR(LoadTrained(dir, ds->manifest_, &ds->trained_));
   if (shards == nullptr) {
     const ShardOpener opener = ProcessShardOpener();
-    MNEMO_RETURN_IF_ERROR(opener ? opener(dir, ds->manifest_, "", &shards)
+    MNEMO_RETURN_IF_ERROR(opener ? opener(dir, ds->manifest_, "", options.read_only, &shards)
                                  : OpenLocalShards(dir, ds->manifest_, options, &shards));
   }
   if (shards->count() != static_cast<int>(ds->manifest_.shards.size())) {

@@ -113,9 +113,11 @@ class DatastoreShards {
 // How this process reaches the shards of a set it opens without being told (FactStoreOptions::open_shards
 // unset): null opens them here (OpenLocalShards); a process that is rank 0 of an MPI job sets
 // OpenMpiShards (memory/mpi_shards.h) once at start, before any state is opened. `state_dir` is the state
-// whose facts the shards are to hold (its FactShardDir), or empty for the datastore alone.
-using ShardOpener = std::function<Status(const std::string& dir, const ShardSetManifest& manifest,
-                                         const std::string& state_dir, std::unique_ptr<DatastoreShards>* out)>;
+// whose facts the shards are to hold (its FactShardDir), or empty for the datastore alone; with
+// `read_only` (fsck without --repair) nothing of it may be written.
+using ShardOpener =
+    std::function<Status(const std::string& dir, const ShardSetManifest& manifest, const std::string& state_dir,
+                         bool read_only, std::unique_ptr<DatastoreShards>* out)>;
 void SetProcessShardOpener(ShardOpener opener);
 ShardOpener ProcessShardOpener();
 

@@ -60,8 +60,9 @@ Status FactShard::Open(const std::string& dir, const VectorIndex& trained, int d
   f->dir_ = dir;
   f->dim_ = dim;
   f->read_only_ = read_only;
+  MNEMO_RETURN_IF_ERROR(trained.CreateEmptyLike(&f->empty_));
   std::unique_ptr<VectorIndex> index;
-  MNEMO_RETURN_IF_ERROR(trained.CreateEmptyLike(&index));
+  MNEMO_RETURN_IF_ERROR(f->empty_->CreateEmptyLike(&index));
   f->segment_.reset(new FactSegment(std::move(index), dim));
   const bool exists = std::filesystem::exists(DbPath(dir));
   if (read_only && !exists) {
@@ -117,6 +118,29 @@ Status FactShard::IndexRows(const std::vector<int64_t>& ids) {
   return segment_->AddFacts(ptrs);
 }
 
+Status FactShard::ReindexLocked(const Status& cause) {
+  std::unique_ptr<VectorIndex> index;
+  Status s = empty_->CreateEmptyLike(&index);
+  std::vector<int64_t> committed;
+  if (s.ok()) {
+    Statement q(db_.get());
+    s = q.Prepare("SELECT id FROM entries WHERE committed = 1 ORDER BY id");
+    for (bool row = true; s.ok();) {
+      s = q.Next(&row);
+      if (!s.ok() || !row) break;
+      committed.push_back(q.Int(0));
+    }
+  }
+  if (s.ok()) {
+    segment_.reset(new FactSegment(std::move(index), dim_));
+    s = IndexRows(committed);
+  }
+  // Until an index matches the rows again, searches fail rather than answer from one that does not.
+  broken_ = !s.ok();
+  if (broken_) broken_reason_ = cause.ToString() + "; rebuilding the index failed too: " + s.ToString();
+  return cause;
+}
+
 Status FactShard::Prepare(const std::vector<FactRecord>& facts) {
   if (read_only_) return Status::FailedPrecondition(dir_ + ": opened read-only");
   for (const FactRecord& f : facts) {
@@ -127,7 +151,9 @@ Status FactShard::Prepare(const std::vector<FactRecord>& facts) {
   std::unique_lock lock(mu_);
   for (const FactRecord& f : facts) {  // a replaced fact is searchable again only once committed
     const FactSegment::Entries* e = segment_->Find(f.id);
-    if (e != nullptr) MNEMO_RETURN_IF_ERROR(segment_->RemoveFact(f.id, static_cast<int64_t>(e->values.size())));
+    if (e == nullptr) continue;
+    Status removed = segment_->RemoveFact(f.id, static_cast<int64_t>(e->values.size()));
+    if (!removed.ok()) return ReindexLocked(removed);
   }
   Transaction txn(db_.get());
   MNEMO_RETURN_IF_ERROR(txn.Begin());
@@ -158,7 +184,8 @@ Status FactShard::Commit(const std::vector<int64_t>& ids) {
     }
     MNEMO_RETURN_IF_ERROR(txn.Commit());
   }
-  return IndexRows(ids);
+  Status indexed = IndexRows(ids);
+  return indexed.ok() ? indexed : ReindexLocked(indexed);
 }
 
 Status FactShard::Drop(const std::vector<int64_t>& ids) {
@@ -177,16 +204,27 @@ Status FactShard::Drop(const std::vector<int64_t>& ids) {
   }
   for (int64_t id : ids) {
     const FactSegment::Entries* e = segment_->Find(id);
-    if (e != nullptr) MNEMO_RETURN_IF_ERROR(segment_->RemoveFact(id, static_cast<int64_t>(e->values.size())));
+    if (e == nullptr) continue;
+    Status removed = segment_->RemoveFact(id, static_cast<int64_t>(e->values.size()));
+    if (!removed.ok()) return ReindexLocked(removed);
   }
-  // The WAL's older frames still hold the rows' pages: copy them back and truncate (fact_db.cc).
-  return db_->CheckpointAndTruncateWal();
+  // The WAL's older frames still hold the rows' pages: copy them back and truncate (fact_db.cc). Until
+  // that succeeds every List (each sync) tries again and fails, so rank 0 keeps the shard behind.
+  scrub_pending_ = true;
+  MNEMO_RETURN_IF_ERROR(db_->CheckpointAndTruncateWal());
+  scrub_pending_ = false;
+  return Status::OK();
 }
 
 Status FactShard::List(std::vector<FactShardRow>* out) const {
   out->clear();
-  std::shared_lock lock(mu_);
+  std::unique_lock lock(mu_);  // exclusive: the connection is not shared between threads
   if (db_ == nullptr) return Status::OK();
+  if (broken_) return Status::Internal(dir_ + ": " + broken_reason_);
+  if (scrub_pending_) {
+    MNEMO_RETURN_IF_ERROR(db_->CheckpointAndTruncateWal());
+    scrub_pending_ = false;
+  }
   Statement s(db_.get());
   MNEMO_RETURN_IF_ERROR(s.Prepare("SELECT id, length(values_blob) / 4, committed FROM entries ORDER BY id"));
   bool row = false;
@@ -199,7 +237,7 @@ Status FactShard::List(std::vector<FactShardRow>* out) const {
 }
 
 Status FactShard::Holds(int64_t id, int64_t entries, bool* row, bool* indexed) const {
-  std::shared_lock lock(mu_);
+  std::unique_lock lock(mu_);
   *row = false;
   if (db_ != nullptr) {
     Statement s(db_.get());
@@ -213,7 +251,7 @@ Status FactShard::Holds(int64_t id, int64_t entries, bool* row, bool* indexed) c
 }
 
 Status FactShard::Check(std::string* result) const {
-  std::shared_lock lock(mu_);
+  std::unique_lock lock(mu_);
   if (db_ == nullptr) {
     *result = "ok";
     return Status::OK();
@@ -240,6 +278,7 @@ Status FactShard::Check(std::string* result) const {
 Status FactShard::Search(const float* queries, int64_t n, int k, int nprobe, bool exact, std::vector<Neighbor>* out,
                          std::vector<float>* exact_out) const {
   std::shared_lock lock(mu_);
+  if (broken_) return Status::Internal(dir_ + ": " + broken_reason_);
   return segment_->Search(queries, n, k, nprobe, exact, out, exact_out);
 }
 

@@ -26,7 +26,7 @@
 // Wire: rank 0 encodes a request (the Shard* functions below), DatastoreShards::FactCall carries it to
 // the shard (a direct call in one process, MPI bytes across processes) and FactShard::Handle answers.
 //
-// Thread-safety: searches run concurrently with each other; writes are exclusive.
+// Thread-safety: searches run concurrently with each other; everything else is exclusive.
 #pragma once
 
 #include <cstdint>
@@ -89,6 +89,9 @@ class FactShard {
  private:
   FactShard();
   Status IndexRows(const std::vector<int64_t>& ids);  // callers hold mu_ exclusively
+  // After the index failed to follow a committed change (`cause`): builds it again from the committed
+  // rows, or marks the share broken (searches and listings fail). Returns `cause`. Callers hold mu_.
+  Status ReindexLocked(const Status& cause);
 
   std::string dir_;
   int dim_ = 0;
@@ -96,8 +99,14 @@ class FactShard {
   int64_t page_size_ = 4096;
   std::unique_ptr<StateLock> lock_;
   std::unique_ptr<SqliteDb> db_;  // null for an absent share opened read-only
+  // Shared: searches (the index only). Exclusive: everything that uses the SQLite connection, which is
+  // opened without SQLite's mutex (sqlite_db.h), and every change.
   mutable std::shared_mutex mu_;
+  std::unique_ptr<VectorIndex> empty_;  // the trained structures, to make an index from
   std::unique_ptr<FactSegment> segment_;
+  bool broken_ = false;         // the index could not be made to match the rows
+  std::string broken_reason_;
+  mutable bool scrub_pending_ = false;  // a drop's WAL checkpoint failed: retried by List
 };
 
 // Rank 0's side: each encodes a request, carries it to shard `shard` (DatastoreShards::FactCall) and

@@ -84,7 +84,7 @@ Status FactStore::Open(const std::string& dir, const FactStoreOptions& options, 
       // Each shard with this state's share of the facts: in other processes, or in this one.
       const ShardOpener opener = options.open_shards ? options.open_shards : ProcessShardOpener();
       if (opener) {
-        MNEMO_RETURN_IF_ERROR(opener(config.datastore_path, manifest, dir, &shards));
+        MNEMO_RETURN_IF_ERROR(opener(config.datastore_path, manifest, dir, options.read_only_check, &shards));
       } else {
         MNEMO_RETURN_IF_ERROR(OpenLocalShards(config.datastore_path, manifest, ds, &shards, dir));
       }

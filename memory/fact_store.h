@@ -83,7 +83,7 @@ struct FactStoreOptions {
   // Where a sharded base datastore's shards, with this state's facts, run (a ShardOpener,
   // datastore_shards.h): null takes the process's (under mpirun the other ranks, else this process).
   std::function<Status(const std::string& dir, const ShardSetManifest& manifest, const std::string& state_dir,
-                       std::unique_ptr<DatastoreShards>* out)>
+                       bool read_only, std::unique_ptr<DatastoreShards>* out)>
       open_shards;
 };
 

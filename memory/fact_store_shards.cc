@@ -77,19 +77,27 @@ Status FactStore::SyncFactShardsLocked(bool repair, RecoveryReport* report) cons
     }
     if (!repair) continue;
     if (!drop.empty()) MNEMO_RETURN_IF_ERROR(ShardDropFacts(shards, s, drop));
-    for (size_t i = 0; i < send.size(); i += 256) {
-      std::vector<FactRecord> batch;
-      for (size_t j = i; j < send.size() && j < i + 256; ++j) {
-        batch.emplace_back();
-        MNEMO_RETURN_IF_ERROR(db_->Get(send[j], /*with_entries=*/true, &batch.back()));
-      }
+    // Sent in batches of at most 64 MiB (a message must stay under MPI's int counts).
+    std::vector<FactRecord> batch;
+    size_t bytes = 0;
+    auto flush = [&]() -> Status {
       std::vector<const FactRecord*> ptrs;
       for (const FactRecord& f : batch) {
         ptrs.push_back(&f);
         commit.push_back(f.id);
       }
-      MNEMO_RETURN_IF_ERROR(ShardPrepareFacts(shards, s, ptrs));
+      Status sent = batch.empty() ? Status::OK() : ShardPrepareFacts(shards, s, ptrs);
+      batch.clear();
+      bytes = 0;
+      return sent;
+    };
+    for (int64_t id : send) {
+      batch.emplace_back();
+      MNEMO_RETURN_IF_ERROR(db_->Get(id, /*with_entries=*/true, &batch.back()));
+      bytes += batch.back().tokens.size() * 4 + batch.back().keys.size() * 2 + 32;
+      if (bytes >= (size_t{64} << 20)) MNEMO_RETURN_IF_ERROR(flush());
     }
+    MNEMO_RETURN_IF_ERROR(flush());
     if (!commit.empty()) MNEMO_RETURN_IF_ERROR(ShardCommitFacts(shards, s, commit));
   }
   if (repair) {
@@ -101,7 +109,12 @@ Status FactStore::SyncFactShardsLocked(bool repair, RecoveryReport* report) cons
 
 Status FactStore::SyncIfBehind() const {
   if (!shards_behind_) return Status::OK();
-  std::lock_guard<std::mutex> write(write_mu_);
+  // Not waiting: the holder may be a write (it syncs first itself) or this very thread inside
+  // WithWritesPaused (verify-deleted's probes), which must not deadlock.
+  std::unique_lock<std::mutex> write(write_mu_, std::try_to_lock);
+  if (!write.owns_lock()) {
+    return Status::Unavailable("a shard missed a write of facts and is being brought in line; try again");
+  }
   if (!shards_behind_) return Status::OK();
   Status s = SyncFactShardsLocked(/*repair=*/true, nullptr);
   if (!s.ok()) {

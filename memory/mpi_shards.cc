@@ -41,7 +41,7 @@ bool HaveMpi() { return false; }
 Status MpiSession::Start(int*, char***, std::unique_ptr<MpiSession>*) { return NoMpi(); }
 MpiSession::~MpiSession() = default;
 void MpiSession::Abort(int code) { std::_Exit(code); }
-Status OpenMpiShards(const std::string&, const ShardSetManifest&, const std::string&, const MpiShardsOptions&,
+Status OpenMpiShards(const std::string&, const ShardSetManifest&, const std::string&, bool, const MpiShardsOptions&,
                      std::unique_ptr<DatastoreShards>*) {
   return NoMpi();
 }
@@ -194,26 +194,28 @@ bool GetNeighbors(Reader* r, size_t n, Neighbor* out) {
 class MpiShards : public DatastoreShards {
  public:
   MpiShards(const std::string& dir, const ShardSetManifest& manifest, const std::string& manifest_text,
-            const std::string& state_dir, const MpiShardsOptions& options)
+            const std::string& state_dir, bool read_only, const MpiShardsOptions& options)
       : dir_(dir), dim_(manifest.dim), shards_(static_cast<int>(manifest.shards.size())),
-        manifest_text_(manifest_text), state_dir_(state_dir), options_(options) {
+        manifest_text_(manifest_text), state_dir_(state_dir), read_only_(read_only), options_(options) {
     if (!state_dir_.empty()) {
       std::lock_guard<std::mutex> lock(exchange_mu);
       slot_ = ++last_slot;
     }
   }
-  // The shard ranks close this state's share of the facts (a down rank keeps it until the job ends).
+  // Every rank that answers closes this state's share of the facts (a down rank keeps it until the job ends).
   ~MpiShards() override {
     if (slot_ == 0) return;
-    std::vector<std::string> replies;
-    ExchangeAll(Header(kRelease, 0, 0, 0, 0, 0, 0, slot_), &replies).ok();
+    for (int s = 0; s < shards_; ++s) {
+      std::vector<std::string> replies;
+      Exchange({s}, {Header(kRelease, 0, 0, 0, 0, 0, 0, slot_)}, &replies, false).ok();
+    }
   }
 
   // Every rank must serve this very set: it compares our shards.json with its own. With a state, each
   // opens the state's share of the facts under our slot.
   Status Hello() {
     Writer w;
-    w.buf() = Header(kHello, 0, 0, 0, 0, 0, 0, slot_);
+    w.buf() = Header(kHello, 0, 0, 0, 0, 0, read_only_ ? 1 : 0, slot_);
     const int64_t pid = ::getpid();
     w.Put(pid);
     const std::string host = HostName();
@@ -479,6 +481,7 @@ class MpiShards : public DatastoreShards {
   int shards_;
   std::string manifest_text_;  // shards.json as rank 0 read it
   std::string state_dir_;      // the state whose facts the shards hold, or empty
+  bool read_only_ = false;     // the ranks open its shares without writing
   int64_t slot_ = 0;           // its slot (0: none)
   MpiShardsOptions options_;
   mutable std::mutex health_mu_;  // guards health_ (taken inside exchange_mu, never the other way)
@@ -659,11 +662,11 @@ void MpiSession::Abort(int code) {
 }
 
 Status OpenMpiShards(const std::string& dir, const ShardSetManifest& manifest, const std::string& state_dir,
-                     const MpiShardsOptions& options, std::unique_ptr<DatastoreShards>* out) {
+                     bool read_only, const MpiShardsOptions& options, std::unique_ptr<DatastoreShards>* out) {
   MNEMO_RETURN_IF_ERROR(CheckJobSize(dir, manifest));
   std::string text;
   MNEMO_RETURN_IF_ERROR(ReadFileToString(dir + "/shards.json", &text));
-  std::unique_ptr<MpiShards> shards(new MpiShards(dir, manifest, text, state_dir, options));
+  std::unique_ptr<MpiShards> shards(new MpiShards(dir, manifest, text, state_dir, read_only, options));
   MNEMO_RETURN_IF_ERROR(shards->Hello());
   *out = std::move(shards);
   return Status::OK();
@@ -687,11 +690,12 @@ Status ServeShard(const std::string& path, int rank) {
   // structures they are indexed with (loaded at the first).
   std::map<int64_t, std::unique_ptr<FactShard>> shares;
   std::unique_ptr<VectorIndex> trained;
-  auto open_share = [&](int64_t slot, const std::string& state) -> Status {
+  auto open_share = [&](int64_t slot, const std::string& state, bool read_only) -> Status {
     if (shares.count(slot) != 0) return Status::OK();
+    if (state.empty()) return Status::InvalidArgument("a hello for facts names no state");
     if (trained == nullptr) MNEMO_RETURN_IF_ERROR(LoadTrained(set_dir, set, &trained));
     std::unique_ptr<FactShard> share;
-    MNEMO_RETURN_IF_ERROR(FactShard::Open(FactShardDir(state, rank - 1), *trained, set.dim, /*read_only=*/false, &share));
+    MNEMO_RETURN_IF_ERROR(FactShard::Open(FactShardDir(state, rank - 1), *trained, set.dim, read_only, &share));
     shares[slot] = std::move(share);
     return Status::OK();
   };
@@ -739,7 +743,7 @@ Status ServeShard(const std::string& path, int rank) {
         continue;
       }
       if (h[7] > 0) {
-        Status s = open_share(h[7], state);
+        Status s = open_share(h[7], state, h[6] != 0);
         if (!s.ok()) {
           Reply(ErrorReply(seq, FromCode(static_cast<int64_t>(s.code()),
                                          "rank " + std::to_string(rank) + " on " + HostName() + ": " + s.message())));

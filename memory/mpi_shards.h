@@ -71,8 +71,9 @@ struct ShardHealth {
 // With a `state_dir`, every rank also opens that state's share of the facts (FactShardDir) for these
 // shards, and closes it when they are destroyed: states opened one after the other, or side by side (an
 // audit's scratch copy beside the live state), each reach their own facts on the same ranks.
+// With `read_only` the ranks open the share without writing anything (fsck without --repair).
 Status OpenMpiShards(const std::string& dir, const ShardSetManifest& manifest, const std::string& state_dir,
-                     const MpiShardsOptions& options, std::unique_ptr<DatastoreShards>* out);
+                     bool read_only, const MpiShardsOptions& options, std::unique_ptr<DatastoreShards>* out);
 // The health of the shards of an MpiShards (empty for other DatastoreShards).
 std::vector<ShardHealth> ShardsHealth(const DatastoreShards& shards);
 

@@ -373,9 +373,11 @@ TEST_F(ShardedStateTest, ShardsThatMissWritesOrLoseTheirFactsAreBroughtInLine) {
   std::atomic<int> down{-1};
   FactStoreOptions flaky;
   flaky.open_shards = [&](const std::string& dir, const ShardSetManifest& manifest, const std::string& state_dir,
-                          std::unique_ptr<DatastoreShards>* out) {
+                          bool read_only, std::unique_ptr<DatastoreShards>* out) {
+    DatastoreOpenOptions options;
+    options.read_only = read_only;
     std::unique_ptr<DatastoreShards> inner;
-    MNEMO_RETURN_IF_ERROR(OpenLocalShards(dir, manifest, DatastoreOpenOptions(), &inner, state_dir));
+    MNEMO_RETURN_IF_ERROR(OpenLocalShards(dir, manifest, options, &inner, state_dir));
     out->reset(new FlakyShards(std::move(inner), &down));
     return Status::OK();
   };
@@ -622,6 +624,20 @@ TEST_F(MpiShardsTest, OfflineCommandsGiveTheSingleProcessAnswers) {
     for (const char* key : {"started_at", "seconds", "timings"}) j->at("config").erase(key);
   }
   EXPECT_EQ(ja1, jb1);
+  // `datastore build --shards 2` writes the split `datastore split` makes of the same build (same cuts, the
+  // same trained structures), and leaves no whole behind; a non-empty --out is refused before any work.
+  const std::string build = Mnemo() + " datastore build --model " + dir_->File("model") + " --documents " +
+                            dir_->File("docs.jsonl") + " --index IVF8,PQ4 --quiet --shards 2 --out ";
+  ASSERT_EQ(RunCommand(build + dir_->File("set-built"), &a), 0) << a;
+  std::string built_json, split_json;
+  ASSERT_EQ(RunCommand("cat " + dir_->File("set-built/shards.json"), &built_json), 0);
+  ASSERT_EQ(RunCommand("cat " + dir_->File("set/shards.json"), &split_json), 0);
+  auto jbuilt = nlohmann::json::parse(built_json), jsplit = nlohmann::json::parse(split_json);
+  EXPECT_EQ(jbuilt.at("shards"), jsplit.at("shards"));
+  EXPECT_EQ(jbuilt.at("trained"), jsplit.at("trained"));
+  EXPECT_FALSE(std::filesystem::exists(dir_->File("set-built.whole")));
+  EXPECT_NE(RunCommand(build + dir_->File("set-built"), &a, true), 0);
+  EXPECT_NE(a.find("not empty"), std::string::npos) << a;
   // The wrong number of ranks: every rank says so and the job fails.
   std::string wrong;
   EXPECT_NE(RunCommand(Mpirun(2) + Mnemo() + " score" + model + " --state " + dir_->File("state-set") + text, &wrong, true), 0);
@@ -783,6 +799,23 @@ TEST_F(MpiShardsTest, FactsLiveOnTheShardRanksAndSurviveARestart) {
     ASSERT_EQ(rows.size(), s == 0 ? 1u : 0u) << s;
     if (s == 0) EXPECT_EQ(rows[0].id, 2);
   }
+  // fsck under mpirun checks every shard; without --repair it writes nothing on them. Shard 0's disk lost:
+  // fsck reports the fact it misses and creates nothing; --repair sends it again.
+  set.reset();
+  const std::string fsck = Mpirun(3) + Mnemo() + " fsck --json --state " + dir_->File("facts-set");
+  ASSERT_EQ(RunCommand(fsck, &out), 0) << out;
+  auto j = nlohmann::json::parse(out.substr(out.find('{')));
+  EXPECT_EQ(j.at("facts_on_shards"), true);
+  EXPECT_EQ(j.at("shards_check"), "ok");
+  std::filesystem::remove_all(FactShardDir(dir_->File("facts-set"), 0));
+  EXPECT_NE(RunCommand(fsck, &out), 0) << out;
+  j = nlohmann::json::parse(out.substr(out.find('{')));
+  EXPECT_EQ(j.at("shard_facts_missing"), 1) << out;
+  EXPECT_EQ(j.at("consistent"), false);
+  EXPECT_FALSE(std::filesystem::exists(FactShardDir(dir_->File("facts-set"), 0)));
+  ASSERT_EQ(RunCommand(fsck + " --repair", &out), 0) << out;
+  ASSERT_EQ(RunCommand(fsck, &out), 0) << out;
+  EXPECT_EQ(nlohmann::json::parse(out.substr(out.find('{'))).at("consistent"), true) << out;
 }
 
 }  // namespace
