@@ -30,6 +30,7 @@ Json DeletionVerdictToJson(const DeletionVerdict& v) {
   if (t.shard >= 0) {
     j["structural"]["shard"] = t.shard;
     j["structural"]["on_shard"] = t.on_shard;
+    j["structural"]["shards_checked"] = t.shards_checked;
   }
   if (v.facts_memory_documents >= 0) j["structural"]["facts_memory_documents"] = v.facts_memory_documents;
   if (v.probed) {

@@ -101,7 +101,8 @@ struct FactTraces {
   bool text_checked = false;        // The caller gave the text (mnemo keeps no copy of it).
   bool text_in_database_files = false;  // The text's bytes in facts.db or facts.db-wal.
   int shard = -1;                   // With facts on shards (fact_shard.h): the shard that held it, else -1.
-  bool on_shard = false;            // A row or an index entry of it on that shard.
+  int64_t shards_checked = 0;       // Every shard is asked.
+  bool on_shard = false;            // A row or an index entry of it on any shard.
 
   bool clean() const {
     return tombstone && !in_database && !in_segment && snapshots_holding == 0 && !text_in_database_files && !on_shard;

@@ -39,9 +39,13 @@ Status FactStore::FindTraces(int64_t fact_id, const std::string* text, FactTrace
     MNEMO_RETURN_IF_ERROR(SyncIfBehind());
     const DatastoreShards& shards = sharded_->shards();
     t.shard = FactShardOf(fact_id, shards.count());
-    bool row = false, indexed = false;
-    MNEMO_RETURN_IF_ERROR(ShardHoldsFact(shards, t.shard, fact_id, tomb.entries, &row, &indexed));
-    t.on_shard = row || indexed;
+    // Every shard, not only the one that held it: a row on any other would be a trace too.
+    for (int shard = 0; shard < shards.count(); ++shard) {
+      bool row = false, indexed = false;
+      MNEMO_RETURN_IF_ERROR(ShardHoldsFact(shards, shard, fact_id, tomb.entries, &row, &indexed));
+      t.on_shard = t.on_shard || row || indexed;
+      ++t.shards_checked;
+    }
   }
   for (const std::string& path : SnapshotPaths()) {
     std::unique_ptr<VectorIndex> snapshot;

@@ -65,7 +65,7 @@ Status VerifyDeleted(LanguageModel& model, const FactStore& store, int64_t fact_
   if (v.traces.in_segment) {
     v.reason = "entries of the fact are still in the live index";
   } else if (v.traces.on_shard) {
-    v.reason = "shard " + std::to_string(v.traces.shard) + " still holds entries of the fact";
+    v.reason = "a shard still holds entries of the fact (it was placed on shard " + std::to_string(v.traces.shard) + ")";
   } else if (v.traces.snapshots_holding > 0) {
     v.reason = "a snapshot file still holds entries of the fact";
   } else if (v.traces.text_in_database_files) {

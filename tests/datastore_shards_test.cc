@@ -316,6 +316,7 @@ TEST_F(ShardedStateTest, FactsOverShardsAnswerAsOverTheWhole) {
     FactTraces t;
     ASSERT_TRUE(stores[1]->FindTraces(gone, nullptr, &t).ok());
     EXPECT_EQ(t.shard, gone % 2);
+    EXPECT_EQ(t.shards_checked, 2);
     EXPECT_FALSE(t.on_shard);
     EXPECT_TRUE(t.clean());
   }
