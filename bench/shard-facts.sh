@@ -5,11 +5,16 @@
 # on shards the owning shard's durable prepare and its commit are two more exchanges), then N DELETE
 # /v1/facts/{id} (the catalogue commit, then the shard's drop and scrub), mean and p99 ms; and the kNN
 # log-probs of a text that uses the facts, which must be the same in every run (their hash is printed).
-# Usage: bench/shard-facts.sh [DATASTORE] [MODEL] [N]   (defaults: the make-serve datastore and model, 50)
+# Then what opening a state with MANY facts costs (the `seconds` fsck reports: the open, with its recovery):
+# the unsplit state loads its snapshot chunks, a shard indexes its facts again from entries.db and rank 0
+# syncs every shard against the catalogue.
+# Usage: bench/shard-facts.sh [DATASTORE] [MODEL] [N] [MANY]   (defaults: the make-serve datastore and
+# model, 50, 5000)
 set -euo pipefail
 DS=${1:-data/datastores/gcide-1m-ivf4096pq32}
 MODEL=${2:-data/models/default}
 N=${3:-50}
+MANY=${4:-5000}
 MNEMO=${MNEMO:-build/mnemo}
 OUT=${OUT:-/tmp/mnemo-bench-shard-facts}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader
@@ -48,3 +53,20 @@ PY
 run unsplit "" "$DS"
 run shards-2-one-process "" "$OUT/set-2"
 run shards-2-mpirun "$MPIRUN -np 3" "$OUT/set-2"
+
+python3 - "$MANY" > "$OUT/many.jsonl" <<'PY'
+import json, sys
+for i in range(int(sys.argv[1])):
+    print(json.dumps({"text": "Record %d: the harbour of Zenda keeps %d red boats, %d sails and a lighthouse." % (i, i % 97, i % 13)}))
+PY
+open_seconds() {  # $1: label, $2: command prefix, $3: state
+  $2 $MNEMO fsck --json --state "$3" |
+    python3 -c 'import json,sys; j=json.load(sys.stdin); print("%-22s open %.2f s (%d facts, %d entries, consistent %s)" % (sys.argv[1], j["seconds"], j["facts"], j["fact_entries"], j["consistent"]))' "$1"
+}
+for which in unsplit:$DS sharded:$OUT/set-2; do
+  $MNEMO init --state "$OUT/many-${which%%:*}" --model "$MODEL" --datastore "${which#*:}" > /dev/null
+  /usr/bin/time -f "${which%%:*}: facts add of $MANY facts %e s" $MNEMO facts add --state "$OUT/many-${which%%:*}" --jsonl "$OUT/many.jsonl" > /dev/null
+done
+open_seconds unsplit "" "$OUT/many-unsplit"
+open_seconds shards-2-one-process "" "$OUT/many-sharded"
+open_seconds shards-2-mpirun "$MPIRUN -np 3" "$OUT/many-sharded"

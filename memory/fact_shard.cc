@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <mutex>
 
@@ -21,9 +22,31 @@ enum FactOp : int64_t { kPrepare = 1, kCommit = 2, kDrop = 3, kList = 4, kHolds 
 
 constexpr char kSchema[] =
     "CREATE TABLE IF NOT EXISTS entries(id INTEGER PRIMARY KEY, pad BLOB, committed INTEGER NOT NULL, "
-    "values_blob BLOB NOT NULL, keys BLOB NOT NULL)";
+    "values_blob BLOB NOT NULL, keys BLOB NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL)";
 
 std::string DbPath(const std::string& dir) { return dir + "/entries.db"; }
+
+// The index as of change `version` of the committed rows (written when the share closes).
+std::string SnapshotPath(const std::string& dir, int64_t version) {
+  return dir + "/segment-" + std::to_string(version) + ".idx";
+}
+
+std::vector<std::string> SnapshotFiles(const std::string& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("segment-", 0) == 0) out.push_back(e.path().string());
+  }
+  return out;
+}
+
+// Counts a change of the committed rows, in the caller's transaction.
+Status BumpVersion(SqliteDb* db) {
+  return db->Exec("INSERT INTO meta(key, value) VALUES('version', 1) "
+                  "ON CONFLICT(key) DO UPDATE SET value = value + 1");
+}
 
 // Reads row `id` (values and keys) into *f; *found says whether there was one.
 Status ReadRow(SqliteDb* db, int64_t id, FactRecord* f, bool* found) {
@@ -52,7 +75,48 @@ std::string FactShardDir(const std::string& state_dir, int shard) {
 }
 
 FactShard::FactShard() = default;
-FactShard::~FactShard() = default;
+
+FactShard::~FactShard() {
+  // The index as of the rows' current version, so the next open loads it instead of encoding every
+  // entry again; skipped when read-only, broken or already on disk. A failure only costs that.
+  if (read_only_ || broken_ || db_ == nullptr || snapshot_version_ == version_) return;
+  const std::string path = SnapshotPath(dir_, version_);
+  Status s = segment_->index().Save(path);
+  if (!s.ok()) {
+    std::fprintf(stderr, "fact shard: index snapshot not written: %s\n", s.ToString().c_str());
+    return;
+  }
+  for (const std::string& old : SnapshotFiles(dir_)) {
+    if (old != path) RemoveFileDurably(old).ok();
+  }
+}
+
+bool FactShard::LoadSnapshot(const std::vector<int64_t>& committed) {
+  const std::string path = SnapshotPath(dir_, version_);
+  if (!std::filesystem::exists(path)) return false;
+  LoadOptions load;
+  load.expected_dim = dim_;
+  std::unique_ptr<VectorIndex> index;
+  if (!VectorIndex::Load(path, load, &index).ok()) return false;
+  if (index->TrainedFingerprint() != empty_->TrainedFingerprint()) return false;
+  // The values and keys come from the rows; the snapshot must hold exactly their entries.
+  std::unique_ptr<FactSegment> segment(new FactSegment(std::move(index), dim_));
+  int64_t entries = 0;
+  for (int64_t id : committed) {
+    FactRecord f;
+    bool found = false;
+    if (!ReadRow(db_.get(), id, &f, &found).ok() || !found) return false;
+    const int64_t n = static_cast<int64_t>(f.tokens.size()) - 1;
+    if (!segment->index().Contains(FactEntryId(id, 0)) || !segment->index().Contains(FactEntryId(id, n - 1))) return false;
+    entries += n;
+    segment->RememberFact(f);
+  }
+  if (segment->index().size() != entries) return false;
+  segment->SetEntryCount(entries);
+  segment_ = std::move(segment);
+  loaded_snapshot_ = true;
+  return true;
+}
 
 Status FactShard::Open(const std::string& dir, const VectorIndex& trained, int dim, bool read_only,
                        std::unique_ptr<FactShard>* out) {
@@ -97,7 +161,12 @@ Status FactShard::Open(const std::string& dir, const VectorIndex& trained, int d
       committed.push_back(s.Int(0));
     }
   }
-  MNEMO_RETURN_IF_ERROR(f->IndexRows(committed));
+  // An older share (before meta) answers "no table": it has no snapshot either.
+  if (db->QueryText("SELECT value FROM meta WHERE key = 'version'", &value, &found).ok() && found) {
+    MNEMO_RETURN_IF_ERROR(ParseInt64(value, 0, INT64_MAX, &f->version_));
+  }
+  if (!f->LoadSnapshot(committed)) MNEMO_RETURN_IF_ERROR(f->IndexRows(committed));
+  f->snapshot_version_ = f->loaded_snapshot_ ? f->version_ : -1;
   *out = std::move(f);
   return Status::OK();
 }
@@ -149,6 +218,12 @@ Status FactShard::Prepare(const std::vector<FactRecord>& facts) {
     }
   }
   std::unique_lock lock(mu_);
+  bool replaces = false;
+  for (const FactRecord& f : facts) replaces = replaces || segment_->Find(f.id) != nullptr;
+  if (replaces) {  // a committed fact rewritten (a sync that found another size): as a drop, then an add
+    for (const std::string& old : SnapshotFiles(dir_)) MNEMO_RETURN_IF_ERROR(RemoveFileDurably(old));
+    snapshot_version_ = -1;
+  }
   for (const FactRecord& f : facts) {  // a replaced fact is searchable again only once committed
     const FactSegment::Entries* e = segment_->Find(f.id);
     if (e == nullptr) continue;
@@ -157,6 +232,7 @@ Status FactShard::Prepare(const std::vector<FactRecord>& facts) {
   }
   Transaction txn(db_.get());
   MNEMO_RETURN_IF_ERROR(txn.Begin());
+  if (replaces) MNEMO_RETURN_IF_ERROR(BumpVersion(db_.get()));
   Statement s(db_.get());
   MNEMO_RETURN_IF_ERROR(
       s.Prepare("INSERT OR REPLACE INTO entries(id, pad, committed, values_blob, keys) VALUES(?, zeroblob(?), 0, ?, ?)"));
@@ -167,7 +243,9 @@ Status FactShard::Prepare(const std::vector<FactRecord>& facts) {
     s.BindBlob(4, ToLittleEndian(f.keys));
     MNEMO_RETURN_IF_ERROR(s.Run());
   }
-  return txn.Commit();
+  MNEMO_RETURN_IF_ERROR(txn.Commit());
+  if (replaces) ++version_;
+  return Status::OK();
 }
 
 Status FactShard::Commit(const std::vector<int64_t>& ids) {
@@ -176,6 +254,7 @@ Status FactShard::Commit(const std::vector<int64_t>& ids) {
   {
     Transaction txn(db_.get());
     MNEMO_RETURN_IF_ERROR(txn.Begin());
+    MNEMO_RETURN_IF_ERROR(BumpVersion(db_.get()));
     Statement s(db_.get());
     MNEMO_RETURN_IF_ERROR(s.Prepare("UPDATE entries SET committed = 1 WHERE id = ?"));
     for (int64_t id : ids) {
@@ -184,6 +263,7 @@ Status FactShard::Commit(const std::vector<int64_t>& ids) {
     }
     MNEMO_RETURN_IF_ERROR(txn.Commit());
   }
+  ++version_;
   Status indexed = IndexRows(ids);
   return indexed.ok() ? indexed : ReindexLocked(indexed);
 }
@@ -191,9 +271,13 @@ Status FactShard::Commit(const std::vector<int64_t>& ids) {
 Status FactShard::Drop(const std::vector<int64_t>& ids) {
   if (read_only_) return Status::FailedPrecondition(dir_ + ": opened read-only");
   std::unique_lock lock(mu_);
+  // No file may keep a dropped fact's keys once the drop is acknowledged: the index snapshots go first.
+  for (const std::string& old : SnapshotFiles(dir_)) MNEMO_RETURN_IF_ERROR(RemoveFileDurably(old));
+  snapshot_version_ = -1;
   {
     Transaction txn(db_.get());
     MNEMO_RETURN_IF_ERROR(txn.Begin());
+    MNEMO_RETURN_IF_ERROR(BumpVersion(db_.get()));
     Statement s(db_.get());
     MNEMO_RETURN_IF_ERROR(s.Prepare("DELETE FROM entries WHERE id = ?"));
     for (int64_t id : ids) {
@@ -202,6 +286,7 @@ Status FactShard::Drop(const std::vector<int64_t>& ids) {
     }
     MNEMO_RETURN_IF_ERROR(txn.Commit());
   }
+  ++version_;
   for (int64_t id : ids) {
     const FactSegment::Entries* e = segment_->Find(id);
     if (e == nullptr) continue;
@@ -247,6 +332,12 @@ Status FactShard::Holds(int64_t id, int64_t entries, bool* row, bool* indexed) c
   }
   *indexed = segment_->Find(id) != nullptr;
   for (int64_t p = 0; p < entries && !*indexed; ++p) *indexed = segment_->index().Contains(FactEntryId(id, p));
+  // An index snapshot on disk counts as indexed too.
+  for (const std::string& path : SnapshotFiles(dir_)) {
+    std::unique_ptr<VectorIndex> snapshot;
+    if (*indexed || !VectorIndex::Load(path, LoadOptions(), &snapshot).ok()) continue;
+    for (int64_t p = 0; p < entries && !*indexed; ++p) *indexed = snapshot->Contains(FactEntryId(id, p));
+  }
   return Status::OK();
 }
 

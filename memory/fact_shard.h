@@ -19,9 +19,14 @@
 // the live ones held prepared and sends the live ones missing (FactStore::SyncFactShards). The same runs
 // at every open, so restarting the job recovers every shard from its entries.db and the catalogue.
 //
+// Start-up: the share writes its index to segment-<version>.idx when it closes (version: the changes
+// of its committed rows, counted in entries.db) and the next open loads it when the version still
+// matches and it holds exactly the committed rows' entries; otherwise the rows are encoded again.
+//
 // No trace after a drop: entries.db takes the catalogue's measures (fact_db.cc): WAL with
 // synchronous=FULL, secure_delete, a zero pad one page long leading every row (its blobs live in overflow
-// pages that the delete zeroes), and a WAL checkpoint with truncation after each drop.
+// pages that the delete zeroes), and a WAL checkpoint with truncation after each drop. A drop (or a
+// rewrite of a committed fact) first removes the index snapshot, durably.
 //
 // Wire: rank 0 encodes a request (the Shard* functions below), DatastoreShards::FactCall carries it to
 // the shard (a direct call in one process, MPI bytes across processes) and FactShard::Handle answers.
@@ -73,7 +78,8 @@ class FactShard {
   // Deletes the facts' rows and index entries (absent ids are ignored) and scrubs the files.
   Status Drop(const std::vector<int64_t>& ids);
   Status List(std::vector<FactShardRow>* out) const;
-  // Whether the share holds a row of `id`, and whether any of its entries is indexed.
+  // Whether the share holds a row of `id`, and whether any of its entries is indexed (in memory or in
+  // an index snapshot on disk).
   Status Holds(int64_t id, int64_t entries, bool* row, bool* indexed) const;
   // SQLite's quick_check and the index against the rows: "ok", or what differs.
   Status Check(std::string* result) const;
@@ -82,6 +88,8 @@ class FactShard {
   Status Search(const float* queries, int64_t n, int k, int nprobe, bool exact, std::vector<Neighbor>* out,
                 std::vector<float>* exact_out) const;
   int64_t entries() const;
+  // Whether Open took the index from its snapshot (segment-<version>.idx) rather than encoding the rows.
+  bool loaded_snapshot() const { return loaded_snapshot_; }
 
   // Answers one encoded request (below) into *reply.
   Status Handle(const std::string& request, std::string* reply);
@@ -92,6 +100,8 @@ class FactShard {
   // After the index failed to follow a committed change (`cause`): builds it again from the committed
   // rows, or marks the share broken (searches and listings fail). Returns `cause`. Callers hold mu_.
   Status ReindexLocked(const Status& cause);
+  // Takes the index from segment-<version_>.idx when it holds exactly the committed rows' entries.
+  bool LoadSnapshot(const std::vector<int64_t>& committed);
 
   std::string dir_;
   int dim_ = 0;
@@ -107,6 +117,9 @@ class FactShard {
   bool broken_ = false;         // the index could not be made to match the rows
   std::string broken_reason_;
   mutable bool scrub_pending_ = false;  // a drop's WAL checkpoint failed: retried by List
+  int64_t version_ = 0;            // changes of the committed rows (meta 'version'), as this share knows them
+  int64_t snapshot_version_ = -1;  // the version of the snapshot on disk, -1 when none is current
+  bool loaded_snapshot_ = false;
 };
 
 // Rank 0's side: each encodes a request, carries it to shard `shard` (DatastoreShards::FactCall) and

@@ -339,6 +339,77 @@ TEST_F(ShardedStateTest, FactsOverShardsAnswerAsOverTheWhole) {
   EXPECT_TRUE(stores[1]->DeleteBaseDocuments({"d0"}, &report).IsFailedPrecondition());
 }
 
+TEST_F(ShardedStateTest, ASharesIndexSnapshotIsLoadedWhileCurrentAndNeverOutlivesADrop) {
+  std::unique_ptr<ShardedDatastore> set;
+  ASSERT_TRUE(ShardedDatastore::Open(d.File("sharded"), DatastoreOpenOptions(), nullptr, &set).ok());
+  const std::string dir = d.File("share");
+  std::vector<FactRecord> facts;
+  for (const NewFact& nf : RandomFacts(m.dim, 12, 4)) {
+    FactRecord f;
+    f.id = static_cast<int64_t>(facts.size()) + 1;
+    f.tokens = nf.tokens;
+    f.keys = nf.keys;
+    facts.push_back(f);
+  }
+  const std::vector<float> queries = Queries(model, m.dim);
+  const int64_t n = static_cast<int64_t>(queries.size()) / m.dim;
+  auto search = [&](const FactShard& share, std::vector<Neighbor>* out) {
+    std::vector<float> exact;
+    ASSERT_TRUE(share.Search(queries.data(), n, 16, 4, true, out, &exact).ok());
+  };
+  auto snapshots = [&]() {
+    int count = 0;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) count += e.path().filename().string().rfind("segment-", 0) == 0;
+    return count;
+  };
+  std::vector<Neighbor> before, after;
+  {
+    std::unique_ptr<FactShard> share;
+    ASSERT_TRUE(FactShard::Open(dir, set->trained(), m.dim, false, &share).ok());
+    EXPECT_FALSE(share->loaded_snapshot());
+    ASSERT_TRUE(share->Prepare(facts).ok());
+    std::vector<int64_t> ids;
+    for (const FactRecord& f : facts) ids.push_back(f.id);
+    ASSERT_TRUE(share->Commit(ids).ok());
+    search(*share, &before);
+  }
+  EXPECT_EQ(snapshots(), 1);  // written at close
+  {
+    std::unique_ptr<FactShard> share;
+    ASSERT_TRUE(FactShard::Open(dir, set->trained(), m.dim, false, &share).ok());
+    EXPECT_TRUE(share->loaded_snapshot());
+    search(*share, &after);
+    ASSERT_NO_FATAL_FAILURE(ExpectSameNeighbours(before, after, "from the snapshot"));
+    bool row = true, indexed = true;
+    ASSERT_TRUE(share->Drop({3}).ok());
+    EXPECT_EQ(snapshots(), 0);  // gone before the drop was acknowledged
+    ASSERT_TRUE(share->Holds(3, static_cast<int64_t>(facts[2].tokens.size()) - 1, &row, &indexed).ok());
+    EXPECT_FALSE(row);
+    EXPECT_FALSE(indexed);
+    search(*share, &before);
+  }
+  EXPECT_EQ(snapshots(), 1);
+  std::unique_ptr<FactShard> share;
+  ASSERT_TRUE(FactShard::Open(dir, set->trained(), m.dim, false, &share).ok());
+  EXPECT_TRUE(share->loaded_snapshot());
+  search(*share, &after);
+  ASSERT_NO_FATAL_FAILURE(ExpectSameNeighbours(before, after, "after the drop"));
+  for (const Neighbor& nb : after) EXPECT_NE(FactIdOfEntry(nb.entry), 3) << nb.entry;
+  // A snapshot of another version (the rows changed without it: a crash before close) is not used.
+  share.reset();
+  const std::string current = [&]() {
+    for (const auto& e : std::filesystem::directory_iterator(dir)) {
+      if (e.path().filename().string().rfind("segment-", 0) == 0) return e.path().string();
+    }
+    return std::string();
+  }();
+  std::filesystem::rename(current, dir + "/segment-999.idx");
+  ASSERT_TRUE(FactShard::Open(dir, set->trained(), m.dim, false, &share).ok());
+  EXPECT_FALSE(share->loaded_snapshot());
+  search(*share, &before);
+  ASSERT_NO_FATAL_FAILURE(ExpectSameNeighbours(before, after, "encoded again"));
+}
+
 // Local shards, one of which can be made to fail its fact writes and searches (as a stalled rank does).
 class FlakyShards : public DatastoreShards {
  public:
