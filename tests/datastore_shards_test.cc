@@ -18,6 +18,7 @@
 #include "memory/fact_shard.h"
 #include "memory/fact_store.h"
 #include "memory/mpi_shards.h"
+#include "memory/sqlite_db.h"
 #include "retriever/datastore_builder.h"
 #include "retriever/knn_lm.h"
 #include "tests/lm_fixture.h"
@@ -381,8 +382,23 @@ TEST_F(ShardedStateTest, ASharesIndexSnapshotIsLoadedWhileCurrentAndNeverOutlive
     search(*share, &after);
     ASSERT_NO_FATAL_FAILURE(ExpectSameNeighbours(before, after, "from the snapshot"));
     bool row = true, indexed = true;
+    // The bytes of fact 3's values and keys are in the share's files before the drop and nowhere after.
+    const std::string values = ToLittleEndian(facts[2].tokens.data() + 1, facts[2].tokens.size() - 1);
+    const std::string keys = ToLittleEndian(facts[2].keys);
+    auto in_files = [&](const std::string& needle) {
+      bool found = false;
+      for (const auto& e : std::filesystem::directory_iterator(dir)) {
+        std::string data;
+        if (ReadFileToString(e.path().string(), &data).ok()) found = found || data.find(needle) != std::string::npos;
+      }
+      return found;
+    };
+    EXPECT_TRUE(in_files(values));
+    EXPECT_TRUE(in_files(keys));
     ASSERT_TRUE(share->Drop({3}).ok());
     EXPECT_EQ(snapshots(), 0);  // gone before the drop was acknowledged
+    EXPECT_FALSE(in_files(values));
+    EXPECT_FALSE(in_files(keys));
     ASSERT_TRUE(share->Holds(3, static_cast<int64_t>(facts[2].tokens.size()) - 1, &row, &indexed).ok());
     EXPECT_FALSE(row);
     EXPECT_FALSE(indexed);
