@@ -66,6 +66,17 @@ Status ReadRow(SqliteDb* db, int64_t id, FactRecord* f, bool* found) {
   return Status::OK();
 }
 
+// The searchable facts, in id order (the order they are indexed in).
+Status CommittedIds(SqliteDb* db, std::vector<int64_t>* out) {
+  Statement s(db);
+  MNEMO_RETURN_IF_ERROR(s.Prepare("SELECT id FROM entries WHERE committed = 1 ORDER BY id"));
+  for (bool row = true;;) {
+    MNEMO_RETURN_IF_ERROR(s.Next(&row));
+    if (!row) return Status::OK();
+    out->push_back(s.Int(0));
+  }
+}
+
 Status Malformed(const char* what) { return Status::InvalidArgument(std::string("malformed fact shard ") + what); }
 
 }  // namespace
@@ -151,16 +162,7 @@ Status FactShard::Open(const std::string& dir, const VectorIndex& trained, int d
     return Status::Corruption(db->path() + ": unexpected page size \"" + value + "\"");
   }
   std::vector<int64_t> committed;
-  {
-    Statement s(db);
-    MNEMO_RETURN_IF_ERROR(s.Prepare("SELECT id FROM entries WHERE committed = 1 ORDER BY id"));
-    bool row = false;
-    for (;;) {
-      MNEMO_RETURN_IF_ERROR(s.Next(&row));
-      if (!row) break;
-      committed.push_back(s.Int(0));
-    }
-  }
+  MNEMO_RETURN_IF_ERROR(CommittedIds(db, &committed));
   // An older share (before meta) answers "no table": it has no snapshot either.
   if (db->QueryText("SELECT value FROM meta WHERE key = 'version'", &value, &found).ok() && found) {
     MNEMO_RETURN_IF_ERROR(ParseInt64(value, 0, INT64_MAX, &f->version_));
@@ -191,15 +193,7 @@ Status FactShard::ReindexLocked(const Status& cause) {
   std::unique_ptr<VectorIndex> index;
   Status s = empty_->CreateEmptyLike(&index);
   std::vector<int64_t> committed;
-  if (s.ok()) {
-    Statement q(db_.get());
-    s = q.Prepare("SELECT id FROM entries WHERE committed = 1 ORDER BY id");
-    for (bool row = true; s.ok();) {
-      s = q.Next(&row);
-      if (!s.ok() || !row) break;
-      committed.push_back(q.Int(0));
-    }
-  }
+  if (s.ok()) s = CommittedIds(db_.get(), &committed);
   if (s.ok()) {
     segment_.reset(new FactSegment(std::move(index), dim_));
     s = IndexRows(committed);
